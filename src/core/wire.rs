@@ -1,0 +1,766 @@
+//! Wire protocol v1: the frame codec shared by the client and the reference server.
+//!
+//! A frame is one header line, then an optional body whose byte length the header states:
+//!
+//! ```text
+//! msg s=12 k=j e=ticker n=11\n{"price":1}
+//! ```
+//!
+//! Every frame is self-delimiting, so a batch is plain concatenation and the same bytes ride on
+//! a WebSocket message, an SSE event or a long-poll response body. The body is never re-encoded
+//! as a string inside another format: a JSON payload is carried as its own text and parsed once,
+//! by whoever consumes it. Binary bodies travel raw where the carrier is binary (WebSocket binary
+//! messages) and as base64 (`b64` flag) where it is text-only.
+//!
+//! Invariants: decoding never panics on any input; every error is a [`WireError`]; the encoder
+//! only produces what the decoder accepts (property-tested). No `format!` here: this code ships
+//! in the wasm and must not pull in `core::fmt`.
+
+use std::borrow::Cow;
+
+/// The protocol version this codec speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest header line accepted, in bytes, including the terminating LF.
+pub const MAX_HEADER_BYTES: usize = 1024;
+/// Default largest message body, in bytes (the server may advertise a different one in hello).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Longest event name, in bytes.
+pub const MAX_EVENT_NAME_BYTES: usize = 64;
+/// Longest session id or resume secret, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 128;
+
+/// What went wrong while decoding a frame. The message is for humans; the variant for code.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// The input ended before the header line or the body was complete.
+    Truncated,
+    /// The header line is longer than [`MAX_HEADER_BYTES`].
+    HeaderTooLong,
+    /// The header is not ASCII, or a field is not `key=value`.
+    BadHeader,
+    /// The frame type is not one this version knows.
+    UnknownFrameType,
+    /// A required field is absent.
+    MissingField,
+    /// A numeric field is not a decimal integer in range.
+    BadNumber,
+    /// The payload kind is not `t`, `j` or `b`.
+    BadKind,
+    /// The body is larger than the limit in force.
+    BodyTooLarge,
+    /// A text or JSON body is not valid UTF-8.
+    BadUtf8,
+    /// A base64 body does not decode.
+    BadBase64,
+    /// An event name is empty, too long or uses a character outside `[A-Za-z0-9_.:/-]`.
+    BadEventName,
+    /// A session id or secret is empty, too long or not base64url characters.
+    BadToken,
+}
+
+impl WireError {
+    /// A short, lowercase description (no formatting machinery needed).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireError::Truncated => "frame truncated",
+            WireError::HeaderTooLong => "frame header too long",
+            WireError::BadHeader => "malformed frame header",
+            WireError::UnknownFrameType => "unknown frame type",
+            WireError::MissingField => "frame field missing",
+            WireError::BadNumber => "bad number in frame header",
+            WireError::BadKind => "bad payload kind",
+            WireError::BodyTooLarge => "message body too large",
+            WireError::BadUtf8 => "text body is not valid utf-8",
+            WireError::BadBase64 => "bad base64 body",
+            WireError::BadEventName => "bad event name",
+            WireError::BadToken => "bad session id or secret",
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// An application payload; the kind is kept end to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// A string.
+    Text(String),
+    /// JSON text, parsed once by the consumer (the browser's `JSON.parse` in the client).
+    Json(String),
+    /// Raw bytes.
+    Binary(Vec<u8>),
+}
+
+impl Payload {
+    /// Size of the payload in bytes, as counted against limits and in stats.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Text(text) | Payload::Json(text) => text.len(),
+            Payload::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether the payload has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The server's greeting: a transport counts as established only once this has arrived on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version the server speaks.
+    pub version: u32,
+    /// Public session id.
+    pub session_id: String,
+    /// Resume secret, separate from the id so that the id may be shown or logged.
+    pub secret: String,
+    /// Heartbeat interval in milliseconds: each side pings when it has sent nothing for this long.
+    pub heartbeat_ms: u64,
+    /// Largest message body the server accepts, in bytes.
+    pub max_body_bytes: u64,
+    /// Highest client sequence number the server has received (cumulative ack at hello time).
+    pub ack: u64,
+    /// Whether this hello resumes the session the client asked for (false: a fresh session).
+    pub resumed: bool,
+}
+
+/// An application message with its per-direction sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Sequence number, starting at 1 per direction and per session.
+    pub seq: u64,
+    /// Named event, or `None` for a plain message.
+    pub event: Option<String>,
+    /// The payload.
+    pub payload: Payload,
+}
+
+/// Reconnect advice carried by a close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The receiver decides (its own backoff).
+    Default,
+    /// Do not reconnect.
+    Never,
+    /// Reconnect after this many milliseconds.
+    AfterMs(u64),
+}
+
+/// A close frame: why the sender is ending the connection or session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// Close code (see PROTOCOL.md: 1000 normal, 4xxx protocol-defined).
+    pub code: u16,
+    /// Human-readable reason.
+    pub reason: String,
+    /// Reconnect advice.
+    pub retry: Retry,
+}
+
+/// Close codes defined by the protocol.
+pub mod close_code {
+    /// Normal closure: the session is over.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (restart, shutdown); reconnect.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The peer sent a frame that does not decode or breaks the protocol.
+    pub const PROTOCOL_ERROR: u16 = 4000;
+    /// The client is not allowed (authentication or authorization failed).
+    pub const UNAUTHORIZED: u16 = 4001;
+    /// The protocol version is not supported.
+    pub const UNSUPPORTED_VERSION: u16 = 4002;
+    /// A limit was exceeded (message size, rate, sessions).
+    pub const LIMIT_EXCEEDED: u16 = 4003;
+    /// The connection was replaced by a newer one of the same session.
+    pub const REPLACED: u16 = 4004;
+}
+
+/// One protocol frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Server to client, first frame on every connection.
+    Hello(Hello),
+    /// An application message, either direction.
+    Message(Message),
+    /// Cumulative acknowledgement: every message up to and including `seq` was received.
+    Ack { seq: u64 },
+    /// Liveness probe; the peer answers with a pong echoing `time`.
+    Ping { time: u64 },
+    /// Answer to a ping.
+    Pong { time: u64 },
+    /// The sender ends the connection (and, depending on `retry`, the session).
+    Close(Close),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/// Appends the decimal form of `value` to `out` (no `core::fmt`).
+pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+fn push_field(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+}
+
+fn push_number_field(out: &mut Vec<u8>, key: &[u8], value: u64) {
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    push_decimal(out, value);
+}
+
+fn push_body(out: &mut Vec<u8>, body: &[u8]) {
+    if !body.is_empty() {
+        push_number_field(out, b"n", body.len() as u64);
+    }
+    out.push(b'\n');
+    out.extend_from_slice(body);
+}
+
+/// Encodes `frame` and appends it to `out`.
+///
+/// `binary_ok` says whether the carrier can hold arbitrary bytes. When it is false, binary
+/// payloads are base64-encoded so that the result is valid UTF-8 (SSE, text WebSocket messages).
+pub fn encode(frame: &Frame, binary_ok: bool, out: &mut Vec<u8>) {
+    match frame {
+        Frame::Hello(hello) => {
+            out.extend_from_slice(b"hello");
+            push_number_field(out, b"v", u64::from(hello.version));
+            push_field(out, b"sid", hello.session_id.as_bytes());
+            push_field(out, b"key", hello.secret.as_bytes());
+            push_number_field(out, b"hb", hello.heartbeat_ms);
+            push_number_field(out, b"max", hello.max_body_bytes);
+            push_number_field(out, b"ack", hello.ack);
+            push_number_field(out, b"resumed", u64::from(hello.resumed));
+            out.push(b'\n');
+        }
+        Frame::Message(message) => {
+            out.extend_from_slice(b"msg");
+            push_number_field(out, b"s", message.seq);
+            let (kind, body): (&[u8], Cow<'_, [u8]>) = match &message.payload {
+                Payload::Text(text) => (b"t", Cow::Borrowed(text.as_bytes())),
+                Payload::Json(text) => (b"j", Cow::Borrowed(text.as_bytes())),
+                Payload::Binary(bytes) if binary_ok => (b"b", Cow::Borrowed(bytes.as_slice())),
+                Payload::Binary(bytes) => (b"b", Cow::Owned(base64_encode(bytes))),
+            };
+            push_field(out, b"k", kind);
+            if let Some(event) = &message.event {
+                push_field(out, b"e", event.as_bytes());
+            }
+            if matches!(message.payload, Payload::Binary(_)) && !binary_ok {
+                out.extend_from_slice(b" b64");
+            }
+            push_body(out, &body);
+        }
+        Frame::Ack { seq } => {
+            out.extend_from_slice(b"ack");
+            push_number_field(out, b"s", *seq);
+            out.push(b'\n');
+        }
+        Frame::Ping { time } => {
+            out.extend_from_slice(b"ping");
+            push_number_field(out, b"t", *time);
+            out.push(b'\n');
+        }
+        Frame::Pong { time } => {
+            out.extend_from_slice(b"pong");
+            push_number_field(out, b"t", *time);
+            out.push(b'\n');
+        }
+        Frame::Close(close) => {
+            out.extend_from_slice(b"close");
+            push_number_field(out, b"code", u64::from(close.code));
+            match close.retry {
+                Retry::Default => {}
+                Retry::Never => push_field(out, b"retry", b"no"),
+                Retry::AfterMs(ms) => push_number_field(out, b"retry", ms),
+            }
+            push_body(out, close.reason.as_bytes());
+        }
+    }
+}
+
+/// Encodes one frame into a fresh buffer.
+pub fn encode_to_vec(frame: &Frame, binary_ok: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(frame, binary_ok, &mut out);
+    out
+}
+
+/// Whether an encoded frame needs a binary carrier (it holds raw, non-UTF-8-safe bytes).
+pub fn needs_binary_carrier(frame: &Frame) -> bool {
+    matches!(frame, Frame::Message(Message { payload: Payload::Binary(_), .. }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Decodes the first frame of `input`, returning it and the number of bytes it took.
+///
+/// `max_body_bytes` bounds the body (after base64 decoding too). Unknown header keys are ignored
+/// so that later minor revisions can add fields; unknown frame types are an error.
+pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), WireError> {
+    let header_end = match input.iter().take(MAX_HEADER_BYTES).position(|&byte| byte == b'\n') {
+        Some(index) => index,
+        None if input.len() >= MAX_HEADER_BYTES => return Err(WireError::HeaderTooLong),
+        None => return Err(WireError::Truncated),
+    };
+    let header = &input[..header_end];
+    if !header.iter().all(|&byte| (0x20..0x7f).contains(&byte)) {
+        return Err(WireError::BadHeader);
+    }
+    let mut fields = Fields::parse(header)?;
+    let body_len = match fields.take(b"n") {
+        Some(value) => parse_number(value)? as usize,
+        None => 0,
+    };
+    let body_start = header_end + 1;
+    // The encoded body may be up to 4/3 larger than the limit when it is base64.
+    let encoded_limit = max_body_bytes.saturating_add(max_body_bytes / 3 + 4);
+    if body_len > encoded_limit {
+        return Err(WireError::BodyTooLarge);
+    }
+    let body_end = body_start.checked_add(body_len).ok_or(WireError::BodyTooLarge)?;
+    let body = input.get(body_start..body_end).ok_or(WireError::Truncated)?;
+
+    let frame = match fields.kind {
+        b"hello" => {
+            let version = parse_number(fields.require(b"v")?)?;
+            Frame::Hello(Hello {
+                version: u32::try_from(version).map_err(|_| WireError::BadNumber)?,
+                session_id: parse_token(fields.require(b"sid")?)?,
+                secret: parse_token(fields.require(b"key")?)?,
+                heartbeat_ms: parse_number(fields.require(b"hb")?)?,
+                max_body_bytes: parse_number(fields.require(b"max")?)?,
+                ack: parse_number(fields.require(b"ack")?)?,
+                resumed: parse_number(fields.require(b"resumed")?)? == 1,
+            })
+        }
+        b"msg" => {
+            let seq = parse_number(fields.require(b"s")?)?;
+            let kind = fields.require(b"k")?;
+            let event = match fields.take(b"e") {
+                Some(name) => Some(parse_event_name(name)?),
+                None => None,
+            };
+            let base64 = fields.flag(b"b64");
+            let payload = match kind {
+                b"t" => Payload::Text(utf8_body(body, max_body_bytes)?),
+                b"j" => Payload::Json(utf8_body(body, max_body_bytes)?),
+                b"b" if base64 => Payload::Binary(base64_decode(body)?),
+                b"b" => Payload::Binary(body.to_vec()),
+                _ => return Err(WireError::BadKind),
+            };
+            if payload.len() > max_body_bytes {
+                return Err(WireError::BodyTooLarge);
+            }
+            Frame::Message(Message { seq, event, payload })
+        }
+        b"ack" => Frame::Ack { seq: parse_number(fields.require(b"s")?)? },
+        b"ping" => Frame::Ping { time: parse_number(fields.require(b"t")?)? },
+        b"pong" => Frame::Pong { time: parse_number(fields.require(b"t")?)? },
+        b"close" => {
+            let code = parse_number(fields.require(b"code")?)?;
+            let retry = match fields.take(b"retry") {
+                None => Retry::Default,
+                Some(b"no") => Retry::Never,
+                Some(value) => Retry::AfterMs(parse_number(value)?),
+            };
+            Frame::Close(Close {
+                code: u16::try_from(code).map_err(|_| WireError::BadNumber)?,
+                // A close reason is bounded by the header limit, whatever the body limit.
+                reason: utf8_body(body, MAX_HEADER_BYTES)?,
+                retry,
+            })
+        }
+        _ => return Err(WireError::UnknownFrameType),
+    };
+    Ok((frame, body_end))
+}
+
+/// Decodes every frame of a batch (concatenated frames). Stops at the first error.
+pub fn decode_all(mut input: &[u8], max_body_bytes: usize) -> Result<Vec<Frame>, WireError> {
+    let mut frames = Vec::new();
+    while !input.is_empty() {
+        let (frame, used) = decode(input, max_body_bytes)?;
+        frames.push(frame);
+        input = &input[used..];
+    }
+    Ok(frames)
+}
+
+/// The parsed `key=value` fields of one header line (and bare flags such as `b64`).
+struct Fields<'a> {
+    kind: &'a [u8],
+    pairs: [(&'a [u8], &'a [u8]); 12],
+    count: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn parse(header: &'a [u8]) -> Result<Self, WireError> {
+        let mut parts = header.split(|&byte| byte == b' ');
+        let kind = parts.next().filter(|kind| !kind.is_empty()).ok_or(WireError::BadHeader)?;
+        let mut fields = Fields { kind, pairs: [(&[][..], &[][..]); 12], count: 0 };
+        for part in parts {
+            if part.is_empty() {
+                return Err(WireError::BadHeader);
+            }
+            let (key, value) = match part.iter().position(|&byte| byte == b'=') {
+                Some(index) => (&part[..index], &part[index + 1..]),
+                None => (part, &b""[..]),
+            };
+            if key.is_empty() {
+                return Err(WireError::BadHeader);
+            }
+            // Unknown keys beyond the fixed capacity are ignored, like any unknown key.
+            if fields.count < fields.pairs.len() {
+                fields.pairs[fields.count] = (key, value);
+                fields.count += 1;
+            }
+        }
+        Ok(fields)
+    }
+
+    fn take(&mut self, key: &[u8]) -> Option<&'a [u8]> {
+        self.pairs[..self.count].iter().find(|(name, _)| *name == key).map(|(_, value)| *value)
+    }
+
+    fn require(&mut self, key: &[u8]) -> Result<&'a [u8], WireError> {
+        self.take(key).ok_or(WireError::MissingField)
+    }
+
+    fn flag(&mut self, key: &[u8]) -> bool {
+        self.take(key).is_some()
+    }
+}
+
+/// Parses a decimal `u64` without a sign, leading `+` or more than 20 digits.
+pub fn parse_number(value: &[u8]) -> Result<u64, WireError> {
+    if value.is_empty() || value.len() > 20 {
+        return Err(WireError::BadNumber);
+    }
+    let mut number: u64 = 0;
+    for &byte in value {
+        if !byte.is_ascii_digit() {
+            return Err(WireError::BadNumber);
+        }
+        number = number
+            .checked_mul(10)
+            .and_then(|number| number.checked_add(u64::from(byte - b'0')))
+            .ok_or(WireError::BadNumber)?;
+    }
+    Ok(number)
+}
+
+fn utf8_body(body: &[u8], limit: usize) -> Result<String, WireError> {
+    if body.len() > limit {
+        return Err(WireError::BodyTooLarge);
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => Ok(text.to_owned()),
+        Err(_) => Err(WireError::BadUtf8),
+    }
+}
+
+/// Whether `name` is a valid event name: 1 to 64 bytes of `[A-Za-z0-9_.:/-]`.
+pub fn is_valid_event_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_EVENT_NAME_BYTES
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"_.:/-".contains(&byte))
+}
+
+fn parse_event_name(name: &[u8]) -> Result<String, WireError> {
+    match std::str::from_utf8(name) {
+        Ok(name) if is_valid_event_name(name) => Ok(name.to_owned()),
+        _ => Err(WireError::BadEventName),
+    }
+}
+
+/// Whether `token` is a valid session id or secret: 1 to 128 base64url characters.
+pub fn is_valid_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_TOKEN_BYTES
+        && token.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+fn parse_token(token: &[u8]) -> Result<String, WireError> {
+    match std::str::from_utf8(token) {
+        Ok(token) if is_valid_token(token) => Ok(token.to_owned()),
+        _ => Err(WireError::BadToken),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Base64 (standard alphabet, padded). Small on purpose: a crate would add size to the wasm.
+
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard, padded base64.
+pub fn base64_encode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b0 = chunk[0];
+        let b1 = chunk.get(1).copied().unwrap_or(0);
+        let b2 = chunk.get(2).copied().unwrap_or(0);
+        let triple = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
+        out.push(BASE64_ALPHABET[(triple >> 18) as usize & 63]);
+        out.push(BASE64_ALPHABET[(triple >> 12) as usize & 63]);
+        out.push(if chunk.len() > 1 { BASE64_ALPHABET[(triple >> 6) as usize & 63] } else { b'=' });
+        out.push(if chunk.len() > 2 { BASE64_ALPHABET[triple as usize & 63] } else { b'=' });
+    }
+    out
+}
+
+fn base64_value(byte: u8) -> Option<u32> {
+    let value = match byte {
+        b'A'..=b'Z' => byte - b'A',
+        b'a'..=b'z' => byte - b'a' + 26,
+        b'0'..=b'9' => byte - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => return None,
+    };
+    Some(u32::from(value))
+}
+
+/// Decodes standard, padded base64; anything else is [`WireError::BadBase64`].
+pub fn base64_decode(input: &[u8]) -> Result<Vec<u8>, WireError> {
+    if input.len() % 4 != 0 {
+        return Err(WireError::BadBase64);
+    }
+    let mut out = Vec::with_capacity(input.len() / 4 * 3);
+    let chunk_count = input.len() / 4;
+    for (index, chunk) in input.chunks(4).enumerate() {
+        let last = index + 1 == chunk_count;
+        let padding = match (chunk[2], chunk[3]) {
+            (b'=', b'=') if last => 2,
+            (_, b'=') if last => 1,
+            _ => 0,
+        };
+        let mut triple = 0u32;
+        for (position, &byte) in chunk.iter().enumerate() {
+            let value = if position >= 4 - padding {
+                0
+            } else {
+                base64_value(byte).ok_or(WireError::BadBase64)?
+            };
+            triple = (triple << 6) | value;
+        }
+        out.push((triple >> 16) as u8);
+        if padding < 2 {
+            out.push((triple >> 8) as u8);
+        }
+        if padding < 1 {
+            out.push(triple as u8);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(frame: &Frame, binary_ok: bool) {
+        let bytes = encode_to_vec(frame, binary_ok);
+        let (decoded, used) = decode(&bytes, DEFAULT_MAX_BODY_BYTES).expect("decodes");
+        assert_eq!(&decoded, frame);
+        assert_eq!(used, bytes.len());
+        if !binary_ok {
+            assert!(std::str::from_utf8(&bytes).is_ok(), "text carrier output must be utf-8");
+        }
+    }
+
+    fn every_kind() -> Vec<Frame> {
+        vec![
+            Frame::Hello(Hello {
+                version: 1,
+                session_id: "s-1_a".into(),
+                secret: "k3y".into(),
+                heartbeat_ms: 25_000,
+                max_body_bytes: 1 << 20,
+                ack: 7,
+                resumed: true,
+            }),
+            Frame::Message(Message { seq: 1, event: None, payload: Payload::Text("hi\nthere".into()) }),
+            Frame::Message(Message {
+                seq: 2,
+                event: Some("ticker".into()),
+                payload: Payload::Json("{\"price\":1}".into()),
+            }),
+            Frame::Message(Message { seq: 3, event: None, payload: Payload::Binary(vec![0, 10, 255]) }),
+            Frame::Message(Message { seq: 4, event: None, payload: Payload::Text(String::new()) }),
+            Frame::Ack { seq: u64::MAX },
+            Frame::Ping { time: 0 },
+            Frame::Pong { time: 123 },
+            Frame::Close(Close { code: 1000, reason: "bye".into(), retry: Retry::Never }),
+            Frame::Close(Close { code: 1001, reason: String::new(), retry: Retry::AfterMs(500) }),
+            Frame::Close(Close { code: 4000, reason: "x".into(), retry: Retry::Default }),
+        ]
+    }
+
+    #[test]
+    fn every_frame_kind_round_trips_on_both_carriers() {
+        for frame in every_kind() {
+            round_trip(&frame, true);
+            round_trip(&frame, false);
+        }
+    }
+
+    #[test]
+    fn exact_bytes_of_a_message() {
+        let frame = Frame::Message(Message {
+            seq: 12,
+            event: Some("ticker".into()),
+            payload: Payload::Json("{\"price\":1}".into()),
+        });
+        assert_eq!(encode_to_vec(&frame, true), b"msg s=12 k=j e=ticker n=11\n{\"price\":1}");
+        let binary = Frame::Message(Message { seq: 1, event: None, payload: Payload::Binary(vec![1, 2]) });
+        assert_eq!(encode_to_vec(&binary, false), b"msg s=1 k=b b64 n=4\nAQI=");
+    }
+
+    #[test]
+    fn a_batch_is_concatenation() {
+        let frames = every_kind();
+        let mut bytes = Vec::new();
+        for frame in &frames {
+            encode(frame, false, &mut bytes);
+        }
+        assert_eq!(decode_all(&bytes, DEFAULT_MAX_BODY_BYTES).unwrap(), frames);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        let cases: &[(&[u8], WireError)] = &[
+            (b"", WireError::Truncated),
+            (b"msg s=1 k=t n=5\nab", WireError::Truncated),
+            (b"msg s=1 k=t", WireError::Truncated),
+            (b"nope\n", WireError::UnknownFrameType),
+            (b"msg k=t\n", WireError::MissingField),
+            (b"msg s=x k=t\n", WireError::BadNumber),
+            (b"msg s=99999999999999999999999 k=t\n", WireError::BadNumber),
+            (b"msg s=1 k=z\n", WireError::BadKind),
+            (b"msg s=1 k=t n=2\n\xff\xfe", WireError::BadUtf8),
+            (b"msg s=1 k=b b64 n=3\nAQI", WireError::BadBase64),
+            (b"msg s=1 k=t e=bad!name\n", WireError::BadEventName),
+            (b"msg  s=1 k=t\n", WireError::BadHeader),
+            (b"msg s=1 k=t \xc3\xa9\n", WireError::BadHeader),
+            (b"hello v=1 sid=a key=b hb=1 max=1\n", WireError::MissingField),
+            (b"hello v=1 sid=a/b key=b hb=1 max=1 ack=0 resumed=0\n", WireError::BadToken),
+            (b"close code=70000\n", WireError::BadNumber),
+            (b"msg s=1 k=t n=18446744073709551615\n", WireError::BodyTooLarge),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(decode(input, DEFAULT_MAX_BODY_BYTES).err(), Some(*expected), "{input:?}");
+        }
+        let long = vec![b'a'; MAX_HEADER_BYTES + 10];
+        assert_eq!(decode(&long, 10).err(), Some(WireError::HeaderTooLong));
+        assert_eq!(decode(b"msg s=1 k=t n=5\nhello", 4).err(), Some(WireError::BodyTooLarge));
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored() {
+        let (frame, _) = decode(b"ack s=3 future=1\n", 10).unwrap();
+        assert_eq!(frame, Frame::Ack { seq: 3 });
+    }
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        for (raw, encoded) in [
+            (&b""[..], &b""[..]),
+            (b"f", b"Zg=="),
+            (b"fo", b"Zm8="),
+            (b"foo", b"Zm9v"),
+            (b"foob", b"Zm9vYg=="),
+            (b"\xff\xfe\xfd", b"//79"),
+        ] {
+            assert_eq!(base64_encode(raw), encoded);
+            assert_eq!(base64_decode(encoded).unwrap(), raw);
+        }
+        assert!(base64_decode(b"Zg=a").is_err());
+        assert!(base64_decode(b"Z===").is_err());
+        assert!(base64_decode(b"Zg==Zg==").is_err());
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn payload() -> impl Strategy<Value = Payload> {
+            prop_oneof![
+                any::<String>().prop_map(Payload::Text),
+                "[ -~]{0,40}".prop_map(Payload::Json),
+                proptest::collection::vec(any::<u8>(), 0..64).prop_map(Payload::Binary),
+            ]
+        }
+
+        fn frame() -> impl Strategy<Value = Frame> {
+            prop_oneof![
+                (any::<u64>(), proptest::option::of("[A-Za-z0-9_.:/-]{1,64}"), payload()).prop_map(
+                    |(seq, event, payload)| Frame::Message(Message { seq, event, payload })
+                ),
+                any::<u64>().prop_map(|seq| Frame::Ack { seq }),
+                any::<u64>().prop_map(|time| Frame::Ping { time }),
+                any::<u64>().prop_map(|time| Frame::Pong { time }),
+                (any::<u16>(), "[^\u{0}]{0,40}", prop_oneof![
+                    Just(Retry::Default),
+                    Just(Retry::Never),
+                    any::<u64>().prop_map(Retry::AfterMs)
+                ])
+                    .prop_map(|(code, reason, retry)| Frame::Close(Close { code, reason, retry })),
+                ("[A-Za-z0-9_-]{1,128}", "[A-Za-z0-9_-]{1,128}", any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>())
+                    .prop_map(|(session_id, secret, heartbeat_ms, max_body_bytes, ack, resumed)| {
+                        Frame::Hello(Hello { version: 1, session_id, secret, heartbeat_ms, max_body_bytes, ack, resumed })
+                    }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn batches_round_trip(frames in proptest::collection::vec(frame(), 0..8), binary_ok in any::<bool>()) {
+                let mut bytes = Vec::new();
+                for frame in &frames {
+                    encode(frame, binary_ok, &mut bytes);
+                }
+                if !binary_ok {
+                    prop_assert!(std::str::from_utf8(&bytes).is_ok());
+                }
+                prop_assert_eq!(decode_all(&bytes, DEFAULT_MAX_BODY_BYTES).unwrap(), frames);
+            }
+
+            #[test]
+            fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let _ = decode_all(&bytes, 64);
+            }
+
+            #[test]
+            fn base64_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+                prop_assert_eq!(base64_decode(&base64_encode(&bytes)).unwrap(), bytes);
+            }
+        }
+    }
+}
