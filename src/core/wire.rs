@@ -240,11 +240,32 @@ fn push_body(out: &mut Vec<u8>, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// Encodes `frame` and appends it to `out`.
-///
-/// `binary_ok` says whether the carrier can hold arbitrary bytes. When it is false, binary
-/// payloads are base64-encoded so that the result is valid UTF-8 (SSE, text WebSocket messages).
-pub fn encode(frame: &Frame, binary_ok: bool, out: &mut Vec<u8>) {
+/// What a carrier can hold, which decides how bodies are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// Arbitrary bytes (WebSocket binary messages, fetch bodies read as bytes): bodies go raw.
+    Binary,
+    /// UTF-8 text (WebSocket text messages, text POST bodies): binary bodies go as base64.
+    Text,
+    /// An SSE `data:` field: UTF-8 text in which a CR would be taken for a line break, so a text
+    /// body containing CR goes as base64 too. LF is fine: the server splits the frame over
+    /// several `data:` lines and the browser joins them back with LF.
+    Sse,
+}
+
+impl Carrier {
+    fn needs_base64(self, payload: &Payload) -> bool {
+        match (self, payload) {
+            (Carrier::Binary, _) => false,
+            (_, Payload::Binary(_)) => true,
+            (Carrier::Text, _) => false,
+            (Carrier::Sse, Payload::Text(text) | Payload::Json(text)) => text.contains('\r'),
+        }
+    }
+}
+
+/// Encodes `frame` and appends it to `out`, encoding bodies as `carrier` requires.
+pub fn encode(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) {
     match frame {
         Frame::Hello(hello) => {
             out.extend_from_slice(b"hello");
@@ -260,19 +281,21 @@ pub fn encode(frame: &Frame, binary_ok: bool, out: &mut Vec<u8>) {
         Frame::Message(message) => {
             out.extend_from_slice(b"msg");
             push_number_field(out, b"s", message.seq);
-            let (kind, body): (&[u8], Cow<'_, [u8]>) = match &message.payload {
-                Payload::Text(text) => (b"t", Cow::Borrowed(text.as_bytes())),
-                Payload::Json(text) => (b"j", Cow::Borrowed(text.as_bytes())),
-                Payload::Binary(bytes) if binary_ok => (b"b", Cow::Borrowed(bytes.as_slice())),
-                Payload::Binary(bytes) => (b"b", Cow::Owned(base64_encode(bytes))),
+            let (kind, raw): (&[u8], &[u8]) = match &message.payload {
+                Payload::Text(text) => (b"t", text.as_bytes()),
+                Payload::Json(text) => (b"j", text.as_bytes()),
+                Payload::Binary(bytes) => (b"b", bytes.as_slice()),
             };
             push_field(out, b"k", kind);
             if let Some(event) = &message.event {
                 push_field(out, b"e", event.as_bytes());
             }
-            if matches!(message.payload, Payload::Binary(_)) && !binary_ok {
+            let body = if carrier.needs_base64(&message.payload) {
                 out.extend_from_slice(b" b64");
-            }
+                Cow::Owned(base64_encode(raw))
+            } else {
+                Cow::Borrowed(raw)
+            };
             push_body(out, &body);
         }
         Frame::Ack { seq } => {
@@ -304,15 +327,10 @@ pub fn encode(frame: &Frame, binary_ok: bool, out: &mut Vec<u8>) {
 }
 
 /// Encodes one frame into a fresh buffer.
-pub fn encode_to_vec(frame: &Frame, binary_ok: bool) -> Vec<u8> {
+pub fn encode_to_vec(frame: &Frame, carrier: Carrier) -> Vec<u8> {
     let mut out = Vec::new();
-    encode(frame, binary_ok, &mut out);
+    encode(frame, carrier, &mut out);
     out
-}
-
-/// Whether an encoded frame needs a binary carrier (it holds raw, non-UTF-8-safe bytes).
-pub fn needs_binary_carrier(frame: &Frame) -> bool {
-    matches!(frame, Frame::Message(Message { payload: Payload::Binary(_), .. }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -366,12 +384,17 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
                 Some(name) => Some(parse_event_name(name)?),
                 None => None,
             };
-            let base64 = fields.flag(b"b64");
+            let decoded;
+            let raw = if fields.flag(b"b64") {
+                decoded = base64_decode(body)?;
+                &decoded[..]
+            } else {
+                body
+            };
             let payload = match kind {
-                b"t" => Payload::Text(utf8_body(body, max_body_bytes)?),
-                b"j" => Payload::Json(utf8_body(body, max_body_bytes)?),
-                b"b" if base64 => Payload::Binary(base64_decode(body)?),
-                b"b" => Payload::Binary(body.to_vec()),
+                b"t" => Payload::Text(utf8_body(raw, max_body_bytes)?),
+                b"j" => Payload::Json(utf8_body(raw, max_body_bytes)?),
+                b"b" => Payload::Binary(raw.to_vec()),
                 _ => return Err(WireError::BadKind),
             };
             if payload.len() > max_body_bytes {
@@ -585,13 +608,16 @@ pub fn base64_decode(input: &[u8]) -> Result<Vec<u8>, WireError> {
 mod tests {
     use super::*;
 
-    fn round_trip(frame: &Frame, binary_ok: bool) {
-        let bytes = encode_to_vec(frame, binary_ok);
+    fn round_trip(frame: &Frame, carrier: Carrier) {
+        let bytes = encode_to_vec(frame, carrier);
         let (decoded, used) = decode(&bytes, DEFAULT_MAX_BODY_BYTES).expect("decodes");
         assert_eq!(&decoded, frame);
         assert_eq!(used, bytes.len());
-        if !binary_ok {
+        if carrier != Carrier::Binary {
             assert!(std::str::from_utf8(&bytes).is_ok(), "text carrier output must be utf-8");
+        }
+        if carrier == Carrier::Sse {
+            assert!(!bytes.contains(&b'\r'), "sse carrier output must not hold CR");
         }
     }
 
@@ -614,6 +640,7 @@ mod tests {
             }),
             Frame::Message(Message { seq: 3, event: None, payload: Payload::Binary(vec![0, 10, 255]) }),
             Frame::Message(Message { seq: 4, event: None, payload: Payload::Text(String::new()) }),
+            Frame::Message(Message { seq: 5, event: None, payload: Payload::Text("a\r\nb".into()) }),
             Frame::Ack { seq: u64::MAX },
             Frame::Ping { time: 0 },
             Frame::Pong { time: 123 },
@@ -626,8 +653,9 @@ mod tests {
     #[test]
     fn every_frame_kind_round_trips_on_both_carriers() {
         for frame in every_kind() {
-            round_trip(&frame, true);
-            round_trip(&frame, false);
+            round_trip(&frame, Carrier::Binary);
+            round_trip(&frame, Carrier::Text);
+            round_trip(&frame, Carrier::Sse);
         }
     }
 
@@ -638,9 +666,12 @@ mod tests {
             event: Some("ticker".into()),
             payload: Payload::Json("{\"price\":1}".into()),
         });
-        assert_eq!(encode_to_vec(&frame, true), b"msg s=12 k=j e=ticker n=11\n{\"price\":1}");
+        assert_eq!(encode_to_vec(&frame, Carrier::Binary), b"msg s=12 k=j e=ticker n=11\n{\"price\":1}");
         let binary = Frame::Message(Message { seq: 1, event: None, payload: Payload::Binary(vec![1, 2]) });
-        assert_eq!(encode_to_vec(&binary, false), b"msg s=1 k=b b64 n=4\nAQI=");
+        assert_eq!(encode_to_vec(&binary, Carrier::Text), b"msg s=1 k=b b64 n=4\nAQI=");
+        let with_cr = Frame::Message(Message { seq: 2, event: None, payload: Payload::Text("\r".into()) });
+        assert_eq!(encode_to_vec(&with_cr, Carrier::Text), b"msg s=2 k=t n=1\n\r");
+        assert_eq!(encode_to_vec(&with_cr, Carrier::Sse), b"msg s=2 k=t b64 n=4\nDQ==");
     }
 
     #[test]
@@ -648,7 +679,7 @@ mod tests {
         let frames = every_kind();
         let mut bytes = Vec::new();
         for frame in &frames {
-            encode(frame, false, &mut bytes);
+            encode(frame, Carrier::Sse, &mut bytes);
         }
         assert_eq!(decode_all(&bytes, DEFAULT_MAX_BODY_BYTES).unwrap(), frames);
     }
@@ -741,12 +772,15 @@ mod tests {
 
         proptest! {
             #[test]
-            fn batches_round_trip(frames in proptest::collection::vec(frame(), 0..8), binary_ok in any::<bool>()) {
+            fn batches_round_trip(
+                frames in proptest::collection::vec(frame(), 0..8),
+                carrier in prop_oneof![Just(Carrier::Binary), Just(Carrier::Text), Just(Carrier::Sse)],
+            ) {
                 let mut bytes = Vec::new();
                 for frame in &frames {
-                    encode(frame, binary_ok, &mut bytes);
+                    encode(frame, carrier, &mut bytes);
                 }
-                if !binary_ok {
+                if carrier != Carrier::Binary {
                     prop_assert!(std::str::from_utf8(&bytes).is_ok());
                 }
                 prop_assert_eq!(decode_all(&bytes, DEFAULT_MAX_BODY_BYTES).unwrap(), frames);
