@@ -1,0 +1,53 @@
+# Two commands on a fresh Debian machine with the Rust toolchain, git, make, Node/npm and apt:
+#   make demo   install what is missing, build the wasm package, serve the demo on DEMO_ADDR
+#   make test   install what is missing, run every test, build the release package, print its size
+# Installs live in .ci/setup.sh; each is skipped when already present.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+DEMO_ADDR ?= 127.0.0.1:8080
+WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/pkg
+
+.PHONY: help setup demo test test-host test-browser size clean
+
+help:
+	@echo "make demo          build the client and serve the demo page on http://$(DEMO_ADDR)/"
+	@echo "make test          host tests, browser tests (headless Chromium), release size"
+	@echo "make test-host     cargo test --workspace"
+	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
+	@echo "make size          release build into www/pkg and its gzipped size"
+	@echo "make setup         install missing tools only"
+	@echo "make clean         remove build output (target/, www/pkg/)"
+
+setup:
+	.ci/setup.sh
+
+demo: setup
+	$(WASM_PACK_BUILD)
+	cargo build --release -p realtime-server
+	@echo
+	@echo "  Demo: open http://$(DEMO_ADDR)/ (two tabs in the same room chat with each other)."
+	@echo "  Stop the server with Ctrl-C."
+	@echo
+	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www
+
+# The sub-steps run in sequence, in this order, whatever -j says.
+test: setup
+	$(MAKE) --no-print-directory test-host
+	$(MAKE) --no-print-directory test-browser
+	$(MAKE) --no-print-directory size
+
+test-host:
+	cargo test --workspace
+
+test-browser:
+	.ci/browser-tests.sh
+
+size:
+	.ci/package-size.sh
+
+clean:
+	cargo clean
+	rm -rf www/pkg pkg
