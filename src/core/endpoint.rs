@@ -1,0 +1,252 @@
+//! The server endpoint: parsing the user's URL and deriving each transport's request URL.
+//!
+//! The user gives one `http(s)://host/base?query` URL. Every transport request keeps the user's
+//! query string (it usually carries the room or an auth token) and adds the protocol's own
+//! `rt_*` parameters. WebSocket uses `ws(s)://host/base`, SSE `…/base/sse`, long polling
+//! `…/base/poll`, and upstream POSTs `…/base/send`.
+
+use crate::core::wire;
+
+/// The three transports, in the default order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// A WebSocket.
+    WebSocket,
+    /// Server-Sent Events down, fetch POSTs up.
+    Sse,
+    /// fetch long polling down, fetch POSTs up.
+    LongPolling,
+}
+
+impl TransportKind {
+    /// The name used in the JS API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::WebSocket => "websocket",
+            TransportKind::Sse => "sse",
+            TransportKind::LongPolling => "long-polling",
+        }
+    }
+
+    /// Parses a JS API name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "websocket" => Some(TransportKind::WebSocket),
+            "sse" => Some(TransportKind::Sse),
+            "long-polling" => Some(TransportKind::LongPolling),
+            _ => None,
+        }
+    }
+
+    /// All transports, best first.
+    pub const ALL: [TransportKind; 3] = [TransportKind::WebSocket, TransportKind::Sse, TransportKind::LongPolling];
+}
+
+/// A parsed `http(s)` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    secure: bool,
+    /// `host[:port]/path` without scheme, query or fragment; no trailing slash.
+    authority_and_path: String,
+    /// The user's query string without the `?`, possibly empty.
+    query: String,
+}
+
+/// Why a URL was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointError {
+    /// Not `http://` or `https://`.
+    NotHttp,
+    /// No host after the scheme.
+    NoHost,
+    /// The user's query already uses a reserved `rt_` parameter.
+    ReservedParameter,
+}
+
+impl EndpointError {
+    /// A lowercase, human message.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointError::NotHttp => "url must start with http:// or https://",
+            EndpointError::NoHost => "url has no host",
+            EndpointError::ReservedParameter => "url query must not use parameters starting with rt_",
+        }
+    }
+}
+
+/// The session parameters a connection request carries.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectParams<'a> {
+    /// The client's connection number.
+    pub conn: u32,
+    /// `(session id, secret, last delivered server seq)` when resuming.
+    pub resume: Option<(&'a str, &'a str, u64)>,
+}
+
+impl Endpoint {
+    /// Parses and checks the user's URL.
+    pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
+        let url = url.trim();
+        let (secure, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "https://") {
+            (true, rest)
+        } else if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
+            (false, rest)
+        } else {
+            return Err(EndpointError::NotHttp);
+        };
+        let rest = rest.split('#').next().unwrap_or("");
+        let (location, query) = match rest.find('?') {
+            Some(index) => (&rest[..index], &rest[index + 1..]),
+            None => (rest, ""),
+        };
+        if location.is_empty() || location.starts_with('/') {
+            return Err(EndpointError::NoHost);
+        }
+        if query.split('&').any(|pair| pair.starts_with("rt_")) {
+            return Err(EndpointError::ReservedParameter);
+        }
+        Ok(Endpoint {
+            secure,
+            authority_and_path: location.trim_end_matches('/').to_owned(),
+            query: query.to_owned(),
+        })
+    }
+
+    /// The URL that opens a connection of `kind`.
+    pub fn connect_url(&self, kind: TransportKind, params: ConnectParams<'_>) -> String {
+        let (scheme, suffix) = match (kind, self.secure) {
+            (TransportKind::WebSocket, false) => ("ws://", ""),
+            (TransportKind::WebSocket, true) => ("wss://", ""),
+            (TransportKind::Sse, secure) => (http_scheme(secure), "/sse"),
+            (TransportKind::LongPolling, secure) => (http_scheme(secure), "/poll"),
+        };
+        let mut url = self.base(scheme, suffix);
+        push_param(&mut url, "rt_v", wire::PROTOCOL_VERSION.into());
+        push_param(&mut url, "rt_conn", params.conn.into());
+        if let Some((session_id, secret, last)) = params.resume {
+            push_text_param(&mut url, "rt_sid", session_id);
+            push_text_param(&mut url, "rt_key", secret);
+            push_param(&mut url, "rt_last", last);
+        }
+        url
+    }
+
+    /// The URL of a long poll continuing connection `conn`, acknowledging up to `last`.
+    pub fn poll_url(&self, conn: u32, session_id: &str, secret: &str, last: u64) -> String {
+        let mut url = self.base(http_scheme(self.secure), "/poll");
+        push_param(&mut url, "rt_v", wire::PROTOCOL_VERSION.into());
+        push_param(&mut url, "rt_conn", conn.into());
+        push_text_param(&mut url, "rt_sid", session_id);
+        push_text_param(&mut url, "rt_key", secret);
+        push_param(&mut url, "rt_last", last);
+        url
+    }
+
+    /// The URL of upstream POSTs for a session (SSE and long polling).
+    pub fn send_url(&self, conn: u32, session_id: &str, secret: &str) -> String {
+        let mut url = self.base(http_scheme(self.secure), "/send");
+        push_param(&mut url, "rt_v", wire::PROTOCOL_VERSION.into());
+        push_param(&mut url, "rt_conn", conn.into());
+        push_text_param(&mut url, "rt_sid", session_id);
+        push_text_param(&mut url, "rt_key", secret);
+        url
+    }
+
+    fn base(&self, scheme: &str, suffix: &str) -> String {
+        let mut url = String::with_capacity(scheme.len() + self.authority_and_path.len() + self.query.len() + 96);
+        url.push_str(scheme);
+        url.push_str(&self.authority_and_path);
+        url.push_str(suffix);
+        url.push('?');
+        if !self.query.is_empty() {
+            url.push_str(&self.query);
+            url.push('&');
+        }
+        url
+    }
+}
+
+fn http_scheme(secure: bool) -> &'static str {
+    if secure {
+        "https://"
+    } else {
+        "http://"
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
+}
+
+fn push_text_param(url: &mut String, name: &str, value: &str) {
+    if !url.ends_with('?') && !url.ends_with('&') {
+        url.push('&');
+    }
+    url.push_str(name);
+    url.push('=');
+    // Tokens are base64url by protocol (checked when the hello is decoded): no escaping needed.
+    url.push_str(value);
+}
+
+fn push_param(url: &mut String, name: &str, value: u64) {
+    let mut digits = Vec::with_capacity(20);
+    wire::push_decimal(&mut digits, value);
+    // push_decimal only writes ASCII digits.
+    push_text_param(url, name, std::str::from_utf8(&digits).unwrap_or("0"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_user_query_on_every_transport() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:8080/realtime?room=lobby#x").unwrap();
+        let fresh = ConnectParams { conn: 3, resume: None };
+        assert_eq!(
+            endpoint.connect_url(TransportKind::WebSocket, fresh),
+            "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=1&rt_conn=3"
+        );
+        assert_eq!(
+            endpoint.connect_url(TransportKind::Sse, ConnectParams { conn: 4, resume: Some(("s", "k", 9)) }),
+            "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=1&rt_conn=4&rt_sid=s&rt_key=k&rt_last=9"
+        );
+        assert_eq!(
+            endpoint.poll_url(5, "s", "k", 2),
+            "http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=1&rt_conn=5&rt_sid=s&rt_key=k&rt_last=2"
+        );
+        assert_eq!(endpoint.send_url(5, "s", "k"), "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=1&rt_conn=5&rt_sid=s&rt_key=k");
+    }
+
+    #[test]
+    fn secure_and_queryless_urls() {
+        let endpoint = Endpoint::parse("HTTPS://example.com/rt/").unwrap();
+        assert_eq!(
+            endpoint.connect_url(TransportKind::WebSocket, ConnectParams { conn: 1, resume: None }),
+            "wss://example.com/rt?rt_v=1&rt_conn=1"
+        );
+        assert_eq!(
+            endpoint.connect_url(TransportKind::LongPolling, ConnectParams { conn: 1, resume: None }),
+            "https://example.com/rt/poll?rt_v=1&rt_conn=1"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_a_reason() {
+        assert_eq!(Endpoint::parse("ws://x/realtime"), Err(EndpointError::NotHttp));
+        assert_eq!(Endpoint::parse("ftp://x"), Err(EndpointError::NotHttp));
+        assert_eq!(Endpoint::parse("realtime"), Err(EndpointError::NotHttp));
+        assert_eq!(Endpoint::parse("http://"), Err(EndpointError::NoHost));
+        assert_eq!(Endpoint::parse("http:///path"), Err(EndpointError::NoHost));
+        assert_eq!(Endpoint::parse("http://x/r?rt_sid=1"), Err(EndpointError::ReservedParameter));
+    }
+
+    #[test]
+    fn transport_names_round_trip() {
+        for kind in TransportKind::ALL {
+            assert_eq!(TransportKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(TransportKind::from_name("ws"), None);
+    }
+}
