@@ -1,1 +1,212 @@
-pub fn placeholder() {}
+//! realtime-server: the reference server of wire protocol v1 (see `www/PROTOCOL.md`).
+//!
+//! Bird's-eye view: [`app`] builds the axum router. Realtime endpoints live under `/realtime`
+//! behind the [`cors`] origin check; `/` and `/pkg/` serve the demo files. Transports
+//! ([`ws`], [`sse`], [`poll`]) attach to sessions in the [`session::Registry`] and run the
+//! shared [`writer`] loop; upstream frames go through `Session::handle_client_frames`, and
+//! accepted messages are broadcast to the sender's room.
+//!
+//! Invariants: the resume secret and query strings are never logged; every limit is explicit
+//! in [`Config`]; no `unwrap` on anything a client controls.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use realtime_client::core::wire::{self, MAX_HEADER_BYTES};
+use tokio::sync::watch;
+use tower_http::services::ServeDir;
+
+pub mod cors;
+pub mod params;
+pub mod poll;
+pub mod publish;
+pub mod session;
+pub mod sse;
+pub mod writer;
+pub mod ws;
+
+/// Server configuration: every limit in one place.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory served at `/` (and its `pkg/` at `/pkg/`).
+    pub static_dir: PathBuf,
+    /// Origins allowed to use the realtime endpoints cross-origin (exact match).
+    pub allowed_origins: Vec<String>,
+    /// TEST ONLY: allow any origin whose host is 127.0.0.1, localhost or [::1], any port.
+    pub allow_loopback_origins: bool,
+    /// Server heartbeat: a ping after this long without sending; WebSocket idle limit is twice it.
+    pub heartbeat_ms: u64,
+    /// Largest message payload, in bytes.
+    pub max_message_bytes: usize,
+    /// How long a session without a transport is kept for a resume.
+    pub resume_window: Duration,
+    /// Longest a poll is held without anything to send.
+    pub poll_hold: Duration,
+    /// SSE keep-alive comment after this much silence.
+    pub sse_keepalive: Duration,
+    /// Most sessions at once; beyond it connects get 503 (or close 4003 on a WebSocket).
+    pub max_sessions: usize,
+    /// Replay buffer bounds per session.
+    pub replay_max_messages: usize,
+    pub replay_max_bytes: usize,
+    pub replay_max_age: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            static_dir: default_static_dir(),
+            allowed_origins: Vec::new(),
+            allow_loopback_origins: false,
+            heartbeat_ms: 25_000,
+            max_message_bytes: wire::DEFAULT_MAX_BODY_BYTES,
+            resume_window: Duration::from_millis(60_000),
+            poll_hold: Duration::from_secs(25),
+            sse_keepalive: Duration::from_secs(15),
+            max_sessions: 10_000,
+            replay_max_messages: 10_000,
+            replay_max_bytes: 8 << 20,
+            replay_max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Config {
+    /// Largest request body or WebSocket message: a batch may carry one base64 payload of the
+    /// maximum size plus headroom for headers and small frames.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_message_bytes + self.max_message_bytes / 3 + 64 * MAX_HEADER_BYTES
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+}
+
+/// The demo directory `www`, found from this crate's directory so any cwd works.
+pub fn default_static_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Shared server state.
+pub struct AppState {
+    pub config: Config,
+    pub registry: session::Registry,
+    shutdown: watch::Sender<bool>,
+    /// Number of live transports (WebSocket, SSE, held polls), for draining at shutdown.
+    live: watch::Sender<usize>,
+}
+
+impl AppState {
+    /// Creates the state and starts the session sweeper (needs a tokio runtime).
+    pub fn new(config: Config) -> Arc<Self> {
+        let state = Arc::new(AppState {
+            config,
+            registry: session::Registry::default(),
+            shutdown: watch::channel(false).0,
+            live: watch::channel(0).0,
+        });
+        let weak = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(state) = weak.upgrade() else { return };
+                let dropped = state.registry.sweep(&state.config);
+                if dropped > 0 {
+                    tracing::debug!(dropped, remaining = state.registry.len(), "sessions dropped");
+                }
+            }
+        });
+        state
+    }
+
+    /// Asks every transport to send `close code=1001 retry=1000` and end.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_receiver(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn shutting_down(receiver: &mut watch::Receiver<bool>) {
+        loop {
+            let stopping = *receiver.borrow_and_update();
+            if stopping {
+                return;
+            }
+            if receiver.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Waits until no transport is live, at most `limit`.
+    pub async fn drain(&self, limit: Duration) {
+        let mut live = self.live.subscribe();
+        let _ = tokio::time::timeout(limit, live.wait_for(|count| *count == 0)).await;
+    }
+
+    /// Counts a live transport until the guard drops.
+    pub fn live_guard(self: &Arc<Self>) -> LiveGuard {
+        self.live.send_modify(|count| *count += 1);
+        LiveGuard { state: self.clone() }
+    }
+}
+
+/// Keeps a transport counted as live.
+pub struct LiveGuard {
+    state: Arc<AppState>,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.state.live.send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+/// A plain-text error response.
+pub fn text_error(status: StatusCode, message: &str) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], message.to_owned()).into_response()
+}
+
+/// The whole application: realtime endpoints under `/realtime`, static files elsewhere.
+pub fn app(state: Arc<AppState>) -> Router {
+    let batch_limit = state.config.max_batch_bytes();
+    let realtime = Router::new()
+        .route("/realtime", any(ws::handle))
+        .route("/realtime/sse", get(sse::handle))
+        .route("/realtime/poll", get(poll::handle_poll))
+        .route("/realtime/send", post(poll::handle_send).layer(DefaultBodyLimit::max(batch_limit)))
+        .route(
+            "/realtime/publish",
+            post(publish::handle).layer(DefaultBodyLimit::max(state.config.max_message_bytes)),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::check_origin))
+        .with_state(state.clone());
+    let static_dir = state.config.static_dir.clone();
+    Router::new()
+        .merge(realtime)
+        // The server's own sources sit inside the demo directory; they are not part of the site.
+        .route("/server", any(not_found))
+        .route("/server/{*rest}", any(not_found))
+        .nest_service("/pkg", ServeDir::new(static_dir.join("pkg")))
+        .fallback_service(ServeDir::new(static_dir))
+}
+
+async fn not_found() -> Response {
+    text_error(StatusCode::NOT_FOUND, "not found")
+}

@@ -1,1 +1,126 @@
-fn main() {}
+//! `realtime-server`: parses flags, binds, prints `listening on http://ADDR`, serves until
+//! SIGINT/SIGTERM, then sends every transport `close code=1001 retry=1000` and exits.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use realtime_server::{app, default_static_dir, AppState, Config};
+
+/// Reference server for realtime-client (wire protocol v1, see www/PROTOCOL.md).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory served at / (its pkg/ at /pkg/); default: the repository's www directory.
+    #[arg(long)]
+    static_dir: Option<PathBuf>,
+    /// An origin allowed to use /realtime cross-origin, exact match (repeatable).
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// TEST ONLY: allow any origin on 127.0.0.1, localhost or [::1], any port.
+    #[arg(long)]
+    allow_loopback_origins: bool,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    heartbeat_ms: u64,
+    /// Largest message payload in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..=(64 << 20)))]
+    max_message_bytes: u64,
+    /// How long a session without a transport is kept for a resume, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    resume_window_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let flags = Flags::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    for origin in &flags.allow_origins {
+        if !origin.starts_with("http://") && !origin.starts_with("https://") || origin.ends_with('/') {
+            eprintln!("error: --allow-origin {origin:?} must look like http://host[:port], without a path");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let static_dir = flags.static_dir.unwrap_or_else(default_static_dir);
+    if !static_dir.is_dir() {
+        eprintln!("error: --static-dir {} is not a directory", static_dir.display());
+        return std::process::ExitCode::from(2);
+    }
+    let config = Config {
+        static_dir,
+        allowed_origins: flags.allow_origins,
+        allow_loopback_origins: flags.allow_loopback_origins,
+        heartbeat_ms: flags.heartbeat_ms,
+        max_message_bytes: flags.max_message_bytes as usize,
+        resume_window: Duration::from_millis(flags.resume_window_ms),
+        ..Config::default()
+    };
+    if config.allow_loopback_origins {
+        tracing::warn!("--allow-loopback-origins is on: any 127.0.0.1/localhost page may connect (test only)");
+    }
+    let listener = match tokio::net::TcpListener::bind(flags.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("error: cannot listen on {}: {error}", flags.listen);
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let address = match listener.local_addr() {
+        Ok(address) => address,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let state = AppState::new(config);
+    println!("listening on http://{address}");
+    let _ = std::io::stdout().flush();
+    let shutdown_state = state.clone();
+    let served = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            shutdown_state.begin_shutdown();
+        })
+        .await;
+    // Upgraded WebSockets are not tracked by the HTTP server: wait for them to send their close.
+    state.drain(Duration::from_secs(5)).await;
+    match served {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,135 @@
+//! Query parameters of realtime requests (`room`, `rt_v`, `rt_conn`, `rt_sid`, `rt_key`,
+//! `rt_last`). The user's own parameters pass through and are ignored, except `room`.
+
+use realtime_client::core::wire::{is_valid_token, PROTOCOL_VERSION};
+
+use crate::session::{ConnectRequest, ResumeRequest};
+
+/// The room used when the query names none.
+pub const DEFAULT_ROOM: &str = "lobby";
+
+/// Parsed realtime query parameters.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    /// `rt_v`; absent means 1.
+    pub version: Option<String>,
+    pub room: Option<String>,
+    pub conn: Option<String>,
+    pub session_id: Option<String>,
+    pub key: Option<String>,
+    pub last: Option<String>,
+    pub event: Option<String>,
+}
+
+/// Why a query was refused (HTTP 400 with this text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamError {
+    /// `rt_v` names a version this server does not speak.
+    UnsupportedVersion,
+    Bad(&'static str),
+}
+
+impl ParamError {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ParamError::UnsupportedVersion => "unsupported protocol version",
+            ParamError::Bad(message) => message,
+        }
+    }
+}
+
+impl Params {
+    pub fn parse(query: Option<&str>) -> Params {
+        let mut params = Params::default();
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match &*key {
+                "rt_v" => &mut params.version,
+                "room" => &mut params.room,
+                "rt_conn" => &mut params.conn,
+                "rt_sid" => &mut params.session_id,
+                "rt_key" => &mut params.key,
+                "rt_last" => &mut params.last,
+                "event" => &mut params.event,
+                _ => continue,
+            };
+            // The first occurrence wins, so a user parameter cannot be overridden by appending.
+            if slot.is_none() {
+                *slot = Some(value.into_owned());
+            }
+        }
+        params
+    }
+
+    /// Checks `rt_v`.
+    pub fn check_version(&self) -> Result<(), ParamError> {
+        match self.version.as_deref() {
+            None => Ok(()),
+            Some(version) if version == PROTOCOL_VERSION.to_string() => Ok(()),
+            Some(_) => Err(ParamError::UnsupportedVersion),
+        }
+    }
+
+    /// The room, validated: 1-64 characters of `[A-Za-z0-9_.:-]`.
+    pub fn room(&self) -> Result<String, ParamError> {
+        let room = self.room.as_deref().unwrap_or(DEFAULT_ROOM);
+        if is_valid_room(room) {
+            Ok(room.to_owned())
+        } else {
+            Err(ParamError::Bad("bad room name: 1-64 characters of A-Z a-z 0-9 _ . : -"))
+        }
+    }
+
+    pub fn conn(&self) -> Result<u32, ParamError> {
+        match self.conn.as_deref() {
+            None => Ok(0),
+            Some(conn) => conn.parse().map_err(|_| ParamError::Bad("bad rt_conn: expected a u32")),
+        }
+    }
+
+    /// The resume request, if `rt_sid` is present (then `rt_key` and `rt_last` are required).
+    pub fn resume(&self) -> Result<Option<ResumeRequest>, ParamError> {
+        let Some(session_id) = self.session_id.clone() else { return Ok(None) };
+        let key = self.key.clone().ok_or(ParamError::Bad("rt_sid without rt_key"))?;
+        if !is_valid_token(&session_id) || !is_valid_token(&key) {
+            return Err(ParamError::Bad("bad rt_sid or rt_key"));
+        }
+        let last = match self.last.as_deref() {
+            None => 0,
+            Some(last) => last.parse().map_err(|_| ParamError::Bad("bad rt_last: expected a u64"))?,
+        };
+        Ok(Some(ResumeRequest { session_id, key, last }))
+    }
+
+    /// Everything a connect needs, validated.
+    pub fn connect_request(&self) -> Result<ConnectRequest, ParamError> {
+        self.check_version()?;
+        Ok(ConnectRequest { room: self.room()?, conn: self.conn()?, resume: self.resume()? })
+    }
+}
+
+pub fn is_valid_room(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= 64
+        && room.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"_.:-".contains(&byte))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_validates() {
+        let params = Params::parse(Some("room=a%3Ab&rt_v=1&rt_conn=7&rt_sid=abc&rt_key=def&rt_last=3&x=y"));
+        let request = params.connect_request().unwrap();
+        assert_eq!(request.room, "a:b");
+        assert_eq!(request.conn, 7);
+        let resume = request.resume.unwrap();
+        assert_eq!((resume.session_id.as_str(), resume.key.as_str(), resume.last), ("abc", "def", 3));
+        assert_eq!(Params::parse(None).room().unwrap(), "lobby");
+        assert!(Params::parse(Some("room=a/b")).room().is_err());
+        assert!(Params::parse(Some("room=")).room().is_err());
+        assert_eq!(Params::parse(Some("rt_v=2")).check_version(), Err(ParamError::UnsupportedVersion));
+        assert!(Params::parse(Some("rt_conn=-1")).conn().is_err());
+        assert!(Params::parse(Some("rt_sid=abc")).resume().is_err());
+    }
+}

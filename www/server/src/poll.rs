@@ -1,0 +1,147 @@
+//! Long polling: `GET /realtime/poll` (downstream) and `POST /realtime/send` (upstream for
+//! polling and SSE). A poll whose `rt_conn` is not the session's attached poll connection
+//! attaches (hello, at once); a poll on the attached connection acks through `rt_last`, then is
+//! answered with everything after `rt_last`, or held until there is something or `poll_hold`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use realtime_client::core::wire::{self, close_code, Carrier, Frame, Retry, WireError};
+use tokio::time::{sleep_until, Instant};
+
+use crate::params::Params;
+use crate::session::{close, Connect, Pull, Session, Stop, TransportKind};
+use crate::writer::going_away;
+use crate::{text_error, AppState};
+
+/// MIME type of a poll response body: a batch of frames, binary carrier.
+pub const FRAMES_CONTENT_TYPE: &str = "application/x-realtime-frames";
+
+pub async fn handle_poll(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
+    let params = Params::parse(query.as_deref());
+    let request = match params.connect_request() {
+        Ok(request) => request,
+        Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
+    };
+    if let Some(resume) = &request.resume {
+        if let Some(session) = state.registry.get(&resume.session_id) {
+            if session.key_matches(&resume.key) {
+                if let Some(attachment) = session.poll_attachment(request.conn) {
+                    return continue_poll(state, session, attachment, resume.last).await;
+                }
+            }
+        }
+    }
+    match state.registry.connect(&request, TransportKind::Poll, &state.config) {
+        Connect::Attached { session, attachment, hello } => {
+            tracing::info!(session = %session.id, room = %session.room, resumed = hello.resumed, transport = "poll", "attached");
+            let mut frames = vec![Frame::Hello(hello)];
+            if let Pull::Frames(replay) = session.pull(&attachment, None) {
+                frames.extend(replay);
+            }
+            frames_response(&frames)
+        }
+        Connect::Retired => frames_response(&[Frame::Close(close(close_code::REPLACED, "replaced", Retry::Never))]),
+        Connect::Full => text_error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
+    }
+}
+
+/// Ends a held poll's claim on the session when the request finishes or is dropped.
+struct PollGuard {
+    session: Arc<Session>,
+    generation: u64,
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        self.session.end_poll(self.generation);
+    }
+}
+
+async fn continue_poll(
+    state: Arc<AppState>,
+    session: Arc<Session>,
+    attachment: Arc<crate::session::Attachment>,
+    last: u64,
+) -> Response {
+    let _live = state.live_guard();
+    let mut changed = session.subscribe();
+    let mut shutdown = state.shutdown_receiver();
+    let generation = session.begin_poll(last);
+    let _guard = PollGuard { session: session.clone(), generation };
+    let deadline = Instant::now() + state.config.poll_hold;
+    loop {
+        changed.mark_unchanged();
+        match session.pull(&attachment, Some(generation)) {
+            Pull::Frames(frames) if !frames.is_empty() => return frames_response(&frames),
+            Pull::Frames(_) => {}
+            Pull::Stop(Stop::Silent) => return frames_response(&[]),
+            Pull::Stop(Stop::Close(close)) => return frames_response(&[Frame::Close(close)]),
+        }
+        tokio::select! {
+            result = changed.changed() => if result.is_err() { return frames_response(&[]) },
+            _ = sleep_until(deadline) => return frames_response(&[]),
+            _ = AppState::shutting_down(&mut shutdown) => return frames_response(&[Frame::Close(going_away())]),
+        }
+    }
+}
+
+fn frames_response(frames: &[Frame]) -> Response {
+    let mut body = Vec::new();
+    for frame in frames {
+        wire::encode(frame, Carrier::Binary, &mut body);
+    }
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FRAMES_CONTENT_TYPE));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `POST /realtime/send`: a batch of client frames (text carrier) for an SSE or poll session.
+pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    let params = Params::parse(query.as_deref());
+    if let Err(error) = params.check_version() {
+        return text_error(StatusCode::BAD_REQUEST, error.as_str());
+    }
+    let resume = match params.resume() {
+        Ok(Some(resume)) => resume,
+        Ok(None) => return text_error(StatusCode::BAD_REQUEST, "rt_sid and rt_key are required"),
+        Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
+    };
+    let Some(session) = state.registry.get(&resume.session_id).filter(|session| !session.is_ended()) else {
+        return text_error(StatusCode::NOT_FOUND, "unknown session");
+    };
+    if !session.key_matches(&resume.key) {
+        return text_error(StatusCode::FORBIDDEN, "wrong session key");
+    }
+    let frames = match wire::decode_all(&body, state.config.max_message_bytes) {
+        Ok(frames) => frames,
+        Err(error) => {
+            let code = if error == WireError::BodyTooLarge || error == WireError::HeaderTooLong {
+                close_code::LIMIT_EXCEEDED
+            } else {
+                close_code::PROTOCOL_ERROR
+            };
+            tracing::info!(session = %session.id, error = error.as_str(), "malformed upstream batch");
+            session.end(Stop::Close(close(code, error.as_str(), Retry::Default)));
+            let status = if code == close_code::LIMIT_EXCEEDED { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            return text_error(status, error.as_str());
+        }
+    };
+    let _serial = session.upstream.lock().await;
+    let outcome = session.handle_client_frames(frames);
+    for (event, payload) in outcome.accepted {
+        state.registry.broadcast(&session.room, event, payload, &state.config);
+    }
+    if let Some(error) = outcome.error {
+        tracing::info!(session = %session.id, reason = %error.reason, "protocol error");
+        return text_error(StatusCode::BAD_REQUEST, &error.reason);
+    }
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}

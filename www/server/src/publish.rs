@@ -1,0 +1,63 @@
+//! `POST /realtime/publish?room=R[&event=E]`: a backend publishes one message to every session
+//! of a room. The Content-Type picks the payload kind.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use realtime_client::core::wire::{is_valid_event_name, Payload};
+
+use crate::params::{is_valid_room, Params};
+use crate::{text_error, AppState};
+
+pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let params = Params::parse(query.as_deref());
+    let Some(room) = params.room.as_deref() else {
+        return text_error(StatusCode::BAD_REQUEST, "missing room parameter");
+    };
+    if !is_valid_room(room) {
+        return text_error(StatusCode::BAD_REQUEST, "bad room name: 1-64 characters of A-Z a-z 0-9 _ . : -");
+    }
+    if let Some(event) = &params.event {
+        if !is_valid_event_name(event) {
+            return text_error(StatusCode::BAD_REQUEST, "bad event name: 1-64 characters of A-Z a-z 0-9 _ . : / -");
+        }
+    }
+    if body.len() > state.config.max_message_bytes {
+        return text_error(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let payload = match content_type.as_str() {
+        "text/plain" => match String::from_utf8(body.to_vec()) {
+            Ok(text) => Payload::Text(text),
+            Err(_) => return text_error(StatusCode::BAD_REQUEST, "text body is not valid utf-8"),
+        },
+        "application/json" => {
+            if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                return text_error(StatusCode::BAD_REQUEST, &format!("bad json: {error}"));
+            }
+            match String::from_utf8(body.to_vec()) {
+                Ok(text) => Payload::Json(text),
+                Err(_) => return text_error(StatusCode::BAD_REQUEST, "json body is not valid utf-8"),
+            }
+        }
+        "application/octet-stream" => Payload::Binary(body.to_vec()),
+        _ => {
+            return text_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content type must be text/plain, application/json or application/octet-stream",
+            )
+        }
+    };
+    let delivered = state.registry.broadcast(room, params.event.clone(), payload, &state.config);
+    tracing::debug!(room, delivered, "published");
+    let mut response = Response::new(Body::from(delivered.to_string()));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response
+}

@@ -1,0 +1,127 @@
+//! SSE transport: `GET /realtime/sse`. One frame per event, `event:` = frame type, `id:` = seq
+//! on messages, the frame (SSE carrier: no CR) split on LF over `data: ` lines. Upstream goes
+//! through `POST /realtime/send`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Retry};
+use tokio::sync::mpsc;
+
+use crate::params::Params;
+use crate::session::{close, Connect, TransportKind};
+use crate::writer::{self, FrameSink};
+use crate::{text_error, AppState};
+
+pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
+    let request = match Params::parse(query.as_deref()).connect_request() {
+        Ok(request) => request,
+        Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
+    };
+    let (session, attachment, hello) = match state.registry.connect(&request, TransportKind::Sse, &state.config) {
+        Connect::Attached { session, attachment, hello } => (session, attachment, hello),
+        Connect::Full => return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
+        Connect::Retired => {
+            let close = close(close_code::REPLACED, "replaced", Retry::Never);
+            return stream_response(Bytes::from(encode_event(&Frame::Close(close))));
+        }
+    };
+    tracing::info!(session = %session.id, room = %session.room, resumed = hello.resumed, transport = "sse", "attached");
+    let (sender, mut receiver) = mpsc::channel::<Bytes>(16);
+    let live = state.live_guard();
+    tokio::spawn(async move {
+        let _live = live;
+        let sink = SseSink { sender };
+        let keep_alive = Some(state.config.sse_keepalive);
+        writer::run(state.clone(), session.clone(), attachment.clone(), sink, vec![Frame::Hello(hello)], keep_alive).await;
+        session.detach(&attachment);
+        tracing::info!(session = %session.id, transport = "sse", "detached");
+    });
+    let stream = futures_util::stream::poll_fn(move |context| receiver.poll_recv(context).map(|item| item.map(Ok::<_, Infallible>)));
+    sse_response(Body::from_stream(stream))
+}
+
+fn stream_response(bytes: Bytes) -> Response {
+    sse_response(Body::from(bytes))
+}
+
+fn sse_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    response
+}
+
+/// The frame's type name, used as the SSE `event:` field.
+pub fn frame_type(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Hello(_) => "hello",
+        Frame::Message(_) => "msg",
+        Frame::Ack { .. } => "ack",
+        Frame::Ping { .. } => "ping",
+        Frame::Pong { .. } => "pong",
+        Frame::Close(_) => "close",
+    }
+}
+
+/// One SSE event holding exactly one frame.
+pub fn encode_event(frame: &Frame) -> Vec<u8> {
+    let encoded = wire::encode_to_vec(frame, Carrier::Sse);
+    debug_assert!(!encoded.contains(&b'\r'));
+    let mut out = Vec::with_capacity(encoded.len() + 64);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(frame_type(frame).as_bytes());
+    out.push(b'\n');
+    if let Frame::Message(message) = frame {
+        out.extend_from_slice(b"id: ");
+        wire::push_decimal(&mut out, message.seq);
+        out.push(b'\n');
+    }
+    for line in encoded.split(|&byte| byte == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+struct SseSink {
+    sender: mpsc::Sender<Bytes>,
+}
+
+impl FrameSink for SseSink {
+    async fn send_frames(&mut self, frames: &[Frame]) -> bool {
+        let mut out = Vec::new();
+        for frame in frames {
+            out.extend_from_slice(&encode_event(frame));
+        }
+        self.sender.send(Bytes::from(out)).await.is_ok()
+    }
+
+    async fn keep_alive(&mut self) -> bool {
+        self.sender.send(Bytes::from_static(b": ka\n\n")).await.is_ok()
+    }
+
+    async fn finish(&mut self, _close: Option<&Close>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use realtime_client::core::wire::{Message, Payload};
+
+    #[test]
+    fn events_split_frames_on_lf() {
+        let frame = Frame::Message(Message { seq: 3, event: None, payload: Payload::Text("a\nb".into()) });
+        assert_eq!(encode_event(&frame), b"event: msg\nid: 3\ndata: msg s=3 k=t n=3\ndata: a\ndata: b\n\n");
+        assert_eq!(encode_event(&Frame::Ack { seq: 2 }), b"event: ack\ndata: ack s=2\ndata: \n\n");
+    }
+}

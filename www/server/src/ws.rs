@@ -1,0 +1,186 @@
+//! WebSocket transport: `GET /realtime` with an upgrade. One send task (the shared writer loop)
+//! and one receive task per socket; whichever ends first stops the other.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Payload, Retry, WireError};
+
+use crate::params::{ParamError, Params};
+use crate::session::{close, Attachment, Connect, ConnectRequest, Session, Stop, TransportKind};
+use crate::writer::{self, FrameSink};
+use crate::{text_error, AppState};
+
+/// Most bytes of frames batched into one WebSocket message (a larger frame goes alone).
+const BATCH_BYTES: usize = 256 * 1024;
+
+pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, upgrade: WebSocketUpgrade) -> Response {
+    let params = Params::parse(query.as_deref());
+    // A version mismatch is answered in-protocol so the client learns not to retry.
+    let request = match params.connect_request() {
+        Ok(request) => Ok(request),
+        Err(ParamError::UnsupportedVersion) => Err(()),
+        Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
+    };
+    if request.as_ref().is_ok_and(|request| request.resume.is_none())
+        && state.registry.len() >= state.config.max_sessions
+    {
+        return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
+    }
+    let limit = state.config.max_batch_bytes();
+    upgrade.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
+        match request {
+            Ok(request) => serve(state, socket, request).await,
+            Err(()) => {
+                let close = close(close_code::UNSUPPORTED_VERSION, "unsupported protocol version", Retry::Never);
+                let (sink, _) = socket.split();
+                let mut sink = WsSink { sink };
+                sink.send_frames(&[Frame::Close(close.clone())]).await;
+                sink.finish(Some(&close)).await;
+            }
+        }
+    })
+}
+
+async fn serve(state: Arc<AppState>, socket: WebSocket, request: ConnectRequest) {
+    let _live = state.live_guard();
+    let (sink, stream) = socket.split();
+    let mut sink = WsSink { sink };
+    let (session, attachment, hello) = match state.registry.connect(&request, TransportKind::WebSocket, &state.config) {
+        Connect::Attached { session, attachment, hello } => (session, attachment, hello),
+        Connect::Retired => {
+            let close = close(close_code::REPLACED, "replaced", Retry::Never);
+            sink.send_frames(&[Frame::Close(close.clone())]).await;
+            return sink.finish(Some(&close)).await;
+        }
+        Connect::Full => {
+            let close = close(close_code::LIMIT_EXCEEDED, "too many sessions", Retry::Default);
+            sink.send_frames(&[Frame::Close(close.clone())]).await;
+            return sink.finish(Some(&close)).await;
+        }
+    };
+    tracing::info!(session = %session.id, room = %session.room, resumed = hello.resumed, transport = "websocket", "attached");
+    let first = vec![Frame::Hello(hello)];
+    let mut send_task = tokio::spawn(writer::run(state.clone(), session.clone(), attachment.clone(), sink, first, None));
+    let mut receive_task = tokio::spawn(receive(state.clone(), session.clone(), attachment.clone(), stream));
+    tokio::select! {
+        _ = &mut send_task => receive_task.abort(),
+        _ = &mut receive_task => {
+            // The receiver told the attachment how to stop; let the writer send that close.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut send_task).await;
+            send_task.abort();
+        }
+    }
+    session.detach(&attachment);
+    tracing::info!(session = %session.id, transport = "websocket", "detached");
+}
+
+/// Reads client messages until the socket ends, an error, or `2 × hb` without traffic.
+async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<Attachment>, mut stream: SplitStream<WebSocket>) {
+    let idle_limit = state.config.heartbeat() * 2;
+    let max = state.config.max_message_bytes;
+    loop {
+        let message = match tokio::time::timeout(idle_limit, stream.next()).await {
+            Err(_) => {
+                tracing::info!(session = %session.id, "websocket idle too long");
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                let text = error.to_string();
+                if text.contains("too long") || text.contains("Space limit") {
+                    attachment.request_stop(Stop::Close(close(close_code::LIMIT_EXCEEDED, "message too large", Retry::Default)));
+                    return;
+                }
+                break;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        let bytes = match message {
+            Message::Text(text) => text.as_str().as_bytes().to_vec(),
+            Message::Binary(bytes) => bytes.to_vec(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Close(_) => break,
+        };
+        let frames = match wire::decode_all(&bytes, max) {
+            Ok(frames) => frames,
+            Err(error) => {
+                let code = if error == WireError::BodyTooLarge || error == WireError::HeaderTooLong {
+                    close_code::LIMIT_EXCEEDED
+                } else {
+                    close_code::PROTOCOL_ERROR
+                };
+                tracing::info!(session = %session.id, error = error.as_str(), "malformed frame");
+                session.end(Stop::Close(close(code, error.as_str(), Retry::Default)));
+                return;
+            }
+        };
+        let _serial = session.upstream.lock().await;
+        let outcome = session.handle_client_frames(frames);
+        for (event, payload) in outcome.accepted {
+            state.registry.broadcast(&session.room, event, payload, &state.config);
+        }
+        if let Some(error) = outcome.error {
+            tracing::info!(session = %session.id, reason = %error.reason, "protocol error");
+            return;
+        }
+        if outcome.client_closed {
+            tracing::info!(session = %session.id, "client closed the session");
+            return;
+        }
+    }
+    attachment.request_stop(Stop::Silent);
+}
+
+struct WsSink {
+    sink: SplitSink<WebSocket, Message>,
+}
+
+impl FrameSink for WsSink {
+    async fn send_frames(&mut self, frames: &[Frame]) -> bool {
+        let mut start = 0;
+        while start < frames.len() {
+            let mut bytes = Vec::new();
+            let mut binary = false;
+            let mut end = start;
+            while end < frames.len() && (end == start || bytes.len() < BATCH_BYTES) {
+                let frame = &frames[end];
+                binary |= matches!(frame, Frame::Message(message) if matches!(message.payload, Payload::Binary(_)));
+                wire::encode(frame, Carrier::Binary, &mut bytes);
+                end += 1;
+            }
+            start = end;
+            let message = if binary {
+                Message::Binary(bytes.into())
+            } else {
+                match String::from_utf8(bytes) {
+                    Ok(text) => Message::Text(text.into()),
+                    Err(error) => Message::Binary(error.into_bytes().into()),
+                }
+            };
+            if self.sink.send(message).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn finish(&mut self, close: Option<&Close>) {
+        let frame = close.map(|close| {
+            let mut reason = close.reason.clone();
+            while reason.len() > 123 {
+                reason.pop();
+            }
+            // 1000-1003 and 3000-4999 may go in a WebSocket close frame; others become 1000.
+            let code = if close.code == 1000 || close.code == 1001 || (3000..5000).contains(&close.code) { close.code } else { 1000 };
+            CloseFrame { code, reason: Utf8Bytes::from(reason) }
+        });
+        let _ = self.sink.send(Message::Close(frame)).await;
+        let _ = self.sink.close().await;
+    }
+}
