@@ -1,0 +1,450 @@
+//! The facade: the only `#[wasm_bindgen]` surface. It converts JS values, validates options once,
+//! calls user listeners and turns misuse into real `Error`s.
+//!
+//! Invariants:
+//! - Only this module knows JsValue-level types of the public API and TypeScript.
+//! - A listener that throws is reported as an 'error' event (or on the console, if it was an
+//!   'error' listener) and never corrupts client state.
+//! - Promises returned by `send`/`emit` settle exactly once: resolved on the server's ack,
+//!   rejected when the message can no longer be delivered.
+
+mod driver;
+mod options;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+
+use js_sys::{ArrayBuffer, Function, Object, Promise, Reflect, Uint8Array, JSON};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::core::endpoint::Endpoint;
+use crate::core::session::{Event, Session};
+use crate::core::wire::{self, Payload};
+use driver::{Driver, EventHandler};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPESCRIPT: &'static str = r#"
+export type TransportName = 'websocket' | 'sse' | 'long-polling';
+export type ClientState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+export interface ReconnectOptions {
+  /** Upper bound of the first (random) delay. Default 500. */
+  initialDelayMs?: number;
+  /** Cap of any delay. Default 30000. */
+  maxDelayMs?: number;
+  /** Growth per attempt. Default 2. */
+  multiplier?: number;
+  /** Attempts before giving up; null or Infinity for unlimited (the default). */
+  maxAttempts?: number | null;
+}
+export interface RealtimeClientOptions {
+  /** Allowed transports, in preference order. Default all three. */
+  transports?: TransportName[];
+  /** How long a connection may take to deliver the server's hello. Default 5000. */
+  connectTimeoutMs?: number;
+  /** Reconnect policy, or false to never reconnect. */
+  reconnect?: ReconnectOptions | boolean;
+  /** Bounds of the queue of unacknowledged messages. Defaults 10000 messages, 16 MiB. */
+  outbox?: { maxMessages?: number; maxBytes?: number };
+}
+export type MessageData = string | Uint8Array | unknown;
+export interface MessageInfo { event: string | null; seq: number; kind: 'text' | 'json' | 'binary'; }
+export interface OpenInfo { sessionId: string; transport: TransportName; resumed: boolean; }
+export interface CloseInfo { code: number; reason: string; }
+export interface TransportInfo { from: TransportName | null; to: TransportName; reason: string; }
+export interface ReconnectingInfo { attempt: number; delayMs: number; reason: string; }
+export interface ResetInfo { reason: string; }
+export interface ClientStats {
+  messagesIn: number; messagesOut: number; bytesIn: number; bytesOut: number;
+  reconnects: number; fallbacks: number; upgrades: number;
+  rttMs: number | null; transport: TransportName | null; outbox: number;
+}
+export interface RealtimeEventMap {
+  open: (info: OpenInfo) => void;
+  close: (info: CloseInfo) => void;
+  error: (error: Error) => void;
+  state: (state: ClientState) => void;
+  transport: (info: TransportInfo) => void;
+  reconnecting: (info: ReconnectingInfo) => void;
+  reset: (info: ResetInfo) => void;
+  message: (data: MessageData, info: MessageInfo) => void;
+}
+export type LifecycleEvent = Exclude<keyof RealtimeEventMap, 'message'>;
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(value: &JsValue);
+}
+
+/// Event names with a fixed meaning: `emit()` refuses them.
+const LIFECYCLE_EVENTS: [&str; 8] = ["open", "close", "error", "state", "transport", "reconnecting", "reset", "message"];
+
+struct Subscription {
+    id: u32,
+    event: String,
+    listener: Function,
+}
+
+struct PendingSend {
+    id: u64,
+    resolve: Function,
+    reject: Function,
+}
+
+#[derive(Default)]
+struct Hooks {
+    subscriptions: Vec<Subscription>,
+    next_subscription: u32,
+    pending_sends: VecDeque<PendingSend>,
+    connect_waiters: Vec<(Function, Function)>,
+}
+
+/// The JS-facing half: listeners and promises. Owned by the client, known weakly to the driver.
+struct Facade {
+    hooks: RefCell<Hooks>,
+}
+
+/// A realtime connection to a server, over WebSocket, SSE or long polling.
+#[wasm_bindgen]
+pub struct RealtimeClient {
+    driver: Rc<Driver>,
+    facade: Rc<Facade>,
+    /// Called by the unsubscribe functions that `on()` returns (bound to a subscription id).
+    unsubscribe: Closure<dyn Fn(u32)>,
+}
+
+#[wasm_bindgen]
+impl RealtimeClient {
+    /// Creates an idle client for `url` (`http://` or `https://`). Throws on a bad URL or option.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "string")] url: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "RealtimeClientOptions")] options: JsValue,
+    ) -> Result<RealtimeClient, JsError> {
+        let Some(url) = url.as_string() else {
+            return Err(JsError::new("url must be a string"));
+        };
+        let endpoint = Endpoint::parse(&url).map_err(|error| JsError::new(error.as_str()))?;
+        let mut config = options::parse(&options).map_err(|message| JsError::new(&message))?;
+        config.jitter_seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
+        let driver = Driver::new(Session::new(endpoint, config));
+        let facade = Rc::new(Facade { hooks: RefCell::new(Hooks::default()) });
+        let weak_facade: Weak<Facade> = Rc::downgrade(&facade);
+        driver.set_handler(weak_facade.clone() as Weak<dyn EventHandler>);
+        let unsubscribe = Closure::<dyn Fn(u32)>::new(move |id: u32| {
+            if let Some(facade) = weak_facade.upgrade() {
+                facade.hooks.borrow_mut().subscriptions.retain(|subscription| subscription.id != id);
+            }
+        });
+        Ok(RealtimeClient { driver, facade, unsubscribe })
+    }
+
+    /// Adds a listener for a lifecycle event, 'message' (unnamed messages) or a named event.
+    /// Returns a function that removes it.
+    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    pub fn on(
+        &self,
+        event: &str,
+        #[wasm_bindgen(unchecked_param_type = "(...args: any[]) => void")] listener: JsValue,
+    ) -> Result<Function, JsError> {
+        if !LIFECYCLE_EVENTS.contains(&event) && !wire::is_valid_event_name(event) {
+            return Err(JsError::new("event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -"));
+        }
+        let Ok(listener) = listener.dyn_into::<Function>() else {
+            return Err(JsError::new("listener must be a function"));
+        };
+        let id = {
+            let mut hooks = self.facade.hooks.borrow_mut();
+            hooks.next_subscription = hooks.next_subscription.wrapping_add(1);
+            let id = hooks.next_subscription;
+            hooks.subscriptions.push(Subscription { id, event: event.to_owned(), listener });
+            id
+        };
+        let unsubscribe: &Function = self.unsubscribe.as_ref().unchecked_ref();
+        Ok(unsubscribe.bind1(&JsValue::UNDEFINED, &JsValue::from(id)).unchecked_into::<Function>())
+    }
+
+    /// Removes a listener added with `on()`.
+    pub fn off(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "(...args: any[]) => void")] listener: JsValue) {
+        self.facade
+            .hooks
+            .borrow_mut()
+            .subscriptions
+            .retain(|subscription| !(subscription.event == event && JsValue::from(&subscription.listener) == listener));
+    }
+
+    /// Connects; resolves once the session is open, rejects if the client closes first.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn connect(&self) -> Promise {
+        if self.driver.with_session(|session| session.state() == crate::core::session::State::Open) {
+            return Promise::resolve(&JsValue::UNDEFINED);
+        }
+        let promise = Promise::new(&mut |resolve, reject| {
+            self.facade.hooks.borrow_mut().connect_waiters.push((resolve, reject));
+        });
+        self.driver.command(|session, now| session.connect(now));
+        promise
+    }
+
+    /// Sends a message: a string (text), a Uint8Array or ArrayBuffer (binary), or any other
+    /// JSON-serialisable value (json). Resolves when the server has acknowledged it.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn send(&self, #[wasm_bindgen(unchecked_param_type = "string | Uint8Array | ArrayBuffer | unknown")] data: JsValue) -> Promise {
+        self.send_message(None, &data)
+    }
+
+    /// Sends a named event; listeners registered with `on(event)` receive it. Throws for
+    /// lifecycle names and invalid names.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn emit(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "string | Uint8Array | ArrayBuffer | unknown")] data: JsValue) -> Result<Promise, JsError> {
+        if LIFECYCLE_EVENTS.contains(&event) {
+            let mut message = String::from("'");
+            message.push_str(event);
+            message.push_str("' is a lifecycle event name and cannot be emitted");
+            return Err(JsError::new(&message));
+        }
+        if !wire::is_valid_event_name(event) {
+            return Err(JsError::new("event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -"));
+        }
+        Ok(self.send_message(Some(event.to_owned()), &data))
+    }
+
+    /// Closes for good; pending sends reject. Idempotent.
+    pub fn close(&self) {
+        self.driver.command(|session, now| session.close(now));
+    }
+
+    /// 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'.
+    #[wasm_bindgen(getter, unchecked_return_type = "ClientState")]
+    pub fn state(&self) -> JsValue {
+        JsValue::from_str(self.driver.with_session(|session| session.state().as_str()))
+    }
+
+    /// The transport of the open connection, or null.
+    #[wasm_bindgen(getter, unchecked_return_type = "TransportName | null")]
+    pub fn transport(&self) -> JsValue {
+        self.driver.with_session(|session| session.transport().map_or(JsValue::NULL, |kind| JsValue::from_str(kind.as_str())))
+    }
+
+    /// The session id once a server said hello, else null.
+    #[wasm_bindgen(getter, js_name = sessionId, unchecked_return_type = "string | null")]
+    pub fn session_id(&self) -> JsValue {
+        self.driver.with_session(|session| session.session_id().map_or(JsValue::NULL, JsValue::from_str))
+    }
+
+    /// Counters: messages and bytes in/out, reconnects, fallbacks, upgrades, rttMs, transport.
+    #[wasm_bindgen(unchecked_return_type = "ClientStats")]
+    pub fn stats(&self) -> JsValue {
+        let (stats, transport, outbox) =
+            self.driver.with_session(|session| (session.stats(), session.transport(), session.outbox_len()));
+        let object = Object::new();
+        set(&object, "messagesIn", &number(stats.messages_in));
+        set(&object, "messagesOut", &number(stats.messages_out));
+        set(&object, "bytesIn", &number(stats.bytes_in));
+        set(&object, "bytesOut", &number(stats.bytes_out));
+        set(&object, "reconnects", &number(stats.reconnects));
+        set(&object, "fallbacks", &number(stats.fallbacks));
+        set(&object, "upgrades", &number(stats.upgrades));
+        set(&object, "rttMs", &stats.rtt_ms.map_or(JsValue::NULL, number));
+        set(&object, "transport", &transport.map_or(JsValue::NULL, |kind| JsValue::from_str(kind.as_str())));
+        set(&object, "outbox", &number(outbox as u64));
+        object.into()
+    }
+}
+
+impl RealtimeClient {
+    fn send_message(&self, event: Option<String>, data: &JsValue) -> Promise {
+        let payload = match payload_from(data) {
+            Ok(payload) => payload,
+            Err(message) => return rejected(&message),
+        };
+        match self.driver.command(|session, now| session.send(now, event, payload)) {
+            Ok(id) => Promise::new(&mut |resolve, reject| {
+                self.facade.hooks.borrow_mut().pending_sends.push_back(PendingSend { id, resolve, reject });
+            }),
+            Err(error) => rejected(error.as_str()),
+        }
+    }
+}
+
+impl Drop for RealtimeClient {
+    fn drop(&mut self) {
+        // Tear down transports and the timer even if JS still holds listeners.
+        self.driver.command(|session, now| session.close(now));
+    }
+}
+
+impl EventHandler for Facade {
+    fn handle_events(&self, events: Vec<Event>) {
+        for event in events {
+            self.dispatch(event);
+        }
+    }
+}
+
+impl Facade {
+    fn dispatch(&self, event: Event) {
+        match event {
+            Event::State(state) => self.emit("state", &[JsValue::from_str(state.as_str())]),
+            Event::Open { session_id, transport, resumed } => {
+                let waiters = std::mem::take(&mut self.hooks.borrow_mut().connect_waiters);
+                for (resolve, _) in waiters {
+                    let _ = resolve.call0(&JsValue::UNDEFINED);
+                }
+                let info = Object::new();
+                set(&info, "sessionId", &JsValue::from_str(&session_id));
+                set(&info, "transport", &JsValue::from_str(transport.as_str()));
+                set(&info, "resumed", &JsValue::from_bool(resumed));
+                self.emit("open", &[info.into()]);
+            }
+            Event::Message { seq, event, payload } => {
+                let (kind, data) = match payload {
+                    Payload::Text(text) => ("text", JsValue::from_str(&text)),
+                    Payload::Binary(bytes) => ("binary", Uint8Array::from(bytes.as_slice()).into()),
+                    Payload::Json(text) => match JSON::parse(&text) {
+                        Ok(value) => ("json", value),
+                        Err(_) => {
+                            self.emit("error", &[JsError::new("server sent a json message that does not parse").into()]);
+                            return;
+                        }
+                    },
+                };
+                let info = Object::new();
+                set(&info, "event", &event.as_deref().map_or(JsValue::NULL, JsValue::from_str));
+                set(&info, "seq", &number(seq));
+                set(&info, "kind", &JsValue::from_str(kind));
+                self.emit(event.as_deref().unwrap_or("message"), &[data, info.into()]);
+            }
+            Event::Delivered { up_to_id } => loop {
+                let next = {
+                    let mut hooks = self.hooks.borrow_mut();
+                    match hooks.pending_sends.front() {
+                        Some(pending) if pending.id <= up_to_id => hooks.pending_sends.pop_front(),
+                        _ => None,
+                    }
+                };
+                let Some(pending) = next else { break };
+                let _ = pending.resolve.call0(&JsValue::UNDEFINED);
+            },
+            Event::SendFailed { id, reason } => {
+                let pending = {
+                    let mut hooks = self.hooks.borrow_mut();
+                    let index = hooks.pending_sends.iter().position(|pending| pending.id == id);
+                    index.and_then(|index| hooks.pending_sends.remove(index))
+                };
+                if let Some(pending) = pending {
+                    let _ = pending.reject.call1(&JsValue::UNDEFINED, &JsError::new(reason).into());
+                }
+            }
+            Event::Transport { from, to, reason } => {
+                let info = Object::new();
+                set(&info, "from", &from.map_or(JsValue::NULL, |kind| JsValue::from_str(kind.as_str())));
+                set(&info, "to", &JsValue::from_str(to.as_str()));
+                set(&info, "reason", &JsValue::from_str(reason));
+                self.emit("transport", &[info.into()]);
+            }
+            Event::Reconnecting { attempt, delay_ms, reason } => {
+                let info = Object::new();
+                set(&info, "attempt", &number(u64::from(attempt)));
+                set(&info, "delayMs", &number(delay_ms));
+                set(&info, "reason", &JsValue::from_str(&reason));
+                self.emit("reconnecting", &[info.into()]);
+            }
+            Event::Reset { reason } => {
+                let info = Object::new();
+                set(&info, "reason", &JsValue::from_str(reason));
+                self.emit("reset", &[info.into()]);
+            }
+            Event::Error { message } => self.emit("error", &[JsError::new(&message).into()]),
+            Event::Closed { code, reason } => {
+                let waiters = std::mem::take(&mut self.hooks.borrow_mut().connect_waiters);
+                let mut message = String::from("closed before the session opened: ");
+                message.push_str(&reason);
+                for (_, reject) in waiters {
+                    let _ = reject.call1(&JsValue::UNDEFINED, &JsError::new(&message).into());
+                }
+                let info = Object::new();
+                set(&info, "code", &number(u64::from(code)));
+                set(&info, "reason", &JsValue::from_str(&reason));
+                self.emit("close", &[info.into()]);
+            }
+        }
+    }
+
+    /// Calls every listener of `event`. The list is copied first: a listener may unsubscribe.
+    fn emit(&self, event: &str, args: &[JsValue]) {
+        let listeners: Vec<Function> = self
+            .hooks
+            .borrow()
+            .subscriptions
+            .iter()
+            .filter(|subscription| subscription.event == event)
+            .map(|subscription| subscription.listener.clone())
+            .collect();
+        for listener in listeners {
+            let result = match args {
+                [first] => listener.call1(&JsValue::UNDEFINED, first),
+                [first, second] => listener.call2(&JsValue::UNDEFINED, first, second),
+                _ => listener.call0(&JsValue::UNDEFINED),
+            };
+            if let Err(thrown) = result {
+                if event == "error" {
+                    console_error(&thrown);
+                } else {
+                    self.emit("error", &[thrown]);
+                }
+            }
+        }
+    }
+}
+
+fn payload_from(data: &JsValue) -> Result<Payload, String> {
+    if let Some(text) = data.as_string() {
+        return Ok(Payload::Text(text));
+    }
+    if let Some(bytes) = data.dyn_ref::<Uint8Array>() {
+        return Ok(Payload::Binary(bytes.to_vec()));
+    }
+    if let Some(buffer) = data.dyn_ref::<ArrayBuffer>() {
+        return Ok(Payload::Binary(Uint8Array::new(buffer).to_vec()));
+    }
+    if ArrayBuffer::is_view(data) {
+        // Another typed array or a DataView: send the bytes it views.
+        let buffer = Reflect::get(data, &JsValue::from_str("buffer")).unwrap_or(JsValue::UNDEFINED);
+        let offset = Reflect::get(data, &JsValue::from_str("byteOffset")).ok().and_then(|value| value.as_f64());
+        let length = Reflect::get(data, &JsValue::from_str("byteLength")).ok().and_then(|value| value.as_f64());
+        if let (Some(buffer), Some(offset), Some(length)) = (buffer.dyn_ref::<ArrayBuffer>(), offset, length) {
+            return Ok(Payload::Binary(Uint8Array::new_with_byte_offset_and_length(buffer, offset as u32, length as u32).to_vec()));
+        }
+    }
+    if data.is_undefined() || data.is_function() || data.is_symbol() {
+        return Err(String::from("cannot send undefined, a function or a symbol: pass a string, bytes or a JSON value"));
+    }
+    match JSON::stringify(data) {
+        Ok(text) => match text.as_string() {
+            Some(text) => Ok(Payload::Json(text)),
+            None => Err(String::from("value does not serialise to JSON")),
+        },
+        Err(error) => {
+            let mut message = String::from("value does not serialise to JSON: ");
+            message.push_str(&crate::transport::js_error_message(&error));
+            Err(message)
+        }
+    }
+}
+
+fn rejected(message: &str) -> Promise {
+    Promise::reject(&JsError::new(message).into())
+}
+
+fn set(object: &Object, key: &str, value: &JsValue) {
+    let _ = Reflect::set(object, &JsValue::from_str(key), value);
+}
+
+fn number(value: u64) -> JsValue {
+    JsValue::from_f64(value as f64)
+}
