@@ -196,7 +196,7 @@ fn push_param(url: &mut String, name: &str, value: u64) {
     push_text_param(url, name, std::str::from_utf8(&digits).unwrap_or("0"));
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 

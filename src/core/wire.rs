@@ -604,7 +604,7 @@ pub fn base64_decode(input: &[u8]) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 

@@ -1,0 +1,132 @@
+//! Shared helpers of the browser tests: the server URL, recorders for listeners, bounded waits
+//! and the HTTP publish endpoint.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use gloo_timers::future::TimeoutFuture;
+use js_sys::{Function, Reflect, JSON};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Request, RequestInit, Response};
+
+use realtime_client::RealtimeClient;
+
+/// The reference server's realtime base URL, fixed at compile time by `make test`.
+pub fn base_url() -> &'static str {
+    option_env!("REALTIME_TEST_URL")
+        .expect("REALTIME_TEST_URL is not set: run the browser tests through `make test`, which starts the server")
+}
+
+/// The base URL with a room.
+pub fn server_url(room: &str) -> String {
+    format!("{}?room={room}", base_url())
+}
+
+/// A room name no other test uses.
+pub fn unique_room(prefix: &str) -> String {
+    format!("{prefix}-{}", (js_sys::Math::random() * 1e12) as u64)
+}
+
+/// `{ transports: ['websocket'] }`.
+pub fn options_websocket() -> JsValue {
+    JSON::parse(r#"{"transports":["websocket"]}"#).unwrap()
+}
+
+/// A client for `room` with `options`.
+pub fn client(room: &str, options: &JsValue) -> RealtimeClient {
+    RealtimeClient::new(JsValue::from_str(&server_url(room)), options.clone()).expect("valid client")
+}
+
+/// Reads a property.
+pub fn get(object: &JsValue, key: &str) -> JsValue {
+    Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// The `message` of an Error.
+pub fn error_message(error: &JsValue) -> String {
+    get(error, "message").as_string().unwrap_or_default()
+}
+
+/// Records every call of a listener as `(first argument, second argument)`.
+pub struct Recorder {
+    calls: Rc<RefCell<Vec<(JsValue, JsValue)>>>,
+    unsubscribe: Function,
+    // Owned here so that the listener lives exactly as long as the recorder.
+    _callback: Closure<dyn FnMut(JsValue, JsValue)>,
+}
+
+impl Recorder {
+    /// Subscribes to `event` on `client`.
+    pub fn attach(client: &RealtimeClient, event: &str) -> Recorder {
+        let calls = Rc::new(RefCell::new(Vec::new()));
+        let sink = calls.clone();
+        let callback = Closure::<dyn FnMut(JsValue, JsValue)>::new(move |first, second| {
+            sink.borrow_mut().push((first, second));
+        });
+        let listener: &JsValue = callback.as_ref();
+        let unsubscribe = client.on(event, listener.clone()).expect("listener accepted");
+        Recorder { calls, unsubscribe, _callback: callback }
+    }
+
+    /// Calls so far.
+    pub fn len(&self) -> usize {
+        self.calls.borrow().len()
+    }
+
+    /// Takes the recorded calls.
+    pub fn take(&self) -> Vec<(JsValue, JsValue)> {
+        std::mem::take(&mut *self.calls.borrow_mut())
+    }
+
+    /// Calls the unsubscribe function `on()` returned.
+    pub fn unsubscribe(&self) {
+        self.unsubscribe.call0(&JsValue::UNDEFINED).expect("unsubscribe works");
+    }
+
+    /// Waits until at least `count` calls arrived; fails the test after 10 s.
+    pub async fn wait_for(&self, count: usize) {
+        wait_until(10_000, || self.len() >= count).await;
+        assert!(self.len() >= count, "expected {count} calls, got {}", self.len());
+    }
+}
+
+/// Polls `condition` every 5 ms until it holds or `limit_ms` passed. The limit is an upper bound
+/// for a failing test, never a delay a passing test depends on.
+pub async fn wait_until(limit_ms: u32, mut condition: impl FnMut() -> bool) {
+    let mut waited = 0;
+    while !condition() && waited < limit_ms {
+        TimeoutFuture::new(5).await;
+        waited += 5;
+    }
+}
+
+/// POSTs to the publish endpoint and checks the 202.
+pub async fn publish(room: &str, event: Option<&str>, content_type: &str, body: &str) {
+    let status = publish_status(room, event, content_type, body).await;
+    assert_eq!(status, 202, "publish answered {status}");
+}
+
+/// POSTs to the publish endpoint and returns the status.
+pub async fn publish_status(room: &str, event: Option<&str>, content_type: &str, body: &str) -> u16 {
+    let mut url = format!("{}/publish?room={room}", base_url());
+    if let Some(event) = event {
+        url.push_str("&event=");
+        url.push_str(event);
+    }
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&JsValue::from_str(body));
+    let request = Request::new_with_str_and_init(&url, &init).unwrap();
+    request.headers().set("Content-Type", content_type).unwrap();
+    let window = web_sys::window().expect("a window");
+    let response = JsFuture::from(window.fetch_with_request(&request)).await.expect("publish request");
+    response.unchecked_into::<Response>().status()
+}
+
+/// A callback that does nothing, as a JS function.
+pub fn noop() -> Function {
+    Function::new_no_args("")
+}
