@@ -160,6 +160,11 @@ impl AppState {
         let _ = tokio::time::timeout(limit, live.wait_for(|count| *count == 0)).await;
     }
 
+    /// Watches the number of live transports (streams and held polls); tests wait on it.
+    pub fn live_transports(&self) -> watch::Receiver<usize> {
+        self.live.subscribe()
+    }
+
     /// Counts a live transport until the guard drops.
     pub fn live_guard(self: &Arc<Self>) -> LiveGuard {
         self.live.send_modify(|count| *count += 1);

@@ -286,7 +286,7 @@ impl Session {
             return Pull::Stop(Stop::Silent);
         }
         if poll_generation.is_some_and(|generation| generation != inner.poll_generation) {
-            return Pull::Frames(Vec::new());
+            return Pull::Stop(Stop::Silent); // A newer poll superseded this one.
         }
         let mut frames: Vec<Frame> = inner.control.drain(..).collect();
         if inner.ack_due {

@@ -1,0 +1,219 @@
+//! SSE, long polling and POST /send over real sockets.
+
+mod common;
+
+use common::{parse_event, poll, text_msg, Server, SseReader, LIMIT};
+use realtime_client::core::wire::{self, close_code, Carrier, Frame, Hello, Message, Payload};
+use realtime_server::Config;
+
+fn hello_of(frames: &[Frame]) -> Hello {
+    match frames.first() {
+        Some(Frame::Hello(hello)) => hello.clone(),
+        other => panic!("expected hello first, got {other:?}"),
+    }
+}
+
+fn batch(frames: &[Frame]) -> String {
+    let mut bytes = Vec::new();
+    for frame in frames {
+        wire::encode(frame, Carrier::Text, &mut bytes);
+    }
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Waits until `count` transports are live (a held poll counts), so a test knows a poll is held.
+async fn wait_live(server: &Server, count: usize) {
+    let mut live = server.state.live_transports();
+    tokio::time::timeout(LIMIT, live.wait_for(|live| *live == count)).await.unwrap().unwrap();
+}
+
+async fn send(server: &Server, query: &str, body: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url(&format!("/realtime/send?{query}")))
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sse_delivers_hello_then_published_messages_as_events() {
+    let server = Server::default().await;
+    let response = reqwest::get(server.url("/realtime/sse?room=feed&rt_v=1&rt_conn=1")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let mut reader = SseReader::new(response);
+
+    let (kind, id, data) = parse_event(&reader.next_event().await);
+    assert_eq!((kind.as_str(), id), ("hello", None));
+    let (frame, used) = wire::decode(data.as_bytes(), 1 << 20).unwrap();
+    assert_eq!(used, data.len(), "one frame per event");
+    let Frame::Hello(hello) = frame else { panic!("expected hello") };
+    assert!(!hello.resumed);
+
+    let status = server.publish("room=feed&event=note", "text/plain", "line one\nline two\r\nend").await.status();
+    assert_eq!(status, 202);
+    let raw = reader.next_event().await;
+    assert!(raw.starts_with("event: msg\nid: 1\ndata: msg s=1 k=t e=note b64 n="), "{raw:?}");
+    assert!(!raw.contains('\r'));
+    let (kind, id, data) = parse_event(&raw);
+    assert_eq!((kind.as_str(), id.as_deref()), ("msg", Some("1")));
+    let (frame, _) = wire::decode(data.as_bytes(), 1 << 20).unwrap();
+    assert_eq!(
+        frame,
+        Frame::Message(Message { seq: 1, event: Some("note".into()), payload: Payload::Text("line one\nline two\r\nend".into()) })
+    );
+
+    // A multi-line text without CR is split over several data lines.
+    server.publish("room=feed", "text/plain", "a\nb").await;
+    let raw = reader.next_event().await;
+    assert_eq!(raw, "event: msg\nid: 2\ndata: msg s=2 k=t n=3\ndata: a\ndata: b");
+
+    // Upstream via POST /send reaches the SSE stream (the sender is in the room) with an ack.
+    let query = format!("room=feed&rt_v=1&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
+    let response = send(&server, &query, batch(&[text_msg(1, "up")])).await;
+    assert_eq!(response.status(), 204);
+    let mut saw_ack = false;
+    let mut saw_echo = false;
+    while !(saw_ack && saw_echo) {
+        let (kind, _, data) = parse_event(&reader.next_event().await);
+        let (frame, _) = wire::decode(data.as_bytes(), 1 << 20).unwrap();
+        match (kind.as_str(), frame) {
+            ("ack", Frame::Ack { seq: 1 }) => saw_ack = true,
+            ("msg", Frame::Message(message)) => {
+                assert_eq!(message.payload, Payload::Text("up".into()));
+                saw_echo = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn poll_attaches_holds_and_carries_upstream() {
+    let server = Server::default().await;
+    let frames = poll(&server, "room=p&rt_v=1&rt_conn=1").await;
+    assert_eq!(frames.len(), 1);
+    let hello = hello_of(&frames);
+    let session = format!("room=p&rt_v=1&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
+
+    // A held poll answers as soon as a message is published.
+    let held = {
+        let url = server.url(&format!("/realtime/poll?{session}&rt_last=0"));
+        tokio::spawn(async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() })
+    };
+    wait_live(&server, 1).await;
+    assert_eq!(server.publish("room=p", "application/json", "{\"n\":1}").await.status(), 202);
+    let body = tokio::time::timeout(LIMIT, held).await.unwrap().unwrap();
+    let frames = wire::decode_all(&body, 1 << 20).unwrap();
+    assert_eq!(frames, vec![Frame::Message(Message { seq: 1, event: None, payload: Payload::Json("{\"n\":1}".into()) })]);
+
+    // Upstream: the message is echoed to the sender and acked.
+    let response = send(&server, &session, batch(&[text_msg(1, "hello server")])).await;
+    assert_eq!(response.status(), 204);
+    let mut got = Vec::new();
+    let mut last = 1;
+    while !(got.iter().any(|frame| matches!(frame, Frame::Ack { seq: 1 })) && got.iter().any(|frame| matches!(frame, Frame::Message(_))))
+    {
+        let frames = poll(&server, &format!("{session}&rt_last={last}")).await;
+        for frame in &frames {
+            if let Frame::Message(message) = frame {
+                last = message.seq;
+            }
+        }
+        got.extend(frames);
+    }
+    assert!(got.contains(&Frame::Message(Message { seq: 2, event: None, payload: Payload::Text("hello server".into()) })));
+
+    // rt_last is a cumulative ack: a lost response is re-sent by the next poll with the old rt_last.
+    server.publish("room=p", "text/plain", "again").await;
+    let first_try = poll(&server, &format!("{session}&rt_last=2")).await;
+    let retry = poll(&server, &format!("{session}&rt_last=2")).await;
+    assert_eq!(first_try, retry);
+    assert!(matches!(&first_try[..], [Frame::Message(Message { seq: 3, .. })]));
+}
+
+#[tokio::test]
+async fn a_new_poll_supersedes_the_held_one() {
+    let server = Server::default().await;
+    let hello = hello_of(&poll(&server, "rt_conn=1").await);
+    let session = format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret);
+    let url = server.url(&format!("/realtime/poll?{session}"));
+    let first = tokio::spawn(async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() });
+    wait_live(&server, 1).await;
+    let url = server.url(&format!("/realtime/poll?{session}"));
+    let _second = tokio::spawn(async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() });
+    let body = tokio::time::timeout(LIMIT, first).await.unwrap().unwrap();
+    assert!(body.is_empty(), "a superseded poll is answered with an empty body");
+}
+
+#[tokio::test]
+async fn held_poll_times_out_empty() {
+    let config = Config { poll_hold: std::time::Duration::from_millis(200), ..Config::default() };
+    let server = Server::start(config).await;
+    let hello = hello_of(&poll(&server, "rt_conn=1").await);
+    let frames = poll(&server, &format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret)).await;
+    assert!(frames.is_empty());
+}
+
+#[tokio::test]
+async fn poll_on_a_new_conn_resumes_with_replay() {
+    let server = Server::default().await;
+    let hello = hello_of(&poll(&server, "room=q&rt_conn=1").await);
+    server.publish("room=q", "text/plain", "one").await;
+    server.publish("room=q", "text/plain", "two").await;
+    let query = format!("room=q&rt_conn=2&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
+    let frames = poll(&server, &query).await;
+    let resumed = hello_of(&frames);
+    assert!(resumed.resumed);
+    assert_eq!(frames[1..], [Frame::Message(Message { seq: 2, event: None, payload: Payload::Text("two".into()) })]);
+    // The replaced conn may not attach again.
+    let query = format!("room=q&rt_conn=1&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
+    let frames = poll(&server, &query).await;
+    assert!(matches!(&frames[..], [Frame::Close(close)] if close.code == close_code::REPLACED));
+}
+
+#[tokio::test]
+async fn send_errors() {
+    let server = Server::default().await;
+    let hello = hello_of(&poll(&server, "rt_conn=1").await);
+    let good = batch(&[text_msg(1, "x")]);
+    let response = send(&server, &format!("rt_conn=1&rt_sid=unknownsession&rt_key={}", hello.secret), good.clone()).await;
+    assert_eq!(response.status(), 404);
+    assert!(!response.text().await.unwrap().is_empty());
+    let response = send(&server, &format!("rt_conn=1&rt_sid={}&rt_key=wrong", hello.session_id), good).await;
+    assert_eq!(response.status(), 403);
+    let session = format!("rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
+    let response = send(&server, &session, "msg s=1 k=q\n".into()).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.text().await.unwrap(), "bad payload kind");
+    // The session's connection got the protocol-error close; the session is gone.
+    let frames = poll(&server, &format!("{session}&rt_last=0")).await;
+    assert!(!hello_of(&frames).resumed, "a fresh session after the protocol error");
+}
+
+#[tokio::test]
+async fn sse_and_poll_refuse_bad_parameters() {
+    let server = Server::default().await;
+    for path in ["/realtime/sse?rt_v=2", "/realtime/poll?rt_v=2", "/realtime/poll?room=no%20spaces", "/realtime/sse?rt_conn=x"] {
+        let response = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        assert!(!response.text().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn static_files_are_served() {
+    let directory = std::env::temp_dir().join(format!("realtime-server-static-{}", std::process::id()));
+    std::fs::create_dir_all(directory.join("pkg")).unwrap();
+    std::fs::write(directory.join("index.html"), "<p>demo</p>").unwrap();
+    std::fs::write(directory.join("pkg/x.js"), "export {}").unwrap();
+    let server = Server::start(Config { static_dir: directory.clone(), ..Config::default() }).await;
+    assert_eq!(reqwest::get(server.url("/")).await.unwrap().text().await.unwrap(), "<p>demo</p>");
+    assert_eq!(reqwest::get(server.url("/pkg/x.js")).await.unwrap().text().await.unwrap(), "export {}");
+    assert_eq!(reqwest::get(server.url("/server/Cargo.toml")).await.unwrap().status(), 404);
+    let _ = std::fs::remove_dir_all(directory);
+}
