@@ -34,7 +34,7 @@ async fn every_kind_comes_back_to_the_sender_and_is_acked() {
     client.send_frames(&[text_msg(1, "hi\r\nthere")], Carrier::Text).await;
     client.send_frames(&[json], Carrier::Text).await;
     // Binary payload inside a text message (base64) and raw inside a binary message.
-    client.send_frames(&[binary.clone()], Carrier::Text).await;
+    client.send_frames(std::slice::from_ref(&binary), Carrier::Text).await;
     let binary_raw = Frame::Message(Message { seq: 4, event: Some("blob".into()), payload: Payload::Binary(vec![9; 10]) });
     client.send_frames(&[binary_raw], Carrier::Binary).await;
 
