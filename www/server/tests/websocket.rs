@@ -330,3 +330,19 @@ async fn shutdown_sends_going_away() {
     assert_eq!(close.code, close_code::GOING_AWAY);
     assert_eq!(close.retry, Retry::AfterMs(1000));
 }
+
+#[tokio::test]
+async fn heartbeat_pings_and_idle_clients_are_dropped() {
+    let server = Server::start(Config { heartbeat_ms: 100, ..Config::default() }).await;
+    let mut client = WsClient::connect(&server.ws_url("rt_conn=1")).await;
+    assert_eq!(client.hello().await.heartbeat_ms, 100);
+    assert!(matches!(client.frame().await, Frame::Ping { .. }), "a ping after hb of silence");
+    // The client never answers: after 2 × hb without traffic the server drops the socket.
+    loop {
+        match client.next().await {
+            Some((Frame::Ping { .. }, _)) => continue,
+            Some((other, _)) => panic!("unexpected {other:?}"),
+            None => break,
+        }
+    }
+}
