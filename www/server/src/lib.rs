@@ -10,6 +10,7 @@
 //! in [`Config`]; no `unwrap` on anything a client controls.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tower_http::services::ServeDir;
 pub mod cors;
 pub mod params;
 pub mod poll;
+pub mod probe;
 pub mod publish;
 pub mod session;
 pub mod sse;
@@ -56,6 +58,10 @@ pub struct Config {
     pub replay_max_messages: usize,
     pub replay_max_bytes: usize,
     pub replay_max_age: Duration,
+    /// Most probes (`rt_probe=1`) held at once; beyond it probes get 503.
+    pub max_probes: usize,
+    /// Longest a probe is held open.
+    pub probe_hold: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +79,8 @@ impl Default for Config {
             replay_max_messages: 10_000,
             replay_max_bytes: 8 << 20,
             replay_max_age: Duration::from_secs(300),
+            max_probes: 1_000,
+            probe_hold: Duration::from_secs(30),
         }
     }
 }
@@ -101,6 +109,8 @@ pub struct AppState {
     shutdown: watch::Sender<bool>,
     /// Number of live transports (WebSocket, SSE, held polls), for draining at shutdown.
     live: watch::Sender<usize>,
+    /// Number of probes being answered or held.
+    probes: AtomicUsize,
 }
 
 impl AppState {
@@ -111,6 +121,7 @@ impl AppState {
             registry: session::Registry::default(),
             shutdown: watch::channel(false).0,
             live: watch::channel(0).0,
+            probes: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -165,6 +176,20 @@ impl AppState {
         self.live.subscribe()
     }
 
+    /// Counts a probe until the guard drops; None when `max_probes` are already running.
+    pub fn probe_guard(self: &Arc<Self>) -> Option<ProbeGuard> {
+        let limit = self.config.max_probes;
+        self.probes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| (count < limit).then_some(count + 1))
+            .ok()
+            .map(|_| ProbeGuard { state: self.clone() })
+    }
+
+    /// Probes being answered or held now.
+    pub fn probe_count(&self) -> usize {
+        self.probes.load(Ordering::Acquire)
+    }
+
     /// Counts a live transport until the guard drops.
     pub fn live_guard(self: &Arc<Self>) -> LiveGuard {
         self.live.send_modify(|count| *count += 1);
@@ -180,6 +205,17 @@ pub struct LiveGuard {
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         self.state.live.send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+/// Keeps a probe counted until it drops.
+pub struct ProbeGuard {
+    state: Arc<AppState>,
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.state.probes.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use clap::Parser;
 use realtime_server::{app, default_static_dir, AppState, Config};
 
@@ -86,6 +87,11 @@ async fn main() -> std::process::ExitCode {
     println!("listening on http://{address}");
     let _ = std::io::stdout().flush();
     let shutdown_state = state.clone();
+    // Frames are small and latency matters: no Nagle delay (which also held a WebSocket close
+    // back until the socket was already reset).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

@@ -19,6 +19,8 @@ pub struct Params {
     pub key: Option<String>,
     pub last: Option<String>,
     pub event: Option<String>,
+    /// `rt_probe`: `1` asks for a probe (hello, no session, held open).
+    pub probe: Option<String>,
 }
 
 /// Why a query was refused (HTTP 400 with this text).
@@ -50,6 +52,7 @@ impl Params {
                 "rt_key" => &mut params.key,
                 "rt_last" => &mut params.last,
                 "event" => &mut params.event,
+                "rt_probe" => &mut params.probe,
                 _ => continue,
             };
             // The first occurrence wins, so a user parameter cannot be overridden by appending.
@@ -66,6 +69,16 @@ impl Params {
             None => Ok(()),
             Some(version) if version == PROTOCOL_VERSION.to_string() => Ok(()),
             Some(_) => Err(ParamError::UnsupportedVersion),
+        }
+    }
+
+    /// Whether this is a probe (`rt_probe=1`); `rt_probe=0` or absent is not; anything else is
+    /// refused.
+    pub fn is_probe(&self) -> Result<bool, ParamError> {
+        match self.probe.as_deref() {
+            None | Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(_) => Err(ParamError::Bad("bad rt_probe: expected 1")),
         }
     }
 
@@ -131,5 +144,8 @@ mod tests {
         assert_eq!(Params::parse(Some("rt_v=2")).check_version(), Err(ParamError::UnsupportedVersion));
         assert!(Params::parse(Some("rt_conn=-1")).conn().is_err());
         assert!(Params::parse(Some("rt_sid=abc")).resume().is_err());
+        assert_eq!(Params::parse(Some("rt_probe=1")).is_probe(), Ok(true));
+        assert_eq!(Params::parse(None).is_probe(), Ok(false));
+        assert!(Params::parse(Some("rt_probe=yes")).is_probe().is_err());
     }
 }

@@ -13,6 +13,7 @@ use realtime_client::core::wire::{self, close_code, Carrier, Frame, Retry, WireE
 use tokio::time::{sleep_until, Instant};
 
 use crate::params::Params;
+use crate::probe;
 use crate::session::{close, Connect, Pull, Session, Stop, TransportKind};
 use crate::writer::going_away;
 use crate::{text_error, AppState};
@@ -22,10 +23,17 @@ pub const FRAMES_CONTENT_TYPE: &str = "application/x-realtime-frames";
 
 pub async fn handle_poll(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
     let params = Params::parse(query.as_deref());
-    let request = match params.connect_request() {
-        Ok(request) => request,
+    let (request, probe) = match params.connect_request().and_then(|request| Ok((request, params.is_probe()?))) {
+        Ok(parsed) => parsed,
         Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
     };
+    if probe {
+        // One response holding the hello; no session, nothing held.
+        let Some(_guard) = state.probe_guard() else {
+            return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many probes");
+        };
+        return frames_response(&[Frame::Hello(probe::hello(&state.config))]);
+    }
     if let Some(resume) = &request.resume {
         if let Some(session) = state.registry.get(&resume.session_id) {
             if session.key_matches(&resume.key) {

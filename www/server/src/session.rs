@@ -11,8 +11,8 @@
 //!   `rt_last` on resume and on each poll), `sent_up_to < next_seq`;
 //! - a message leaves the buffer only when acked, or (after which the session is no longer
 //!   resumable) when it was sent and a limit is hit;
-//! - lock order: the registry lock, then a session lock, never the reverse; no lock is held
-//!   across an `.await` or while another session's lock is taken.
+//! - lock order: the registry lock, then a session lock, then an attachment's stop slot, never
+//!   the reverse; no lock is held across an `.await` or while another session's lock is taken.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -256,6 +256,14 @@ impl Session {
         (attachment, hello)
     }
 
+    /// Asks `attachment` to stop and wakes its writer.
+    pub fn stop_transport(&self, attachment: &Attachment, stop: Stop) {
+        let inner = lock(&self.inner);
+        attachment.request_stop(stop);
+        drop(inner);
+        self.bump();
+    }
+
     /// The transport `attachment` ended; the session waits for a resume.
     pub fn detach(&self, attachment: &Attachment) {
         let mut inner = lock(&self.inner);
@@ -277,10 +285,13 @@ impl Session {
 
     /// Collects what `attachment` should send now. `poll_generation` is Some for a held poll.
     pub fn pull(&self, attachment: &Attachment, poll_generation: Option<u64>) -> Pull {
+        // The stop is read under the session lock: `attach` and `end` detach the transport and
+        // set its stop in one critical section, so a transport that is no longer current always
+        // finds its stop here (a replaced one gets its 4004, never a silent end).
+        let mut inner = lock(&self.inner);
         if let Some(stop) = attachment.take_stop() {
             return Pull::Stop(stop);
         }
-        let mut inner = lock(&self.inner);
         let current = inner.attached.as_ref().is_some_and(|current| current.generation == attachment.generation);
         if inner.ended || !current {
             return Pull::Stop(Stop::Silent);

@@ -14,15 +14,30 @@ use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Retry
 use tokio::sync::mpsc;
 
 use crate::params::Params;
+use crate::probe;
 use crate::session::{close, Connect, TransportKind};
 use crate::writer::{self, FrameSink};
 use crate::{text_error, AppState};
 
 pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
-    let request = match Params::parse(query.as_deref()).connect_request() {
-        Ok(request) => request,
+    let params = Params::parse(query.as_deref());
+    let (request, probe) = match params.connect_request().and_then(|request| Ok((request, params.is_probe()?))) {
+        Ok(parsed) => parsed,
         Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
     };
+    if probe {
+        let Some(guard) = state.probe_guard() else {
+            return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many probes");
+        };
+        let (sender, receiver) = mpsc::channel::<Bytes>(16);
+        let watcher = sender.clone();
+        let keep_alive = Some(state.config.sse_keepalive);
+        tokio::spawn(async move {
+            let gone = async move { watcher.closed().await };
+            probe::hold(state, guard, SseSink { sender }, gone, keep_alive, probe::AtDeadline::End).await;
+        });
+        return sse_response(channel_body(receiver));
+    }
     let (session, attachment, hello) = match state.registry.connect(&request, TransportKind::Sse, &state.config) {
         Connect::Attached { session, attachment, hello } => (session, attachment, hello),
         Connect::Full => return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
@@ -32,7 +47,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
         }
     };
     tracing::info!(session = %session.id, room = %session.room, resumed = hello.resumed, transport = "sse", "attached");
-    let (sender, mut receiver) = mpsc::channel::<Bytes>(16);
+    let (sender, receiver) = mpsc::channel::<Bytes>(16);
     let live = state.live_guard();
     tokio::spawn(async move {
         let _live = live;
@@ -42,8 +57,13 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
         session.detach(&attachment);
         tracing::info!(session = %session.id, transport = "sse", "detached");
     });
+    sse_response(channel_body(receiver))
+}
+
+/// A streaming body fed by a channel; it ends when every sender is dropped.
+fn channel_body(mut receiver: mpsc::Receiver<Bytes>) -> Body {
     let stream = futures_util::stream::poll_fn(move |context| receiver.poll_recv(context).map(|item| item.map(Ok::<_, Infallible>)));
-    sse_response(Body::from_stream(stream))
+    Body::from_stream(stream)
 }
 
 fn stream_response(bytes: Bytes) -> Response {

@@ -14,29 +14,44 @@ use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Paylo
 use crate::params::{ParamError, Params};
 use crate::session::{close, Attachment, Connect, ConnectRequest, Session, Stop, TransportKind};
 use crate::writer::{self, FrameSink};
-use crate::{text_error, AppState};
+use crate::probe;
+use crate::{text_error, AppState, ProbeGuard};
 
 /// Most bytes of frames batched into one WebSocket message (a larger frame goes alone).
 const BATCH_BYTES: usize = 256 * 1024;
 
 pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, upgrade: WebSocketUpgrade) -> Response {
     let params = Params::parse(query.as_deref());
+    let probe = match params.is_probe() {
+        Ok(probe) => probe,
+        Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
+    };
     // A version mismatch is answered in-protocol so the client learns not to retry.
     let request = match params.connect_request() {
         Ok(request) => Ok(request),
         Err(ParamError::UnsupportedVersion) => Err(()),
         Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
     };
-    if request.as_ref().is_ok_and(|request| request.resume.is_none())
+    // A probe creates no session, so only the probe limit applies to it.
+    let probe_guard = match (probe, &request) {
+        (true, Ok(_)) => match state.probe_guard() {
+            Some(guard) => Some(guard),
+            None => return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many probes"),
+        },
+        _ => None,
+    };
+    if !probe
+        && request.as_ref().is_ok_and(|request| request.resume.is_none())
         && state.registry.len() >= state.config.max_sessions
     {
         return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
     }
     let limit = state.config.max_batch_bytes();
     upgrade.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
-        match request {
-            Ok(request) => serve(state, socket, request).await,
-            Err(()) => {
+        match (request, probe_guard) {
+            (Ok(_), Some(guard)) => serve_probe(state, socket, guard).await,
+            (Ok(request), None) => serve(state, socket, request).await,
+            (Err(()), _) => {
                 let close = close(close_code::UNSUPPORTED_VERSION, "unsupported protocol version", Retry::Never);
                 let (sink, _) = socket.split();
                 let mut sink = WsSink { sink };
@@ -45,6 +60,20 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
             }
         }
     })
+}
+
+/// A probe: hello, then held until the client closes, `probe_hold` or shutdown. What the client
+/// sends is read (to notice its close) and ignored.
+async fn serve_probe(state: Arc<AppState>, socket: WebSocket, guard: ProbeGuard) {
+    let (sink, mut stream) = socket.split();
+    let gone = async move {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    probe::hold(state, guard, WsSink { sink }, gone, None, probe::AtDeadline::Close).await;
 }
 
 async fn serve(state: Arc<AppState>, socket: WebSocket, request: ConnectRequest) {
@@ -92,9 +121,8 @@ async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<At
             }
             Ok(None) => break,
             Ok(Some(Err(error))) => {
-                let text = error.to_string();
-                if text.contains("too long") || text.contains("Space limit") {
-                    attachment.request_stop(Stop::Close(close(close_code::LIMIT_EXCEEDED, "message too large", Retry::Default)));
+                if is_capacity_error(error) {
+                    session.stop_transport(&attachment, Stop::Close(close(close_code::LIMIT_EXCEEDED, "message too large", Retry::Default)));
                     return;
                 }
                 break;
@@ -134,7 +162,14 @@ async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<At
             return;
         }
     }
-    attachment.request_stop(Stop::Silent);
+    session.stop_transport(&attachment, Stop::Silent);
+}
+
+/// Whether a read failed because a message or frame was over the configured size.
+fn is_capacity_error(error: axum::Error) -> bool {
+    // axum wraps the tungstenite error it is built on; `Cargo.toml` pins the same version, so the
+    // downcast works (`oversized_websocket_message_gets_limit_close` checks it still does).
+    matches!(error.into_inner().downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
 }
 
 struct WsSink {

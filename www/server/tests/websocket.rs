@@ -346,3 +346,17 @@ async fn heartbeat_pings_and_idle_clients_are_dropped() {
         }
     }
 }
+
+#[tokio::test]
+async fn oversized_websocket_message_gets_limit_close() {
+    // Over the WebSocket message limit (max + max/3 + 64 KiB), not just over `max`: tungstenite
+    // refuses it while reading, and the server must still answer with close 4003.
+    let server = Server::start(Config { max_message_bytes: 16, ..Config::default() }).await;
+    let mut client = WsClient::connect(&server.ws_url("rt_conn=1")).await;
+    client.hello().await;
+    client.send_raw_text(&"x".repeat(server.state.config.max_batch_bytes() + 1)).await;
+    let Frame::Close(close) = client.frame().await else { panic!("expected close") };
+    assert_eq!((close.code, close.reason.as_str()), (close_code::LIMIT_EXCEEDED, "message too large"));
+    assert!(client.next().await.is_none());
+    assert_eq!(client.closed.as_ref().map(|closed| closed.0), Some(close_code::LIMIT_EXCEEDED));
+}

@@ -27,6 +27,10 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let state = AppState::new(config);
         let router = app(state.clone());
+        // As in main.rs: no Nagle delay.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Server { addr, state }
     }
