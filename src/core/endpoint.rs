@@ -81,6 +81,9 @@ pub struct ConnectParams<'a> {
     pub conn: u32,
     /// `(session id, secret, last delivered server seq)` when resuming.
     pub resume: Option<(&'a str, &'a str, u64)>,
+    /// A probe: the server answers with a hello and holds the connection, but creates no
+    /// session (the client only wants to know whether the rung works).
+    pub probe: bool,
 }
 
 impl Endpoint {
@@ -127,6 +130,9 @@ impl Endpoint {
             push_text_param(&mut url, "rt_sid", session_id);
             push_text_param(&mut url, "rt_key", secret);
             push_param(&mut url, "rt_last", last);
+        }
+        if params.probe {
+            push_text_param(&mut url, "rt_probe", "1");
         }
         url
     }
@@ -203,13 +209,13 @@ mod tests {
     #[test]
     fn urls_keep_the_user_query_on_every_transport() {
         let endpoint = Endpoint::parse("http://127.0.0.1:8080/realtime?room=lobby#x").unwrap();
-        let fresh = ConnectParams { conn: 3, resume: None };
+        let fresh = ConnectParams { conn: 3, resume: None, probe: false };
         assert_eq!(
             endpoint.connect_url(TransportKind::WebSocket, fresh),
             "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=1&rt_conn=3"
         );
         assert_eq!(
-            endpoint.connect_url(TransportKind::Sse, ConnectParams { conn: 4, resume: Some(("s", "k", 9)) }),
+            endpoint.connect_url(TransportKind::Sse, ConnectParams { conn: 4, resume: Some(("s", "k", 9)), probe: false }),
             "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=1&rt_conn=4&rt_sid=s&rt_key=k&rt_last=9"
         );
         assert_eq!(
@@ -223,12 +229,12 @@ mod tests {
     fn secure_and_queryless_urls() {
         let endpoint = Endpoint::parse("HTTPS://example.com/rt/").unwrap();
         assert_eq!(
-            endpoint.connect_url(TransportKind::WebSocket, ConnectParams { conn: 1, resume: None }),
-            "wss://example.com/rt?rt_v=1&rt_conn=1"
+            endpoint.connect_url(TransportKind::WebSocket, ConnectParams { conn: 1, resume: None, probe: true }),
+            "wss://example.com/rt?rt_v=1&rt_conn=1&rt_probe=1"
         );
         assert_eq!(
-            endpoint.connect_url(TransportKind::LongPolling, ConnectParams { conn: 1, resume: None }),
-            "https://example.com/rt/poll?rt_v=1&rt_conn=1"
+            endpoint.connect_url(TransportKind::LongPolling, ConnectParams { conn: 1, resume: None, probe: true }),
+            "https://example.com/rt/poll?rt_v=1&rt_conn=1&rt_probe=1"
         );
     }
 

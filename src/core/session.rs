@@ -4,13 +4,23 @@
 //! current time, arms one timer at [`Session::poll_timeout`], and carries out the
 //! [`Effect`]s it drains; the facade turns drained [`Event`]s into JS callbacks.
 //!
+//! Connections play roles. While connecting, *candidates* race down the transport ladder: the
+//! preferred rung gets a head start, then the next one is opened beside it, and the first to
+//! deliver the server's hello becomes *active* (the others are closed). On a lower rung, a
+//! *probe* (a throwaway connection that only waits for a hello) re-tests a better rung with
+//! backoff; once it proves the rung, a *migrating* connection resumes the session there, and the
+//! old active connection becomes *draining*: it is still read, never written, until the server
+//! closes it or a deadline passes.
+//!
 //! Invariants:
-//! - Every connection has a fresh [`ConnId`]; inputs from any connection but the current one are
-//!   ignored (browsers deliver late events from abandoned transports).
+//! - Every connection has a fresh [`ConnId`]; inputs from a connection the session no longer
+//!   holds are ignored (browsers deliver late events from abandoned transports).
 //! - A connection counts as established only once the server's hello arrived on it.
+//! - Only the active connection is written to. At most one upstream POST is in flight.
 //! - Outgoing messages keep their sequence number until acked; after a resume the unacked tail is
 //!   sent again in order, and the server drops what it already had. Incoming messages are
-//!   delivered at most once: a sequence number at or below the last delivered one is dropped.
+//!   delivered at most once and in order: a sequence number at or below the last delivered one is
+//!   dropped, whichever connection carried it; a gap is a protocol error.
 //! - A disconnect is a state, not an error: it emits `Reconnecting` and schedules a retry.
 //! - Nothing here panics on network input; a frame that does not decode is a protocol error that
 //!   replaces the connection.
@@ -59,16 +69,26 @@ impl State {
 pub struct SessionConfig {
     /// Allowed transports, in preference order (never empty, no repeats).
     pub transports: Vec<TransportKind>,
+    /// The rung to start on (remembered from an earlier page view), if still allowed.
+    pub initial_transport: Option<TransportKind>,
     /// How long a connection may take to deliver the server's hello.
     pub connect_timeout_ms: u64,
+    /// How long a rung may go without a hello before the next rung is raced beside it.
+    pub head_start_ms: u64,
     /// Reconnect policy, or `None` to never reconnect.
     pub reconnect: Option<BackoffConfig>,
+    /// Re-probe policy for a better rung while on a lower one (`None`: never upgrade).
+    pub upgrade: Option<BackoffConfig>,
+    /// How long a replaced connection is still read after a migration.
+    pub drain_timeout_ms: u64,
     /// Most messages the outbox holds (queued plus sent but unacked).
     pub outbox_max_messages: usize,
     /// Most payload bytes the outbox holds.
     pub outbox_max_bytes: usize,
-    /// How long received messages may wait before the client acks them.
+    /// How long received messages may wait before the client acks them on a WebSocket.
     pub ack_delay_ms: u64,
+    /// The same over SSE, where every ack costs a POST.
+    pub http_ack_delay_ms: u64,
     /// A connection that stays up this long resets the backoff attempt counter.
     pub stable_after_ms: u64,
     /// Seed of the jitter generator (the adapter passes a random number).
@@ -79,11 +99,21 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             transports: TransportKind::ALL.to_vec(),
+            initial_transport: None,
             connect_timeout_ms: 5_000,
+            head_start_ms: 300,
             reconnect: Some(BackoffConfig::default()),
+            upgrade: Some(BackoffConfig {
+                initial_delay_ms: 2_000,
+                max_delay_ms: 60_000,
+                multiplier: 2.0,
+                max_attempts: None,
+            }),
+            drain_timeout_ms: 5_000,
             outbox_max_messages: 10_000,
             outbox_max_bytes: 16 << 20,
             ack_delay_ms: 20,
+            http_ack_delay_ms: 200,
             stable_after_ms: 5_000,
             jitter_seed: 1,
         }
@@ -93,10 +123,12 @@ impl Default for SessionConfig {
 /// What a transport adapter reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// The transport is open at its level (WebSocket `open`); the session waits for hello.
+    /// The transport is open at its level (WebSocket or EventSource `open`).
     Opened { conn: ConnId },
-    /// Bytes arrived: one or more whole frames.
+    /// Bytes arrived: whole frames (a WebSocket message, an SSE event, a poll response body).
     Data { conn: ConnId, bytes: Vec<u8> },
+    /// The upstream POST of this connection completed with a 2xx.
+    Posted { conn: ConnId },
     /// The transport ended or failed; `reason` says why, for the app's events.
     Closed { conn: ConnId, reason: String },
 }
@@ -104,10 +136,15 @@ pub enum Input {
 /// What the adapter must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Open a connection of `kind` to `url`.
+    /// Open a connection of `kind` to `url` (for long polling: issue its first poll).
     Open { conn: ConnId, kind: TransportKind, url: String },
-    /// Send these encoded frames on the connection; `binary` says a text carrier cannot hold them.
+    /// Send encoded frames on a WebSocket; `binary` says a text message cannot hold them.
     Transmit { conn: ConnId, data: Vec<u8>, binary: bool },
+    /// POST encoded frames (UTF-8) upstream for an SSE or long-polling connection; report
+    /// `Posted` or `Closed`.
+    Post { conn: ConnId, url: String, body: Vec<u8> },
+    /// Issue the next long poll of the connection.
+    Poll { conn: ConnId, url: String },
     /// Tear the connection down (listeners first, then close, then drop).
     Close { conn: ConnId },
 }
@@ -126,7 +163,7 @@ pub enum Event {
     /// This outgoing message will never be delivered.
     SendFailed { id: u64, reason: &'static str },
     /// The transport in use changed.
-    Transport { from: Option<TransportKind>, to: TransportKind, reason: &'static str },
+    Transport { from: Option<TransportKind>, to: TransportKind, reason: String },
     /// The connection was lost; the next attempt is in `delay_ms`.
     Reconnecting { attempt: u32, delay_ms: u64, reason: String },
     /// The server could not resume the session: this is a fresh one.
@@ -193,12 +230,30 @@ struct Outgoing {
     transmitted: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Racing to become active while connecting.
+    Candidate,
+    /// The connection the session reads and writes.
+    Active,
+    /// A throwaway connection testing a better rung.
+    Probe,
+    /// Resuming the session on a proven better rung.
+    Migrating,
+    /// Replaced by a migration: read until the server closes it, never written.
+    Draining,
+}
+
 struct Connection {
     id: ConnId,
     kind: TransportKind,
+    role: Role,
     established: bool,
+    /// Connect deadline before the hello; drain deadline while draining.
+    deadline: Option<Millis>,
     last_received: Millis,
     last_sent: Millis,
+    post_in_flight: bool,
 }
 
 struct SessionIds {
@@ -206,7 +261,7 @@ struct SessionIds {
     secret: String,
 }
 
-/// Largest batch put into one transmit; beyond it a new one starts.
+/// Largest batch put into one WebSocket message or POST body; beyond it a new one starts.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// The session state machine. See the module docs.
@@ -215,7 +270,7 @@ pub struct Session {
     endpoint: Endpoint,
     state: State,
     next_conn: u32,
-    current: Option<Connection>,
+    conns: Vec<Connection>,
     ids: Option<SessionIds>,
     heartbeat_ms: u64,
     max_body_bytes: usize,
@@ -230,10 +285,16 @@ pub struct Session {
     outbox_bytes: usize,
     backoff: Option<Backoff>,
     jitter: Jitter,
-    connect_deadline: Option<Millis>,
     reconnect_at: Option<Millis>,
     stable_at: Option<Millis>,
+    /// Rungs not yet tried in the current connect round, in order.
+    untried: Vec<TransportKind>,
+    race_at: Option<Millis>,
+    last_failure: String,
+    /// The rung of the last active connection (remembered across reconnects).
     last_transport: Option<TransportKind>,
+    upgrade_backoff: Option<Backoff>,
+    probe_at: Option<Millis>,
     pending_batch: Vec<u8>,
     pending_binary: bool,
     stats: Stats,
@@ -248,10 +309,12 @@ impl Session {
         Session {
             jitter: Jitter::new(config.jitter_seed),
             backoff: config.reconnect.map(Backoff::new),
+            upgrade_backoff: config.upgrade.map(Backoff::new),
+            last_transport: config.initial_transport.filter(|kind| config.transports.contains(kind)),
             endpoint,
             state: State::Idle,
             next_conn: 0,
-            current: None,
+            conns: Vec::new(),
             ids: None,
             heartbeat_ms: 25_000,
             max_body_bytes: wire::DEFAULT_MAX_BODY_BYTES,
@@ -262,10 +325,12 @@ impl Session {
             next_id: 1,
             outbox: VecDeque::new(),
             outbox_bytes: 0,
-            connect_deadline: None,
             reconnect_at: None,
             stable_at: None,
-            last_transport: None,
+            untried: Vec::new(),
+            race_at: None,
+            last_failure: String::new(),
+            probe_at: None,
             pending_batch: Vec::new(),
             pending_binary: false,
             stats: Stats::default(),
@@ -282,9 +347,9 @@ impl Session {
         self.state
     }
 
-    /// The transport of the established connection, if any.
+    /// The transport of the active connection, if any.
     pub fn transport(&self) -> Option<TransportKind> {
-        self.current.as_ref().filter(|conn| conn.established).map(|conn| conn.kind)
+        self.active().map(|conn| conn.kind)
     }
 
     /// The session id, once a hello has arrived.
@@ -300,6 +365,11 @@ impl Session {
     /// Messages waiting for the server's ack (queued or in flight).
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Connections held (of any role); at most a handful.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
     }
 
     // --- User commands -------------------------------------------------------------------
@@ -318,7 +388,7 @@ impl Session {
             self.backoff = self.config.reconnect.map(Backoff::new);
         }
         self.set_state(State::Connecting);
-        self.open_connection(now);
+        self.start_round(now);
     }
 
     /// Queues a message; returns its id, which later `Delivered`/`SendFailed` events name.
@@ -345,10 +415,7 @@ impl Session {
         self.next_seq += 1;
         self.outbox_bytes += payload.len();
         self.outbox.push_back(Outgoing { id, seq, event, payload, transmitted: false });
-        if self.is_established() {
-            self.transmit_unsent(now);
-            self.flush(now);
-        }
+        self.pump_out(now);
         Ok(id)
     }
 
@@ -357,13 +424,20 @@ impl Session {
         if self.state == State::Closed {
             return;
         }
-        if self.is_established() {
-            self.queue_frame(&Frame::Close(Close {
-                code: close_code::NORMAL,
-                reason: String::from("client closed"),
-                retry: Retry::Never,
-            }));
-            self.flush(now);
+        if let Some(active) = self.active() {
+            let (id, kind) = (active.id, active.kind);
+            // Over HTTP the goodbye would be a POST that the teardown aborts at once; the
+            // server expires the session instead.
+            if kind == TransportKind::WebSocket {
+                self.pending_batch.clear();
+                self.queue_frame(&Frame::Close(Close {
+                    code: close_code::NORMAL,
+                    reason: String::from("client closed"),
+                    retry: Retry::Never,
+                }));
+                self.flush(now);
+            }
+            let _ = id;
         }
         self.finish(close_code::NORMAL, String::from("client closed"), "client closed");
     }
@@ -372,44 +446,71 @@ impl Session {
 
     /// Feeds a transport event.
     pub fn handle_input(&mut self, now: Millis, input: Input) {
-        let conn = match &input {
-            Input::Opened { conn } | Input::Data { conn, .. } | Input::Closed { conn, .. } => *conn,
+        let id = match &input {
+            Input::Opened { conn } | Input::Data { conn, .. } | Input::Posted { conn } | Input::Closed { conn, .. } => *conn,
         };
-        if self.current.as_ref().map(|current| current.id) != Some(conn) {
+        let Some(role) = self.conn(id).map(|conn| conn.role) else {
             return; // A late event from an abandoned connection.
-        }
+        };
         match input {
             Input::Opened { .. } => {}
+            Input::Posted { .. } => {
+                if let Some(conn) = self.conn_mut(id) {
+                    conn.post_in_flight = false;
+                }
+                self.pump_out(now);
+            }
             Input::Data { bytes, .. } => {
-                if let Some(current) = self.current.as_mut() {
-                    current.last_received = now;
+                if let Some(conn) = self.conn_mut(id) {
+                    conn.last_received = now;
                 }
                 match wire::decode_all(&bytes, self.max_body_bytes) {
                     Ok(frames) => {
                         for frame in frames {
-                            self.handle_frame(now, frame);
-                            if self.current.as_ref().map(|current| current.id) != Some(conn) {
+                            self.handle_frame(now, id, frame);
+                            if self.conn(id).is_none() {
                                 break; // The frame ended this connection.
                             }
                         }
                     }
-                    Err(error) => self.protocol_error(now, error.as_str()),
+                    Err(error) => self.conn_failed(now, id, error.as_str(), true),
                 }
+                self.after_poll_response(now, id);
                 self.flush(now);
             }
-            Input::Closed { reason, .. } => self.connection_lost(now, reason, Retry::Default),
+            Input::Closed { reason, .. } => {
+                let _ = role;
+                self.conn_failed(now, id, &reason, false);
+            }
         }
     }
 
     /// Fires due timers. Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Millis) {
-        if self.connect_deadline.is_some_and(|deadline| now >= deadline) {
-            self.connect_deadline = None;
-            self.connection_lost(now, String::from("connect timeout: no hello from the server"), Retry::Default);
+        let expired: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|conn| conn.deadline.is_some_and(|deadline| now >= deadline))
+            .map(|conn| conn.id)
+            .collect();
+        for id in expired {
+            match self.conn(id).map(|conn| conn.role) {
+                Some(Role::Draining) => self.drop_conn(id),
+                Some(_) => self.conn_failed(now, id, "connect timeout: no hello from the server", false),
+                None => {}
+            }
+        }
+        if self.race_at.is_some_and(|at| now >= at) {
+            self.race_at = None;
+            self.open_next_candidate(now);
         }
         if self.reconnect_at.is_some_and(|at| now >= at) {
             self.reconnect_at = None;
-            self.open_connection(now);
+            self.start_round(now);
+        }
+        if self.probe_at.is_some_and(|at| now >= at) {
+            self.probe_at = None;
+            self.open_probe(now);
         }
         if self.stable_at.is_some_and(|at| now >= at) {
             self.stable_at = None;
@@ -417,14 +518,16 @@ impl Session {
                 backoff.reset();
             }
         }
-        if let Some((last_received, last_sent)) =
-            self.current.as_ref().filter(|conn| conn.established).map(|conn| (conn.last_received, conn.last_sent))
+        if let Some((id, last_received, last_sent, kind)) =
+            self.active().map(|conn| (conn.id, conn.last_received, conn.last_sent, conn.kind))
         {
             if now >= last_received + self.liveness_timeout() {
-                self.connection_lost(now, String::from("heartbeat timeout: no traffic from the server"), Retry::Default);
-            } else if now >= last_sent + self.heartbeat_ms {
+                self.active_lost(now, String::from("heartbeat timeout: no traffic from the server"), Retry::Default);
+            } else if now >= last_sent + self.heartbeat_ms && kind != TransportKind::LongPolling && self.can_write() {
+                // A long poll is itself the client's heartbeat, and so is a POST in flight.
                 self.queue_frame(&Frame::Ping { time: now });
             }
+            let _ = id;
         }
         if self.ack_due.is_some_and(|due| now >= due) {
             self.queue_ack();
@@ -440,13 +543,19 @@ impl Session {
                 next = Some(next.map_or(at, |next| next.min(at)));
             }
         };
-        consider(self.connect_deadline);
+        for conn in &self.conns {
+            consider(conn.deadline);
+        }
+        consider(self.race_at);
         consider(self.reconnect_at);
+        consider(self.probe_at);
         consider(self.stable_at);
         consider(self.ack_due);
-        if let Some(conn) = self.current.as_ref().filter(|conn| conn.established) {
+        if let Some(conn) = self.active() {
             consider(Some(conn.last_received + self.liveness_timeout()));
-            consider(Some(conn.last_sent + self.heartbeat_ms));
+            if conn.kind != TransportKind::LongPolling && !conn.post_in_flight {
+                consider(Some(conn.last_sent + self.heartbeat_ms));
+            }
         }
         next
     }
@@ -461,10 +570,22 @@ impl Session {
         self.events.pop_front()
     }
 
-    // --- Internals -----------------------------------------------------------------------
+    // --- Connections ---------------------------------------------------------------------
 
-    fn is_established(&self) -> bool {
-        self.current.as_ref().is_some_and(|conn| conn.established)
+    fn conn(&self, id: ConnId) -> Option<&Connection> {
+        self.conns.iter().find(|conn| conn.id == id)
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.conns.iter_mut().find(|conn| conn.id == id)
+    }
+
+    fn active(&self) -> Option<&Connection> {
+        self.conns.iter().find(|conn| conn.role == Role::Active)
+    }
+
+    fn active_mut(&mut self) -> Option<&mut Connection> {
+        self.conns.iter_mut().find(|conn| conn.role == Role::Active)
     }
 
     /// No traffic for a heartbeat interval plus half of one means the connection is dead: the
@@ -480,80 +601,305 @@ impl Session {
         }
     }
 
-    fn preferred_transport(&self) -> TransportKind {
-        // The last transport that worked, if still allowed; else the first preference.
-        self.last_transport
-            .filter(|kind| self.config.transports.contains(kind))
-            .unwrap_or(self.config.transports[0])
+    fn rank(&self, kind: TransportKind) -> usize {
+        self.config.transports.iter().position(|&allowed| allowed == kind).unwrap_or(usize::MAX)
     }
 
-    fn open_connection(&mut self, now: Millis) {
+    fn open_conn(&mut self, now: Millis, kind: TransportKind, role: Role, resume: bool, probe: bool) -> ConnId {
         self.next_conn = self.next_conn.wrapping_add(1);
-        let conn = ConnId(self.next_conn);
-        let kind = self.preferred_transport();
-        let resume = self.ids.as_ref().map(|ids| (ids.id.as_str(), ids.secret.as_str(), self.last_delivered));
-        let url = self.endpoint.connect_url(kind, ConnectParams { conn: conn.0, resume });
-        self.effects.push_back(Effect::Open { conn, kind, url });
-        self.current = Some(Connection { id: conn, kind, established: false, last_received: now, last_sent: now });
-        self.connect_deadline = Some(now + self.config.connect_timeout_ms);
+        let id = ConnId(self.next_conn);
+        let resume = if resume {
+            self.ids.as_ref().map(|ids| (ids.id.as_str(), ids.secret.as_str(), self.last_delivered))
+        } else {
+            None
+        };
+        let url = self.endpoint.connect_url(kind, ConnectParams { conn: id.0, resume, probe });
+        self.effects.push_back(Effect::Open { conn: id, kind, url });
+        self.conns.push(Connection {
+            id,
+            kind,
+            role,
+            established: false,
+            deadline: Some(now + self.config.connect_timeout_ms),
+            last_received: now,
+            last_sent: now,
+            post_in_flight: false,
+        });
+        id
     }
 
-    fn handle_frame(&mut self, now: Millis, frame: Frame) {
-        let established = self.is_established();
-        match frame {
-            Frame::Hello(hello) if !established => self.handle_hello(now, hello),
-            Frame::Hello(_) => self.protocol_error(now, "second hello on one connection"),
-            _ if !established => self.protocol_error(now, "expected hello as the first frame"),
-            Frame::Message(message) => self.handle_message(now, message),
-            Frame::Ack { seq } => self.handle_ack(now, seq),
-            Frame::Ping { time } => self.queue_frame(&Frame::Pong { time }),
-            Frame::Pong { time } => {
+    /// Closes and forgets a connection.
+    fn drop_conn(&mut self, id: ConnId) {
+        if let Some(index) = self.conns.iter().position(|conn| conn.id == id) {
+            self.conns.remove(index);
+            self.effects.push_back(Effect::Close { conn: id });
+        }
+    }
+
+    fn drop_all_conns(&mut self) {
+        for conn in std::mem::take(&mut self.conns) {
+            self.effects.push_back(Effect::Close { conn: conn.id });
+        }
+        self.pending_batch.clear();
+        self.pending_binary = false;
+    }
+
+    // --- Connect rounds: the ladder, raced ----------------------------------------------
+
+    /// Starts walking the ladder: the remembered rung first, then the others in order.
+    fn start_round(&mut self, now: Millis) {
+        let first = self
+            .last_transport
+            .filter(|kind| self.config.transports.contains(kind))
+            .unwrap_or(self.config.transports[0]);
+        self.untried = std::iter::once(first)
+            .chain(self.config.transports.iter().copied().filter(|&kind| kind != first))
+            .collect();
+        self.last_failure.clear();
+        self.open_next_candidate(now);
+    }
+
+    /// Opens the next untried rung beside those already racing; arms the next head start.
+    fn open_next_candidate(&mut self, now: Millis) {
+        if self.untried.is_empty() {
+            return;
+        }
+        let kind = self.untried.remove(0);
+        self.open_conn(now, kind, Role::Candidate, true, false);
+        self.race_at = if self.untried.is_empty() { None } else { Some(now + self.config.head_start_ms) };
+    }
+
+    /// A connection failed (closed, timed out, or broke the protocol).
+    fn conn_failed(&mut self, now: Millis, id: ConnId, reason: &str, protocol: bool) {
+        let Some(conn) = self.conn(id) else { return };
+        let (role, kind) = (conn.role, conn.kind);
+        if protocol {
+            let mut message = String::from("protocol error: ");
+            message.push_str(reason);
+            self.events.push_back(Event::Error { message });
+        }
+        match role {
+            Role::Active => {
+                let mut message = String::new();
+                if protocol {
+                    message.push_str("protocol error: ");
+                }
+                message.push_str(reason);
+                self.active_lost(now, message, Retry::Default);
+            }
+            Role::Candidate => {
+                self.drop_conn(id);
+                self.last_failure = String::from(kind.as_str());
+                self.last_failure.push_str(" failed: ");
+                self.last_failure.push_str(reason);
+                let racing = self.conns.iter().any(|conn| conn.role == Role::Candidate);
+                if !racing && !self.untried.is_empty() {
+                    // A refused rung costs nothing: the next one starts now.
+                    self.open_next_candidate(now);
+                } else if !racing {
+                    self.race_at = None;
+                    let reason = std::mem::take(&mut self.last_failure);
+                    self.schedule_reconnect(now, reason, Retry::Default);
+                }
+            }
+            Role::Probe | Role::Migrating => {
+                self.drop_conn(id);
+                self.schedule_probe(now);
+            }
+            Role::Draining => self.drop_conn(id),
+        }
+    }
+
+    /// The active connection is gone: drop everything and schedule the next round.
+    fn active_lost(&mut self, now: Millis, reason: String, advice: Retry) {
+        self.drop_all_conns();
+        self.stable_at = None;
+        self.ack_due = None;
+        self.probe_at = None;
+        self.race_at = None;
+        self.untried.clear();
+        if self.state == State::Closed {
+            return;
+        }
+        self.schedule_reconnect(now, reason, advice);
+    }
+
+    fn schedule_reconnect(&mut self, now: Millis, reason: String, advice: Retry) {
+        let delay = match (self.backoff.as_mut(), advice) {
+            (_, Retry::Never) | (None, _) => None,
+            (Some(backoff), _) if !backoff.can_retry() => None,
+            (Some(backoff), Retry::AfterMs(ms)) => {
+                backoff.next_delay(&mut self.jitter);
+                Some(ms)
+            }
+            (Some(backoff), Retry::Default) => Some(backoff.next_delay(&mut self.jitter)),
+        };
+        let Some(delay) = delay else {
+            self.finish(1006, reason, "gave up reconnecting");
+            return;
+        };
+        let attempt = self.backoff.as_ref().map_or(0, Backoff::attempt);
+        self.stats.reconnects += 1;
+        self.reconnect_at = Some(now + delay);
+        self.set_state(State::Reconnecting);
+        self.events.push_back(Event::Reconnecting { attempt, delay_ms: delay, reason });
+    }
+
+    // --- Background upgrade ----------------------------------------------------------------
+
+    /// The best allowed rung above the active one, if any.
+    fn better_rung(&self) -> Option<TransportKind> {
+        let active = self.active()?;
+        let rank = self.rank(active.kind);
+        self.config.transports.first().copied().filter(|&best| self.rank(best) < rank)
+    }
+
+    fn schedule_probe(&mut self, now: Millis) {
+        if self.better_rung().is_none() {
+            return;
+        }
+        if let Some(backoff) = self.upgrade_backoff.as_mut() {
+            let ceiling_floor = self.config.upgrade.map_or(0, |config| config.initial_delay_ms / 2);
+            // Half fixed, half jittered: a probe never comes sooner than half the ceiling.
+            let delay = ceiling_floor + backoff.next_delay(&mut self.jitter) / 2;
+            self.probe_at = Some(now + delay);
+        }
+    }
+
+    fn open_probe(&mut self, now: Millis) {
+        let busy = self.conns.iter().any(|conn| matches!(conn.role, Role::Probe | Role::Migrating));
+        if let (Some(kind), false) = (self.better_rung(), busy) {
+            self.open_conn(now, kind, Role::Probe, false, true);
+        }
+    }
+
+    // --- Frames --------------------------------------------------------------------------
+
+    fn handle_frame(&mut self, now: Millis, id: ConnId, frame: Frame) {
+        let Some(conn) = self.conn(id) else { return };
+        let (role, established) = (conn.role, conn.established);
+        match (role, frame) {
+            (Role::Draining, Frame::Message(message)) => self.handle_message(now, id, message),
+            (Role::Draining, Frame::Ack { seq }) => self.handle_ack(now, id, seq),
+            (Role::Draining, Frame::Close(_)) => self.drop_conn(id),
+            (Role::Draining, _) => {}
+            (_, Frame::Hello(hello)) if !established => self.handle_hello(now, id, role, hello),
+            (_, Frame::Hello(_)) => self.conn_failed(now, id, "second hello on one connection", true),
+            (_, _) if !established => self.conn_failed(now, id, "expected hello as the first frame", true),
+            (Role::Active, Frame::Message(message)) => self.handle_message(now, id, message),
+            (Role::Active, Frame::Ack { seq }) => self.handle_ack(now, id, seq),
+            (Role::Active, Frame::Ping { time }) => self.queue_frame(&Frame::Pong { time }),
+            (Role::Active, Frame::Pong { time }) => {
                 if time <= now {
                     self.stats.rtt_ms = Some(now - time);
                 }
             }
-            Frame::Close(close) => self.handle_close(now, close),
+            (Role::Active, Frame::Close(close)) => self.handle_close(now, close),
+            // A migrating connection carries nothing but its hello before it becomes active.
+            (_, _) => {}
         }
     }
 
-    fn handle_hello(&mut self, now: Millis, hello: Hello) {
+    fn handle_hello(&mut self, now: Millis, id: ConnId, role: Role, hello: Hello) {
         if hello.version != wire::PROTOCOL_VERSION {
             self.events.push_back(Event::Error { message: String::from("server speaks an unsupported protocol version") });
             self.finish(close_code::UNSUPPORTED_VERSION, String::from("unsupported protocol version"), "unsupported protocol version");
             return;
         }
+        match role {
+            Role::Probe => {
+                // The rung works. Drop the throwaway connection and resume the session there.
+                let kind = self.conn(id).map(|conn| conn.kind);
+                self.drop_conn(id);
+                if let Some(kind) = kind {
+                    self.open_conn(now, kind, Role::Migrating, true, false);
+                }
+            }
+            Role::Candidate | Role::Migrating => self.promote(now, id, role, hello),
+            Role::Active | Role::Draining => {}
+        }
+    }
+
+    /// Makes `id` the active connection after its hello.
+    fn promote(&mut self, now: Millis, id: ConnId, role: Role, hello: Hello) {
         let asked_to_resume = self.ids.is_some();
+        let resumed = asked_to_resume && hello.resumed;
+        let previous = self.active().map(|conn| (conn.id, conn.kind));
+        // The losers of a race, and (after a migration) the connection being replaced.
+        let others: Vec<(ConnId, Role)> =
+            self.conns.iter().filter(|conn| conn.id != id).map(|conn| (conn.id, conn.role)).collect();
+        for (other, other_role) in others {
+            match other_role {
+                Role::Active if resumed => {
+                    let deadline = now + self.config.drain_timeout_ms;
+                    if let Some(conn) = self.conn_mut(other) {
+                        conn.role = Role::Draining;
+                        conn.deadline = Some(deadline);
+                    }
+                }
+                Role::Draining => {}
+                _ => self.drop_conn(other),
+            }
+        }
         if asked_to_resume && !hello.resumed {
             self.reset_session();
         }
         self.ids = Some(SessionIds { id: hello.session_id.clone(), secret: hello.secret });
         self.heartbeat_ms = hello.heartbeat_ms.max(1);
         self.max_body_bytes = usize::try_from(hello.max_body_bytes).unwrap_or(usize::MAX);
-        self.connect_deadline = None;
-        self.stable_at = Some(now + self.config.stable_after_ms);
-        let kind = match self.current.as_mut() {
-            Some(conn) => {
-                conn.established = true;
-                conn.last_received = now;
-                conn.kind
-            }
-            None => return,
-        };
-        self.handle_ack(now, hello.ack);
-        self.set_state(State::Open);
-        if self.last_transport != Some(kind) {
-            let from = self.last_transport;
-            self.last_transport = Some(kind);
-            self.events.push_back(Event::Transport { from, to: kind, reason: "connected" });
+        self.race_at = None;
+        self.untried.clear();
+        self.pending_batch.clear();
+        self.pending_binary = false;
+        let Some(conn) = self.conn_mut(id) else { return };
+        conn.role = Role::Active;
+        conn.established = true;
+        conn.deadline = None;
+        conn.last_received = now;
+        let kind = conn.kind;
+        if role == Role::Candidate {
+            self.stable_at = Some(now + self.config.stable_after_ms);
         }
-        self.events.push_back(Event::Open { session_id: hello.session_id, transport: kind, resumed: hello.resumed });
+        self.handle_ack(now, id, hello.ack);
+        self.set_state(State::Open);
+        let from = previous.map(|(_, kind)| kind).or(self.last_transport);
+        if from != Some(kind) {
+            let reason = if role == Role::Migrating {
+                self.stats.upgrades += 1;
+                String::from("upgrade: the better transport works again")
+            } else if self.rank(kind) > 0 {
+                self.stats.fallbacks += 1;
+                let mut reason = String::from("fallback: ");
+                reason.push_str(if self.last_failure.is_empty() { "a better transport gave no hello in time" } else { &self.last_failure });
+                reason
+            } else {
+                String::from("connected")
+            };
+            self.events.push_back(Event::Transport { from, to: kind, reason });
+        }
+        self.last_transport = Some(kind);
+        self.last_failure.clear();
+        if role == Role::Candidate || !resumed {
+            self.events.push_back(Event::Open { session_id: hello.session_id, transport: kind, resumed });
+        }
         // Everything unacked goes again, in order: the server drops what it already has.
         for message in self.outbox.iter_mut() {
             message.transmitted = false;
         }
-        self.transmit_unsent(now);
+        // A long poll continues from `after_poll_response`, once the whole response is handled.
         // One ping right away measures the round-trip time without waiting for a heartbeat.
         self.queue_frame(&Frame::Ping { time: now });
+        self.pump_out(now);
+        if self.better_rung().is_some() {
+            if role == Role::Candidate {
+                if let Some(backoff) = self.upgrade_backoff.as_mut() {
+                    backoff.reset();
+                }
+            }
+            self.schedule_probe(now);
+        } else {
+            self.probe_at = None;
+        }
     }
 
     /// The server could not resume: start over on the fresh session it gave us.
@@ -583,26 +929,30 @@ impl Session {
         self.events.push_back(Event::Reset { reason: "the server could not resume the session" });
     }
 
-    fn handle_message(&mut self, now: Millis, message: Message) {
+    fn handle_message(&mut self, now: Millis, id: ConnId, message: Message) {
         if message.seq <= self.last_delivered {
             return; // Already delivered (a replay overlapping what we had).
         }
         if message.seq != self.last_delivered + 1 {
-            self.protocol_error(now, "gap in server sequence numbers");
+            self.conn_failed(now, id, "gap in server sequence numbers", true);
             return;
         }
         self.last_delivered = message.seq;
         self.stats.messages_in += 1;
         self.stats.bytes_in += message.payload.len() as u64;
         if self.ack_due.is_none() {
-            self.ack_due = Some(now + self.config.ack_delay_ms);
+            let delay = match self.active().map(|conn| conn.kind) {
+                Some(TransportKind::WebSocket) => self.config.ack_delay_ms,
+                _ => self.config.http_ack_delay_ms,
+            };
+            self.ack_due = Some(now + delay);
         }
         self.events.push_back(Event::Message { seq: message.seq, event: message.event, payload: message.payload });
     }
 
-    fn handle_ack(&mut self, now: Millis, seq: u64) {
+    fn handle_ack(&mut self, now: Millis, id: ConnId, seq: u64) {
         if seq >= self.next_seq {
-            self.protocol_error(now, "server acknowledged a message never sent");
+            self.conn_failed(now, id, "server acknowledged a message never sent", true);
             return;
         }
         let mut up_to_id = None;
@@ -627,67 +977,23 @@ impl Session {
                 message.push_str(&close.reason);
                 self.events.push_back(Event::Error { message });
             }
-            if let Some(conn) = self.current.take() {
-                self.effects.push_back(Effect::Close { conn: conn.id });
-            }
             self.finish(close.code, close.reason, "server closed the session");
             return;
         }
         let mut reason = String::from("server closed the connection: ");
         reason.push_str(&close.reason);
-        self.connection_lost(now, reason, close.retry);
+        self.active_lost(now, reason, close.retry);
     }
 
-    fn protocol_error(&mut self, now: Millis, what: &str) {
-        let mut message = String::from("protocol error: ");
-        message.push_str(what);
-        self.events.push_back(Event::Error { message: message.clone() });
-        self.connection_lost(now, message, Retry::Default);
-    }
-
-    /// The current connection is gone: tear it down and schedule the next attempt.
-    fn connection_lost(&mut self, now: Millis, reason: String, advice: Retry) {
-        if let Some(conn) = self.current.take() {
-            self.effects.push_back(Effect::Close { conn: conn.id });
-        }
-        self.pending_batch.clear();
-        self.pending_binary = false;
-        self.connect_deadline = None;
-        self.stable_at = None;
-        self.ack_due = None;
-        if self.state == State::Closed {
-            return;
-        }
-        let delay = match (self.backoff.as_mut(), advice) {
-            (_, Retry::Never) | (None, _) => None,
-            (Some(backoff), _) if !backoff.can_retry() => None,
-            (Some(backoff), Retry::AfterMs(ms)) => {
-                backoff.next_delay(&mut self.jitter);
-                Some(ms)
-            }
-            (Some(backoff), Retry::Default) => Some(backoff.next_delay(&mut self.jitter)),
-        };
-        let Some(delay) = delay else {
-            self.finish(1006, reason, "gave up reconnecting");
-            return;
-        };
-        let attempt = self.backoff.as_ref().map_or(0, Backoff::attempt);
-        self.stats.reconnects += 1;
-        self.reconnect_at = Some(now + delay);
-        self.set_state(State::Reconnecting);
-        self.events.push_back(Event::Reconnecting { attempt, delay_ms: delay, reason });
-    }
-
-    /// Enters `Closed`: drops the connection and fails everything pending.
+    /// Enters `Closed`: drops every connection and fails everything pending.
     fn finish(&mut self, code: u16, reason: String, failure: &'static str) {
-        if let Some(conn) = self.current.take() {
-            self.effects.push_back(Effect::Close { conn: conn.id });
-        }
-        self.connect_deadline = None;
+        self.drop_all_conns();
         self.reconnect_at = None;
         self.stable_at = None;
         self.ack_due = None;
-        self.pending_batch.clear();
+        self.race_at = None;
+        self.probe_at = None;
+        self.untried.clear();
         for message in self.outbox.drain(..) {
             self.events.push_back(Event::SendFailed { id: message.id, reason: failure });
         }
@@ -696,9 +1002,43 @@ impl Session {
         self.events.push_back(Event::Closed { code, reason });
     }
 
-    fn transmit_unsent(&mut self, now: Millis) {
+    // --- Output --------------------------------------------------------------------------
+
+    /// After a long-poll response: the next poll at once (or, when draining, the end).
+    fn after_poll_response(&mut self, _now: Millis, id: ConnId) {
+        let Some(conn) = self.conn(id) else { return };
+        if conn.kind != TransportKind::LongPolling {
+            return;
+        }
+        match (conn.role, conn.established) {
+            (Role::Active, true) => self.issue_poll(id),
+            (Role::Draining, _) => self.drop_conn(id),
+            // A first poll must bring the hello.
+            (_, false) => self.conn_failed(_now, id, "poll answered without a hello", true),
+            _ => {}
+        }
+    }
+
+    fn issue_poll(&mut self, id: ConnId) {
+        let Some(ids) = self.ids.as_ref() else { return };
+        let url = self.endpoint.poll_url(id.0, &ids.id, &ids.secret, self.last_delivered);
+        // The poll's `rt_last` acknowledges everything delivered so far.
+        self.last_acked = self.last_delivered;
+        self.effects.push_back(Effect::Poll { conn: id, url });
+    }
+
+    /// Whether the active connection can take more frames now.
+    fn can_write(&self) -> bool {
+        self.active().is_some_and(|conn| !conn.post_in_flight)
+    }
+
+    /// Hands unsent messages and queued control frames to the active connection.
+    fn pump_out(&mut self, now: Millis) {
+        if !self.can_write() {
+            return;
+        }
         let mut index = 0;
-        while index < self.outbox.len() {
+        while index < self.outbox.len() && self.pending_batch.len() < MAX_BATCH_BYTES {
             if !self.outbox[index].transmitted {
                 self.outbox[index].transmitted = true;
                 let message = &self.outbox[index];
@@ -708,49 +1048,59 @@ impl Session {
                     payload: message.payload.clone(),
                 });
                 self.queue_frame(&frame);
-                if self.pending_batch.len() >= MAX_BATCH_BYTES {
-                    self.flush(now);
-                }
             }
             index += 1;
+            if self.pending_batch.len() >= MAX_BATCH_BYTES && self.active().is_some_and(|conn| conn.kind == TransportKind::WebSocket) {
+                self.flush(now);
+            }
         }
+        self.flush(now);
     }
 
     fn queue_ack(&mut self) {
         self.ack_due = None;
-        if self.last_delivered > self.last_acked && self.is_established() {
+        let kind = self.active().map(|conn| conn.kind);
+        if self.last_delivered > self.last_acked && kind.is_some() && kind != Some(TransportKind::LongPolling) {
             self.last_acked = self.last_delivered;
             self.queue_frame(&Frame::Ack { seq: self.last_delivered });
         }
     }
 
     fn queue_frame(&mut self, frame: &Frame) {
-        if !self.is_established() {
-            return;
-        }
-        if matches!(frame, Frame::Message(Message { payload: Payload::Binary(_), .. })) {
+        let Some(kind) = self.active().map(|conn| conn.kind) else { return };
+        let carrier = if kind == TransportKind::WebSocket { Carrier::Binary } else { Carrier::Text };
+        if matches!(frame, Frame::Message(Message { payload: Payload::Binary(_), .. })) && carrier == Carrier::Binary {
             self.pending_binary = true;
         }
-        wire::encode(frame, Carrier::Binary, &mut self.pending_batch);
+        wire::encode(frame, carrier, &mut self.pending_batch);
     }
 
-    /// Hands the frames queued during this step to the transport as one batch.
+    /// Hands the frames queued during this step to the active connection as one batch.
     fn flush(&mut self, now: Millis) {
-        if self.pending_batch.is_empty() {
+        if self.pending_batch.is_empty() || !self.can_write() {
             return;
         }
         // An ack that is due soon rides along for free.
         if self.ack_due.is_some() {
             self.queue_ack();
         }
-        let Some(conn) = self.current.as_mut() else {
-            self.pending_batch.clear();
-            return;
-        };
-        conn.last_sent = now;
         let data = std::mem::take(&mut self.pending_batch);
-        self.effects.push_back(Effect::Transmit { conn: conn.id, data, binary: self.pending_binary });
-        self.pending_binary = false;
+        let binary = std::mem::replace(&mut self.pending_binary, false);
+        let post_url = match (self.active().map(|conn| conn.kind), self.ids.as_ref()) {
+            (Some(TransportKind::WebSocket), _) | (None, _) => None,
+            (Some(_), Some(ids)) => self.active().map(|conn| self.endpoint.send_url(conn.id.0, &ids.id, &ids.secret)),
+            (Some(_), None) => None,
+        };
+        let Some(conn) = self.active_mut() else { return };
+        conn.last_sent = now;
+        let id = conn.id;
+        match post_url {
+            None => self.effects.push_back(Effect::Transmit { conn: id, data, binary }),
+            Some(url) => {
+                conn.post_in_flight = true;
+                self.effects.push_back(Effect::Post { conn: id, url, body: data });
+            }
+        }
     }
 }
 
@@ -789,6 +1139,10 @@ mod tests {
         fn advance_to(&mut self, at: Millis) {
             self.now = at;
             self.session.handle_timeout(at);
+            // Invariant: handling a timeout moves every deadline past now, or the adapter spins.
+            if let Some(next) = self.session.poll_timeout() {
+                assert!(next > at, "deadline {next} not past now {at} after handle_timeout");
+            }
         }
 
         /// Runs timers until `until`, firing each deadline at its exact time.
@@ -797,6 +1151,18 @@ mod tests {
                 self.advance_to(at.max(self.now));
             }
             self.now = until;
+        }
+
+        /// connect() with the whole ladder allowed; the WebSocket says hello.
+        fn open_default_websocket(&mut self) -> ConnId {
+            self.session.connect(self.now);
+            let conn = match self.effects().as_slice() {
+                [Effect::Open { conn, kind: TransportKind::WebSocket, .. }] => *conn,
+                other => panic!("unexpected effects {other:?}"),
+            };
+            self.data(conn, &[hello("s1", 0, false)]);
+            self.effects();
+            conn
         }
 
         /// connect(), the socket opens, the hello arrives; returns the connection.
@@ -813,6 +1179,11 @@ mod tests {
             self.data(conn, &[hello("s1", 0, false)]);
             conn
         }
+    }
+
+    /// The single-rung configuration most traces use; the ladder has its own tests.
+    fn ws_only() -> SessionConfig {
+        SessionConfig { transports: vec![TransportKind::WebSocket], ..SessionConfig::default() }
     }
 
     fn hello(session_id: &str, ack: u64, resumed: bool) -> Frame {
@@ -844,7 +1215,7 @@ mod tests {
 
     #[test]
     fn connect_open_message_close_trace() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         assert_eq!(h.session.state(), State::Idle);
         let conn = h.open();
         let events = h.events();
@@ -853,7 +1224,7 @@ mod tests {
             vec![
                 Event::State(State::Connecting),
                 Event::State(State::Open),
-                Event::Transport { from: None, to: TransportKind::WebSocket, reason: "connected" },
+                Event::Transport { from: None, to: TransportKind::WebSocket, reason: "connected".into() },
                 Event::Open { session_id: "s1".into(), transport: TransportKind::WebSocket, resumed: false },
             ]
         );
@@ -900,7 +1271,7 @@ mod tests {
 
     #[test]
     fn binary_payloads_ask_for_a_binary_carrier() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         h.open();
         h.effects();
         h.session.send(h.now, None, Payload::Binary(vec![0, 255])).unwrap();
@@ -909,7 +1280,7 @@ mod tests {
 
     #[test]
     fn lost_connection_reconnects_with_jittered_backoff_and_resumes() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         let conn = h.open();
         h.data(conn, &[text(1, "a")]);
         // Two messages: the first reaches the server and is acked, the second is lost in flight.
@@ -956,13 +1327,14 @@ mod tests {
         assert_eq!(messages.len(), 1, "seq 1 was already delivered");
         assert!(!events.iter().any(|event| matches!(event, Event::Transport { .. })), "same transport: no event");
         let frames = transmitted(&h.effects());
-        assert_eq!(frames[0], text(2, "two"));
+        let resent: Vec<_> = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).collect();
+        assert_eq!(resent, vec![&text(2, "two")]);
         assert!(first < second);
     }
 
     #[test]
     fn refused_resume_emits_one_reset_and_rejects_only_what_may_have_arrived() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         let conn = h.open();
         h.data(conn, &[text(1, "a")]);
         let in_flight = h.session.send(h.now, None, Payload::Text("maybe".into())).unwrap();
@@ -986,14 +1358,15 @@ mod tests {
         assert!(events.iter().any(|event| matches!(event, Event::Message { seq: 1, .. })), "fresh seq 1 delivered");
         // The queued message is renumbered from 1 on the fresh session.
         let frames = transmitted(&h.effects());
-        assert_eq!(frames[0], text(1, "queued"));
+        let resent: Vec<_> = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).collect();
+        assert_eq!(resent, vec![&text(1, "queued")]);
         h.data(conn2, &[Frame::Ack { seq: 1 }]);
         assert!(h.events().contains(&Event::Delivered { up_to_id: queued }));
     }
 
     #[test]
     fn malformed_frames_are_protocol_errors_that_reconnect() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         let conn = h.open();
         h.events();
         h.effects();
@@ -1006,7 +1379,7 @@ mod tests {
 
     #[test]
     fn frames_before_hello_and_gaps_are_protocol_errors() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         h.session.connect(h.now);
         let conn = match h.effects().as_slice() {
             [Effect::Open { conn, .. }] => *conn,
@@ -1015,7 +1388,7 @@ mod tests {
         h.data(conn, &[text(1, "early")]);
         assert!(h.events().contains(&Event::Error { message: "protocol error: expected hello as the first frame".into() }));
 
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         let conn = h.open();
         h.events();
         h.data(conn, &[text(2, "skipped one")]);
@@ -1024,7 +1397,7 @@ mod tests {
 
     #[test]
     fn connect_timeout_without_hello_retries() {
-        let mut h = Harness::new(SessionConfig { connect_timeout_ms: 3_000, ..SessionConfig::default() });
+        let mut h = Harness::new(SessionConfig { connect_timeout_ms: 3_000, ..ws_only() });
         h.session.connect(h.now);
         let conn = match h.effects().as_slice() {
             [Effect::Open { conn, .. }] => *conn,
@@ -1036,13 +1409,13 @@ mod tests {
         assert_eq!(h.effects(), vec![Effect::Close { conn }]);
         assert!(h.events().iter().any(|event| matches!(
             event,
-            Event::Reconnecting { reason, .. } if reason.starts_with("connect timeout")
+            Event::Reconnecting { reason, .. } if reason == "websocket failed: connect timeout: no hello from the server"
         )));
     }
 
     #[test]
     fn heartbeat_pings_when_idle_and_declares_a_silent_connection_dead() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         let conn = h.open();
         h.effects();
         h.events();
@@ -1060,7 +1433,7 @@ mod tests {
 
     #[test]
     fn traffic_keeps_the_connection_alive() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         let conn = h.open();
         for step in 1..=10 {
             h.run_until(1_000 + step * 9_000);
@@ -1072,7 +1445,7 @@ mod tests {
     #[test]
     fn server_close_advice_is_honoured() {
         // retry=no: closed for good.
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         let conn = h.open();
         h.events();
         h.data(conn, &[Frame::Close(Close { code: 4001, reason: "bad token".into(), retry: Retry::Never })]);
@@ -1083,7 +1456,7 @@ mod tests {
         assert_eq!(h.session.poll_timeout(), None);
 
         // retry=N: reconnect after exactly N ms.
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         let conn = h.open();
         h.events();
         h.data(conn, &[Frame::Close(Close { code: 1001, reason: "restart".into(), retry: Retry::AfterMs(1234) })]);
@@ -1092,14 +1465,14 @@ mod tests {
 
     #[test]
     fn reconnect_false_closes_on_first_loss_and_max_attempts_gives_up() {
-        let mut h = Harness::new(SessionConfig { reconnect: None, ..SessionConfig::default() });
+        let mut h = Harness::new(SessionConfig { reconnect: None, ..ws_only() });
         let conn = h.open();
         h.session.handle_input(h.now, Input::Closed { conn, reason: "gone".into() });
         assert_eq!(h.session.state(), State::Closed);
 
         let config = SessionConfig {
             reconnect: Some(BackoffConfig { max_attempts: Some(2), ..BackoffConfig::default() }),
-            ..SessionConfig::default()
+            ..ws_only()
         };
         let mut h = Harness::new(config);
         h.session.connect(h.now);
@@ -1117,7 +1490,7 @@ mod tests {
 
     #[test]
     fn the_attempt_counter_resets_only_after_a_stable_connection() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         let conn = h.open();
         h.session.handle_input(h.now, Input::Closed { conn, reason: "x".into() });
         h.run_until(h.now + 1_000);
@@ -1147,7 +1520,7 @@ mod tests {
 
     #[test]
     fn outbox_limits_are_enforced_with_clear_errors() {
-        let config = SessionConfig { outbox_max_messages: 2, outbox_max_bytes: 10, ..SessionConfig::default() };
+        let config = SessionConfig { outbox_max_messages: 2, outbox_max_bytes: 10, ..ws_only() };
         let mut h = Harness::new(config);
         // Queued while idle: allowed up to the limits.
         h.session.send(h.now, None, Payload::Text("12345".into())).unwrap();
@@ -1163,12 +1536,303 @@ mod tests {
 
     #[test]
     fn close_rejects_pending_messages() {
-        let mut h = Harness::new(SessionConfig::default());
+        let mut h = Harness::new(ws_only());
         h.open();
         let id = h.session.send(h.now, None, Payload::Text("x".into())).unwrap();
         h.events();
         h.session.close(h.now);
         assert!(h.events().contains(&Event::SendFailed { id, reason: "client closed" }));
         assert_eq!(h.session.outbox_len(), 0);
+    }
+
+    // --- The ladder ----------------------------------------------------------------------
+
+    fn opened(effects: &[Effect]) -> Vec<(ConnId, TransportKind, String)> {
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Open { conn, kind, url } => Some((*conn, *kind, url.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn posted(effects: &[Effect]) -> Vec<Frame> {
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Post { body, .. } => {
+                    assert!(std::str::from_utf8(body).is_ok(), "POST bodies are text");
+                    Some(wire::decode_all(body, 1 << 20).unwrap())
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn transport_events(events: &[Event]) -> Vec<(Option<TransportKind>, TransportKind, String)> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Transport { from, to, reason } => Some((*from, *to, reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refused_websocket_costs_nothing_sse_starts_at_once() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.session.connect(h.now);
+        let [(ws, TransportKind::WebSocket, _)] = opened(&h.effects())[..] else { panic!() };
+        h.now += 3;
+        h.session.handle_input(h.now, Input::Closed { conn: ws, reason: "websocket closed (code 1006)".into() });
+        let effects = h.effects();
+        assert_eq!(effects[0], Effect::Close { conn: ws });
+        let [(sse, TransportKind::Sse, ref url)] = opened(&effects)[..] else { panic!("{effects:?}") };
+        assert_eq!(url, "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=1&rt_conn=2");
+        h.data(sse, &[hello("s1", 0, false)]);
+        let events = h.events();
+        assert_eq!(
+            transport_events(&events),
+            vec![(None, TransportKind::Sse, "fallback: websocket failed: websocket closed (code 1006)".into())]
+        );
+        assert_eq!(h.session.transport(), Some(TransportKind::Sse));
+        assert_eq!(h.session.stats().fallbacks, 1);
+        assert!(!events.iter().any(|event| matches!(event, Event::Reconnecting { .. })), "no backoff between rungs");
+    }
+
+    #[test]
+    fn a_silent_websocket_gets_a_head_start_then_sse_races_and_wins() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.session.connect(h.now);
+        let [(ws, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.session.handle_input(h.now, Input::Opened { conn: ws }); // Upgraded, then silence.
+        assert_eq!(h.session.poll_timeout(), Some(1_300), "the head start");
+        h.run_until(1_299);
+        assert!(h.effects().is_empty());
+        h.run_until(1_300);
+        let [(sse, TransportKind::Sse, _)] = opened(&h.effects())[..] else { panic!() };
+        assert_eq!(h.session.connection_count(), 2, "raced, not replaced");
+        h.now = 1_310;
+        h.data(sse, &[hello("s1", 0, false)]);
+        assert_eq!(h.effects().iter().filter(|effect| **effect == Effect::Close { conn: ws }).count(), 1, "loser closed");
+        // The loser's late hello is ignored.
+        h.data(ws, &[hello("s-other", 0, false)]);
+        assert_eq!(h.session.session_id(), Some("s1"));
+        assert_eq!(h.session.transport(), Some(TransportKind::Sse));
+        assert_eq!(h.session.connection_count(), 1);
+    }
+
+    #[test]
+    fn websocket_silent_and_sse_buffered_lead_to_long_polling_within_two_head_starts() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.session.connect(h.now);
+        h.effects();
+        h.run_until(1_300);
+        let [(_, TransportKind::Sse, _)] = opened(&h.effects())[..] else { panic!() };
+        h.run_until(1_600);
+        let [(poll, TransportKind::LongPolling, ref url)] = opened(&h.effects())[..] else { panic!() };
+        assert!(url.starts_with("http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=1&rt_conn=3"));
+        h.now = 1_605;
+        h.data(poll, &[hello("s1", 0, false), text(1, "first")]);
+        assert_eq!(h.session.transport(), Some(TransportKind::LongPolling));
+        let effects = h.effects();
+        assert_eq!(effects.iter().filter(|effect| matches!(effect, Effect::Close { .. })).count(), 2);
+        // The next poll goes out at once and acknowledges what was delivered.
+        let polls: Vec<&String> = effects.iter().filter_map(|effect| match effect {
+            Effect::Poll { url, .. } => Some(url),
+            _ => None,
+        }).collect();
+        assert_eq!(polls, vec!["http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=1&rt_conn=3&rt_sid=s1&rt_key=secret&rt_last=1"]);
+        assert!(h.events().iter().any(|event| matches!(event, Event::Message { seq: 1, .. })));
+    }
+
+    #[test]
+    fn every_rung_failing_backs_off_then_retries_from_the_top() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.session.connect(h.now);
+        for _ in 0..3 {
+            let [(conn, ..)] = opened(&h.effects())[..] else { panic!() };
+            h.session.handle_input(h.now, Input::Closed { conn, reason: "refused".into() });
+        }
+        let events = h.events();
+        assert!(matches!(
+            events.last(),
+            Some(Event::Reconnecting { attempt: 1, reason, .. }) if reason == "long-polling failed: refused"
+        ));
+        h.run_until(h.now + 500);
+        assert!(matches!(opened(&h.effects())[..], [(_, TransportKind::WebSocket, _)]));
+    }
+
+    #[test]
+    fn a_reconnect_starts_on_the_rung_that_worked() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.session.connect(h.now);
+        let [(ws, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.session.handle_input(h.now, Input::Closed { conn: ws, reason: "refused".into() });
+        let [(sse, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.data(sse, &[hello("s1", 0, false)]);
+        h.session.handle_input(h.now, Input::Closed { conn: sse, reason: "stream broke".into() });
+        h.run_until(h.now + 500);
+        let effects = h.effects();
+        assert!(matches!(opened(&effects)[..], [(_, TransportKind::Sse, _)]), "{effects:?}");
+    }
+
+    #[test]
+    fn the_remembered_rung_from_an_earlier_page_is_tried_first() {
+        let config = SessionConfig { initial_transport: Some(TransportKind::LongPolling), ..SessionConfig::default() };
+        let mut h = Harness::new(config);
+        h.session.connect(h.now);
+        assert!(matches!(opened(&h.effects())[..], [(_, TransportKind::LongPolling, _)]));
+    }
+
+    #[test]
+    fn upstream_posts_are_serialised_one_at_a_time() {
+        let mut h = Harness::new(SessionConfig { transports: vec![TransportKind::Sse], ..SessionConfig::default() });
+        h.session.connect(h.now);
+        let [(sse, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.data(sse, &[hello("s1", 0, false)]);
+        let effects = h.effects();
+        assert_eq!(posted(&effects), vec![Frame::Ping { time: 1_000 }]);
+        let Effect::Post { url, .. } = effects.iter().find(|effect| matches!(effect, Effect::Post { .. })).unwrap() else { panic!() };
+        assert_eq!(url, "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=1&rt_conn=1&rt_sid=s1&rt_key=secret");
+        h.session.send(h.now, None, Payload::Binary(vec![1, 2, 3])).unwrap();
+        h.session.send(h.now, None, Payload::Text("b".into())).unwrap();
+        assert!(posted(&h.effects()).is_empty(), "a POST is in flight");
+        h.session.handle_input(h.now, Input::Posted { conn: sse });
+        assert_eq!(
+            posted(&h.effects()),
+            vec![
+                Frame::Message(Message { seq: 1, event: None, payload: Payload::Binary(vec![1, 2, 3]) }),
+                text(2, "b"),
+            ]
+        );
+        // A failed POST is a failed connection.
+        h.session.handle_input(h.now, Input::Closed { conn: sse, reason: "upload failed: HTTP 500".into() });
+        assert_eq!(h.session.state(), State::Reconnecting);
+    }
+
+    /// Falls back from a refused WebSocket to SSE; returns the SSE connection.
+    fn on_sse_after_fallback(h: &mut Harness) -> ConnId {
+        h.session.connect(h.now);
+        let [(ws, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.session.handle_input(h.now, Input::Closed { conn: ws, reason: "refused".into() });
+        let [(sse, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.data(sse, &[hello("s1", 0, false)]);
+        h.events();
+        h.effects();
+        sse
+    }
+
+    #[test]
+    fn a_probe_proves_the_better_rung_then_the_session_migrates_without_loss_or_double() {
+        let mut h = Harness::new(SessionConfig::default());
+        let sse = on_sse_after_fallback(&mut h);
+        h.data(sse, &[text(1, "a"), text(2, "b")]);
+        let unacked = h.session.send(h.now, None, Payload::Text("up".into())).unwrap();
+        h.events();
+        // The probe comes within the first upgrade delay (1 to 2 s).
+        let probe_at = h.session.poll_timeout().filter(|_| true).unwrap();
+        h.run_until(1_000 + 2_000);
+        let effects = h.effects();
+        let [(probe, TransportKind::WebSocket, ref url)] = opened(&effects)[..] else { panic!("{effects:?} {probe_at}") };
+        assert!(url.ends_with("rt_probe=1") && !url.contains("rt_sid"), "{url}");
+        assert_eq!(h.session.transport(), Some(TransportKind::Sse), "nothing moves before the proof");
+
+        // The probe says hello: it is dropped and the session resumes on the WebSocket.
+        h.data(probe, &[hello("throwaway", 0, false)]);
+        let effects = h.effects();
+        assert!(effects.contains(&Effect::Close { conn: probe }));
+        let [(migrating, TransportKind::WebSocket, ref url)] = opened(&effects)[..] else { panic!() };
+        assert!(url.ends_with("rt_sid=s1&rt_key=secret&rt_last=2"), "{url}");
+
+        // The old stream still delivers until the server moves the session.
+        h.data(sse, &[text(3, "c")]);
+        h.data(migrating, &[hello("s1", 0, true), text(3, "c"), text(4, "d")]);
+        let events = h.events();
+        assert_eq!(
+            transport_events(&events),
+            vec![(Some(TransportKind::Sse), TransportKind::WebSocket, "upgrade: the better transport works again".into())]
+        );
+        assert!(!events.iter().any(|event| matches!(event, Event::Open { .. } | Event::Reset { .. })));
+        assert_eq!(h.session.transport(), Some(TransportKind::WebSocket));
+        assert_eq!(h.session.stats().upgrades, 1);
+        // The unacked message goes again on the new transport.
+        let frames = transmitted(&h.effects());
+        assert!(frames.contains(&text(1, "up")), "{frames:?}");
+        // Late frames on the draining stream are deduplicated, then its close drops it.
+        h.data(sse, &[text(4, "d"), Frame::Close(Close { code: 4004, reason: "replaced".into(), retry: Retry::Default })]);
+        assert_eq!(h.session.connection_count(), 1);
+        h.data(migrating, &[text(5, "e"), Frame::Ack { seq: 1 }]);
+        let events = h.events();
+        assert!(events.contains(&Event::Delivered { up_to_id: unacked }));
+        assert_eq!(h.session.state(), State::Open);
+        assert_eq!(h.session.stats().messages_in, 5, "a b c d e, each once");
+    }
+
+    #[test]
+    fn a_failed_probe_backs_off_and_the_session_stays_put() {
+        let mut h = Harness::new(SessionConfig::default());
+        let sse = on_sse_after_fallback(&mut h);
+        let mut probes = Vec::new();
+        let mut last = h.now;
+        for _ in 0..4 {
+            let at = h.session.poll_timeout().unwrap();
+            h.run_until(at);
+            // Heartbeat pings may come first; wait for the probe.
+            let mut found = opened(&h.effects());
+            while found.is_empty() {
+                h.data(sse, &[Frame::Ping { time: h.now }]);
+                let at = h.session.poll_timeout().unwrap();
+                h.run_until(at);
+                found = opened(&h.effects());
+            }
+            let (probe, kind, _) = found[0].clone();
+            assert_eq!(kind, TransportKind::WebSocket);
+            probes.push(h.now - last);
+            h.session.handle_input(h.now, Input::Closed { conn: probe, reason: "refused".into() });
+            last = h.now;
+            h.data(sse, &[Frame::Ping { time: h.now }]);
+        }
+        assert_eq!(h.session.transport(), Some(TransportKind::Sse));
+        assert_eq!(h.session.state(), State::Open);
+        assert!(probes[3] > probes[0], "probes back off: {probes:?}");
+    }
+
+    #[test]
+    fn a_migration_the_server_cannot_resume_is_a_reset_and_the_old_stream_is_dropped() {
+        let mut h = Harness::new(SessionConfig::default());
+        let sse = on_sse_after_fallback(&mut h);
+        h.run_until(1_000 + 2_000);
+        let [(probe, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.data(probe, &[hello("x", 0, false)]);
+        let [(migrating, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.data(migrating, &[hello("s2", 0, false)]);
+        let events = h.events();
+        assert_eq!(events.iter().filter(|event| matches!(event, Event::Reset { .. })).count(), 1);
+        assert!(h.effects().contains(&Effect::Close { conn: sse }));
+        assert_eq!(h.session.session_id(), Some("s2"));
+    }
+
+    #[test]
+    fn no_probe_on_the_best_rung_or_when_upgrades_are_off() {
+        let mut h = Harness::new(SessionConfig { upgrade: None, ..SessionConfig::default() });
+        let sse = on_sse_after_fallback(&mut h);
+        for step in 1..=20 {
+            h.run_until(1_000 + step * 10_000);
+            h.data(sse, &[Frame::Ping { time: h.now }]);
+        }
+        assert_eq!(h.session.state(), State::Open);
+        assert!(opened(&h.effects()).is_empty(), "no probe when upgrades are off");
+
+        let mut h = Harness::new(SessionConfig::default());
+        let conn = h.open_default_websocket();
+        for step in 1..=20 {
+            h.run_until(1_000 + step * 10_000);
+            h.data(conn, &[Frame::Ping { time: h.now }]);
+        }
+        assert!(opened(&h.effects()).is_empty(), "no probe on the best rung");
     }
 }
