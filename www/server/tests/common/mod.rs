@@ -178,6 +178,17 @@ impl SseReader {
     }
 }
 
+impl SseReader {
+    /// Everything left in the stream until it ends (waits for the end).
+    pub async fn rest(&mut self) -> String {
+        let mut text = std::mem::take(&mut self.buffer);
+        while let Some(chunk) = self.response.chunk().await.unwrap() {
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        text
+    }
+}
+
 /// Decodes an SSE event the way a browser's EventSource does: (event type, id, data).
 pub fn parse_event(event: &str) -> (String, Option<String>, String) {
     let mut kind = String::from("message");
