@@ -17,14 +17,40 @@ use support::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-#[wasm_bindgen_test]
-async fn text_binary_and_json_come_back_with_their_kind_kept() {
+/// The behaviour suite runs once per transport, each forced with `transports: [name]`.
+macro_rules! on_every_transport {
+    ($($test:ident),* $(,)?) => {
+        mod websocket {
+            use super::*;
+            $( #[wasm_bindgen_test] async fn $test() { super::$test("websocket").await } )*
+        }
+        mod sse {
+            use super::*;
+            $( #[wasm_bindgen_test] async fn $test() { super::$test("sse").await } )*
+        }
+        mod long_polling {
+            use super::*;
+            $( #[wasm_bindgen_test] async fn $test() { super::$test("long-polling").await } )*
+        }
+    };
+}
+
+on_every_transport!(
+    text_binary_and_json_come_back_with_their_kind_kept,
+    two_clients_in_one_room_see_each_other,
+    a_named_event_reaches_its_listener_and_not_message,
+    after_close_the_state_is_closed_and_no_listener_fires,
+    a_publish_from_the_http_endpoint_reaches_the_client,
+    listeners_unsubscribe_and_a_throwing_listener_is_reported,
+);
+
+async fn text_binary_and_json_come_back_with_their_kind_kept(transport: &str) {
     let room = unique_room("kinds");
-    let client = client(&room, &options_websocket());
+    let client = client(&room, &only(transport));
     let messages = Recorder::attach(&client, "message");
     JsFuture::from(client.connect()).await.expect("connects");
     assert_eq!(client.state().as_string().as_deref(), Some("open"));
-    assert_eq!(client.transport().as_string().as_deref(), Some("websocket"));
+    assert_eq!(client.transport().as_string().as_deref(), Some(transport));
     assert!(client.session_id().as_string().is_some_and(|id| !id.is_empty()));
 
     JsFuture::from(client.send(JsValue::from_str("hello"))).await.expect("text acked");
@@ -49,15 +75,14 @@ async fn text_binary_and_json_come_back_with_their_kind_kept() {
     let stats = client.stats();
     assert_eq!(get(&stats, "messagesOut").as_f64(), Some(3.0));
     assert_eq!(get(&stats, "messagesIn").as_f64(), Some(3.0));
-    assert_eq!(get(&stats, "transport").as_string().as_deref(), Some("websocket"));
+    assert_eq!(get(&stats, "transport").as_string().as_deref(), Some(transport));
     client.close();
 }
 
-#[wasm_bindgen_test]
-async fn two_clients_in_one_room_see_each_other() {
+async fn two_clients_in_one_room_see_each_other(transport: &str) {
     let room = unique_room("pair");
-    let alice = client(&room, &options_websocket());
-    let bob = client(&room, &options_websocket());
+    let alice = client(&room, &only(transport));
+    let bob = client(&room, &only(transport));
     let alice_inbox = Recorder::attach(&alice, "message");
     let bob_inbox = Recorder::attach(&bob, "message");
     JsFuture::from(alice.connect()).await.unwrap();
@@ -76,7 +101,7 @@ async fn two_clients_in_one_room_see_each_other() {
 
     // A client in another room hears nothing of it.
     let other_room = unique_room("other");
-    let stranger = client(&other_room, &options_websocket());
+    let stranger = client(&other_room, &only(transport));
     let stranger_inbox = Recorder::attach(&stranger, "message");
     JsFuture::from(stranger.connect()).await.unwrap();
     JsFuture::from(alice.send(JsValue::from_str("private"))).await.unwrap();
@@ -87,10 +112,9 @@ async fn two_clients_in_one_room_see_each_other() {
     }
 }
 
-#[wasm_bindgen_test]
-async fn a_named_event_reaches_its_listener_and_not_message() {
+async fn a_named_event_reaches_its_listener_and_not_message(transport: &str) {
     let room = unique_room("named");
-    let client = client(&room, &options_websocket());
+    let client = client(&room, &only(transport));
     let plain = Recorder::attach(&client, "message");
     let ticker = Recorder::attach(&client, "ticker");
     JsFuture::from(client.connect()).await.unwrap();
@@ -114,10 +138,9 @@ async fn a_named_event_reaches_its_listener_and_not_message() {
     client.close();
 }
 
-#[wasm_bindgen_test]
-async fn after_close_the_state_is_closed_and_no_listener_fires() {
+async fn after_close_the_state_is_closed_and_no_listener_fires(transport: &str) {
     let room = unique_room("closed");
-    let client = client(&room, &options_websocket());
+    let client = client(&room, &only(transport));
     JsFuture::from(client.connect()).await.unwrap();
     let states = Recorder::attach(&client, "state");
     let closes = Recorder::attach(&client, "close");
@@ -132,7 +155,7 @@ async fn after_close_the_state_is_closed_and_no_listener_fires() {
         .iter()
         .map(|name| Recorder::attach(&client, name))
         .collect();
-    let witness = self::client(&room, &options_websocket());
+    let witness = self::client(&room, &only(transport));
     let witness_inbox = Recorder::attach(&witness, "message");
     JsFuture::from(witness.connect()).await.unwrap();
     publish(&room, None, "text/plain", "after close").await;
@@ -148,10 +171,9 @@ async fn after_close_the_state_is_closed_and_no_listener_fires() {
     witness.close();
 }
 
-#[wasm_bindgen_test]
-async fn a_publish_from_the_http_endpoint_reaches_the_client() {
+async fn a_publish_from_the_http_endpoint_reaches_the_client(transport: &str) {
     let room = unique_room("publish");
-    let client = client(&room, &options_websocket());
+    let client = client(&room, &only(transport));
     let messages = Recorder::attach(&client, "message");
     let alerts = Recorder::attach(&client, "alert");
     JsFuture::from(client.connect()).await.unwrap();
@@ -206,10 +228,9 @@ fn bad_urls_and_options_throw_clear_errors() {
     assert_eq!(with(r#"{"reconnect":false}"#), None);
 }
 
-#[wasm_bindgen_test]
-async fn listeners_unsubscribe_and_a_throwing_listener_is_reported() {
+async fn listeners_unsubscribe_and_a_throwing_listener_is_reported(transport: &str) {
     let room = unique_room("listeners");
-    let client = client(&room, &options_websocket());
+    let client = client(&room, &only(transport));
     let kept = Recorder::attach(&client, "message");
     let dropped = Recorder::attach(&client, "message");
     dropped.unsubscribe();

@@ -19,6 +19,8 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use crate::core::endpoint::TransportKind;
 use crate::core::session::{ConnId, Effect, Event, Input, Session};
 use crate::core::Millis;
+use crate::transport::event_source::EventSourceTransport;
+use crate::transport::long_poll::LongPollTransport;
 use crate::transport::websocket::WebSocketTransport;
 use crate::transport::{InputSink, Transport};
 
@@ -41,6 +43,12 @@ struct Core {
     /// The timer that fired last, kept until the next one fires so that it is never dropped
     /// while its own callback runs.
     fired_timer: Option<Timeout>,
+}
+
+impl Core {
+    fn transport(&self, conn: ConnId) -> Option<&dyn Transport> {
+        self.transports.iter().find(|(id, _)| *id == conn).map(|(_, transport)| transport.as_ref())
+    }
 }
 
 /// Receives the events the pump drained; implemented by the facade.
@@ -143,23 +151,27 @@ impl Driver {
             Effect::Open { conn, kind, url } => {
                 let sink = self.sink();
                 let transport: Option<Box<dyn Transport>> = match kind {
-                    TransportKind::WebSocket => {
-                        WebSocketTransport::open(conn, &url, sink).map(|transport| Box::new(transport) as Box<dyn Transport>)
-                    }
-                    TransportKind::Sse | TransportKind::LongPolling => {
-                        let mut reason = String::from(kind.as_str());
-                        reason.push_str(" transport is not available in this build");
-                        sink(Input::Closed { conn, reason });
-                        None
-                    }
+                    TransportKind::WebSocket => WebSocketTransport::open(conn, &url, sink).map(|t| Box::new(t) as Box<dyn Transport>),
+                    TransportKind::Sse => EventSourceTransport::open(conn, &url, sink).map(|t| Box::new(t) as Box<dyn Transport>),
+                    TransportKind::LongPolling => Some(Box::new(LongPollTransport::open(conn, &url, sink))),
                 };
                 if let Some(transport) = transport {
                     core.transports.push((conn, transport));
                 }
             }
             Effect::Transmit { conn, data, binary } => {
-                if let Some((_, transport)) = core.transports.iter().find(|(id, _)| *id == conn) {
+                if let Some(transport) = core.transport(conn) {
                     transport.transmit(&data, binary);
+                }
+            }
+            Effect::Post { conn, url, body } => {
+                if let Some(transport) = core.transport(conn) {
+                    transport.post(&url, &body);
+                }
+            }
+            Effect::Poll { conn, url } => {
+                if let Some(transport) = core.transport(conn) {
+                    transport.poll(&url);
                 }
             }
             Effect::Close { conn } => {

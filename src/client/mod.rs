@@ -344,7 +344,7 @@ impl Facade {
                 let info = Object::new();
                 set(&info, "from", &from.map_or(JsValue::NULL, |kind| JsValue::from_str(kind.as_str())));
                 set(&info, "to", &JsValue::from_str(to.as_str()));
-                set(&info, "reason", &JsValue::from_str(reason));
+                set(&info, "reason", &JsValue::from_str(&reason));
                 self.emit("transport", &[info.into()]);
             }
             Event::Reconnecting { attempt, delay_ms, reason } => {

@@ -6,22 +6,48 @@
 //! which unregister on drop; callbacks capture only an [`InputSink`] (a `Weak` handle), never
 //! the thing that owns them.
 
+pub mod event_source;
+pub mod http;
 pub mod listener;
+pub mod long_poll;
 pub mod websocket;
 
 use std::rc::Rc;
 
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::core::session::Input;
+use crate::core::session::{ConnId, Input};
 
 /// Where adapters report what happened. It holds only a weak handle on the client.
 pub type InputSink = Rc<dyn Fn(Input)>;
 
 /// A live transport connection; dropping it tears it down without firing further inputs.
+///
+/// Each adapter implements what its transport can do; the core never asks a transport for
+/// something else (a WebSocket is never polled), so the defaults only report the mismatch.
 pub trait Transport {
-    /// Sends encoded frames. Failures are reported through the sink, not returned.
-    fn transmit(&self, data: &[u8], binary: bool);
+    /// Sends encoded frames on a WebSocket. Failures are reported through the sink.
+    fn transmit(&self, _data: &[u8], _binary: bool) {}
+    /// POSTs encoded frames upstream (SSE, long polling).
+    fn post(&self, _url: &str, _body: &[u8]) {}
+    /// Issues the next long poll.
+    fn poll(&self, _url: &str) {}
+}
+
+/// Starts an upstream POST that reports `Posted` or `Closed` for `conn`.
+pub fn upload(conn: ConnId, url: &str, body: &[u8], sink: &InputSink) -> Option<http::HttpRequest> {
+    // The core encodes upstream batches with the text carrier, so this never fails in practice.
+    let Ok(body) = std::str::from_utf8(body) else {
+        sink(Input::Closed { conn, reason: String::from("upload failed: batch is not text") });
+        return None;
+    };
+    let sink = sink.clone();
+    Some(http::HttpRequest::start("POST", url, Some(body), http::Expect::Success, "upload", move |result| {
+        sink(match result {
+            Ok(_) => Input::Posted { conn },
+            Err(reason) => Input::Closed { conn, reason },
+        })
+    }))
 }
 
 /// The message of a JS exception, for events and errors (gloo's `js_to_js_error` in spirit).

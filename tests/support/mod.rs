@@ -30,9 +30,9 @@ pub fn unique_room(prefix: &str) -> String {
     format!("{prefix}-{}", (js_sys::Math::random() * 1e12) as u64)
 }
 
-/// `{ transports: ['websocket'] }`.
-pub fn options_websocket() -> JsValue {
-    JSON::parse(r#"{"transports":["websocket"]}"#).unwrap()
+/// `{ transports: [transport] }`: forces one transport.
+pub fn only(transport: &str) -> JsValue {
+    JSON::parse(&format!(r#"{{"transports":["{transport}"]}}"#)).unwrap()
 }
 
 /// A client for `room` with `options`.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::head::{read_request_head, response_head_len, response_status, simple_response, HeadError, RequestHead, MAX_HEAD_BYTES};
 use crate::mode::{Class, Mode};
@@ -42,10 +42,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, perm
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let shared = shared.clone();
-                tokio::spawn(async move {
-                    serve(shared, stream).await;
-                    drop(permit);
-                });
+                tokio::spawn(serve(shared, stream, permit));
             }
             Err(_) => {
                 shared.stats.over_limit.fetch_add(1, Ordering::Relaxed);
@@ -86,7 +83,7 @@ struct Streams {
     up: Option<(OwnedReadHalf, OwnedWriteHalf)>,
 }
 
-async fn serve(shared: Arc<Shared>, client: TcpStream) {
+async fn serve(shared: Arc<Shared>, client: TcpStream, permit: OwnedSemaphorePermit) {
     let (mut cr, cw) = client.into_split();
     let (head, rest) = match read_request_head(&mut cr).await {
         Ok(x) => x,
@@ -104,6 +101,9 @@ async fn serve(shared: Arc<Shared>, client: TcpStream) {
     let class = classify(&head);
     let modes = shared.modes();
     let (_registration, ctl) = shared.register(class);
+    // Declared after the registration so it is released first: once a connection no longer
+    // counts as live, its slot is free.
+    let _permit = permit;
     let cut_after = modes.cut_after_bytes;
     let down = match modes.get(class) {
         Mode::Refuse => {

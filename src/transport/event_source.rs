@@ -1,0 +1,90 @@
+//! The SSE adapter: the browser's `EventSource` down, `fetch` POSTs up.
+//!
+//! Each SSE event carries one frame; its `event:` field is the frame type, so the adapter
+//! listens to each type by name. EventSource reconnects on its own after an error; that would
+//! fight the core's policy (and replay nothing), so on the first error it is closed and the core
+//! decides (MDN: EventSource error event).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use wasm_bindgen::JsCast;
+use web_sys::{EventSource, MessageEvent};
+
+use crate::core::session::{ConnId, Input};
+use crate::transport::http::HttpRequest;
+use crate::transport::listener::Listener;
+use crate::transport::{js_error_message, upload, InputSink, Transport};
+
+/// The SSE event names the server uses: one per frame type.
+const FRAME_EVENTS: [&str; 6] = ["hello", "msg", "ack", "ping", "pong", "close"];
+
+/// One SSE connection.
+pub struct EventSourceTransport {
+    source: EventSource,
+    listeners: Vec<Listener>,
+    conn: ConnId,
+    sink: InputSink,
+    upload: RefCell<Option<HttpRequest>>,
+}
+
+impl EventSourceTransport {
+    /// Opens the event stream; failures arrive as `Input::Closed`.
+    pub fn open(conn: ConnId, url: &str, sink: InputSink) -> Option<EventSourceTransport> {
+        let source = match EventSource::new(url) {
+            Ok(source) => source,
+            Err(error) => {
+                let mut reason = String::from("event stream failed to open: ");
+                reason.push_str(&js_error_message(&error));
+                sink(Input::Closed { conn, reason });
+                return None;
+            }
+        };
+        let mut listeners = Vec::with_capacity(FRAME_EVENTS.len() + 2);
+        let opened = Rc::new(Cell::new(false));
+        for name in FRAME_EVENTS {
+            let sink = sink.clone();
+            listeners.push(Listener::new(&source, name, move |event| {
+                let Some(event) = event.dyn_ref::<MessageEvent>() else { return };
+                if let Some(text) = event.data().as_string() {
+                    sink(Input::Data { conn, bytes: text.into_bytes() });
+                }
+            }));
+        }
+        let on_open = sink.clone();
+        let was_opened = opened.clone();
+        listeners.push(Listener::new(&source, "open", move |_| {
+            was_opened.set(true);
+            on_open(Input::Opened { conn });
+        }));
+        let on_error = sink.clone();
+        let error_source = source.clone();
+        listeners.push(Listener::new(&source, "error", move |_| {
+            // Stop EventSource's own reconnect before the core decides what to do.
+            error_source.close();
+            let reason = if opened.get() {
+                "event stream broke"
+            } else {
+                // The browser does not expose why (status, content type, network).
+                "event stream failed to connect (refused, non-2xx status or not text/event-stream)"
+            };
+            on_error(Input::Closed { conn, reason: String::from(reason) });
+        }));
+        Some(EventSourceTransport { source, listeners, conn, sink, upload: RefCell::new(None) })
+    }
+}
+
+impl Transport for EventSourceTransport {
+    fn post(&self, url: &str, body: &[u8]) {
+        *self.upload.borrow_mut() = upload(self.conn, url, body, &self.sink);
+    }
+}
+
+impl Drop for EventSourceTransport {
+    fn drop(&mut self) {
+        for listener in &mut self.listeners {
+            listener.detach();
+        }
+        self.source.close();
+    }
+}

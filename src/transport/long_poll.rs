@@ -1,0 +1,49 @@
+//! The long-polling adapter: `fetch` GETs that the server holds (up to ~25 s) and answers with a
+//! batch of frames, and `fetch` POSTs upstream. The core decides when the next poll goes out.
+//!
+//! Invariant: at most one poll and one upload in flight; replacing or dropping either aborts it.
+
+use std::cell::RefCell;
+
+use crate::core::session::{ConnId, Input};
+use crate::transport::http::{Expect, HttpRequest};
+use crate::transport::{upload, InputSink, Transport};
+
+/// The content type of a poll response (wire protocol v1).
+pub const FRAMES_CONTENT_TYPE: &str = "application/x-realtime-frames";
+
+/// One long-polling connection.
+pub struct LongPollTransport {
+    conn: ConnId,
+    sink: InputSink,
+    poll: RefCell<Option<HttpRequest>>,
+    upload: RefCell<Option<HttpRequest>>,
+}
+
+impl LongPollTransport {
+    /// Issues the first poll (which attaches the session and brings the hello).
+    pub fn open(conn: ConnId, url: &str, sink: InputSink) -> LongPollTransport {
+        let transport = LongPollTransport { conn, sink, poll: RefCell::new(None), upload: RefCell::new(None) };
+        transport.poll(url);
+        transport
+    }
+}
+
+impl Transport for LongPollTransport {
+    fn poll(&self, url: &str) {
+        let sink = self.sink.clone();
+        let conn = self.conn;
+        let request = HttpRequest::start("GET", url, None, Expect::Body(FRAMES_CONTENT_TYPE), "poll", move |result| {
+            sink(match result {
+                Ok(bytes) => Input::Data { conn, bytes },
+                Err(reason) => Input::Closed { conn, reason },
+            })
+        });
+        // Replacing the previous (completed) request is harmless; an in-flight one is aborted.
+        *self.poll.borrow_mut() = Some(request);
+    }
+
+    fn post(&self, url: &str, body: &[u8]) {
+        *self.upload.borrow_mut() = upload(self.conn, url, body, &self.sink);
+    }
+}
