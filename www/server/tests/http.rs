@@ -217,3 +217,16 @@ async fn static_files_are_served() {
     assert_eq!(reqwest::get(server.url("/server/Cargo.toml")).await.unwrap().status(), 404);
     let _ = std::fs::remove_dir_all(directory);
 }
+
+#[tokio::test]
+async fn shutdown_answers_a_held_poll_with_going_away() {
+    let server = Server::default().await;
+    let hello = hello_of(&poll(&server, "rt_conn=1").await);
+    let url = server.url(&format!("/realtime/poll?rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret));
+    let held = tokio::spawn(async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() });
+    wait_live(&server, 1).await;
+    server.state.begin_shutdown();
+    let body = tokio::time::timeout(LIMIT, held).await.unwrap().unwrap();
+    let frames = wire::decode_all(&body, 1 << 20).unwrap();
+    assert!(matches!(&frames[..], [Frame::Close(close)] if close.code == close_code::GOING_AWAY), "{frames:?}");
+}
