@@ -40,6 +40,7 @@ test: setup
 	$(MAKE) --no-print-directory size
 
 test-host:
+	.ci/check-invariants.sh
 	cargo test --workspace
 
 test-browser:

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Architecture invariants that a grep can check (README, "Architecture Invariant" lines).
+# Comment lines are ignored; so are the host-only test modules, which never ship.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+status=0
+fail() { echo "invariant broken: $*" >&2; status=1; }
+
+# Matches of $1 in shipped code under $2: not comments, not in a host-only test module.
+shipped_grep() {
+    grep -rnE "$1" "$2" --include=*.rs | grep -vE '^[^:]+:[0-9]+:\s*//' | while IFS=: read -r file line rest; do
+        test_start=$(grep -n 'cfg(all(test, not(target_arch = "wasm32")))' "$file" | head -n1 | cut -d: -f1 || true)
+        if [ -z "$test_start" ] || [ "$line" -lt "$test_start" ]; then echo "$file:$line:$rest"; fi
+    done
+}
+
+# The core is sans-IO: no browser, JS or async-runtime crates.
+found=$(shipped_grep '\b(wasm_bindgen|js_sys|web_sys|gloo_timers|tokio|axum)\b' src/core)
+[ -z "$found" ] || fail "src/core imports a browser, JS or runtime crate:
+$found"
+# The core never reads a clock or draws randomness (time and jitter are inputs).
+found=$(shipped_grep 'Instant::now|SystemTime|thread_rng|getrandom' src/core)
+[ -z "$found" ] || fail "src/core reads a clock or a random source:
+$found"
+# No closure is leaked by design in library code.
+found=$(shipped_grep 'Closure::forget|\.forget\(\)|into_js_value|once_into_js' src)
+[ -z "$found" ] || fail "library code leaks a closure:
+$found"
+# No formatting machinery in the shipped path (core::fmt costs kilobytes of wasm).
+found=$(shipped_grep '\b(format|println|eprintln|print|write|writeln|panic|unreachable|todo|unimplemented)!' src)
+[ -z "$found" ] || fail "a formatting or panicking macro in shipped code:
+$found"
+# Only the facade and the adapters touch wasm_bindgen.
+found=$(shipped_grep '#\[wasm_bindgen' src | grep -vE '^src/(client|transport)/' || true)
+[ -z "$found" ] || fail "#[wasm_bindgen] outside the facade and adapters:
+$found"
+if [ "$status" -eq 0 ]; then echo "architecture invariants: ok"; fi
+exit "$status"
