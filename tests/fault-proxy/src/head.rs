@@ -147,7 +147,7 @@ pub fn is_loopback_origin(origin: &str) -> bool {
         None => (rest, None),
     };
     let host_ok = host == "127.0.0.1" || host.eq_ignore_ascii_case("localhost");
-    let port_ok = port.map_or(true, |p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     host_ok && port_ok
 }
 
@@ -203,7 +203,7 @@ mod tests {
     #[tokio::test]
     async fn oversized_and_malformed_heads() {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        big.extend(std::iter::repeat(b'a').take(MAX_HEAD_BYTES + 10));
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES + 10));
         big.extend_from_slice(b"\r\n\r\n");
         assert!(matches!(read_request_head(&mut &big[..]).await, Err(HeadError::TooLarge)));
         assert!(matches!(read_request_head(&mut &b"\x00\x01 nope\r\n\r\n"[..]).await, Err(HeadError::Malformed)));

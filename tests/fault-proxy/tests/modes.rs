@@ -45,6 +45,10 @@ struct Up {
     /// Plain HTTP requests (poll, send, big, headers, sse) that reached the upstream.
     requests: Arc<AtomicUsize>,
     sse_tx: broadcast::Sender<String>,
+    /// Pushed to every upstream WebSocket as text.
+    ws_push_tx: broadcast::Sender<String>,
+    /// Pushes the upstream has written to its WebSockets.
+    ws_pushes: Arc<AtomicUsize>,
     /// One permit per SSE stream that has subscribed to `sse_tx`.
     sse_started: Arc<Semaphore>,
 }
@@ -55,6 +59,8 @@ async fn start_upstream() -> (SocketAddr, Up) {
         ws_hellos: Arc::default(),
         requests: Arc::default(),
         sse_tx: broadcast::channel(64).0,
+        ws_push_tx: broadcast::channel(64).0,
+        ws_pushes: Arc::default(),
         sse_started: Arc::new(Semaphore::new(0)),
     };
     let app = Router::new()
@@ -94,19 +100,28 @@ async fn ws_handler(State(up): State<Up>, ws: WebSocketUpgrade) -> Response {
 }
 
 async fn ws_echo(mut socket: WebSocket, up: Up) {
+    let mut pushes = up.ws_push_tx.subscribe();
     if socket.send(AxMessage::Text("hello".into())).await.is_err() {
         return;
     }
     up.ws_hellos.fetch_add(1, Ordering::SeqCst);
-    while let Some(Ok(msg)) = socket.recv().await {
-        match msg {
-            AxMessage::Text(_) | AxMessage::Binary(_) => {
-                if socket.send(msg).await.is_err() {
+    loop {
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(msg @ (AxMessage::Text(_) | AxMessage::Binary(_)))) => {
+                    if socket.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(AxMessage::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            Ok(text) = pushes.recv() => {
+                if socket.send(AxMessage::Text(text.into())).await.is_err() {
                     return;
                 }
+                up.ws_pushes.fetch_add(1, Ordering::SeqCst);
             }
-            AxMessage::Close(_) => return,
-            _ => {}
         }
     }
 }
@@ -330,6 +345,10 @@ async fn websocket_silent_gives_101_then_no_frames() {
     assert_eq!(up.ws_upgrades.load(Ordering::SeqCst), 1);
     // The upstream has sent its greeting; it must not arrive.
     eventually("the upstream greeting", || up.ws_hellos.load(Ordering::SeqCst) == 1).await;
+    ws_assert_quiet(&mut ws).await;
+    // A frame sent well after the 101 (not in the same segment) is dropped too.
+    up.ws_push_tx.send("pushed".into()).unwrap();
+    eventually("the upstream push", || up.ws_pushes.load(Ordering::SeqCst) == 1).await;
     ws_assert_quiet(&mut ws).await;
     // Nor is anything relayed upstream (no echo), and the socket stays open.
     ws.send(Message::Text("anyone?".into())).await.unwrap();
