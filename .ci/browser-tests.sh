@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Runs the browser tests (`wasm-pack test --headless --chrome`) against a reference
-# server that this script starts on a free loopback port and always stops again.
+# server and a fault proxy in front of it, both started here on free loopback ports and
+# always stopped again.
 #
-# A browser has no environment, so the tests get the server URL at compile time:
-# REALTIME_TEST_URL=http://127.0.0.1:PORT/realtime, read with option_env!.
+# A browser has no environment, so the tests get the addresses at compile time, read with
+# option_env!:
+#   REALTIME_TEST_URL=http://127.0.0.1:PORT/realtime         the server, direct
+#   REALTIME_PROXY_URL=http://127.0.0.1:PROXYPORT/realtime   the same server through the proxy
+#   REALTIME_PROXY_CONTROL=http://127.0.0.1:CONTROLPORT      the proxy's control port
+#                                                            (POST /mode?..., /reset, /cut, ...)
 # The test page is served by wasm-bindgen-test-runner from another loopback port,
-# hence --allow-loopback-origins (a test-only server flag).
+# hence --allow-loopback-origins (a test-only server flag); the proxy's control port
+# answers CORS for loopback origins by itself.
 #
-# REALTIME_SERVER_BIN overrides the server executable (default: a debug build of
-# realtime-server, which shares most of its dependencies with `cargo test`).
+# REALTIME_SERVER_BIN and FAULT_PROXY_BIN override the executables (default: debug builds
+# of realtime-server and fault-proxy, which share most of their dependencies with `cargo test`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
@@ -22,61 +28,89 @@ export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-60}
 # so the file stays in .ci/ and nothing is copied into the work tree.
 export WASM_BINDGEN_TEST_WEBDRIVER_JSON=${WASM_BINDGEN_TEST_WEBDRIVER_JSON:-$repo_root/.ci/webdriver.json}
 
-if [ -n "${REALTIME_SERVER_BIN:-}" ]; then
-    server_bin=$REALTIME_SERVER_BIN
-else
-    cargo build -p realtime-server
-    server_bin=${CARGO_TARGET_DIR:-$repo_root/target}/debug/realtime-server
+target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
+build_packages=()
+[ -n "${REALTIME_SERVER_BIN:-}" ] || build_packages+=(-p realtime-server)
+[ -n "${FAULT_PROXY_BIN:-}" ] || build_packages+=(-p fault-proxy)
+if [ "${#build_packages[@]}" -gt 0 ]; then
+    cargo build "${build_packages[@]}"
 fi
+server_bin=${REALTIME_SERVER_BIN:-$target_dir/debug/realtime-server}
+proxy_bin=${FAULT_PROXY_BIN:-$target_dir/debug/fault-proxy}
 
 server_log=$(mktemp -t realtime-server.XXXXXX.log)
+proxy_log=$(mktemp -t fault-proxy.XXXXXX.log)
 server_pid=""
-stop_server() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill "$server_pid" 2>/dev/null || true
+proxy_pid=""
+stop_pid() {
+    local pid=$1
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
         # Give it a moment for graceful shutdown, then insist.
         for _ in $(seq 1 50); do
-            kill -0 "$server_pid" 2>/dev/null || break
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -9 "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
     fi
-    rm -f "$server_log"
 }
-trap stop_server EXIT
+stop_all() {
+    stop_pid "$proxy_pid"
+    stop_pid "$server_pid"
+    rm -f "$server_log" "$proxy_log"
+}
+trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# wait_for_port NAME PID LOG PREFIX: prints the port of the first line of LOG that matches
+# `^PREFIXlistening on http://ADDR` (PREFIX is a sed regex), waiting at most
+# $server_startup_timeout_s; fails with the process's output if it exits or stays silent.
+wait_for_port() {
+    local name=$1 pid=$2 log=$3 prefix=$4 port=""
+    local deadline=$((SECONDS + server_startup_timeout_s))
+    while :; do
+        port=$(sed -n "s#^${prefix}listening on http://[^ ]*:\([0-9][0-9]*\).*\$#\1#p" "$log" | head -n 1)
+        [ -n "$port" ] && break
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "browser-tests: the $name exited before listening; its output:" >&2
+            cat "$log" >&2
+            return 1
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "browser-tests: no '${prefix#.\*}listening on' line from the $name within ${server_startup_timeout_s}s; its output:" >&2
+            cat "$log" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+    echo "$port"
+}
+
 "$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins >"$server_log" 2>&1 &
 server_pid=$!
-
 # The server prints `listening on http://ADDR` once it has bound its socket.
-port=""
-deadline=$((SECONDS + server_startup_timeout_s))
-while [ -z "$port" ]; do
-    port=$(sed -n 's#^.*listening on http://[^ ]*:\([0-9][0-9]*\).*$#\1#p' "$server_log" | head -n 1)
-    [ -n "$port" ] && break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "browser-tests: the server exited before listening; its output:" >&2
-        cat "$server_log" >&2
-        exit 1
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-        echo "browser-tests: no 'listening on' line from the server within ${server_startup_timeout_s}s; its output:" >&2
-        cat "$server_log" >&2
-        exit 1
-    fi
-    sleep 0.2
-done
+port=$(wait_for_port server "$server_pid" "$server_log" '.*')
+
+"$proxy_bin" --listen 127.0.0.1:0 --control 127.0.0.1:0 --upstream "127.0.0.1:$port" >"$proxy_log" 2>&1 &
+proxy_pid=$!
+# The proxy prints `proxy listening on http://ADDR`, then `control listening on http://ADDR`.
+proxy_port=$(wait_for_port "fault proxy" "$proxy_pid" "$proxy_log" 'proxy ')
+control_port=$(wait_for_port "fault proxy" "$proxy_pid" "$proxy_log" 'control ')
 
 export REALTIME_TEST_URL="http://127.0.0.1:$port/realtime"
 echo "browser-tests: reference server at $REALTIME_TEST_URL (pid $server_pid)"
+export REALTIME_PROXY_URL="http://127.0.0.1:$proxy_port/realtime"
+export REALTIME_PROXY_CONTROL="http://127.0.0.1:$control_port"
+echo "browser-tests: fault proxy at $REALTIME_PROXY_URL, control $REALTIME_PROXY_CONTROL (pid $proxy_pid)"
 
 status=0
 wasm-pack test --headless --chrome "$@" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "browser-tests: failed (exit $status); server output:" >&2
     cat "$server_log" >&2
+    echo "browser-tests: fault proxy output:" >&2
+    cat "$proxy_log" >&2
 fi
 exit "$status"
