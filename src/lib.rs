@@ -15,3 +15,10 @@ mod client;
 
 #[cfg(target_arch = "wasm32")]
 pub use client::RealtimeClient;
+
+// Talc instead of the default dlmalloc: 1.8 KB smaller gzipped (measured with `make size`) and
+// fast under churn. Safety: `new_global` requires a single global instance on wasm32, which
+// this is.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: talc::TalckWasm = unsafe { talc::TalckWasm::new_global() };
