@@ -692,6 +692,10 @@ impl Session {
                 self.last_failure = String::from(kind.as_str());
                 self.last_failure.push_str(" failed: ");
                 self.last_failure.push_str(reason);
+                if !protocol {
+                    // A rung that fails says why (a protocol error has said so already).
+                    self.events.push_back(Event::Error { message: self.last_failure.clone() });
+                }
                 let racing = self.conns.iter().any(|conn| conn.role == Role::Candidate);
                 if !racing && !self.untried.is_empty() {
                     // A refused rung costs nothing: the next one starts now.
@@ -704,7 +708,14 @@ impl Session {
             }
             Role::Probe | Role::Migrating => {
                 self.drop_conn(id);
-                self.schedule_probe(now);
+                if role == Role::Migrating && self.active().is_none() {
+                    // The old connection was already handed over: the session has none left.
+                    let mut message = String::from("upgrade failed: ");
+                    message.push_str(reason);
+                    self.active_lost(now, message, Retry::Default);
+                } else {
+                    self.schedule_probe(now);
+                }
             }
             Role::Draining => self.drop_conn(id),
         }
@@ -785,6 +796,13 @@ impl Session {
             (Role::Draining, _) => {}
             (_, Frame::Hello(hello)) if !established => self.handle_hello(now, id, role, hello),
             (_, Frame::Hello(_)) => self.conn_failed(now, id, "second hello on one connection", true),
+            (_, Frame::Close(close)) if !established => {
+                // A racing connection the server retired (another attach of ours won there).
+                let mut reason = String::from("server closed the connection: ");
+                reason.push_str(&close.reason);
+                self.conn_failed(now, id, &reason, false);
+            }
+            (Role::Active, Frame::Close(close)) if close.code == close_code::REPLACED => self.handle_replaced(now, id),
             (_, _) if !established => self.conn_failed(now, id, "expected hello as the first frame", true),
             (Role::Active, Frame::Message(message)) => self.handle_message(now, id, message),
             (Role::Active, Frame::Ack { seq }) => self.handle_ack(now, id, seq),
@@ -966,6 +984,25 @@ impl Session {
         }
         if let Some(up_to_id) = up_to_id {
             self.events.push_back(Event::Delivered { up_to_id });
+        }
+    }
+
+    /// The server moved the session off the active connection. During our own migration that
+    /// is the handover: the old connection drains and the session waits for the new one's hello
+    /// (sends queue meanwhile). Otherwise one of our own late attaches won at the server: resume,
+    /// whatever the frame's retry advice, since the session itself is alive.
+    fn handle_replaced(&mut self, now: Millis, id: ConnId) {
+        let migrating = self.conns.iter().any(|conn| conn.role == Role::Migrating);
+        if migrating {
+            let deadline = now + self.config.drain_timeout_ms;
+            if let Some(conn) = self.conn_mut(id) {
+                conn.role = Role::Draining;
+                conn.deadline = Some(deadline);
+            }
+            self.pending_batch.clear();
+            self.pending_binary = false;
+        } else {
+            self.active_lost(now, String::from("server moved the session to another connection"), Retry::Default);
         }
     }
 
@@ -1834,5 +1871,48 @@ mod tests {
             h.data(conn, &[Frame::Ping { time: h.now }]);
         }
         assert!(opened(&h.effects()).is_empty(), "no probe on the best rung");
+    }
+
+    #[test]
+    fn the_old_stream_closing_before_the_new_hello_is_a_handover_not_a_loss() {
+        let mut h = Harness::new(SessionConfig::default());
+        let sse = on_sse_after_fallback(&mut h);
+        h.data(sse, &[text(1, "a")]);
+        h.run_until(1_000 + 2_000);
+        let [(probe, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.data(probe, &[hello("x", 0, false)]);
+        let [(migrating, ..)] = opened(&h.effects())[..] else { panic!() };
+        // The server retires the old stream first (its close frame says retry=no) ...
+        h.data(sse, &[text(2, "b"), Frame::Close(Close { code: 4004, reason: "replaced".into(), retry: Retry::Never })]);
+        assert_eq!(h.session.state(), State::Open);
+        assert_eq!(h.session.transport(), None, "between transports");
+        let queued = h.session.send(h.now, None, Payload::Text("meanwhile".into())).unwrap();
+        assert!(transmitted(&h.effects()).is_empty() && posted(&h.effects()).is_empty());
+        // ... then the new connection says hello and replays from what was delivered.
+        h.data(migrating, &[hello("s1", 0, true), text(2, "b"), text(3, "c")]);
+        let events = h.events();
+        let seqs: Vec<u64> = events.iter().filter_map(|event| match event {
+            Event::Message { seq, .. } => Some(*seq),
+            _ => None,
+        }).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(
+            transport_events(&events),
+            vec![(Some(TransportKind::Sse), TransportKind::WebSocket, "upgrade: the better transport works again".into())]
+        );
+        assert!(transmitted(&h.effects()).contains(&text(1, "meanwhile")));
+        h.data(migrating, &[Frame::Ack { seq: 1 }]);
+        assert!(h.events().contains(&Event::Delivered { up_to_id: queued }));
+    }
+
+    #[test]
+    fn a_racing_connection_retired_by_the_server_is_dropped_without_a_protocol_error() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.session.connect(h.now);
+        let [(ws, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.data(ws, &[Frame::Close(Close { code: 4004, reason: "replaced".into(), retry: Retry::Never })]);
+        let events = h.events();
+        assert!(!events.iter().any(|event| matches!(event, Event::Error { message } if message.starts_with("protocol"))));
+        assert_eq!(h.session.state(), State::Connecting);
     }
 }

@@ -130,3 +130,27 @@ pub async fn publish_status(room: &str, event: Option<&str>, content_type: &str,
 pub fn noop() -> Function {
     Function::new_no_args("")
 }
+
+/// The realtime URL through the fault proxy, with a room.
+pub fn proxied_url(room: &str) -> String {
+    let base = option_env!("REALTIME_PROXY_URL")
+        .expect("REALTIME_PROXY_URL is not set: run the browser tests through `make test`, which starts the fault proxy");
+    format!("{base}?room={room}")
+}
+
+/// A client that reaches the server through the fault proxy.
+pub fn proxied_client(room: &str, options: &JsValue) -> RealtimeClient {
+    RealtimeClient::new(JsValue::from_str(&proxied_url(room)), options.clone()).expect("valid client")
+}
+
+/// POSTs to the fault proxy's control port (`/mode?websocket=refuse`, `/reset`, `/cut`, ...).
+pub async fn proxy(path_and_query: &str) {
+    let control = option_env!("REALTIME_PROXY_CONTROL").expect("REALTIME_PROXY_CONTROL is not set");
+    let init = RequestInit::new();
+    init.set_method("POST");
+    let request = Request::new_with_str_and_init(&format!("{control}{path_and_query}"), &init).unwrap();
+    let window = web_sys::window().expect("a window");
+    let response = JsFuture::from(window.fetch_with_request(&request)).await.expect("proxy control request");
+    let status = response.unchecked_into::<Response>().status();
+    assert_eq!(status, 200, "proxy control {path_and_query} answered {status}");
+}
