@@ -18,12 +18,16 @@ use support::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// Connects through the proxy with the whole ladder and checks traffic both ways.
+/// Connects through the proxy with the whole ladder and checks traffic both ways. Logs the time
+/// from `connect()` to the session being open: an observation for the benchmarks' targets, not
+/// an assertion (timing is measured by `make bench`, never asserted in tests).
 async fn connect_and_exchange(room: &str) -> (RealtimeClient, Recorder, Recorder) {
     let client = proxied_client(room, &JsValue::UNDEFINED);
     let messages = Recorder::attach(&client, "message");
     let transports = Recorder::attach(&client, "transport");
+    let started = now_ms();
     JsFuture::from(client.connect()).await.expect("connects through the broken proxy");
+    console_log!("{room}: open on {} after {:.0} ms", transport_of(&client), now_ms() - started);
     // Up: a message the server acknowledges and echoes back. Down: a publish from the backend.
     JsFuture::from(client.send(JsValue::from_str("up"))).await.expect("acked");
     publish(room, None, "text/plain", "down").await;
@@ -39,6 +43,7 @@ fn transport_of(client: &RealtimeClient) -> String {
 
 #[wasm_bindgen_test]
 async fn a_refused_websocket_leads_to_sse() {
+    forget_rungs();
     proxy("/reset").await;
     proxy("/mode?websocket=refuse").await;
     let room = unique_room("refused");
@@ -55,6 +60,7 @@ async fn a_refused_websocket_leads_to_sse() {
 
 #[wasm_bindgen_test]
 async fn a_hanging_websocket_leads_to_sse() {
+    forget_rungs();
     proxy("/reset").await;
     proxy("/mode?websocket=hang").await;
     let room = unique_room("hang");
@@ -66,6 +72,7 @@ async fn a_hanging_websocket_leads_to_sse() {
 
 #[wasm_bindgen_test]
 async fn a_silent_websocket_leads_to_sse() {
+    forget_rungs();
     proxy("/reset").await;
     proxy("/mode?websocket=silent").await;
     let room = unique_room("silent");
@@ -79,6 +86,7 @@ async fn a_silent_websocket_leads_to_sse() {
 
 #[wasm_bindgen_test]
 async fn a_refused_websocket_and_a_buffered_event_stream_lead_to_long_polling() {
+    forget_rungs();
     proxy("/reset").await;
     proxy("/mode?websocket=refuse&sse=buffer").await;
     let room = unique_room("buffered");
@@ -90,6 +98,7 @@ async fn a_refused_websocket_and_a_buffered_event_stream_lead_to_long_polling() 
 
 #[wasm_bindgen_test]
 async fn a_failed_rung_says_why_in_an_error_event() {
+    forget_rungs();
     proxy("/reset").await;
     proxy("/mode?poll=refuse").await;
     let room = unique_room("why");
@@ -109,6 +118,7 @@ async fn a_failed_rung_says_why_in_an_error_event() {
 
 #[wasm_bindgen_test]
 async fn the_session_upgrades_back_to_websocket_without_losing_doubling_or_reordering() {
+    forget_rungs();
     proxy("/reset").await;
     proxy("/mode?websocket=refuse").await;
     let room = unique_room("upgrade");
@@ -175,5 +185,30 @@ async fn the_session_upgrades_back_to_websocket_without_losing_doubling_or_reord
     assert_eq!(switches, vec![(String::new(), "sse".to_owned()), ("sse".to_owned(), "websocket".to_owned())]);
     assert_eq!(get(&client.stats(), "upgrades").as_f64(), Some(1.0));
     client.close();
+    proxy("/reset").await;
+}
+
+#[wasm_bindgen_test]
+async fn a_new_client_starts_on_the_rung_that_worked_for_this_endpoint() {
+    forget_rungs();
+    proxy("/reset").await;
+    proxy("/mode?websocket=refuse").await;
+    let room = unique_room("memory");
+    let first = proxied_client(&room, &JsValue::UNDEFINED);
+    JsFuture::from(first.connect()).await.unwrap();
+    assert_eq!(transport_of(&first), "sse");
+    first.close();
+    let refused_before = get(&get(&proxy_stats().await, "websocket"), "refused").as_f64();
+
+    // Like a reload of the page: a new client for the same endpoint (sessionStorage).
+    let second = proxied_client(&room, &JsValue::UNDEFINED);
+    let transports = Recorder::attach(&second, "transport");
+    JsFuture::from(second.connect()).await.unwrap();
+    assert_eq!(transport_of(&second), "sse");
+    let (info, _) = transports.take().remove(0);
+    assert_eq!(get(&info, "reason").as_string().as_deref(), Some("remembered: this transport worked last time"));
+    let refused_after = get(&get(&proxy_stats().await, "websocket"), "refused").as_f64();
+    assert_eq!(refused_before, refused_after, "the WebSocket was not tried first");
+    second.close();
     proxy("/reset").await;
 }

@@ -106,6 +106,8 @@ struct Hooks {
 /// The JS-facing half: listeners and promises. Owned by the client, known weakly to the driver.
 struct Facade {
     hooks: RefCell<Hooks>,
+    /// The sessionStorage key under which the rung that worked for this endpoint is kept.
+    memory_key: String,
 }
 
 /// A realtime connection to a server, over WebSocket, SSE or long polling.
@@ -131,8 +133,10 @@ impl RealtimeClient {
         let endpoint = Endpoint::parse(&url).map_err(|error| JsError::new(error.as_str()))?;
         let mut config = options::parse(&options).map_err(|message| JsError::new(&message))?;
         config.jitter_seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
+        let memory_key = rung_memory_key(&url);
+        config.initial_transport = recall_rung(&memory_key);
         let driver = Driver::new(Session::new(endpoint, config));
-        let facade = Rc::new(Facade { hooks: RefCell::new(Hooks::default()) });
+        let facade = Rc::new(Facade { hooks: RefCell::new(Hooks::default()), memory_key });
         let weak_facade: Weak<Facade> = Rc::downgrade(&facade);
         driver.set_handler(weak_facade.clone() as Weak<dyn EventHandler>);
         let unsubscribe = Closure::<dyn Fn(u32)>::new(move |id: u32| {
@@ -341,6 +345,7 @@ impl Facade {
                 }
             }
             Event::Transport { from, to, reason } => {
+                remember_rung(&self.memory_key, to);
                 let info = Object::new();
                 set(&info, "from", &from.map_or(JsValue::NULL, |kind| JsValue::from_str(kind.as_str())));
                 set(&info, "to", &JsValue::from_str(to.as_str()));
@@ -435,6 +440,41 @@ fn payload_from(data: &JsValue) -> Result<Payload, String> {
             Err(message)
         }
     }
+}
+
+/// How long a remembered rung is trusted: long enough for the reloads of one visit, short
+/// enough that a changed network is re-tested soon (background upgrades re-test it anyway).
+const RUNG_MEMORY_TTL_MS: f64 = 10.0 * 60.0 * 1000.0;
+
+/// One key per endpoint: the URL without its query, so rooms and tokens share the memory.
+fn rung_memory_key(url: &str) -> String {
+    let mut key = String::from("realtime-client:rung:");
+    key.push_str(url.split(['?', '#']).next().unwrap_or(url));
+    key
+}
+
+fn session_storage() -> Option<web_sys::Storage> {
+    // Absent in workers, and access throws when storage is disabled: then there is no memory.
+    web_sys::window()?.session_storage().ok().flatten()
+}
+
+/// The rung stored by an earlier page of this tab, if fresh: `"<name>|<expiry ms>"`.
+fn recall_rung(key: &str) -> Option<crate::core::endpoint::TransportKind> {
+    let value = session_storage()?.get_item(key).ok().flatten()?;
+    let (name, expiry) = value.split_once('|')?;
+    let expiry = crate::core::wire::parse_number(expiry.as_bytes()).ok()? as f64;
+    if expiry < js_sys::Date::now() {
+        return None;
+    }
+    crate::core::endpoint::TransportKind::from_name(name)
+}
+
+fn remember_rung(key: &str, kind: crate::core::endpoint::TransportKind) {
+    let Some(storage) = session_storage() else { return };
+    let mut value = String::from(kind.as_str());
+    value.push('|');
+    crate::transport::push_number(&mut value, (js_sys::Date::now() + RUNG_MEMORY_TTL_MS) as u64);
+    let _ = storage.set_item(key, &value);
 }
 
 fn rejected(message: &str) -> Promise {

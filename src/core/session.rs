@@ -293,6 +293,8 @@ pub struct Session {
     last_failure: String,
     /// The rung of the last active connection (remembered across reconnects).
     last_transport: Option<TransportKind>,
+    /// The rung an earlier page remembered, tried first until a connection of ours worked.
+    remembered: Option<TransportKind>,
     upgrade_backoff: Option<Backoff>,
     probe_at: Option<Millis>,
     pending_batch: Vec<u8>,
@@ -310,7 +312,8 @@ impl Session {
             jitter: Jitter::new(config.jitter_seed),
             backoff: config.reconnect.map(Backoff::new),
             upgrade_backoff: config.upgrade.map(Backoff::new),
-            last_transport: config.initial_transport.filter(|kind| config.transports.contains(kind)),
+            last_transport: None,
+            remembered: config.initial_transport.filter(|kind| config.transports.contains(kind)),
             endpoint,
             state: State::Idle,
             next_conn: 0,
@@ -650,6 +653,7 @@ impl Session {
     fn start_round(&mut self, now: Millis) {
         let first = self
             .last_transport
+            .or(self.remembered)
             .filter(|kind| self.config.transports.contains(kind))
             .unwrap_or(self.config.transports[0]);
         self.untried = std::iter::once(first)
@@ -885,6 +889,8 @@ impl Session {
             let reason = if role == Role::Migrating {
                 self.stats.upgrades += 1;
                 String::from("upgrade: the better transport works again")
+            } else if self.rank(kind) > 0 && self.last_failure.is_empty() && self.remembered == Some(kind) {
+                String::from("remembered: this transport worked last time")
             } else if self.rank(kind) > 0 {
                 self.stats.fallbacks += 1;
                 let mut reason = String::from("fallback: ");
@@ -1722,7 +1728,16 @@ mod tests {
         let config = SessionConfig { initial_transport: Some(TransportKind::LongPolling), ..SessionConfig::default() };
         let mut h = Harness::new(config);
         h.session.connect(h.now);
-        assert!(matches!(opened(&h.effects())[..], [(_, TransportKind::LongPolling, _)]));
+        let [(poll, TransportKind::LongPolling, _)] = opened(&h.effects())[..] else { panic!() };
+        h.data(poll, &[hello("s1", 0, false)]);
+        assert_eq!(
+            transport_events(&h.events()),
+            vec![(None, TransportKind::LongPolling, "remembered: this transport worked last time".into())]
+        );
+        assert_eq!(h.session.stats().fallbacks, 0, "nothing failed");
+        // Still on a lower rung: the better one gets probed.
+        h.run_until(1_000 + 2_000);
+        assert!(matches!(opened(&h.effects())[..], [(_, TransportKind::WebSocket, _)]));
     }
 
     #[test]

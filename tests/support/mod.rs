@@ -154,3 +154,30 @@ pub async fn proxy(path_and_query: &str) {
     let status = response.unchecked_into::<Response>().status();
     assert_eq!(status, 200, "proxy control {path_and_query} answered {status}");
 }
+
+/// GETs the fault proxy's `/stats` as a JS object.
+pub async fn proxy_stats() -> JsValue {
+    let control = option_env!("REALTIME_PROXY_CONTROL").expect("REALTIME_PROXY_CONTROL is not set");
+    let window = web_sys::window().expect("a window");
+    let response = JsFuture::from(window.fetch_with_str(&format!("{control}/stats"))).await.expect("proxy stats");
+    let response: Response = response.unchecked_into();
+    JsFuture::from(response.json().unwrap()).await.expect("stats are JSON")
+}
+
+/// Milliseconds on the page's monotonic clock.
+pub fn now_ms() -> f64 {
+    js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("performance"))
+        .ok()
+        .and_then(|performance| {
+            let now = js_sys::Reflect::get(&performance, &JsValue::from_str("now")).ok()?;
+            now.dyn_into::<Function>().ok()?.call0(&performance).ok()?.as_f64()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Forgets the transports remembered in sessionStorage, so a test starts from the top rung.
+pub fn forget_rungs() {
+    if let Some(storage) = web_sys::window().and_then(|window| window.session_storage().ok().flatten()) {
+        storage.clear().expect("sessionStorage clears");
+    }
+}
