@@ -48,7 +48,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How long a session without a transport is kept for a resume.
     pub resume_window: Duration,
-    /// Longest a poll is held without anything to send.
+    /// Longest a poll is held without anything to send; the heartbeat interval caps it
+    /// (`poll::poll_hold_for`).
     pub poll_hold: Duration,
     /// SSE keep-alive comment after this much silence.
     pub sse_keepalive: Duration,

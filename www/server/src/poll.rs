@@ -1,7 +1,10 @@
 //! Long polling: `GET /realtime/poll` (downstream) and `POST /realtime/send` (upstream for
 //! polling and SSE). A poll whose `rt_conn` is not the session's attached poll connection
 //! attaches (hello, at once); a poll on the attached connection acks through `rt_last`, then is
-//! answered with everything after `rt_last`, or held until there is something or `poll_hold`.
+//! answered with everything after `rt_last`, or held until there is something or `hold`.
+//!
+//! A held poll carries no pings, and the client declares a transport dead after 1.5 × the
+//! heartbeat without traffic, so the hold is `min(poll_hold, heartbeat)` (`poll_hold_for`).
 
 use std::sync::Arc;
 
@@ -80,7 +83,7 @@ async fn continue_poll(
     let mut shutdown = state.shutdown_receiver();
     let generation = session.begin_poll(last);
     let _guard = PollGuard { session: session.clone(), generation };
-    let deadline = Instant::now() + state.config.poll_hold;
+    let deadline = Instant::now() + poll_hold_for(&state.config);
     loop {
         changed.mark_unchanged();
         match session.pull(&attachment, Some(generation)) {
@@ -95,6 +98,12 @@ async fn continue_poll(
             _ = AppState::shutting_down(&mut shutdown) => return frames_response(&[Frame::Close(going_away())]),
         }
     }
+}
+
+/// Longest a poll is held with nothing to send: `poll_hold` (25 s), but never longer than the
+/// heartbeat interval announced in hello, since the empty answer is the poll's heartbeat.
+pub fn poll_hold_for(config: &crate::Config) -> std::time::Duration {
+    config.poll_hold.min(config.heartbeat())
 }
 
 fn frames_response(frames: &[Frame]) -> Response {
