@@ -15,12 +15,15 @@ use std::rc::{Rc, Weak};
 
 use gloo_timers::callback::Timeout;
 use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsCast;
+use web_sys::{PageTransitionEvent, VisibilityState};
 
 use crate::core::endpoint::TransportKind;
-use crate::core::session::{ConnId, Effect, Event, Input, Session};
+use crate::core::session::{ConnId, Effect, Event, Input, Session, Wake};
 use crate::core::Millis;
 use crate::transport::event_source::EventSourceTransport;
 use crate::transport::long_poll::LongPollTransport;
+use crate::transport::listener::Listener;
 use crate::transport::websocket::WebSocketTransport;
 use crate::transport::{InputSink, Transport};
 
@@ -64,7 +67,14 @@ pub struct Driver {
     running: Cell<bool>,
     myself: Weak<Driver>,
     handler: RefCell<Option<Weak<dyn EventHandler>>>,
+    /// Window and document listeners for the page lifecycle (none in a worker).
+    _lifecycle: Vec<Listener>,
+    /// `(Date.now(), performance.now())` when the last timer fired, to spot a clock jump.
+    clocks: Cell<(f64, f64)>,
 }
+
+/// A wall clock that ran this much further than the monotonic one means the machine slept.
+const CLOCK_JUMP_MS: f64 = 5_000.0;
 
 impl Driver {
     /// A driver around an idle session.
@@ -75,7 +85,23 @@ impl Driver {
             running: Cell::new(false),
             myself: myself.clone(),
             handler: RefCell::new(None),
+            _lifecycle: lifecycle_listeners(myself),
+            clocks: Cell::new((js_sys::Date::now(), performance_now())),
         })
+    }
+
+    /// Forwards a page or network lifecycle signal.
+    fn wake(&self, wake: Wake) {
+        self.command(|session, now| session.handle_wake(now, wake));
+    }
+
+    /// Compares the two clocks since the last check; a jump is a wake of its own.
+    fn check_clock_jump(&self) {
+        let (wall, mono) = (js_sys::Date::now(), performance_now());
+        let (last_wall, last_mono) = self.clocks.replace((wall, mono));
+        if (wall - last_wall) - (mono - last_mono) > CLOCK_JUMP_MS {
+            self.wake(Wake::ClockJump);
+        }
     }
 
     /// Sets who receives events (held weakly: the facade owns the driver, not the reverse).
@@ -201,11 +227,50 @@ impl Driver {
     }
 
     fn on_timer(&self) {
-        {
-            let Ok(mut core) = self.core.try_borrow_mut() else { return };
+        if let Ok(mut core) = self.core.try_borrow_mut() {
             core.fired_timer = core.timer.take().map(|(_, timeout)| timeout);
             core.session.handle_timeout(now_ms());
         }
         self.pump();
+        self.check_clock_jump();
     }
+}
+
+/// Listens to the page lifecycle: `online`/`offline`, `visibilitychange`, `pageshow` from the
+/// back/forward cache and `pagehide` (MDN: Page Lifecycle API). Each listener holds only a weak
+/// handle on the driver.
+fn lifecycle_listeners(driver: &Weak<Driver>) -> Vec<Listener> {
+    let Some(window) = web_sys::window() else { return Vec::new() };
+    let mut listeners = Vec::with_capacity(5);
+    for (name, wake) in [("online", Wake::Online), ("offline", Wake::Offline)] {
+        let driver = driver.clone();
+        listeners.push(Listener::new(&window, name, move |_| {
+            if let Some(driver) = driver.upgrade() {
+                driver.wake(wake);
+            }
+        }));
+    }
+    let on_show = driver.clone();
+    listeners.push(Listener::new(&window, "pageshow", move |event| {
+        let restored = event.dyn_ref::<PageTransitionEvent>().is_some_and(PageTransitionEvent::persisted);
+        if let (true, Some(driver)) = (restored, on_show.upgrade()) {
+            driver.wake(Wake::PageShow);
+        }
+    }));
+    let on_hide = driver.clone();
+    listeners.push(Listener::new(&window, "pagehide", move |_| {
+        if let Some(driver) = on_hide.upgrade() {
+            driver.command(|session, now| session.suspend(now));
+        }
+    }));
+    if let Some(document) = window.document() {
+        let on_visible = driver.clone();
+        let watched = document.clone();
+        listeners.push(Listener::new(&document, "visibilitychange", move |_| {
+            if let (VisibilityState::Visible, Some(driver)) = (watched.visibility_state(), on_visible.upgrade()) {
+                driver.wake(Wake::Visible);
+            }
+        }));
+    }
+    listeners
 }

@@ -131,6 +131,23 @@ pub enum Input {
     Posted { conn: ConnId },
     /// The transport ended or failed; `reason` says why, for the app's events.
     Closed { conn: ConnId, reason: String },
+    /// The server refused the client outright (HTTP 401 or 403): retrying cannot help.
+    Refused { conn: ConnId, reason: String },
+}
+
+/// Page and network lifecycle signals the adapter forwards (window events, a clock jump).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// `offline`: the connection is suspect.
+    Offline,
+    /// `online`: check the connection, or retry now if there is none.
+    Online,
+    /// `visibilitychange` to visible: timers may have been throttled; check now.
+    Visible,
+    /// `pageshow` from the back/forward cache: the connections were dropped at `pagehide`.
+    PageShow,
+    /// The wall clock jumped ahead of the monotonic one: the machine slept.
+    ClockJump,
 }
 
 /// What the adapter must do.
@@ -261,6 +278,10 @@ struct SessionIds {
     secret: String,
 }
 
+/// How much later than its latest deadline the session may run before it counts as having
+/// slept (a throttled or frozen page, a suspended machine).
+const LATE_MARGIN_MS: u64 = 1_000;
+
 /// Largest batch put into one WebSocket message or POST body; beyond it a new one starts.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
@@ -297,6 +318,11 @@ pub struct Session {
     remembered: Option<TransportKind>,
     upgrade_backoff: Option<Backoff>,
     probe_at: Option<Millis>,
+    /// Set while a liveness check waits for any traffic from the server.
+    suspect_until: Option<Millis>,
+    /// When the session last handled anything: a long gap means the page was frozen or
+    /// throttled, and silence found then is checked before it is believed.
+    last_step: Millis,
     pending_batch: Vec<u8>,
     pending_binary: bool,
     stats: Stats,
@@ -334,6 +360,8 @@ impl Session {
             race_at: None,
             last_failure: String::new(),
             probe_at: None,
+            suspect_until: None,
+            last_step: 0,
             pending_batch: Vec::new(),
             pending_binary: false,
             stats: Stats::default(),
@@ -392,6 +420,7 @@ impl Session {
         }
         self.set_state(State::Connecting);
         self.start_round(now);
+        self.last_step = now;
     }
 
     /// Queues a message; returns its id, which later `Delivered`/`SendFailed` events name.
@@ -450,7 +479,11 @@ impl Session {
     /// Feeds a transport event.
     pub fn handle_input(&mut self, now: Millis, input: Input) {
         let id = match &input {
-            Input::Opened { conn } | Input::Data { conn, .. } | Input::Posted { conn } | Input::Closed { conn, .. } => *conn,
+            Input::Opened { conn }
+            | Input::Data { conn, .. }
+            | Input::Posted { conn }
+            | Input::Closed { conn, .. }
+            | Input::Refused { conn, .. } => *conn,
         };
         let Some(role) = self.conn(id).map(|conn| conn.role) else {
             return; // A late event from an abandoned connection.
@@ -467,6 +500,9 @@ impl Session {
                 if let Some(conn) = self.conn_mut(id) {
                     conn.last_received = now;
                 }
+                if role == Role::Active {
+                    self.suspect_until = None;
+                }
                 match wire::decode_all(&bytes, self.max_body_bytes) {
                     Ok(frames) => {
                         for frame in frames {
@@ -481,11 +517,77 @@ impl Session {
                 self.after_poll_response(now, id);
                 self.flush(now);
             }
-            Input::Closed { reason, .. } => {
-                let _ = role;
-                self.conn_failed(now, id, &reason, false);
+            Input::Closed { reason, .. } => self.conn_failed(now, id, &reason, false),
+            Input::Refused { reason, .. } => {
+                if role == Role::Probe {
+                    self.conn_failed(now, id, &reason, false);
+                } else {
+                    let mut message = String::from("server refused the client: ");
+                    message.push_str(&reason);
+                    self.events.push_back(Event::Error { message });
+                    self.finish(close_code::UNAUTHORIZED, reason, "server refused the client");
+                }
             }
         }
+        self.last_step = now;
+    }
+
+    /// A page or network lifecycle signal. Several in a row cost one check or one attempt.
+    pub fn handle_wake(&mut self, now: Millis, wake: Wake) {
+        match self.state {
+            State::Open if self.active().is_some() => {
+                if wake != Wake::PageShow {
+                    self.check_liveness(now);
+                }
+            }
+            State::Reconnecting if self.conns.is_empty() => {
+                // Waiting out a backoff delay, or suspended at pagehide: try now.
+                if wake != Wake::Offline {
+                    self.reconnect_at = Some(now);
+                    self.handle_timeout(now);
+                }
+            }
+            _ => {}
+        }
+        self.flush(now);
+        self.last_step = now;
+    }
+
+    /// `pagehide`: drop the connections (an open WebSocket keeps a page out of the back/forward
+    /// cache) but keep the session, so that `pageshow` resumes it.
+    pub fn suspend(&mut self, now: Millis) {
+        if !matches!(self.state, State::Open | State::Connecting | State::Reconnecting) {
+            return;
+        }
+        self.drop_all_conns();
+        self.reconnect_at = None;
+        self.race_at = None;
+        self.probe_at = None;
+        self.stable_at = None;
+        self.ack_due = None;
+        self.suspect_until = None;
+        self.untried.clear();
+        self.set_state(State::Reconnecting);
+        self.events.push_back(Event::Reconnecting {
+            attempt: self.backoff.as_ref().map_or(0, Backoff::attempt),
+            delay_ms: 0,
+            reason: String::from("page hidden: resuming when it is shown again"),
+        });
+        self.last_step = now;
+    }
+
+    /// Sends a ping and gives the server a short grace to answer; no answer means dead.
+    fn check_liveness(&mut self, now: Millis) {
+        if self.suspect_until.is_some() {
+            return; // A check is already under way.
+        }
+        let Some(kind) = self.active().map(|conn| conn.kind) else { return };
+        if kind != TransportKind::LongPolling {
+            self.queue_frame(&Frame::Ping { time: now });
+        }
+        // A held long poll answers within one interval; other transports answer the ping.
+        let grace = if kind == TransportKind::LongPolling { self.heartbeat_ms + 1_000 } else { (self.heartbeat_ms / 2).clamp(1_000, 5_000) };
+        self.suspect_until = Some(now + grace);
     }
 
     /// Fires due timers. Spurious calls are no-ops.
@@ -521,10 +623,20 @@ impl Session {
                 backoff.reset();
             }
         }
+        // A gap longer than any deadline we set means the page was frozen or throttled.
+        let woke_late = self.last_step > 0 && now > self.last_step + self.heartbeat_ms + LATE_MARGIN_MS;
+        if self.suspect_until.is_some_and(|until| now >= until) {
+            self.suspect_until = None;
+            self.active_lost(now, String::from("liveness check failed: no answer from the server"), Retry::Default);
+        }
         if let Some((id, last_received, last_sent, kind)) =
             self.active().map(|conn| (conn.id, conn.last_received, conn.last_sent, conn.kind))
         {
-            if now >= last_received + self.liveness_timeout() {
+            if now >= last_received + self.liveness_timeout() && (woke_late || self.suspect_until.is_some()) {
+                // Silence seen only because we slept: ask before believing it (the socket may
+                // hold data the page has not read yet).
+                self.check_liveness(now);
+            } else if now >= last_received + self.liveness_timeout() {
                 self.active_lost(now, String::from("heartbeat timeout: no traffic from the server"), Retry::Default);
             } else if now >= last_sent + self.heartbeat_ms && kind != TransportKind::LongPolling && self.can_write() {
                 // A long poll is itself the client's heartbeat, and so is a POST in flight.
@@ -536,6 +648,7 @@ impl Session {
             self.queue_ack();
         }
         self.flush(now);
+        self.last_step = now;
     }
 
     /// The next instant `handle_timeout` has work to do, if any.
@@ -554,7 +667,8 @@ impl Session {
         consider(self.probe_at);
         consider(self.stable_at);
         consider(self.ack_due);
-        if let Some(conn) = self.active() {
+        consider(self.suspect_until);
+        if let Some(conn) = self.active().filter(|_| self.suspect_until.is_none()) {
             consider(Some(conn.last_received + self.liveness_timeout()));
             if conn.kind != TransportKind::LongPolling && !conn.post_in_flight {
                 consider(Some(conn.last_sent + self.heartbeat_ms));
@@ -728,6 +842,7 @@ impl Session {
     /// The active connection is gone: drop everything and schedule the next round.
     fn active_lost(&mut self, now: Millis, reason: String, advice: Retry) {
         self.drop_all_conns();
+        self.suspect_until = None;
         self.stable_at = None;
         self.ack_due = None;
         self.probe_at = None;
@@ -1031,6 +1146,7 @@ impl Session {
     /// Enters `Closed`: drops every connection and fails everything pending.
     fn finish(&mut self, code: u16, reason: String, failure: &'static str) {
         self.drop_all_conns();
+        self.suspect_until = None;
         self.reconnect_at = None;
         self.stable_at = None;
         self.ack_due = None;
@@ -1929,5 +2045,95 @@ mod tests {
         let events = h.events();
         assert!(!events.iter().any(|event| matches!(event, Event::Error { message } if message.starts_with("protocol"))));
         assert_eq!(h.session.state(), State::Connecting);
+    }
+
+    // --- Liveness and the page lifecycle -------------------------------------------------
+
+    #[test]
+    fn a_late_timer_checks_before_it_declares_the_connection_dead() {
+        let mut h = Harness::new(ws_only());
+        let conn = h.open();
+        h.effects();
+        h.events();
+        // The tab was frozen for a minute: the first thing that runs is the timer.
+        h.now = 61_000;
+        h.session.handle_timeout(h.now);
+        assert_eq!(h.session.state(), State::Open, "throttling alone is no disconnect");
+        assert_eq!(transmitted(&h.effects()), vec![Frame::Ping { time: 61_000 }]);
+        // The socket had data waiting: it arrives, and the connection lives on.
+        h.data(conn, &[Frame::Pong { time: 61_000 }]);
+        h.run_until(61_000 + 9_000);
+        assert_eq!(h.session.state(), State::Open);
+
+        // Frozen again, and this time the connection really is dead: found within the grace.
+        h.now = 200_000;
+        h.session.handle_timeout(h.now);
+        assert_eq!(h.session.state(), State::Open);
+        h.run_until(200_000 + 5_000);
+        assert_eq!(h.session.state(), State::Reconnecting);
+        assert!(h.events().iter().any(|event| matches!(
+            event,
+            Event::Reconnecting { reason, .. } if reason == "liveness check failed: no answer from the server"
+        )));
+    }
+
+    #[test]
+    fn offline_makes_the_connection_suspect_and_a_silent_one_is_replaced() {
+        let mut h = Harness::new(ws_only());
+        let conn = h.open();
+        h.effects();
+        h.now += 100;
+        h.session.handle_wake(h.now, Wake::Offline);
+        h.session.handle_wake(h.now, Wake::Offline);
+        assert_eq!(transmitted(&h.effects()), vec![Frame::Ping { time: h.now }], "one check for two signals");
+        h.run_until(h.now + 5_000);
+        assert!(h.effects().contains(&Effect::Close { conn }));
+        assert_eq!(h.session.state(), State::Reconnecting);
+    }
+
+    #[test]
+    fn online_or_visible_while_waiting_to_reconnect_tries_at_once_and_coalesces() {
+        let mut h = Harness::new(SessionConfig {
+            reconnect: Some(BackoffConfig { initial_delay_ms: 30_000, ..BackoffConfig::default() }),
+            ..ws_only()
+        });
+        let conn = h.open();
+        h.session.handle_input(h.now, Input::Closed { conn, reason: "network changed".into() });
+        h.effects();
+        h.now += 50;
+        h.session.handle_wake(h.now, Wake::Online);
+        h.session.handle_wake(h.now, Wake::Visible);
+        h.session.handle_wake(h.now, Wake::ClockJump);
+        let opens = opened(&h.effects());
+        assert_eq!(opens.len(), 1, "three signals, one attempt: {opens:?}");
+        assert!(opens[0].2.contains("rt_sid=s1"), "it resumes");
+    }
+
+    #[test]
+    fn pagehide_suspends_and_pageshow_resumes_the_same_session() {
+        let mut h = Harness::new(ws_only());
+        let conn = h.open();
+        h.data(conn, &[text(1, "a")]);
+        h.events();
+        h.effects();
+        h.session.suspend(h.now);
+        assert_eq!(h.effects(), vec![Effect::Close { conn }]);
+        assert_eq!(h.session.poll_timeout(), None, "nothing runs while hidden");
+        h.now += 60_000;
+        h.session.handle_wake(h.now, Wake::PageShow);
+        let opens = opened(&h.effects());
+        assert!(opens[0].2.ends_with("rt_sid=s1&rt_key=secret&rt_last=1"), "{opens:?}");
+    }
+
+    #[test]
+    fn a_refusal_stops_the_retries_with_an_error_and_a_close() {
+        let mut h = Harness::new(SessionConfig { transports: vec![TransportKind::LongPolling], ..SessionConfig::default() });
+        h.session.connect(h.now);
+        let [(poll, ..)] = opened(&h.effects())[..] else { panic!() };
+        h.session.handle_input(h.now, Input::Refused { conn: poll, reason: "poll failed: HTTP 401".into() });
+        let events = h.events();
+        assert!(events.contains(&Event::Error { message: "server refused the client: poll failed: HTTP 401".into() }));
+        assert_eq!(events.last(), Some(&Event::Closed { code: 4001, reason: "poll failed: HTTP 401".into() }));
+        assert_eq!(h.session.poll_timeout(), None);
     }
 }

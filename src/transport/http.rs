@@ -31,6 +31,14 @@ pub enum Expect {
     Body(&'static str),
 }
 
+/// Why a request failed.
+pub struct Failure {
+    /// For the app's events.
+    pub reason: String,
+    /// The server refused the client (HTTP 401 or 403): retrying cannot help.
+    pub refused: bool,
+}
+
 /// An in-flight request; dropping it aborts the fetch and silences its callback.
 pub struct HttpRequest {
     controller: Option<AbortController>,
@@ -45,7 +53,7 @@ impl HttpRequest {
         body: Option<&str>,
         expect: Expect,
         what: &'static str,
-        done: impl FnOnce(Result<Vec<u8>, String>) + 'static,
+        done: impl FnOnce(Result<Vec<u8>, Failure>) + 'static,
     ) -> HttpRequest {
         let controller = AbortController::new().ok();
         let init = RequestInit::new();
@@ -84,12 +92,12 @@ impl Drop for HttpRequest {
     }
 }
 
-async fn complete(promise: Promise, expect: Expect, what: &'static str) -> Result<Vec<u8>, String> {
+async fn complete(promise: Promise, expect: Expect, what: &'static str) -> Result<Vec<u8>, Failure> {
     let failed = |detail: &str| {
         let mut reason = String::from(what);
         reason.push_str(" failed: ");
         reason.push_str(detail);
-        reason
+        Failure { reason, refused: false }
     };
     let response = match JsFuture::from(promise).await {
         Ok(response) => response,
@@ -125,7 +133,9 @@ async fn complete(promise: Promise, expect: Expect, what: &'static str) -> Resul
         _ => {
             let mut detail = String::from("HTTP ");
             push_number(&mut detail, u64::from(status));
-            Err(failed(&detail))
+            let mut failure = failed(&detail);
+            failure.refused = status == 401 || status == 403;
+            Err(failure)
         }
     }
 }

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use crate::core::session::{ConnId, Input};
 use crate::transport::http::{Expect, HttpRequest};
-use crate::transport::{upload, InputSink, Transport};
+use crate::transport::{failure_input, upload, InputSink, Transport};
 
 /// The content type of a poll response (wire protocol v1).
 pub const FRAMES_CONTENT_TYPE: &str = "application/x-realtime-frames";
@@ -36,7 +36,7 @@ impl Transport for LongPollTransport {
         let request = HttpRequest::start("GET", url, None, Expect::Body(FRAMES_CONTENT_TYPE), "poll", move |result| {
             sink(match result {
                 Ok(bytes) => Input::Data { conn, bytes },
-                Err(reason) => Input::Closed { conn, reason },
+                Err(failure) => failure_input(conn, failure),
             })
         });
         // Replacing the previous (completed) request is harmless; an in-flight one is aborted.

@@ -45,9 +45,18 @@ pub fn upload(conn: ConnId, url: &str, body: &[u8], sink: &InputSink) -> Option<
     Some(http::HttpRequest::start("POST", url, Some(body), http::Expect::Success, "upload", move |result| {
         sink(match result {
             Ok(_) => Input::Posted { conn },
-            Err(reason) => Input::Closed { conn, reason },
+            Err(failure) => failure_input(conn, failure),
         })
     }))
+}
+
+/// The input a failed request reports.
+pub fn failure_input(conn: ConnId, failure: http::Failure) -> Input {
+    if failure.refused {
+        Input::Refused { conn, reason: failure.reason }
+    } else {
+        Input::Closed { conn, reason: failure.reason }
+    }
 }
 
 /// The message of a JS exception, for events and errors (gloo's `js_to_js_error` in spirit).
