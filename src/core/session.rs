@@ -1196,22 +1196,26 @@ impl Session {
         if !self.can_write() {
             return;
         }
-        let mut index = 0;
-        while index < self.outbox.len() && self.pending_batch.len() < MAX_BATCH_BYTES {
-            if !self.outbox[index].transmitted {
-                self.outbox[index].transmitted = true;
-                let message = &self.outbox[index];
-                let frame = Frame::Message(Message {
-                    seq: message.seq,
-                    event: message.event.clone(),
-                    payload: message.payload.clone(),
-                });
-                self.queue_frame(&frame);
-            }
-            index += 1;
-            if self.pending_batch.len() >= MAX_BATCH_BYTES && self.active().is_some_and(|conn| conn.kind == TransportKind::WebSocket) {
+        let Some(kind) = self.active().map(|conn| conn.kind) else { return };
+        let carrier = if kind == TransportKind::WebSocket { Carrier::Binary } else { Carrier::Text };
+        // Sent messages form a prefix of the outbox (sending goes in order; a resume clears all).
+        let mut index = self.outbox.partition_point(|message| message.transmitted);
+        while index < self.outbox.len() {
+            let message = &self.outbox[index];
+            let bound = wire::message_size_bound(message.event.as_deref(), &message.payload);
+            if !self.pending_batch.is_empty() && self.pending_batch.len() + bound > MAX_BATCH_BYTES {
+                if kind != TransportKind::WebSocket {
+                    break; // The rest goes in the next POST, once this one is answered.
+                }
                 self.flush(now);
             }
+            let message = &mut self.outbox[index];
+            message.transmitted = true;
+            if matches!(message.payload, Payload::Binary(_)) && carrier == Carrier::Binary {
+                self.pending_binary = true;
+            }
+            wire::encode_message(message.seq, message.event.as_deref(), &message.payload, carrier, &mut self.pending_batch);
+            index += 1;
         }
         self.flush(now);
     }
@@ -2135,5 +2139,37 @@ mod tests {
         assert!(events.contains(&Event::Error { message: "server refused the client: poll failed: HTTP 401".into() }));
         assert_eq!(events.last(), Some(&Event::Closed { code: 4001, reason: "poll failed: HTTP 401".into() }));
         assert_eq!(h.session.poll_timeout(), None);
+    }
+
+    #[test]
+    fn batches_stay_within_the_batch_limit_and_keep_order() {
+        let mut h = Harness::new(SessionConfig { transports: vec![TransportKind::Sse], ..SessionConfig::default() });
+        h.session.connect(h.now);
+        let [(sse, ..)] = opened(&h.effects())[..] else { panic!() };
+        let mut first_hello = hello("s1", 0, false);
+        if let Frame::Hello(hello) = &mut first_hello {
+            hello.max_body_bytes = 1 << 20;
+        }
+        h.data(sse, &[first_hello]);
+        h.session.handle_input(h.now, Input::Posted { conn: sse });
+        h.effects();
+        for index in 0..100 {
+            h.session.send(h.now, None, Payload::Binary(vec![index as u8; 2_000])).unwrap();
+        }
+        let mut seqs = Vec::new();
+        for _ in 0..10 {
+            for effect in h.effects() {
+                if let Effect::Post { body, .. } = effect {
+                    assert!(body.len() <= MAX_BATCH_BYTES, "{} bytes", body.len());
+                    for frame in wire::decode_all(&body, 1 << 20).unwrap() {
+                        if let Frame::Message(message) = frame {
+                            seqs.push(message.seq);
+                        }
+                    }
+                }
+            }
+            h.session.handle_input(h.now, Input::Posted { conn: sse });
+        }
+        assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
     }
 }

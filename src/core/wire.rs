@@ -16,8 +16,6 @@
 //! only produces what the decoder accepts (property-tested). No `format!` here: this code ships
 //! in the wasm and must not pull in `core::fmt`.
 
-use std::borrow::Cow;
-
 /// The protocol version this codec speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest header line accepted, in bytes, including the terminating LF.
@@ -279,24 +277,7 @@ pub fn encode(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) {
             out.push(b'\n');
         }
         Frame::Message(message) => {
-            out.extend_from_slice(b"msg");
-            push_number_field(out, b"s", message.seq);
-            let (kind, raw): (&[u8], &[u8]) = match &message.payload {
-                Payload::Text(text) => (b"t", text.as_bytes()),
-                Payload::Json(text) => (b"j", text.as_bytes()),
-                Payload::Binary(bytes) => (b"b", bytes.as_slice()),
-            };
-            push_field(out, b"k", kind);
-            if let Some(event) = &message.event {
-                push_field(out, b"e", event.as_bytes());
-            }
-            let body = if carrier.needs_base64(&message.payload) {
-                out.extend_from_slice(b" b64");
-                Cow::Owned(base64_encode(raw))
-            } else {
-                Cow::Borrowed(raw)
-            };
-            push_body(out, &body);
+            encode_message(message.seq, message.event.as_deref(), &message.payload, carrier, out);
         }
         Frame::Ack { seq } => {
             out.extend_from_slice(b"ack");
@@ -324,6 +305,33 @@ pub fn encode(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) {
             push_body(out, close.reason.as_bytes());
         }
     }
+}
+
+/// Encodes a message frame from borrowed parts (no copy of the payload before encoding).
+pub fn encode_message(seq: u64, event: Option<&str>, payload: &Payload, carrier: Carrier, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"msg");
+    push_number_field(out, b"s", seq);
+    let (kind, raw): (&[u8], &[u8]) = match payload {
+        Payload::Text(text) => (b"t", text.as_bytes()),
+        Payload::Json(text) => (b"j", text.as_bytes()),
+        Payload::Binary(bytes) => (b"b", bytes.as_slice()),
+    };
+    push_field(out, b"k", kind);
+    if let Some(event) = event {
+        push_field(out, b"e", event.as_bytes());
+    }
+    if carrier.needs_base64(payload) {
+        out.extend_from_slice(b" b64");
+        push_body(out, &base64_encode(raw));
+    } else {
+        push_body(out, raw);
+    }
+}
+
+/// An upper bound of the encoded size of a message frame, for batching decisions.
+pub fn message_size_bound(event: Option<&str>, payload: &Payload) -> usize {
+    // Header fields are at most ~70 bytes plus the event name; base64 grows the body by 4/3.
+    96 + event.map_or(0, str::len) + payload.len() / 3 * 4 + 4 + payload.len() % 3
 }
 
 /// Encodes one frame into a fresh buffer.
