@@ -181,3 +181,50 @@ pub fn forget_rungs() {
         storage.clear().expect("sessionStorage clears");
     }
 }
+
+/// Names of the chaos setup: a second server with a 1 s heartbeat behind a proxy that can also
+/// kill and restart it.
+pub struct Chaos;
+
+impl Chaos {
+    /// The realtime URL through the chaos proxy, with a room.
+    pub fn url(room: &str) -> String {
+        let base = option_env!("REALTIME_CHAOS_URL").expect("REALTIME_CHAOS_URL is not set: run through `make test`");
+        format!("{base}?room={room}")
+    }
+
+    /// POSTs to the chaos proxy's control port and returns the JSON answer.
+    pub async fn control(path_and_query: &str) -> JsValue {
+        let control = option_env!("REALTIME_CHAOS_CONTROL").expect("REALTIME_CHAOS_CONTROL is not set");
+        let init = RequestInit::new();
+        init.set_method("POST");
+        let request = Request::new_with_str_and_init(&format!("{control}{path_and_query}"), &init).unwrap();
+        let window = web_sys::window().expect("a window");
+        let response: Response = JsFuture::from(window.fetch_with_request(&request)).await.expect("chaos control").unchecked_into();
+        assert_eq!(response.status(), 200, "chaos control {path_and_query}");
+        JsFuture::from(response.json().unwrap()).await.unwrap_or(JsValue::NULL)
+    }
+
+    /// Publishes straight to the chaos server (around the proxy and its faults).
+    pub async fn publish(room: &str, event: Option<&str>, body: &str) {
+        let base = option_env!("REALTIME_CHAOS_UPSTREAM").expect("REALTIME_CHAOS_UPSTREAM is not set");
+        let mut url = format!("{base}/publish?room={room}");
+        if let Some(event) = event {
+            url.push_str("&event=");
+            url.push_str(event);
+        }
+        let init = RequestInit::new();
+        init.set_method("POST");
+        init.set_body(&JsValue::from_str(body));
+        let request = Request::new_with_str_and_init(&url, &init).unwrap();
+        request.headers().set("Content-Type", "text/plain").unwrap();
+        let window = web_sys::window().expect("a window");
+        let response: Response = JsFuture::from(window.fetch_with_request(&request)).await.expect("publish").unchecked_into();
+        assert_eq!(response.status(), 202, "chaos publish");
+    }
+}
+
+/// The texts of recorded string payloads.
+pub fn texts(recorded: &[(JsValue, JsValue)]) -> Vec<String> {
+    recorded.iter().filter_map(|(data, _)| data.as_string()).collect()
+}
