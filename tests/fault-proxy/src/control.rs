@@ -4,6 +4,15 @@
 //!
 //! `GET|POST /mode?websocket=..&sse=..&poll=..&http=..&cut_after_bytes=N|none`,
 //! `POST /reset`, `POST /cut`, `POST /blackhole`, `POST /reset-connections`, `GET /stats`.
+//!
+//! With `--spawn-upstream` (the proxy runs its upstream itself):
+//! - `POST /restart-upstream`: SIGKILL the upstream (a crash: no graceful shutdown, every
+//!   session lost), reap it, cut every live connection (FIN), start the command again on the
+//!   same address, wait for its `listening on` line; then 200
+//!   `{"restarted":true,"upstream":"http://ADDR","pid":N,"old_pid":N,"cut":N}`. 500 with a
+//!   text body when the new process does not come up (a later restart tries again); 409
+//!   without `--spawn-upstream`.
+//! - `GET /upstream`: `{"spawned":bool,"upstream":"http://ADDR","pid":N|null,"restarts":N}`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +35,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let (mut r, w) = stream.into_split();
             let response = match read_request_head(&mut r).await {
-                Ok((head, _)) => answer(&shared, &head),
+                Ok((head, _)) => answer(&shared, &head).await,
                 Err(HeadError::Empty | HeadError::Io(_)) => return,
                 Err(_) => simple_response(400, "Bad Request", "text/plain", "bad request head\n", None, ""),
             };
@@ -35,7 +44,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn answer(shared: &Shared, head: &RequestHead) -> Vec<u8> {
+async fn answer(shared: &Shared, head: &RequestHead) -> Vec<u8> {
     let origin = head.header("origin");
     if origin.is_some_and(|o| !is_loopback_origin(o)) {
         return simple_response(403, "Forbidden", "text/plain", "fault-proxy control: loopback origins only\n", None, "");
@@ -50,8 +59,8 @@ fn answer(shared: &Shared, head: &RequestHead) -> Vec<u8> {
     let path = head.path();
     let allowed: &[&str] = match path {
         "/mode" => &["GET", "POST"],
-        "/stats" => &["GET"],
-        "/reset" | "/cut" | "/blackhole" | "/reset-connections" => &["POST"],
+        "/stats" | "/upstream" => &["GET"],
+        "/reset" | "/cut" | "/blackhole" | "/reset-connections" | "/restart-upstream" => &["POST"],
         _ => return text(404, "Not Found", format!("no such control endpoint: {path}\n")),
     };
     if !allowed.contains(&method) {
@@ -74,6 +83,15 @@ fn answer(shared: &Shared, head: &RequestHead) -> Vec<u8> {
         "/cut" => ok(json!({ "cut": shared.signal(&[Ctl::Relay, Ctl::Blackhole], Ctl::Cut) })),
         "/blackhole" => ok(json!({ "blackholed": shared.signal(&[Ctl::Relay], Ctl::Blackhole) })),
         "/reset-connections" => ok(json!({ "released": shared.signal(&[Ctl::Blackhole], Ctl::Release) })),
+        "/upstream" => ok(shared.upstream_json()),
+        "/restart-upstream" => match shared.restart_upstream().await {
+            Ok(Some(v)) => ok(v),
+            Ok(None) => text(409, "Conflict", "the proxy does not run its upstream (start it with --spawn-upstream -- CMD...)\n".to_owned()),
+            Err(e) => {
+                eprintln!("fault-proxy: upstream restart failed: {e}");
+                text(500, "Internal Server Error", format!("upstream restart failed: {e}\n"))
+            }
+        },
         _ => ok(shared.stats_json()),
     }
 }
