@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the browser tests (`wasm-pack test --headless --chrome`) against a reference
-# server and a fault proxy in front of it, both started here on free loopback ports and
-# always stopped again.
+# server and a fault proxy in front of it, plus a second "chaos" proxy that runs its own
+# reference server (short heartbeat) and can crash and restart it; all started here on free
+# loopback ports and always stopped again.
 #
 # A browser has no environment, so the tests get the addresses at compile time, read with
 # option_env!:
@@ -9,6 +10,16 @@
 #   REALTIME_PROXY_URL=http://127.0.0.1:PROXYPORT/realtime   the same server through the proxy
 #   REALTIME_PROXY_CONTROL=http://127.0.0.1:CONTROLPORT      the proxy's control port
 #                                                            (POST /mode?..., /reset, /cut, ...)
+#   REALTIME_CHAOS_URL=http://127.0.0.1:PROXY2PORT/realtime  a second server (--heartbeat-ms 1000
+#                                                            --resume-window-ms 60000) through a
+#                                                            second proxy that runs it itself
+#   REALTIME_CHAOS_CONTROL=http://127.0.0.1:CONTROL2PORT     that proxy's control port: the same
+#                                                            API plus POST /restart-upstream (SIGKILL
+#                                                            the server, cut every connection, start a
+#                                                            fresh one, all sessions lost, same port)
+#                                                            and GET /upstream
+#   REALTIME_CHAOS_UPSTREAM=http://127.0.0.1:UPSTREAMPORT/realtime   that server, direct (for
+#                                                            publishing around the proxy)
 # The test page is served by wasm-bindgen-test-runner from another loopback port,
 # hence --allow-loopback-origins (a test-only server flag); the proxy's control port
 # answers CORS for loopback origins by itself.
@@ -40,8 +51,10 @@ proxy_bin=${FAULT_PROXY_BIN:-$target_dir/debug/fault-proxy}
 
 server_log=$(mktemp -t realtime-server.XXXXXX.log)
 proxy_log=$(mktemp -t fault-proxy.XXXXXX.log)
+chaos_log=$(mktemp -t fault-proxy-chaos.XXXXXX.log)
 server_pid=""
 proxy_pid=""
+chaos_pid=""
 stop_pid() {
     local pid=$1
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -56,9 +69,11 @@ stop_pid() {
     fi
 }
 stop_all() {
+    # The chaos proxy kills its server when it exits (and, on Linux, if it dies).
+    stop_pid "$chaos_pid"
     stop_pid "$proxy_pid"
     stop_pid "$server_pid"
-    rm -f "$server_log" "$proxy_log"
+    rm -f "$server_log" "$proxy_log" "$chaos_log"
 }
 trap stop_all EXIT
 trap 'exit 130' INT
@@ -105,6 +120,20 @@ export REALTIME_PROXY_URL="http://127.0.0.1:$proxy_port/realtime"
 export REALTIME_PROXY_CONTROL="http://127.0.0.1:$control_port"
 echo "browser-tests: fault proxy at $REALTIME_PROXY_URL, control $REALTIME_PROXY_CONTROL (pid $proxy_pid)"
 
+# The chaos proxy starts its own server and prints a third line,
+# `upstream listening on http://ADDR`; the server's output goes to the proxy's stderr.
+"$proxy_bin" --listen 127.0.0.1:0 --control 127.0.0.1:0 --spawn-upstream -- \
+    "$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins --heartbeat-ms 1000 --resume-window-ms 60000 \
+    >"$chaos_log" 2>&1 &
+chaos_pid=$!
+chaos_proxy_port=$(wait_for_port "chaos proxy" "$chaos_pid" "$chaos_log" 'proxy ')
+chaos_control_port=$(wait_for_port "chaos proxy" "$chaos_pid" "$chaos_log" 'control ')
+chaos_upstream_port=$(wait_for_port "chaos proxy" "$chaos_pid" "$chaos_log" 'upstream ')
+export REALTIME_CHAOS_URL="http://127.0.0.1:$chaos_proxy_port/realtime"
+export REALTIME_CHAOS_CONTROL="http://127.0.0.1:$chaos_control_port"
+export REALTIME_CHAOS_UPSTREAM="http://127.0.0.1:$chaos_upstream_port/realtime"
+echo "browser-tests: chaos proxy at $REALTIME_CHAOS_URL, control $REALTIME_CHAOS_CONTROL (pid $chaos_pid), its server at $REALTIME_CHAOS_UPSTREAM"
+
 status=0
 wasm-pack test --headless --chrome "$@" || status=$?
 if [ "$status" -ne 0 ]; then
@@ -112,5 +141,7 @@ if [ "$status" -ne 0 ]; then
     cat "$server_log" >&2
     echo "browser-tests: fault proxy output:" >&2
     cat "$proxy_log" >&2
+    echo "browser-tests: chaos proxy output (with its server's):" >&2
+    cat "$chaos_log" >&2
 fi
 exit "$status"
