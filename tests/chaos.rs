@@ -27,9 +27,27 @@ fn stat(client: &RealtimeClient, name: &str) -> f64 {
     get(&client.stats(), name).as_f64().unwrap_or(0.0)
 }
 
-/// Waits until the client has counted `more` reconnects beyond `from` (bounded).
+/// Paces the test: waits until the client has counted `more` reconnects beyond `from`, or a
+/// bound passes. A cut does not always cost a reconnect: Chromium retries an idempotent GET
+/// (a long poll) whose fresh connection closed before any answer, and the server simply takes
+/// the retried poll. What the test asserts is the outcome, not the number of reconnects.
 async fn wait_reconnects(client: &RealtimeClient, from: f64, more: f64) {
-    wait_until(5_000, || stat(client, "reconnects") >= from + more).await;
+    wait_until(1_500, || stat(client, "reconnects") >= from + more).await;
+}
+
+/// `POST /cut` on the chaos proxy while the client is open, repeated (bounded) until it closed
+/// at least one live connection; returns how many it closed.
+async fn cut(client: &RealtimeClient) -> f64 {
+    for _ in 0..150 {
+        if client.state().as_string().as_deref() == Some("open") {
+            let closed = get(&Chaos::control("/cut").await, "cut").as_f64().unwrap_or(0.0);
+            if closed > 0.0 {
+                return closed;
+            }
+        }
+        TimeoutFuture::new(20).await;
+    }
+    0.0
 }
 
 #[wasm_bindgen_test]
@@ -44,9 +62,11 @@ async fn a_thousand_messages_each_way_survive_twenty_cuts_and_two_downgrades() {
     JsFuture::from(client.connect()).await.expect("connects");
     assert_eq!(client.transport().as_string().as_deref(), Some("websocket"));
 
+    let started = now_ms();
     const ROUNDS: usize = 20;
     const PER_ROUND: usize = 50;
     let mut acks: Vec<JsFuture> = Vec::with_capacity(ROUNDS * PER_ROUND);
+    let mut cuts = 0.0;
     for round in 0..ROUNDS {
         // Traffic both ways: the client's messages come back through the room; the backend
         // publishes straight to the server.
@@ -66,25 +86,34 @@ async fn a_thousand_messages_each_way_survive_twenty_cuts_and_two_downgrades() {
             // Downgrades mid-stream: the WebSocket is refused from now on, then the event stream.
             6 => {
                 Chaos::control("/mode?websocket=refuse").await;
-                Chaos::control("/cut").await;
+                cuts += cut(&client).await;
             }
             13 => {
                 Chaos::control("/mode?sse=refuse").await;
-                Chaos::control("/cut").await;
+                cuts += cut(&client).await;
             }
             // Mid-frame cuts: new connections die after a few hundred bytes, then recover.
             3 | 9 | 16 => {
                 let bytes = 180 + round * 37;
+                wait_until(3_000, || client.state().as_string().as_deref() == Some("open")).await;
                 Chaos::control(&format!("/mode?cut_after_bytes={bytes}")).await;
-                Chaos::control("/cut").await;
+                cuts += cut(&client).await;
                 wait_reconnects(&client, before, 2.0).await;
                 Chaos::control("/mode?cut_after_bytes=none").await;
             }
             _ => {
-                Chaos::control("/cut").await;
+                cuts += cut(&client).await;
             }
         }
         wait_reconnects(&client, before, 1.0).await;
+        console_log!(
+            "round {round}: t={:.0} ms, {} on {:?}, {} reconnects, {} acked",
+            now_ms() - started,
+            client.state().as_string().unwrap_or_default(),
+            client.transport().as_string(),
+            stat(&client, "reconnects"),
+            stat(&client, "messagesOut")
+        );
     }
 
     for (index, ack) in acks.into_iter().enumerate() {
@@ -99,7 +128,8 @@ async fn a_thousand_messages_each_way_survive_twenty_cuts_and_two_downgrades() {
     assert_eq!(texts(&published.take()), expected_published, "server to client: 0 lost, 0 doubled, order kept");
     let visited: Vec<String> = transports.take().iter().filter_map(|(info, _)| get(info, "to").as_string()).collect();
     assert_eq!(visited, vec!["websocket", "sse", "long-polling"], "downgraded mid-stream");
-    assert!(stat(&client, "reconnects") >= 20.0, "{} reconnects", stat(&client, "reconnects"));
+    assert!(cuts >= ROUNDS as f64, "the proxy cut {cuts} live connections in {ROUNDS} rounds");
+    console_log!("{cuts} connections cut, {} reconnects", stat(&client, "reconnects"));
     client.close();
     Chaos::control("/reset").await;
 }
