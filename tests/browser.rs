@@ -190,17 +190,17 @@ async fn a_publish_from_the_http_endpoint_reaches_the_client(transport: &str) {
 
 #[wasm_bindgen_test]
 fn bad_urls_and_options_throw_clear_errors() {
-    let url = |url: &str| RealtimeClient::new(JsValue::from_str(url), JsValue::UNDEFINED);
+    let url = |url: &str| RealtimeClient::new(JsValue::from_str(url), None);
     for bad in ["ws://127.0.0.1/realtime", "ftp://x", "/realtime", "http://"] {
         let error = url(bad).err().map(JsValue::from).expect("throws");
         assert!(error.is_instance_of::<js_sys::Error>());
         assert!(error_message(&error).starts_with("url "), "{bad}: {}", error_message(&error));
     }
-    let error = RealtimeClient::new(JsValue::from_f64(1.0), JsValue::UNDEFINED).err().map(JsValue::from).unwrap();
+    let error = RealtimeClient::new(JsValue::from_f64(1.0), None).err().map(JsValue::from).unwrap();
     assert_eq!(error_message(&error), "url must be a string");
 
     let with = |options: &str| {
-        RealtimeClient::new(JsValue::from_str(&server_url("lobby")), JSON::parse(options).unwrap())
+        RealtimeClient::new(JsValue::from_str(&server_url("lobby")), Some(JSON::parse(options).unwrap()))
             .err()
             .map(|error| error_message(&JsValue::from(error)))
     };

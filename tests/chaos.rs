@@ -20,7 +20,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 fn chaos_client(room: &str) -> RealtimeClient {
     // Short backoff so twenty faults fit in a test; the policy itself is tested on the host.
     let options = JSON::parse(r#"{"reconnect":{"initialDelayMs":50,"maxDelayMs":400}}"#).unwrap();
-    RealtimeClient::new(JsValue::from_str(&Chaos::url(room)), options).expect("valid client")
+    RealtimeClient::new(JsValue::from_str(&Chaos::url(room)), Some(options)).expect("valid client")
 }
 
 fn stat(client: &RealtimeClient, name: &str) -> f64 {

@@ -72,6 +72,17 @@ export interface RealtimeEventMap {
   message: (data: MessageData, info: MessageInfo) => void;
 }
 export type LifecycleEvent = Exclude<keyof RealtimeEventMap, 'message'>;
+/** Listener of a named event (any name that is not a lifecycle name). */
+export type NamedEventListener = (data: MessageData, info: MessageInfo) => void;
+export interface RealtimeClient {
+  /** Adds a listener; returns a function that removes it. */
+  on<K extends keyof RealtimeEventMap>(event: K, listener: RealtimeEventMap[K]): () => void;
+  /** Adds a listener for a named event; returns a function that removes it. */
+  on(event: string, listener: NamedEventListener): () => void;
+  /** Removes a listener added with `on()`. */
+  off<K extends keyof RealtimeEventMap>(event: K, listener: RealtimeEventMap[K]): void;
+  off(event: string, listener: NamedEventListener): void;
+}
 "#;
 
 #[wasm_bindgen]
@@ -125,8 +136,9 @@ impl RealtimeClient {
     #[wasm_bindgen(constructor)]
     pub fn new(
         #[wasm_bindgen(unchecked_param_type = "string")] url: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "RealtimeClientOptions")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "RealtimeClientOptions")] options: Option<JsValue>,
     ) -> Result<RealtimeClient, JsError> {
+        let options = options.unwrap_or(JsValue::UNDEFINED);
         let Some(url) = url.as_string() else {
             return Err(JsError::new("url must be a string"));
         };
@@ -148,8 +160,8 @@ impl RealtimeClient {
     }
 
     /// Adds a listener for a lifecycle event, 'message' (unnamed messages) or a named event.
-    /// Returns a function that removes it.
-    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    /// Returns a function that removes it. (Typed by overloads in the TypeScript section.)
+    #[wasm_bindgen(skip_typescript)]
     pub fn on(
         &self,
         event: &str,
@@ -173,6 +185,7 @@ impl RealtimeClient {
     }
 
     /// Removes a listener added with `on()`.
+    #[wasm_bindgen(skip_typescript)]
     pub fn off(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "(...args: any[]) => void")] listener: JsValue) {
         self.facade
             .hooks

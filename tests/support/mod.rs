@@ -37,7 +37,7 @@ pub fn only(transport: &str) -> JsValue {
 
 /// A client for `room` with `options`.
 pub fn client(room: &str, options: &JsValue) -> RealtimeClient {
-    RealtimeClient::new(JsValue::from_str(&server_url(room)), options.clone()).expect("valid client")
+    RealtimeClient::new(JsValue::from_str(&server_url(room)), Some(options.clone())).expect("valid client")
 }
 
 /// Reads a property.
@@ -140,7 +140,7 @@ pub fn proxied_url(room: &str) -> String {
 
 /// A client that reaches the server through the fault proxy.
 pub fn proxied_client(room: &str, options: &JsValue) -> RealtimeClient {
-    RealtimeClient::new(JsValue::from_str(&proxied_url(room)), options.clone()).expect("valid client")
+    RealtimeClient::new(JsValue::from_str(&proxied_url(room)), Some(options.clone())).expect("valid client")
 }
 
 /// POSTs to the fault proxy's control port (`/mode?websocket=refuse`, `/reset`, `/cut`, ...).
