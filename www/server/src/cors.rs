@@ -18,14 +18,16 @@ use crate::{text_error, AppState, Config};
 pub enum OriginVerdict {
     /// No `Origin` header: not a cross-origin browser request.
     Absent,
-    /// Same scheme-less authority as the `Host` header: no CORS headers needed.
+    /// Same scheme-less authority as the request's (`Host` or `:authority`): no CORS headers needed.
     SameOrigin,
     /// Allowed cross-origin: reflect it.
     Allowed(HeaderValue),
     Refused,
 }
 
-pub fn judge(headers: &HeaderMap, config: &Config) -> OriginVerdict {
+/// `host` is the request's authority: the `Host` header over HTTP/1.1, the `:authority`
+/// pseudo-header (the URI's authority) over HTTP/2, where browsers send no `Host`.
+pub fn judge(headers: &HeaderMap, host: Option<&str>, config: &Config) -> OriginVerdict {
     let Some(origin) = headers.get(header::ORIGIN) else { return OriginVerdict::Absent };
     let Ok(origin_text) = origin.to_str() else { return OriginVerdict::Refused };
     if config.allowed_origins.iter().any(|allowed| allowed == origin_text) {
@@ -36,7 +38,7 @@ pub fn judge(headers: &HeaderMap, config: &Config) -> OriginVerdict {
         return OriginVerdict::Refused;
     }
     let authority = authority.to_ascii_lowercase();
-    if let Some(host) = headers.get(header::HOST).and_then(|host| host.to_str().ok()) {
+    if let Some(host) = host {
         let host = host.to_ascii_lowercase();
         let default_port = if scheme == "https" { ":443" } else { ":80" };
         if authority == host || format!("{authority}{default_port}") == host || authority == format!("{host}{default_port}")
@@ -68,7 +70,11 @@ fn is_loopback_authority(authority: &str) -> bool {
 
 /// Middleware: refuse disallowed origins, answer preflights, reflect allowed origins.
 pub async fn check_origin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let verdict = judge(request.headers(), &state.config);
+    let host = match request.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => request.uri().authority().map(|authority| authority.as_str()),
+    };
+    let verdict = judge(request.headers(), host, &state.config);
     let allowed_origin = match verdict {
         OriginVerdict::Refused => {
             tracing::info!(path = request.uri().path(), "origin refused");
@@ -107,8 +113,7 @@ mod tests {
     fn verdict(origin: &str, host: &str, config: &Config) -> OriginVerdict {
         let mut headers = HeaderMap::new();
         headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
-        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
-        judge(&headers, config)
+        judge(&headers, Some(host), config)
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! behind the [`cors`] origin check; `/` and `/pkg/` serve the demo files. Transports
 //! ([`ws`], [`sse`], [`poll`]) attach to sessions in the [`session::Registry`] and run the
 //! shared [`writer`] loop; upstream frames go through `Session::handle_client_frames`, and
-//! accepted messages are broadcast to the sender's room.
+//! accepted messages are broadcast to the sender's room. [`tls`] serves all of it over HTTPS
+//! (HTTP/2 and HTTP/1.1 by ALPN); [`stats`] counts the HTTP version of realtime requests.
 //!
 //! Invariants: the resume secret and query strings are never logged; every limit is explicit
 //! in [`Config`]; no `unwrap` on anything a client controls.
@@ -30,6 +31,8 @@ pub mod probe;
 pub mod publish;
 pub mod session;
 pub mod sse;
+pub mod stats;
+pub mod tls;
 pub mod writer;
 pub mod ws;
 
@@ -112,6 +115,8 @@ pub struct AppState {
     live: watch::Sender<usize>,
     /// Number of probes being answered or held.
     probes: AtomicUsize,
+    /// Realtime requests per endpoint and HTTP version (`GET /realtime/stats`).
+    pub http_versions: stats::HttpVersions,
 }
 
 impl AppState {
@@ -123,6 +128,7 @@ impl AppState {
             shutdown: watch::channel(false).0,
             live: watch::channel(0).0,
             probes: AtomicUsize::new(0),
+            http_versions: stats::HttpVersions::default(),
         });
         let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -237,7 +243,9 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/realtime/publish",
             post(publish::handle).layer(DefaultBodyLimit::max(state.config.max_message_bytes)),
         )
+        .route("/realtime/stats", get(stats::handle))
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::check_origin))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), stats::record))
         .with_state(state.clone());
     let static_dir = state.config.static_dir.clone();
     Router::new()

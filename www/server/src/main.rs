@@ -1,13 +1,15 @@
-//! `realtime-server`: parses flags, binds, prints `listening on http://ADDR`, serves until
-//! SIGINT/SIGTERM, then sends every transport `close code=1001 retry=1000` and exits.
+//! `realtime-server`: parses flags, binds, prints `listening on http://ADDR` (or, with TLS,
+//! `spki sha256 <BASE64>` and then `listening on https://ADDR`), serves until SIGINT/SIGTERM, then
+//! sends every transport `close code=1001 retry=1000` and exits.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use axum::serve::{Listener, ListenerExt};
 use clap::Parser;
+use realtime_server::tls::{Identity, TlsListener};
 use realtime_server::{app, default_static_dir, AppState, Config};
 
 /// Reference server for realtime-client (wire protocol v1, see www/PROTOCOL.md).
@@ -35,6 +37,17 @@ struct Flags {
     /// How long a session without a transport is kept for a resume, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     resume_window_ms: u64,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM certificate chain, leaf first.
+    #[arg(long, value_name = "PEM", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// DEVELOPMENT: serve HTTPS with a certificate for 127.0.0.1 and localhost generated at start;
+    /// its fingerprint is printed as `spki sha256 <BASE64>` (for Chromium's
+    /// --ignore-certificate-errors-spki-list).
+    #[arg(long)]
+    tls_self_signed: bool,
 }
 
 #[tokio::main]
@@ -69,6 +82,19 @@ async fn main() -> std::process::ExitCode {
     if config.allow_loopback_origins {
         tracing::warn!("--allow-loopback-origins is on: any 127.0.0.1/localhost page may connect (test only)");
     }
+    let identity = match (&flags.tls_cert, &flags.tls_key) {
+        (Some(cert), Some(key)) => Some(Identity::from_pem_files(cert, key)),
+        _ if flags.tls_self_signed => Some(Identity::self_signed()),
+        _ => None,
+    };
+    let tls = match identity.map(|identity| identity.and_then(|identity| Ok((identity.server_config()?, identity)))) {
+        None => None,
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(error)) => {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(flags.listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -84,21 +110,31 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let state = AppState::new(config);
-    println!("listening on http://{address}");
-    let _ = std::io::stdout().flush();
-    let shutdown_state = state.clone();
-    // Frames are small and latency matters: no Nagle delay (which also held a WebSocket close
-    // back until the socket was already reset).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            shutdown_state.begin_shutdown();
-        })
-        .await;
+    let served = match tls {
+        None => {
+            println!("listening on http://{address}");
+            let _ = std::io::stdout().flush();
+            // Frames are small and latency matters: no Nagle delay (which also held a WebSocket
+            // close back until the socket was already reset).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve(listener, state.clone()).await
+        }
+        Some((server_config, identity)) => {
+            let listener = match TlsListener::new(listener, server_config) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return std::process::ExitCode::from(1);
+                }
+            };
+            println!("spki sha256 {}", identity.spki_sha256);
+            println!("listening on https://{address}");
+            let _ = std::io::stdout().flush();
+            serve(listener, state.clone()).await
+        }
+    };
     // Upgraded WebSockets are not tracked by the HTTP server: wait for them to send their close.
     state.drain(Duration::from_secs(5)).await;
     match served {
@@ -108,6 +144,20 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// Serves until a signal, then lets every transport send its close and the connections finish.
+async fn serve<L>(listener: L, state: std::sync::Arc<AppState>) -> std::io::Result<()>
+where
+    L: Listener<Addr: std::fmt::Debug>,
+{
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            state.begin_shutdown();
+        })
+        .await
 }
 
 async fn shutdown_signal() {
