@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the browser tests (`wasm-pack test --headless --chrome`) against a reference
 # server and a fault proxy in front of it, plus a second "chaos" proxy that runs its own
-# reference server (short heartbeat) and can crash and restart it; all started here on free
-# loopback ports and always stopped again.
+# reference server (short heartbeat) and can crash and restart it, plus a third reference server
+# over TLS (HTTP/2 by ALPN, --tls-self-signed); all started here on free loopback ports and always
+# stopped again. Then the behaviour suite (tests/browser.rs) runs a second time, against the TLS
+# server, so every transport is also tested over HTTP/2.
 #
 # A browser has no environment, so the tests get the addresses at compile time, read with
 # option_env!:
@@ -20,6 +22,12 @@
 #                                                            and GET /upstream
 #   REALTIME_CHAOS_UPSTREAM=http://127.0.0.1:UPSTREAMPORT/realtime   that server, direct (for
 #                                                            publishing around the proxy)
+#   REALTIME_TLS_URL=https://127.0.0.1:TLSPORT/realtime      a server over TLS with a development
+#                                                            certificate (tests/h2.rs); Chromium
+#                                                            trusts it only through its SPKI
+#                                                            fingerprint, given in a temporary copy
+#                                                            of the webdriver capabilities
+#                                                            (--ignore-certificate-errors-spki-list)
 # The test page is served by wasm-bindgen-test-runner from another loopback port,
 # hence --allow-loopback-origins (a test-only server flag); the proxy's control port
 # answers CORS for loopback origins by itself.
@@ -50,11 +58,14 @@ server_bin=${REALTIME_SERVER_BIN:-$target_dir/debug/realtime-server}
 proxy_bin=${FAULT_PROXY_BIN:-$target_dir/debug/fault-proxy}
 
 server_log=$(mktemp -t realtime-server.XXXXXX.log)
+tls_log=$(mktemp -t realtime-server-tls.XXXXXX.log)
+tls_webdriver_json=$(mktemp -t webdriver-tls.XXXXXX.json)
 proxy_log=$(mktemp -t fault-proxy.XXXXXX.log)
 chaos_log=$(mktemp -t fault-proxy-chaos.XXXXXX.log)
 server_pid=""
 proxy_pid=""
 chaos_pid=""
+tls_pid=""
 stop_pid() {
     local pid=$1
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -73,20 +84,21 @@ stop_all() {
     stop_pid "$chaos_pid"
     stop_pid "$proxy_pid"
     stop_pid "$server_pid"
-    rm -f "$server_log" "$proxy_log" "$chaos_log"
+    stop_pid "$tls_pid"
+    rm -f "$server_log" "$proxy_log" "$chaos_log" "$tls_log" "$tls_webdriver_json"
 }
 trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # wait_for_port NAME PID LOG PREFIX: prints the port of the first line of LOG that matches
-# `^PREFIXlistening on http://ADDR` (PREFIX is a sed regex), waiting at most
+# `^PREFIXlistening on http(s)://ADDR` (PREFIX is a sed regex), waiting at most
 # $server_startup_timeout_s; fails with the process's output if it exits or stays silent.
 wait_for_port() {
     local name=$1 pid=$2 log=$3 prefix=$4 port=""
     local deadline=$((SECONDS + server_startup_timeout_s))
     while :; do
-        port=$(sed -n "s#^${prefix}listening on http://[^ ]*:\([0-9][0-9]*\).*\$#\1#p" "$log" | head -n 1)
+        port=$(sed -n "s#^${prefix}listening on https\{0,1\}://[^ ]*:\([0-9][0-9]*\).*\$#\1#p" "$log" | head -n 1)
         [ -n "$port" ] && break
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "browser-tests: the $name exited before listening; its output:" >&2
@@ -134,11 +146,45 @@ export REALTIME_CHAOS_CONTROL="http://127.0.0.1:$chaos_control_port"
 export REALTIME_CHAOS_UPSTREAM="http://127.0.0.1:$chaos_upstream_port/realtime"
 echo "browser-tests: chaos proxy at $REALTIME_CHAOS_URL, control $REALTIME_CHAOS_CONTROL (pid $chaos_pid), its server at $REALTIME_CHAOS_UPSTREAM"
 
+# The TLS server prints `spki sha256 <BASE64>` (its development certificate's fingerprint), then
+# `listening on https://ADDR`.
+"$server_bin" --tls-self-signed --listen 127.0.0.1:0 --allow-loopback-origins >"$tls_log" 2>&1 &
+tls_pid=$!
+tls_port=$(wait_for_port "TLS server" "$tls_pid" "$tls_log" '.*')
+spki=$(sed -n 's#^spki sha256 \([A-Za-z0-9+/=]\{44\}\)$#\1#p' "$tls_log" | head -n 1)
+if [ -z "$spki" ]; then
+    echo "browser-tests: no 'spki sha256' line from the TLS server; its output:" >&2
+    cat "$tls_log" >&2
+    exit 1
+fi
+export REALTIME_TLS_URL="https://127.0.0.1:$tls_port/realtime"
+echo "browser-tests: TLS server at $REALTIME_TLS_URL (pid $tls_pid), certificate SPKI sha256 $spki"
+# The same capabilities plus trust in that one key (never all certificate checks off) and no
+# QUIC, for every run: the flag changes nothing for plain http.
+if ! grep -q '"args": \[' "$WASM_BINDGEN_TEST_WEBDRIVER_JSON"; then
+    echo "browser-tests: $WASM_BINDGEN_TEST_WEBDRIVER_JSON has no goog:chromeOptions \"args\": [ to extend" >&2
+    exit 1
+fi
+sed 's|"args": \[|"args": [\n      "--ignore-certificate-errors-spki-list='"$spki"'",\n      "--disable-quic",|' \
+    "$WASM_BINDGEN_TEST_WEBDRIVER_JSON" >"$tls_webdriver_json"
+export WASM_BINDGEN_TEST_WEBDRIVER_JSON=$tls_webdriver_json
+
 status=0
+started=$SECONDS
 wasm-pack test --headless --chrome "$@" || status=$?
+echo "browser-tests: all test files against plain http (and tests/h2.rs over TLS): $((SECONDS - started))s"
+# The behaviour suite again, against the TLS server: REALTIME_TEST_URL is read at compile time,
+# so this recompiles tests/browser.rs (only it). Skipped when arguments select something else.
+if [ "$status" -eq 0 ] && [ "$#" -eq 0 ]; then
+    started=$SECONDS
+    REALTIME_TEST_URL=$REALTIME_TLS_URL wasm-pack test --headless --chrome --test browser || status=$?
+    echo "browser-tests: tests/browser.rs against $REALTIME_TLS_URL (HTTP/2): $((SECONDS - started))s"
+fi
 if [ "$status" -ne 0 ]; then
     echo "browser-tests: failed (exit $status); server output:" >&2
     cat "$server_log" >&2
+    echo "browser-tests: TLS server output:" >&2
+    cat "$tls_log" >&2
     echo "browser-tests: fault proxy output:" >&2
     cat "$proxy_log" >&2
     echo "browser-tests: chaos proxy output (with its server's):" >&2

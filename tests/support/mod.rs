@@ -228,3 +228,42 @@ impl Chaos {
 pub fn texts(recorded: &[(JsValue, JsValue)]) -> Vec<String> {
     recorded.iter().filter_map(|(data, _)| data.as_string()).collect()
 }
+
+/// The reference server over HTTPS (HTTP/2 by ALPN, development certificate trusted through its
+/// SPKI fingerprint), fixed at compile time by `make test`.
+pub fn tls_base_url() -> &'static str {
+    option_env!("REALTIME_TLS_URL")
+        .expect("REALTIME_TLS_URL is not set: run the browser tests through `make test`, which starts the TLS server")
+}
+
+/// A client of `base` (a realtime base URL) for `room` with `options`.
+pub fn client_of(base: &str, room: &str, options: &JsValue) -> RealtimeClient {
+    RealtimeClient::new(JsValue::from_str(&format!("{base}?room={room}")), Some(options.clone())).expect("valid client")
+}
+
+/// GETs `{base}/stats`: realtime requests per endpoint and HTTP version,
+/// `{"sse":{"http1":N,"http2":N},...}`.
+pub async fn http_versions(base: &str) -> JsValue {
+    let window = web_sys::window().expect("a window");
+    let response: Response =
+        JsFuture::from(window.fetch_with_str(&format!("{base}/stats"))).await.expect("stats request").unchecked_into();
+    assert_eq!(response.status(), 200, "{base}/stats");
+    JsFuture::from(response.json().unwrap()).await.expect("stats are JSON")
+}
+
+/// One counter of an [`http_versions`] answer.
+pub fn http_count(stats: &JsValue, endpoint: &str, version: &str) -> f64 {
+    get(&get(stats, endpoint), version).as_f64().unwrap_or_else(|| panic!("stats lack {endpoint}.{version}"))
+}
+
+/// POSTs a text message to `{base}/publish` and checks the 202.
+pub async fn publish_to(base: &str, room: &str, body: &str) {
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&JsValue::from_str(body));
+    let request = Request::new_with_str_and_init(&format!("{base}/publish?room={room}"), &init).unwrap();
+    request.headers().set("Content-Type", "text/plain").unwrap();
+    let window = web_sys::window().expect("a window");
+    let response: Response = JsFuture::from(window.fetch_with_request(&request)).await.expect("publish").unchecked_into();
+    assert_eq!(response.status(), 202, "publish to {base}");
+}
