@@ -870,6 +870,8 @@ impl Session {
         };
         let attempt = self.backoff.as_ref().map_or(0, Backoff::attempt);
         self.stats.reconnects += 1;
+        // Full jitter may draw 0; one millisecond keeps every deadline after `now`.
+        let delay = delay.max(1);
         self.reconnect_at = Some(now + delay);
         self.set_state(State::Reconnecting);
         self.events.push_back(Event::Reconnecting { attempt, delay_ms: delay, reason });

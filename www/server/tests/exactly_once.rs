@@ -1247,7 +1247,6 @@ fn exactly_once_under_random_faults() {
 /// 0 ms is possible. When `handle_timeout(now)` declares the connection dead (heartbeat timeout)
 /// and draws 0, `reconnect_at == now`: `poll_timeout()` returns `now` after `handle_timeout(now)`.
 #[test]
-#[ignore = "known bug (client core): a 0 ms reconnect delay leaves poll_timeout() == now after handle_timeout(now)"]
 fn a_zero_reconnect_delay_leaves_a_deadline_at_now() {
     use realtime_client::core::backoff::Jitter;
     // The first jitter draw of this seed is 0 (of 0..=500, the first reconnect's range).
