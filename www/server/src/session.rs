@@ -320,12 +320,20 @@ impl Session {
     pub fn begin_poll(&self, last: u64) -> u64 {
         let mut inner = lock(&self.inner);
         let last = last.min(inner.next_seq - 1);
+        // Messages after `last` that left the replay buffer cannot be sent again: a partial
+        // replay would be a gap, so the session ends (the poll answers with the close) and the
+        // client's resume gets a fresh session, as a refused resume would.
+        let first_available = inner.replay.front().map_or(inner.next_seq, |entry| entry.message.seq);
+        let window_passed = last + 1 < first_available;
         Self::ack_through(&mut inner, last);
         inner.sent_up_to = last;
         inner.poll_generation += 1;
         inner.idle_since = None;
         let generation = inner.poll_generation;
         drop(inner);
+        if window_passed {
+            self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, "replay window passed", Retry::Default)));
+        }
         self.bump();
         generation
     }

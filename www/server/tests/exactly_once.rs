@@ -1278,7 +1278,6 @@ fn a_zero_reconnect_delay_leaves_a_deadline_at_now() {
 /// client recovers (protocol error, resume refused, one Reset), so exactly-once holds; the gap
 /// is the server's.
 #[test]
-#[ignore = "known bug (server): a continuing poll below the replay window gets a partial replay (gap) instead of a refusal"]
 fn a_continuing_poll_below_the_replay_window_gets_a_gap() {
     let case = Case {
         sends: 0,
