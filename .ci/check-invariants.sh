@@ -30,6 +30,10 @@ $found"
 found=$(shipped_grep '\b(format|println|eprintln|print|write|writeln|panic|unreachable|todo|unimplemented)!' src)
 [ -z "$found" ] || fail "a formatting or panicking macro in shipped code:
 $found"
+# No unwrap or expect in shipped code: input, the network and the browser must not panic it.
+found=$(shipped_grep '\.unwrap\(\)|\.expect\(' src)
+[ -z "$found" ] || fail "unwrap/expect in shipped code:
+$found"
 # Only the facade and the adapters touch wasm_bindgen.
 found=$(shipped_grep '#\[wasm_bindgen' src | grep -vE '^src/(client|transport)/' || true)
 [ -z "$found" ] || fail "#[wasm_bindgen] outside the facade and adapters:
