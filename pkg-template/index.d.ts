@@ -1,0 +1,97 @@
+// Types of the package's entry ('realtime-client'). The option, event and stats types are the
+// ones wasm-bindgen generates from the crate's TypeScript section (realtime_client.d.ts); this
+// file re-exports them and declares RealtimeClient generically, so that the names and payloads
+// of an application's own events are checked too.
+
+import type {
+    ClientState,
+    ClientStats,
+    CloseInfo,
+    LifecycleEvent,
+    MessageData,
+    MessageInfo,
+    OpenInfo,
+    RealtimeClientOptions,
+    RealtimeEventMap,
+    ReconnectingInfo,
+    ReconnectOptions,
+    ResetInfo,
+    TransportInfo,
+    TransportName,
+} from './realtime_client.js';
+
+export type {
+    ClientState,
+    ClientStats,
+    CloseInfo,
+    LifecycleEvent,
+    MessageData,
+    MessageInfo,
+    OpenInfo,
+    RealtimeClientOptions,
+    RealtimeEventMap,
+    ReconnectingInfo,
+    ReconnectOptions,
+    ResetInfo,
+    TransportInfo,
+    TransportName,
+};
+
+/** A value that `JSON.stringify` turns into JSON (object members that are `undefined` are left out). */
+export type JsonValue =
+    | string
+    | number
+    | boolean
+    | null
+    | readonly JsonValue[]
+    | { readonly [key: string]: JsonValue | undefined };
+
+/**
+ * What `send()` accepts: a string goes as text, bytes as binary, anything else as JSON.
+ * The kind arrives unchanged (`MessageInfo.kind`).
+ */
+export type SendData = string | Uint8Array | ArrayBuffer | ArrayBufferView | JsonValue;
+
+/** The names of an application's own events: every key of `Events` except the lifecycle names. */
+export type NamedEvent<Events> = Exclude<keyof Events & string, keyof RealtimeEventMap>;
+
+/** The listener of the named event `K`. */
+export type NamedEventListener<Events, K extends keyof Events> = (data: Events[K], info: MessageInfo) => void;
+
+/**
+ * A realtime connection to a server, over WebSocket, SSE or long polling.
+ *
+ * `Events` maps the names of the application's own events to their payload types:
+ * `new RealtimeClient<{ chat: { name: string; text: string } }>(url)` types `on('chat', ...)`
+ * and `emit('chat', ...)`. With the default (no named events), only the lifecycle events and
+ * `'message'` are accepted, so a misspelt event name does not compile.
+ */
+export declare class RealtimeClient<Events extends Record<string, unknown> = {}> {
+    /** Creates an idle client for `url` (`http://` or `https://`). Throws on a bad URL or option. */
+    constructor(url: string, options?: RealtimeClientOptions);
+    /** Connects; resolves once the session is open, rejects if the client closes first. */
+    connect(): Promise<void>;
+    /** Sends a message; resolves when the server has acknowledged it. */
+    send(data: SendData): Promise<void>;
+    /** Sends a named event; listeners registered with `on(event)` receive it. */
+    emit<K extends NamedEvent<Events>>(event: K, data: Events[K]): Promise<void>;
+    /** Adds a listener for a lifecycle event or 'message'; returns a function that removes it. */
+    on<K extends keyof RealtimeEventMap>(event: K, listener: RealtimeEventMap[K]): () => void;
+    /** Adds a listener for a named event; returns a function that removes it. */
+    on<K extends NamedEvent<Events>>(event: K, listener: NamedEventListener<Events, K>): () => void;
+    /** Removes a listener added with `on()`. */
+    off<K extends keyof RealtimeEventMap>(event: K, listener: RealtimeEventMap[K]): void;
+    off<K extends NamedEvent<Events>>(event: K, listener: NamedEventListener<Events, K>): void;
+    /** Closes for good; pending sends reject. Idempotent. */
+    close(): void;
+    /** Counters: messages and bytes in/out, reconnects, fallbacks, upgrades, rttMs, transport, outbox. */
+    stats(): ClientStats;
+    /** Frees the client's memory in the WebAssembly instance (after `close()`). */
+    free(): void;
+    /** 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'. */
+    readonly state: ClientState;
+    /** The transport of the open connection, or null. */
+    readonly transport: TransportName | null;
+    /** The session id once a server said hello, else null. */
+    readonly sessionId: string | null;
+}
