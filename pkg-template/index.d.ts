@@ -2,6 +2,11 @@
 // ones wasm-bindgen generates from the crate's TypeScript section (realtime_client.d.ts); this
 // file re-exports them and declares RealtimeClient generically, so that the names and payloads
 // of an application's own events are checked too.
+//
+// The generated class declares `[Symbol.dispose]()`, which needs TypeScript's esnext.disposable
+// lib (TypeScript 5.2+): the reference below adds it, so that a strict project with an older
+// `lib` and without skipLibCheck still compiles.
+/// <reference lib="esnext.disposable" />
 
 import type {
     ClientState,
@@ -64,9 +69,10 @@ export type NamedEventListener<Events, K extends keyof Events> = (data: Events[K
  * `Events` maps the names of the application's own events to their payload types:
  * `new RealtimeClient<{ chat: { name: string; text: string } }>(url)` types `on('chat', ...)`
  * and `emit('chat', ...)`. With the default (no named events), only the lifecycle events and
- * `'message'` are accepted, so a misspelt event name does not compile.
+ * `'message'` are accepted, so a misspelt event name does not compile. (`Events extends object`
+ * rather than `Record<string, unknown>`, so that an interface without an index signature works.)
  */
-export declare class RealtimeClient<Events extends Record<string, unknown> = {}> {
+export declare class RealtimeClient<Events extends object = {}> {
     /** Creates an idle client for `url` (`http://` or `https://`). Throws on a bad URL or option. */
     constructor(url: string, options?: RealtimeClientOptions);
     /** Connects; resolves once the session is open, rejects if the client closes first. */
