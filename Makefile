@@ -38,6 +38,7 @@ test: setup
 	$(MAKE) --no-print-directory test-host
 	$(MAKE) --no-print-directory test-browser
 	$(MAKE) --no-print-directory size
+	$(MAKE) --no-print-directory test-consumers
 
 test-host:
 	.ci/check-invariants.sh
@@ -52,3 +53,14 @@ size:
 clean:
 	cargo clean
 	rm -rf www/pkg pkg
+
+# The npm package: wasm-pack into pkg/ (wasm-opt 12x from npm), pkg-template/ merged in, npm pack;
+# prints the tarball's path and the gzipped size against .ci/size-budget (fails above it).
+.PHONY: package test-consumers
+package: setup
+	.ci/package.sh
+
+# The packed tarball in real consumers: Vite, webpack, a plain module page (headless Chromium
+# against a reference server) and tsc --strict on typed usage and on misspellings.
+test-consumers: package
+	.ci/consumer-tests.sh
