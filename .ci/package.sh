@@ -4,7 +4,8 @@
 #   1. wasm-opt from npm's binaryen (pinned in .ci/npm-tools/package-lock.json, installed into
 #      .tools/npm-tools once; Debian's binaryen is version 108) goes first on PATH, because
 #      wasm-pack runs whichever wasm-opt it finds there, with Cargo.toml's wasm-opt flags.
-#   2. wasm-pack build --release --target web --out-dir pkg.
+#   2. wasm-pack build --release --target web --out-dir pkg, with source paths remapped so that the
+#      wasm holds no paths of this machine (target/package/ is its own target directory).
 #   3. pkg-template/ is merged in: package.json over the generated one (name, version,
 #      description, license, repository come from Cargo.toml through wasm-pack; the rest from the
 #      template), the entry (index.js, index.d.ts) and the npm README.
@@ -39,9 +40,21 @@ case "$wasm_opt_version" in
     *) fail "expected wasm-opt version 12x from npm's binaryen, got: $wasm_opt_version" ;;
 esac
 
-# 2. The wasm package.
+# 2. The wasm package. Panic locations in the wasm name source files; without remapping they hold
+# this machine's paths ($CARGO_HOME/registry/src/..., the toolchain's rust-src), which differ from
+# machine to machine, leak home directories and make the size depend on where the build ran.
+# Remapped, the package is the same wherever it is built (and 70 B gz smaller). The flags change
+# the build, so it has its own target directory rather than rebuilding `make size`'s each time.
+# (RUSTFLAGS replaces any rustflags in a .cargo/config.toml: keep such flags in Cargo.toml.)
+sysroot=$(rustc --print sysroot)
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--remap-path-prefix=$cargo_home/registry/src/=/cargo/ --remap-path-prefix=$sysroot/lib/rustlib/src/rust/=/rust/ --remap-path-prefix=$repo_root/="
+export CARGO_TARGET_DIR=${PACKAGE_TARGET_DIR:-$repo_root/target/package}
 rm -rf pkg
 wasm-pack build --release --target web --out-dir pkg
+if grep -aqF -e "$repo_root/" -e "$cargo_home/" -e "$sysroot/" pkg/realtime_client_bg.wasm; then
+    fail "pkg/realtime_client_bg.wasm still holds a path of this machine: $(grep -aoF -e "$repo_root/" -e "$cargo_home/" -e "$sysroot/" pkg/realtime_client_bg.wasm | head -n 1)"
+fi
 
 # 3. Merge pkg-template/.
 cargo_version=$(cargo metadata --no-deps --format-version 1 \
