@@ -3,15 +3,16 @@
 # pkg/realtime-client-<version>.tgz, each installing it with npm like a user would.
 #
 #   tests/consumers/app     a Vite 7 build and a webpack 5 build of the same source (src/main.js:
-#                           `import { RealtimeClient } from 'realtime-client'`, no init())
+#                           `import { RealtimeClient } from 'realtime-client'`, no init()), and the
+#                           same source in Vite's dev server
 #   tests/consumers/plain   a page with <script type="module"> importing index.js from a copy of
 #                           the unpacked tarball, no bundler
 #   tests/consumers/types   tsc --noEmit --strict: good.ts (every option, method and event, named
 #                           events) must compile under bundler and NodeNext resolution; bad.ts (a
 #                           misspelt event and a misspelt option) must fail, naming both
 #
-# The three pages are served by a reference server started here (--static-dir on a temporary
-# site), and tests/consumers/app/run-pages.mjs opens each in headless Chromium (playwright-core
+# The built pages are served by a reference server started here (--static-dir on a temporary
+# site), the dev page by Vite, and tests/consumers/app/run-pages.mjs opens each in headless Chromium (playwright-core
 # driving /usr/bin/chromium): it connects, sends a message and a named event and receives both.
 #
 # npm dependencies are pinned by each consumer's package-lock.json; `npm ci` runs only when
@@ -43,16 +44,23 @@ if [ -z "$server_bin" ]; then
     cargo build -p realtime-server
     server_bin=${CARGO_TARGET_DIR:-$repo_root/target}/debug/realtime-server
 fi
+timed "server build"
 
 site=$(mktemp -d -t realtime-consumers.XXXXXX)
 server_log=$site.server.log
+vite_log=$site.vite.log
 server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
+vite_pid=""
+stop_pid() {
+    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        kill "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
     fi
-    rm -rf "$site" "$server_log"
+}
+cleanup() {
+    stop_pid "$vite_pid"
+    stop_pid "$server_pid"
+    rm -rf "$site" "$server_log" "$vite_log"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -129,9 +137,25 @@ done
 say "reference server at http://$address/ serving $site"
 realtime="server=http://$address/realtime"
 
+# The same app in Vite's dev server (another loopback origin: the server allows loopback origins),
+# where dependency pre-bundling would break the wasm URL without vite.config.js's optimizeDeps.
+vite_port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
+(cd "$consumers/app" && exec node_modules/.bin/vite --host 127.0.0.1 --port "$vite_port" --strictPort --logLevel info) >"$vite_log" 2>&1 &
+vite_pid=$!
+deadline=$((SECONDS + 60))
+until grep -q "http://127.0.0.1:$vite_port/" "$vite_log"; do
+    if ! kill -0 "$vite_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+        cat "$vite_log" >&2
+        fail "the Vite dev server did not start"
+    fi
+    sleep 0.2
+done
+say "vite dev server at http://127.0.0.1:$vite_port/"
+
 status=0
 (cd "$consumers/app" && node run-pages.mjs \
     "vite=http://$address/vite/?$realtime" \
+    "vite-dev=http://127.0.0.1:$vite_port/?$realtime" \
     "webpack=http://$address/webpack/?$realtime" \
     "plain=http://$address/plain/?$realtime" \
     "plain-long-polling=http://$address/plain/?$realtime&transport=long-polling") || status=$?
@@ -139,6 +163,8 @@ timed "browser"
 if [ "$status" -ne 0 ]; then
     echo "consumer-tests: reference server output:" >&2
     cat "$server_log" >&2
+    echo "consumer-tests: vite dev server output:" >&2
+    cat "$vite_log" >&2
     fail "a consumer page failed"
 fi
 say "all consumers passed in $((SECONDS - all_started))s"

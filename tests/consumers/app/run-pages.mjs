@@ -55,7 +55,8 @@ try {
         if (!ok) {
             failures += 1;
             if (!wasmOk) log.push('runner: expected exactly one .wasm response, 200, application/wasm');
-            console.log(`consumer ${name}: ${url}\n  ${log.join('\n  ')}`);
+            const shown = log.length > 30 ? [...log.slice(0, 30), `... and ${log.length - 30} more`] : log;
+            console.log(`consumer ${name}: ${url}\n  ${shown.join('\n  ')}`);
         }
         await page.close();
     }
