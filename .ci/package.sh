@@ -56,7 +56,9 @@ if grep -aqF -e "$repo_root/" -e "$cargo_home/" -e "$sysroot/" pkg/realtime_clie
     fail "pkg/realtime_client_bg.wasm still holds a path of this machine: $(grep -aoF -e "$repo_root/" -e "$cargo_home/" -e "$sysroot/" pkg/realtime_client_bg.wasm | head -n 1)"
 fi
 
-# 3. Merge pkg-template/.
+# 3. Merge pkg-template/. JS snippets (#[wasm_bindgen(module = ...)]) would land in pkg/snippets/,
+# which neither "files" nor "sideEffects": false allow for: fail rather than ship without them.
+[ ! -e pkg/snippets ] || fail "wasm-pack wrote pkg/snippets/: add it to pkg-template/package.json's files (and review sideEffects)"
 cargo_version=$(cargo metadata --no-deps --format-version 1 \
     | node -e 'const m = JSON.parse(require("fs").readFileSync(0, "utf8"));
                process.stdout.write(m.packages.find((p) => p.name === "realtime-client").version)')
