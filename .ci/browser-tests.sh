@@ -175,10 +175,28 @@ wasm-pack test --headless --chrome "$@" || status=$?
 echo "browser-tests: all test files against plain http (and tests/h2.rs over TLS): $((SECONDS - started))s"
 # The behaviour suite again, against the TLS server: REALTIME_TEST_URL is read at compile time,
 # so this recompiles tests/browser.rs (only it). Skipped when arguments select something else.
+# The TLS server's own record (GET /realtime/stats, read with curl pinned to the same key) shows
+# the suite really ran there, and over h2.
+# (--insecure only lets the pin stand in for the CA check: a certificate with another key fails.)
+tls_stats() {
+    curl -sS --http2 --insecure --pinnedpubkey "sha256//$spki" "$REALTIME_TLS_URL/stats"
+}
+tls_h2_count() { # ENDPOINT: its http2 counter
+    tls_stats | sed -n "s/.*\"$1\":{\"http1\":[0-9]*,\"http2\":\([0-9]*\)}.*/\1/p"
+}
 if [ "$status" -eq 0 ] && [ "$#" -eq 0 ]; then
     started=$SECONDS
+    sse_before=$(tls_h2_count sse)
+    poll_before=$(tls_h2_count poll)
     REALTIME_TEST_URL=$REALTIME_TLS_URL wasm-pack test --headless --chrome --test browser || status=$?
     echo "browser-tests: tests/browser.rs against $REALTIME_TLS_URL (HTTP/2): $((SECONDS - started))s"
+    sse_after=$(tls_h2_count sse)
+    poll_after=$(tls_h2_count poll)
+    echo "browser-tests: TLS server requests by HTTP version: $(tls_stats)"
+    if [ "$status" -eq 0 ] && ! { [ "${sse_after:-0}" -gt "${sse_before:-0}" ] && [ "${poll_after:-0}" -gt "${poll_before:-0}" ]; }; then
+        echo "browser-tests: the TLS run of tests/browser.rs left no SSE and poll requests over h2 on the TLS server" >&2
+        status=1
+    fi
 fi
 if [ "$status" -ne 0 ]; then
     echo "browser-tests: failed (exit $status); server output:" >&2

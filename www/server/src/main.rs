@@ -41,13 +41,17 @@ struct Flags {
     #[arg(long, value_name = "PEM", requires = "tls_key", conflicts_with = "tls_self_signed")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    #[arg(long, value_name = "PEM", requires = "tls_cert", conflicts_with = "tls_self_signed")]
     tls_key: Option<PathBuf>,
     /// DEVELOPMENT: serve HTTPS with a certificate for 127.0.0.1 and localhost generated at start;
     /// its fingerprint is printed as `spki sha256 <BASE64>` (for Chromium's
     /// --ignore-certificate-errors-spki-list).
     #[arg(long)]
     tls_self_signed: bool,
+    /// TEST AND DEMO ONLY: enable POST /realtime/kick?sid=ID, which breaks off a session's
+    /// transport (no secret needed); off by default.
+    #[arg(long)]
+    allow_kick: bool,
 }
 
 #[tokio::main]
@@ -77,10 +81,14 @@ async fn main() -> std::process::ExitCode {
         heartbeat_ms: flags.heartbeat_ms,
         max_message_bytes: flags.max_message_bytes as usize,
         resume_window: Duration::from_millis(flags.resume_window_ms),
+        allow_kick: flags.allow_kick,
         ..Config::default()
     };
     if config.allow_loopback_origins {
         tracing::warn!("--allow-loopback-origins is on: any 127.0.0.1/localhost page may connect (test only)");
+    }
+    if config.allow_kick {
+        tracing::warn!("--allow-kick is on: POST /realtime/kick can break any session's connection (test and demo only)");
     }
     let identity = match (&flags.tls_cert, &flags.tls_key) {
         (Some(cert), Some(key)) => Some(Identity::from_pem_files(cert, key)),
