@@ -7,13 +7,26 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
+# TLS=1: serve the demo over HTTPS (HTTP/2 by ALPN) with a development certificate.
+TLS ?=
+ifeq ($(TLS),1)
+DEMO_ADDR ?= 127.0.0.1:8443
+DEMO_SCHEME := https
+DEMO_FLAGS := --tls-self-signed
+else
 DEMO_ADDR ?= 127.0.0.1:8080
+DEMO_SCHEME := http
+DEMO_FLAGS :=
+endif
 WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/pkg
 
 .PHONY: help setup demo test test-host test-browser size clean
 
 help:
-	@echo "make demo          build the client and serve the demo page on http://$(DEMO_ADDR)/"
+	@echo "make demo          build the client and serve the demo page on http://127.0.0.1:8080/"
+	@echo "make demo TLS=1    the same over HTTPS and HTTP/2 on https://127.0.0.1:8443/, with a development"
+	@echo "                   certificate made at start; prints its SPKI fingerprint and the Chromium flag"
+	@echo "                   that trusts it (--ignore-certificate-errors-spki-list=...)"
 	@echo "make test          host tests, browser tests (headless Chromium), release size"
 	@echo "make test-host     cargo test --workspace"
 	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
@@ -28,10 +41,21 @@ demo: setup
 	$(WASM_PACK_BUILD)
 	cargo build --release -p realtime-server
 	@echo
-	@echo "  Demo: open http://$(DEMO_ADDR)/ (two tabs in the same room chat with each other)."
+	@echo "  Demo: open $(DEMO_SCHEME)://$(DEMO_ADDR)/ (two tabs in the same room chat with each other)."
 	@echo "  Stop the server with Ctrl-C."
 	@echo
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www
+ifeq ($(TLS),1)
+	@# The certificate is new at every start: show how to trust this one, as soon as it exists.
+	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www $(DEMO_FLAGS) | \
+		awk '{ print; fflush() } /^spki sha256 / { \
+			print ""; \
+			print "  Development certificate, SPKI sha256 " $$3 ". Let Chromium trust it (and nothing else new):"; \
+			print "    chromium --user-data-dir=$$(mktemp -d) --ignore-certificate-errors-spki-list=" $$3 " $(DEMO_SCHEME)://$(DEMO_ADDR)/"; \
+			print "  (other browsers: accept the warning once; HTTP/2 then carries every stream on one connection)"; \
+			print ""; fflush() }'
+else
+	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www $(DEMO_FLAGS)
+endif
 
 # The sub-steps run in sequence, in this order, whatever -j says.
 test: setup
