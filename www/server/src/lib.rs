@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tower_http::services::ServeDir;
 
 pub mod cors;
+pub mod kick;
 pub mod params;
 pub mod poll;
 pub mod probe;
@@ -66,6 +67,8 @@ pub struct Config {
     pub max_probes: usize,
     /// Longest a probe is held open.
     pub probe_hold: Duration,
+    /// TEST AND DEMO ONLY: `POST /realtime/kick` breaks off a session's transport (see [`kick`]).
+    pub allow_kick: bool,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             replay_max_age: Duration::from_secs(300),
             max_probes: 1_000,
             probe_hold: Duration::from_secs(30),
+            allow_kick: false,
         }
     }
 }
@@ -244,6 +248,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             post(publish::handle).layer(DefaultBodyLimit::max(state.config.max_message_bytes)),
         )
         .route("/realtime/stats", get(stats::handle))
+        .route("/realtime/kick", post(kick::handle))
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::check_origin))
         .layer(axum::middleware::from_fn_with_state(state.clone(), stats::record))
         .with_state(state.clone());

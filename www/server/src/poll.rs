@@ -86,6 +86,9 @@ async fn continue_poll(
     let deadline = Instant::now() + poll_hold_for(&state.config);
     loop {
         changed.mark_unchanged();
+        if attachment.is_aborted() {
+            return broken_response(); // Kicked (`POST /realtime/kick`).
+        }
         match session.pull(&attachment, Some(generation)) {
             Pull::Frames(frames) if !frames.is_empty() => return frames_response(&frames),
             Pull::Frames(_) => {}
@@ -104,6 +107,16 @@ async fn continue_poll(
 /// heartbeat interval announced in hello, since the empty answer is the poll's heartbeat.
 pub fn poll_hold_for(config: &crate::Config) -> std::time::Duration {
     config.poll_hold.min(config.heartbeat())
+}
+
+/// A response whose body fails, so the server aborts it mid-way (HTTP/1.1: the connection closes
+/// before the last chunk; HTTP/2: the stream is reset) and the client's read fails like a network
+/// error would. An empty answer would only look like the end of a hold.
+fn broken_response() -> Response {
+    let failure = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "transport kicked");
+    let mut response = Response::new(Body::from_stream(futures_util::stream::once(async move { Err::<Bytes, _>(failure) })));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FRAMES_CONTENT_TYPE));
+    response
 }
 
 fn frames_response(frames: &[Frame]) -> Response {

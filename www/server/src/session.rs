@@ -15,6 +15,7 @@
 //!   the reverse; no lock is held across an `.await` or while another session's lock is taken.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -60,6 +61,9 @@ pub struct Attachment {
     /// The client's `rt_conn`.
     pub conn: u32,
     stop: Mutex<Option<Stop>>,
+    /// Set by [`Session::kick`]: the transport must break off at once, as a failed network
+    /// would, sending nothing more (no close frame) and leaving the session resumable.
+    aborted: AtomicBool,
 }
 
 impl Attachment {
@@ -73,6 +77,11 @@ impl Attachment {
 
     fn take_stop(&self) -> Option<Stop> {
         lock(&self.stop).take()
+    }
+
+    /// Whether [`Session::kick`] broke this transport off.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
     }
 }
 
@@ -230,7 +239,7 @@ impl Session {
         }
         let generation = inner.next_generation;
         inner.next_generation += 1;
-        let attachment = Arc::new(Attachment { generation, kind, conn, stop: Mutex::new(None) });
+        let attachment = Arc::new(Attachment { generation, kind, conn, stop: Mutex::new(None), aborted: AtomicBool::new(false) });
         inner.attached = Some(attachment.clone());
         inner.control.clear();
         inner.ack_due = false;
@@ -262,6 +271,19 @@ impl Session {
         attachment.request_stop(stop);
         drop(inner);
         self.bump();
+    }
+
+    /// Breaks off the current transport as a network failure would (`POST /realtime/kick`, test
+    /// and demo only): it ends without a close frame and the session stays resumable. Returns
+    /// the kind of transport that was attached, or None when there is none.
+    pub fn kick(&self) -> Option<TransportKind> {
+        let inner = lock(&self.inner);
+        let attached = inner.attached.as_ref().filter(|_| !inner.ended)?;
+        attached.aborted.store(true, Ordering::Release);
+        let kind = attached.kind;
+        drop(inner);
+        self.bump();
+        Some(kind)
     }
 
     /// The transport `attachment` ended; the session waits for a resume.

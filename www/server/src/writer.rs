@@ -49,6 +49,9 @@ pub async fn run<S: FrameSink>(
     let mut last_written = last_sent;
     loop {
         changed.mark_unchanged();
+        if attachment.is_aborted() {
+            return; // Kicked: drop the carrier without a word, as a broken network would.
+        }
         match session.pull(&attachment, None) {
             Pull::Frames(frames) if !frames.is_empty() => {
                 if !sink.send_frames(&frames).await {
