@@ -62,7 +62,8 @@ fi
 cargo_version=$(cargo metadata --no-deps --format-version 1 \
     | node -e 'const m = JSON.parse(require("fs").readFileSync(0, "utf8"));
                process.stdout.write(m.packages.find((p) => p.name === "realtime-client").version)')
-cp pkg-template/index.js pkg-template/index.d.ts pkg-template/raw.d.ts pkg-template/README.md pkg/
+cp pkg-template/index.js pkg-template/index.d.ts pkg-template/raw.d.ts pkg-template/README.md \
+    pkg-template/LICENSE-MIT pkg-template/LICENSE-APACHE pkg/
 node --input-type=module - "$cargo_version" <<'EOF'
 import { readFileSync, writeFileSync } from 'node:fs';
 const cargoVersion = process.argv[2];
@@ -93,7 +94,7 @@ say "realtime-client $cargo_version merged with pkg-template/"
 tarball=$(cd pkg && npm pack --silent --loglevel=error | tail -n 1)
 tarball_path=$repo_root/pkg/$tarball
 [ -f "$tarball_path" ] || fail "npm pack did not write pkg/$tarball"
-expected_files=$(printf '%s\n' README.md index.d.ts index.js package.json raw.d.ts realtime_client.d.ts \
+expected_files=$(printf '%s\n' LICENSE-APACHE LICENSE-MIT README.md index.d.ts index.js package.json raw.d.ts realtime_client.d.ts \
     realtime_client.js realtime_client_bg.wasm realtime_client_bg.wasm.d.ts)
 packed_files=$(tar -tzf "$tarball_path" | sed 's#^package/##' | sort)
 if [ "$packed_files" != "$expected_files" ]; then
