@@ -27,6 +27,7 @@ const ui = {
   transportSelect: $('transport-select'),
   connectButton: $('connect-button'),
   disconnectButton: $('disconnect-button'),
+  dropButton: $('drop-button'),
   status: $('status'),
   eventLog: $('event-log'),
   clearLog: $('clear-log'),
@@ -42,6 +43,8 @@ const ui = {
     bytesOut: $('stat-bytes-out'),
     fallbacks: $('stat-fallbacks'),
     upgrades: $('stat-upgrades'),
+    resumes: $('stat-resumes'),
+    outbox: $('stat-outbox'),
   },
 };
 
@@ -52,6 +55,10 @@ let client = null;
 let unsubscribers = [];
 let generation = 0;
 let statsErrorShown = false;
+// Opens of the current client that resumed its session (`open` with `resumed: true`).
+let resumes = 0;
+// A drop requested by the button and not yet followed by a reconnect (for the chat notice).
+let dropPending = false;
 // Ids of chat messages this tab sent, so that the server's echo (if it sends one back to
 // the sender) marks the pending bubble as delivered instead of showing it twice.
 const pendingOwnMessages = new Map();
@@ -188,6 +195,7 @@ function render() {
 
   const active = state === 'connecting' || state === 'open' || state === 'reconnecting';
   ui.disconnectButton.disabled = !active;
+  ui.dropButton.disabled = !(client && state === 'open' && client.sessionId);
   ui.connectButton.textContent = active ? 'Reconnect' : 'Connect';
   ui.messageInput.disabled = !active;
   ui.sendButton.disabled = !active;
@@ -216,6 +224,8 @@ function render() {
   ui.stats.bytesOut.textContent = formatBytes(stats.bytesOut);
   ui.stats.fallbacks.textContent = formatCount(stats.fallbacks);
   ui.stats.upgrades.textContent = formatCount(stats.upgrades);
+  ui.stats.resumes.textContent = formatCount(resumes);
+  ui.stats.outbox.textContent = formatCount(stats.outbox);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -283,9 +293,17 @@ function subscribe(target, myGeneration) {
     appendMessage({ text: `message: ${describe(data)}`, system: true });
     logEvent('message', `${(info && info.kind) || ''} seq ${info && info.seq !== undefined ? info.seq : '?'}`);
   });
-  on('open', (...args) => {
-    logEvent('open', describe(args[0]));
-    setStatus(`Connected to #${currentRoom()} over ${target.transport || 'an unknown transport'}.`, 'ok');
+  on('open', (info) => {
+    const over = target.transport || 'an unknown transport';
+    logEvent('open', info ? `${info.transport} · ${info.resumed ? 'session resumed' : 'new session'} ${info.sessionId}` : '');
+    if (info && info.resumed) {
+      resumes += 1;
+      appendMessage({ text: `Reconnected over ${over}: the session resumed, nothing was missed.`, system: true });
+      setStatus(`Reconnected to #${currentRoom()} over ${over} (session resumed).`, 'ok');
+    } else {
+      setStatus(`Connected to #${currentRoom()} over ${over}.`, 'ok');
+    }
+    dropPending = false;
   });
   on('close', (...args) => {
     logEvent('close', describe(args[0]));
@@ -299,6 +317,10 @@ function subscribe(target, myGeneration) {
   on('reconnecting', (...args) => {
     const detail = describe(args[0]);
     logEvent('reconnecting', detail);
+    if (dropPending) {
+      dropPending = false;
+      appendMessage({ text: 'Connection lost. Reconnecting…', system: true });
+    }
     setStatus(`Connection lost, reconnecting${detail ? ` (${detail})` : ''}…`, 'warn');
   });
   on('reset', (...args) => {
@@ -311,6 +333,8 @@ async function connect() {
   teardown();
   const myGeneration = ++generation;
   statsErrorShown = false;
+  resumes = 0;
+  dropPending = false;
 
   const room = currentRoom();
   const transports = selectedTransports();
@@ -368,6 +392,43 @@ async function sendChat(text) {
   }
 }
 
+// Breaks the live transport on the server (`POST /realtime/kick`, only on a server started with
+// --allow-kick, as `make demo` does): no close frame, so the client sees a real network failure.
+async function dropConnection() {
+  const target = client;
+  const sessionId = target && target.state === 'open' ? target.sessionId : null;
+  if (!sessionId) {
+    setStatus('Not connected: there is no connection to drop.', 'warn');
+    return;
+  }
+  const transport = target.transport || 'transport';
+  ui.dropButton.disabled = true;
+  dropPending = true;
+  try {
+    const response = await fetch(`${location.origin}/realtime/kick?sid=${encodeURIComponent(sessionId)}`, {
+      method: 'POST',
+    });
+    if (response.status === 204) {
+      logEvent('drop', `the server broke off the ${transport} connection`);
+      return;
+    }
+    dropPending = false;
+    const reason = (await response.text()).trim();
+    if (response.status === 403) {
+      setStatus('This server does not allow dropping connections (start it with --allow-kick; `make demo` does).', 'warn');
+    } else if (response.status === 409) {
+      setStatus('The connection is already down; the client is reconnecting.', 'info');
+    } else {
+      showError('drop connection', `HTTP ${response.status}${reason ? `: ${reason}` : ''}`);
+    }
+  } catch (error) {
+    dropPending = false;
+    showError('drop connection', error);
+  } finally {
+    render();
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Settings: room from ?room=, name from localStorage
 
@@ -403,6 +464,7 @@ ui.connectForm.addEventListener('submit', (event) => {
   connect();
 });
 ui.disconnectButton.addEventListener('click', disconnect);
+ui.dropButton.addEventListener('click', dropConnection);
 ui.transportSelect.addEventListener('change', () => {
   logEvent('transport', `forced: ${selectedTransports().join(', ')}`);
   connect();
