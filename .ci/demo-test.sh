@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `make test-demo`: the demo page (www/) clicked through in headless Chromium by
+# tests/demo/run-demo.mjs (playwright-core driving /usr/bin/chromium; never `playwright install`):
+# two pages chat, one drops its connection (POST /realtime/kick), resumes, and no message is lost
+# or doubled. Screenshots go to target/demo-screenshots/.
+#
+# - npm ci runs only when tests/demo/node_modules is missing or was installed from another lock.
+# - The wasm package in www/pkg is reused when it is newer than every input of the crate (at the end
+#   of `make test`, `make size` has just built it); otherwise it is built here, as `make demo` does.
+# - The reference server (debug build; REALTIME_SERVER_BIN overrides it) listens on a free port with
+#   --allow-kick and is stopped on exit, failures included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo_root=$PWD
+demo=$repo_root/tests/demo
+shots=$repo_root/target/demo-screenshots
+
+say() { echo "demo-test: $*"; }
+fail() { echo "demo-test: $*" >&2; exit 1; }
+step_started=$SECONDS
+timed() { # LABEL: prints how long the step since the last call took
+    say "$1: $((SECONDS - step_started))s"
+    step_started=$SECONDS
+}
+
+lock_hash=$(sha256sum "$demo/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$demo/node_modules/.lock-sha256" 2>/dev/null)" = "$lock_hash" ]; then
+    say "tests/demo: dependencies present"
+else
+    say "tests/demo: npm ci"
+    (cd "$demo" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" >"$demo/node_modules/.lock-sha256"
+fi
+timed "npm"
+
+wasm=www/pkg/realtime_client_bg.wasm
+if [ -f "$wasm" ] && [ -f www/pkg/realtime_client.js ] &&
+    [ -z "$(find src Cargo.toml Cargo.lock -newer "$wasm" -print -quit)" ]; then
+    say "www/pkg is up to date: reusing it"
+else
+    wasm-pack build --release --target web --out-dir www/pkg
+fi
+timed "wasm package"
+
+server_bin=${REALTIME_SERVER_BIN:-}
+if [ -z "$server_bin" ]; then
+    cargo build -p realtime-server
+    server_bin=${CARGO_TARGET_DIR:-$repo_root/target}/debug/realtime-server
+fi
+timed "server build"
+
+server_log=$(mktemp -t realtime-demo-server.XXXXXX)
+server_pid=""
+cleanup() {
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -f "$server_log"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+"$server_bin" --listen 127.0.0.1:0 --static-dir www --allow-kick >"$server_log" 2>&1 &
+server_pid=$!
+address=""
+deadline=$((SECONDS + 20))
+while [ -z "$address" ]; do
+    address=$(sed -n 's#^listening on http://\([^ ]*\).*$#\1#p' "$server_log" | head -n 1)
+    [ -n "$address" ] && break
+    if ! kill -0 "$server_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+        cat "$server_log" >&2
+        fail "the server did not print 'listening on http://ADDR' within 20 s"
+    fi
+    sleep 0.1
+done
+say "server on http://$address (--allow-kick)"
+
+if ! node "$demo/run-demo.mjs" "http://$address" "$shots"; then
+    echo "demo-test: server log (last 40 lines):" >&2
+    tail -n 40 "$server_log" >&2
+    fail "FAILED (screenshots, if any, in $shots)"
+fi
+timed "browser run"
+say "screenshots: $shots/chat.png (Alice after her dropped connection resumed; chat-full-page.png: the whole page), $shots/chat-bob.png (Bob)"
