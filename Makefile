@@ -46,7 +46,7 @@ demo: setup
 	@echo
 ifeq ($(TLS),1)
 	@# The certificate is new at every start: show how to trust this one, as soon as it exists.
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www $(DEMO_FLAGS) | \
+	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick $(DEMO_FLAGS) | \
 		awk '{ print; fflush() } /^spki sha256 / { \
 			print ""; \
 			print "  Development certificate, SPKI sha256 " $$3 ". Let Chromium trust it (and nothing else new):"; \
@@ -54,7 +54,7 @@ ifeq ($(TLS),1)
 			print "  (other browsers: accept the warning once; HTTP/2 then carries every stream on one connection)"; \
 			print ""; fflush() }'
 else
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www $(DEMO_FLAGS)
+	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick $(DEMO_FLAGS)
 endif
 
 # The sub-steps run in sequence, in this order, whatever -j says.
@@ -63,6 +63,7 @@ test: setup
 	$(MAKE) --no-print-directory test-browser
 	$(MAKE) --no-print-directory size
 	$(MAKE) --no-print-directory test-consumers
+	$(MAKE) --no-print-directory test-demo
 
 test-host:
 	.ci/check-invariants.sh
@@ -88,3 +89,9 @@ package: setup
 # against a reference server) and tsc --strict on typed usage and on misspellings.
 test-consumers: package
 	.ci/consumer-tests.sh
+
+# The demo page in headless Chromium (tests/demo, playwright-core): two pages chat, one drops its
+# connection (--allow-kick), resumes, and no message is lost; screenshots in target/demo-screenshots/.
+.PHONY: test-demo
+test-demo: setup
+	.ci/demo-test.sh
