@@ -245,7 +245,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/realtime/send", post(poll::handle_send).layer(DefaultBodyLimit::max(batch_limit)))
         .route(
             "/realtime/publish",
-            post(publish::handle).layer(DefaultBodyLimit::max(state.config.max_message_bytes)),
+            post(publish::handle).layer(DefaultBodyLimit::max(batch_limit)),
         )
         .route("/realtime/stats", get(stats::handle))
         .route("/realtime/kick", post(kick::handle))

@@ -360,3 +360,39 @@ async fn oversized_websocket_message_gets_limit_close() {
     assert!(client.next().await.is_none());
     assert_eq!(client.closed.as_ref().map(|closed| closed.0), Some(close_code::LIMIT_EXCEEDED));
 }
+
+#[tokio::test]
+async fn a_batch_publish_delivers_every_message_in_order_and_a_bad_batch_publishes_nothing() {
+    let server = Server::start(Config::default()).await;
+    let mut client = WsClient::connect(&server.ws_url("room=burst&rt_conn=1")).await;
+    client.hello().await;
+    let mut batch = Vec::new();
+    for n in 1..=300u64 {
+        let event = (n % 3 == 0).then(|| "tick".to_owned());
+        let frame = Frame::Message(Message { seq: 0, event, payload: Payload::Text(format!("m{n}")) });
+        realtime_client::core::wire::encode(&frame, Carrier::Binary, &mut batch);
+    }
+    let response = server.publish("room=burst", "application/x-realtime-frames", batch).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.text().await.unwrap(), "300", "300 messages to one session");
+    for n in 1..=300u64 {
+        let message = client.message().await;
+        assert_eq!(message.seq, n);
+        assert_eq!(message.payload, Payload::Text(format!("m{n}")));
+        assert_eq!(message.event.as_deref(), (n % 3 == 0).then_some("tick"));
+    }
+
+    // A batch that does not decode, or holds anything but msg frames, publishes nothing.
+    let mut bad = Vec::new();
+    realtime_client::core::wire::encode(&text_msg(1, "first"), Carrier::Binary, &mut bad);
+    bad.extend_from_slice(b"msg s=1 k=t n=99\nshort");
+    let response = server.publish("room=burst", "application/x-realtime-frames", bad).await;
+    assert_eq!(response.status(), 400);
+    let mut control = Vec::new();
+    realtime_client::core::wire::encode(&Frame::Ping { time: 1 }, Carrier::Binary, &mut control);
+    let response = server.publish("room=burst", "application/x-realtime-frames", control).await;
+    assert_eq!(response.status(), 400);
+    let response = server.publish("room=burst", "text/plain", "after").await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(client.message().await.payload, Payload::Text("after".into()), "nothing from the bad batches");
+}
