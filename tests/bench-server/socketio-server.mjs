@@ -1,0 +1,84 @@
+// The socket.io 4 comparison server of `.ci/bench-server.sh`: the same job as the reference
+// server's part in the benchmark, in socket.io's idiom, with socket.io's defaults.
+//
+//   node --expose-gc socketio-server.mjs [--listen 127.0.0.1:0]
+//
+// - Socket.IO on the default path `/socket.io/` (Engine.IO v4; defaults: WebSocket without
+//   per-message deflate, pingInterval 25 s). A client joins the room named by its `room` query
+//   parameter (default `lobby`), as a reference-server session does.
+// - `POST /bench/publish?room=R` (a JSON body): `io.to(R).emit('msg', body)`, answers 202 with
+//   the room's size. One request per message, like `POST /realtime/publish` on the reference
+//   server, so both sides pay the same HTTP cost per message.
+// - `POST /bench/gc`: a full garbage collection (needs --expose-gc), answers 204. The load
+//   generator calls it before each memory reading, so the RSS counts live objects rather than
+//   garbage waiting for the collector (a favour to Node: the Rust server has no collector).
+// - Prints `listening on http://ADDR` once bound, like the reference server. Everything stays on
+//   the address given (127.0.0.1 by default).
+
+import { createServer } from 'node:http';
+import { Server } from 'socket.io';
+
+const listenFlag = process.argv.indexOf('--listen');
+const listen = listenFlag >= 0 ? process.argv[listenFlag + 1] : '127.0.0.1:0';
+const colon = listen.lastIndexOf(':');
+const host = listen.slice(0, colon);
+const port = Number(listen.slice(colon + 1));
+
+const httpServer = createServer((request, response) => {
+    const url = new URL(request.url, 'http://bench.invalid');
+    if (request.method === 'POST' && url.pathname === '/bench/publish') {
+        const room = url.searchParams.get('room');
+        const chunks = [];
+        request.on('data', (chunk) => chunks.push(chunk));
+        request.on('end', () => {
+            let body;
+            try {
+                body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            } catch (error) {
+                response.writeHead(400, { 'content-type': 'text/plain' }).end(`bad json: ${error.message}`);
+                return;
+            }
+            if (!room) {
+                response.writeHead(400, { 'content-type': 'text/plain' }).end('missing room parameter');
+                return;
+            }
+            io.to(room).emit('msg', body);
+            const size = io.sockets.adapter.rooms.get(room)?.size ?? 0;
+            response.writeHead(202, { 'content-type': 'text/plain' }).end(String(size));
+        });
+        return;
+    }
+    if (request.method === 'POST' && url.pathname === '/bench/gc') {
+        request.resume();
+        request.on('end', () => {
+            if (typeof globalThis.gc === 'function') {
+                globalThis.gc();
+                response.writeHead(204).end();
+            } else {
+                response.writeHead(501, { 'content-type': 'text/plain' }).end('start node with --expose-gc');
+            }
+        });
+        return;
+    }
+    response.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+});
+// Keep-alive connections of the publishers stay open for the whole run.
+httpServer.keepAliveTimeout = 120_000;
+
+const io = new Server(httpServer, { serveClient: false });
+io.on('connection', (socket) => {
+    const room = typeof socket.handshake.query.room === 'string' ? socket.handshake.query.room : 'lobby';
+    socket.join(room);
+});
+
+httpServer.listen(port, host, () => {
+    const address = httpServer.address();
+    process.stdout.write(`listening on http://${address.address}:${address.port}\n`);
+});
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, () => {
+        io.close();
+        process.exit(0);
+    });
+}
