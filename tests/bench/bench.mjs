@@ -1,0 +1,323 @@
+// `make bench` (through .ci/bench.sh): browser benchmarks of realtime-client against socket.io 4
+// and the raw WebSocket, every number a ratio measured in the same run.
+//
+// Method. The page (page/bench.js) runs each case itself, in a headless Chromium started as a
+// plain process (child_process.spawn of /usr/bin/chromium --headless=new with a fresh
+// --user-data-dir, no --remote-debugging-*): no DevTools client is attached, so nothing is told
+// about every WebSocket frame (a CDP client on the page alone cut the raw WebSocket's throughput
+// from 42.5k to 18k messages per second). The page POSTs its measurements to this process's
+// HTTP server, which also serves the page, the packed realtime-client as npm installed it
+// (node_modules/realtime-client) and socket.io-client bundled by esbuild (build/vendor); then
+// Chromium is killed. One Chromium per case.
+//
+// Servers, all on 127.0.0.1, each run by its own fault proxy (tests/fault-proxy, spawn mode):
+//   rc    target/release/realtime-server --allow-loopback-origins   (the reference server)
+//   ws    node servers.mjs --kind ws        a minimal `ws` echo server: the limit
+//   sio   node servers.mjs --kind socketio  socket.io 4
+// Latency and throughput go to the servers directly (the proxy's address printed as `upstream`);
+// the fault cases (WebSocket refused or silent) and the restarts go through the proxies.
+//
+// Usage: node bench.mjs   env: BENCH_QUICK=1 (10x fewer messages and connections),
+//   REALTIME_SERVER_BIN, FAULT_PROXY_BIN, CHROMIUM, BENCH_OUT (JSON path), BENCH_ONLY (a regex on
+//   case ids, for development), BENCH_COMMAND (the command line to print).
+import { execFileSync, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = resolve(here, '../..');
+const quick = process.env.BENCH_QUICK === '1';
+const scale = quick ? 10 : 1;
+const RTT_N = 10000 / scale;
+const BURST_N = 100000 / scale;
+const FIRST_REPS = quick ? 5 : 20;
+const FAULT_REPS = quick ? 3 : 10;
+const RESTART_REPS = quick ? 3 : 10;
+const CASE_TIMEOUT_MS = quick ? 60000 : 240000;
+const serverBin = process.env.REALTIME_SERVER_BIN ?? join(repoRoot, 'target/release/realtime-server');
+const proxyBin = process.env.FAULT_PROXY_BIN ?? join(repoRoot, 'target/debug/fault-proxy');
+const chromiumBin = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const outPath = resolve(repoRoot, process.env.BENCH_OUT ?? 'target/bench/results.json');
+const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : null;
+const CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--no-first-run'];
+
+const say = (message) => console.log(`bench: ${message}`);
+const children = new Set();
+function stopChild(child) {
+    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    return new Promise((done) => {
+        const timer = setTimeout(() => { try { process.kill(-child.pid, 'SIGKILL'); } catch {} }, 3000);
+        child.once('exit', () => { clearTimeout(timer); done(); });
+        // Each child leads its own process group (detached): that reaches Chromium's helpers and
+        // a fault proxy's server too, and nothing this process did not start.
+        try { process.kill(-child.pid, 'SIGTERM'); } catch { clearTimeout(timer); done(); }
+    });
+}
+async function stopAll() {
+    await Promise.all([...children].map(stopChild));
+}
+for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, () => { stopAll().finally(() => process.exit(130)); });
+}
+
+// ---- The harness's HTTP server: pages, packages, results. ----
+
+const CONTENT_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8',
+    '.wasm': 'application/wasm', '.json': 'application/json', '.map': 'application/json' };
+const ROOTS = [
+    ['/realtime-client/', join(here, 'node_modules/realtime-client')],
+    ['/vendor/', join(here, 'build/vendor')],
+    ['/', join(here, 'page')],
+];
+const waiting = new Map(); // run id -> resolve(result body)
+
+function serveFile(pathname, response) {
+    const [prefix, root] = ROOTS.find(([p]) => pathname.startsWith(p));
+    const relative = pathname.slice(prefix.length) || 'index.html';
+    const file = normalize(join(root, relative));
+    if (!file.startsWith(root + sep)) return response.writeHead(403).end();
+    let body;
+    try { body = readFileSync(file); } catch { return response.writeHead(404).end('not found\n'); }
+    // Cross-origin isolated (COOP + COEP), so that performance.now() has 5 µs resolution rather
+    // than 100 µs: a loopback round trip takes 100-200 µs.
+    response.writeHead(200, { 'content-type': CONTENT_TYPES[extname(file)] ?? 'application/octet-stream',
+        'cache-control': 'no-store', 'cross-origin-opener-policy': 'same-origin',
+        'cross-origin-embedder-policy': 'require-corp' });
+    response.end(body);
+}
+
+const harness = http.createServer((request, response) => {
+    const url = new URL(request.url, 'http://127.0.0.1');
+    if (request.method === 'POST' && url.pathname === '/result') {
+        const chunks = [];
+        request.on('data', (chunk) => chunks.push(chunk));
+        request.on('end', () => {
+            response.writeHead(204).end();
+            const resolveRun = waiting.get(url.searchParams.get('run'));
+            if (resolveRun) resolveRun(JSON.parse(Buffer.concat(chunks).toString()));
+        });
+        return;
+    }
+    if (request.method !== 'GET') return response.writeHead(405).end();
+    serveFile(decodeURIComponent(url.pathname), response);
+});
+await new Promise((done) => harness.listen(0, '127.0.0.1', done));
+const harnessOrigin = `http://127.0.0.1:${harness.address().port}`;
+
+// ---- Servers behind fault proxies. ----
+
+function startProxy(name, command) {
+    const child = spawn(proxyBin, ['--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--spawn-upstream', '--', ...command],
+        { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let log = '';
+    const found = {};
+    return new Promise((done, fail) => {
+        const timer = setTimeout(() => fail(new Error(`${name}: no listening lines within 60 s:\n${log}`)), 60000);
+        const onData = (chunk) => {
+            log = (log + chunk).slice(-20000);
+            for (const match of log.matchAll(/^(proxy|control|upstream) listening on (http:\/\/\S+)$/gm)) found[match[1]] = match[2];
+            if (found.proxy && found.control && found.upstream) {
+                clearTimeout(timer);
+                done({ name, child, proxy: found.proxy, control: found.control, upstream: found.upstream, log: () => log });
+            }
+        };
+        child.stdout.on('data', onData);
+        child.stderr.on('data', onData);
+        child.once('exit', (code) => { clearTimeout(timer); fail(new Error(`${name}: fault proxy exited (${code}):\n${log}`)); });
+    });
+}
+
+async function control(proxy, path) {
+    const response = await fetch(`${proxy.control}${path}`, { method: 'POST' });
+    if (!response.ok) throw new Error(`${proxy.name} ${path}: ${response.status} ${await response.text()}`);
+}
+
+// ---- One case: a plain Chromium process on the page, until it POSTs its result. ----
+
+async function runInChromium(query) {
+    const run = randomUUID();
+    const url = `${harnessOrigin}/index.html?${new URLSearchParams({ run, ...query })}`;
+    const profile = mkdtempSync(join(os.tmpdir(), 'bench-chromium-'));
+    const result = new Promise((done) => waiting.set(run, done));
+    const child = spawn(chromiumBin, ['--headless=new', ...CHROMIUM_FLAGS, '--no-default-browser-check', '--disable-extensions',
+        '--mute-audio', `--user-data-dir=${profile}`, '--enable-logging=stderr', '--v=0', url],
+    { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    children.add(child);
+    let log = '';
+    child.stderr.on('data', (chunk) => { log = (log + chunk).slice(-8000); });
+    const exited = new Promise((done) => child.once('exit', (code, signal) => done({ exited: `${code ?? signal}` })));
+    let timer;
+    const timeout = new Promise((done) => { timer = setTimeout(() => done({ timeout: true }), CASE_TIMEOUT_MS); });
+    const outcome = await Promise.race([result, exited, timeout]);
+    clearTimeout(timer);
+    waiting.delete(run);
+    await stopChild(child);
+    children.delete(child);
+    rmSync(profile, { recursive: true, force: true });
+    if (outcome.ok) return outcome;
+    const consoleLines = log.split('\n').filter((line) => /CONSOLE|ERROR/.test(line)).slice(-15).join('\n  ');
+    const why = outcome.timeout ? `no result within ${CASE_TIMEOUT_MS / 1000} s` : outcome.exited ? `Chromium exited (${outcome.exited})` : outcome.error;
+    return { ok: false, error: `${why}\n  ${consoleLines}` };
+}
+
+// ---- The plan. ----
+
+const CLIENT_LABELS = {
+    raw: 'raw WebSocket',
+    'sio-ws': 'socket.io (websocket only)',
+    sio: 'socket.io (default: polling, upgrade)',
+    'rc-websocket': 'RealtimeClient websocket',
+    'rc-sse': 'RealtimeClient sse',
+    'rc-long-polling': 'RealtimeClient long-polling',
+    rc: 'RealtimeClient (default ladder)',
+};
+const RC_TRANSPORTS = ['rc-websocket', 'rc-sse', 'rc-long-polling'];
+const METRICS = [
+    { id: 'rtt-p50', title: `round trip p50, ${RTT_N} sequential 64 B ping-pongs`, unit: 'ms', lower: true, case: 'rtt', pick: (r) => r.p50Ms, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
+    { id: 'rtt-p99', title: 'round trip p99 (same runs)', unit: 'ms', lower: true, case: 'rtt', pick: (r) => r.p99Ms, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
+    { id: 'burst', title: `receive, server burst of ${BURST_N} x 64 B (one message per frame)`, unit: 'msg/s', lower: false, case: 'burst', pick: (r) => r.messagesPerSecond, clients: ['raw', 'sio-ws'] },
+    { id: 'echo', title: `receive, echo stream: client fires ${BURST_N} x 64 B, time to the last echo (no bulk publish for RealtimeClient)`, unit: 'msg/s', lower: false, case: 'echo', pick: (r) => r.messagesPerSecond, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
+    { id: 'send', title: `send, ${BURST_N} x 64 B until acknowledged (raw: server count; socket.io: acks; RealtimeClient: last send() resolved)`, unit: 'msg/s', lower: false, case: 'send', pick: (r) => r.messagesPerSecond, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
+    { id: 'first', title: `first message, WebSocket working, direct (median of ${FIRST_REPS} connections)`, unit: 'ms', lower: true, case: 'first', via: 'direct', clients: ['raw', 'sio-ws', 'sio', 'rc-websocket', 'rc'] },
+    { id: 'first-proxy', title: `first message through the fault proxy, passing (median of ${FAULT_REPS})`, unit: 'ms', lower: true, case: 'first', via: 'proxy', mode: null, clients: ['raw', 'sio-ws', 'sio', 'rc'] },
+    { id: 'first-refused', title: `first message, WebSocket refused by the proxy (median of ${FAULT_REPS})`, unit: 'ms', lower: true, case: 'first', via: 'proxy', mode: 'websocket=refuse', clients: ['raw', 'sio-ws', 'sio', 'rc'] },
+    { id: 'first-silent', title: `first message, WebSocket accepted but silent (median of ${FAULT_REPS})`, unit: 'ms', lower: true, case: 'first', via: 'proxy', mode: 'websocket=silent', clients: ['raw', 'sio-ws', 'sio', 'rc'] },
+    { id: 'reconnect', title: `reconnect: server crashed and restarted, from back to open (median of ${RESTART_REPS})`, unit: 'ms', lower: true, case: 'reconnect', via: 'proxy', clients: ['sio', 'rc'], pickSample: (s) => s.fromBackMs },
+    { id: 'reconnect-crash', title: 'reconnect: from the crash to open (same runs)', unit: 'ms', lower: true, case: 'reconnect', via: 'proxy', derived: 'reconnect', clients: ['sio', 'rc'], pickSample: (s) => s.fromCrashMs },
+];
+
+function kindOf(client) {
+    return client === 'raw' ? 'ws' : client.startsWith('sio') ? 'sio' : 'rc';
+}
+function median(values) {
+    const sorted = values.filter((v) => v !== null && v !== undefined).sort((a, b) => a - b);
+    return sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : null;
+}
+
+// ---- Run. ----
+
+function chromiumVersion() {
+    try { return execFileSync(chromiumBin, ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim(); } catch { return 'unknown'; }
+}
+const machine = {
+    nproc: os.availableParallelism(),
+    cpu: (readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m) ?? [])[1] ?? 'unknown',
+    chromium: chromiumVersion(),
+    node: process.version,
+    date: new Date().toISOString(),
+    command: process.env.BENCH_COMMAND ?? `node ${process.argv.slice(1).join(' ')}`,
+    quick,
+};
+say(`machine: nproc ${machine.nproc}, CPU ${machine.cpu}, ${machine.chromium}, Node ${machine.node}`);
+say(`date ${machine.date}; command: ${machine.command}${quick ? ' (BENCH_QUICK=1: 10x fewer messages)' : ''}`);
+
+const proxies = {};
+let exitCode = 0;
+const results = {}; // metric id -> client -> { value, detail }
+const raw = [];
+try {
+    [proxies.rc, proxies.ws, proxies.sio] = await Promise.all([
+        startProxy('rc', [serverBin, '--listen', '127.0.0.1:0', '--allow-loopback-origins']),
+        startProxy('ws', [process.execPath, join(here, 'servers.mjs'), '--kind', 'ws', '--listen', '127.0.0.1:0']),
+        startProxy('sio', [process.execPath, join(here, 'servers.mjs'), '--kind', 'socketio', '--listen', '127.0.0.1:0']),
+    ]);
+    for (const p of Object.values(proxies)) say(`${p.name}: server ${p.upstream}, fault proxy ${p.proxy}, control ${p.control}`);
+    const urlFor = (client, base) => {
+        const kind = kindOf(client);
+        if (kind === 'ws') return base.replace(/^http/, 'ws') + '/';
+        if (kind === 'sio') return base;
+        return `${base}/realtime`;
+    };
+    const caseResults = new Map(); // case id -> page result
+    for (const metric of METRICS) {
+        results[metric.id] = {};
+        for (const client of metric.clients) {
+            const via = metric.via ?? 'direct';
+            const caseId = metric.derived ? `${metric.derived}/${client}` : `${metric.id}/${client}`;
+            if (only && !only.test(caseId)) continue;
+            let page = caseResults.get(caseId);
+            if (!page) {
+                const proxy = proxies[kindOf(client)];
+                const n = metric.case === 'rtt' ? RTT_N : BURST_N;
+                const reps = metric.case === 'reconnect' ? RESTART_REPS : metric.id === 'first' ? FIRST_REPS : FAULT_REPS;
+                if (metric.mode) await control(proxy, `/mode?${metric.mode}`);
+                const started = Date.now();
+                try {
+                    page = await runInChromium({ case: metric.case, client, url: urlFor(client, via === 'proxy' ? proxy.proxy : proxy.upstream),
+                        n: String(n), reps: String(reps), control: proxy.control,
+                        timeout: String(metric.case === 'reconnect' ? 10000 : metric.id === 'first' ? 3000 : 2000) });
+                } finally {
+                    if (metric.mode) await control(proxy, '/reset');
+                }
+                caseResults.set(caseId, page);
+                raw.push({ case: caseId, seconds: (Date.now() - started) / 1000, ...page });
+                say(`${caseId}: ${page.ok ? 'done' : 'FAILED'} in ${((Date.now() - started) / 1000).toFixed(1)} s${page.ok ? '' : `: ${page.error}`}`);
+                if (!page.ok) exitCode = 1;
+            }
+            if (!page.ok) { results[metric.id][client] = { value: null, detail: 'failed' }; continue; }
+            if (metric.case === 'first') {
+                const samples = page.result.samples;
+                const arrived = samples.filter((s) => s.ms !== null);
+                const transports = [...new Set(arrived.map((s) => s.transport))].join('/');
+                const detail = arrived.length === samples.length ? `via ${transports}`
+                    : arrived.length === 0 ? `never: ${samples[0]?.note}` : `${arrived.length}/${samples.length} arrived, via ${transports}`;
+                results[metric.id][client] = { value: median(arrived.map((s) => s.ms)), detail, samples: samples.map((s) => s.ms) };
+            } else if (metric.case === 'reconnect') {
+                const values = page.result.samples.map(metric.pickSample);
+                const missed = values.filter((v) => v === null).length;
+                results[metric.id][client] = { value: median(values), detail: missed ? `${missed} not reopened within 10 s` : '', samples: values };
+            } else {
+                results[metric.id][client] = { value: metric.pick(page.result), detail: '' };
+            }
+        }
+    }
+} catch (error) {
+    console.error(`bench: ${error.stack ?? error}`);
+    for (const p of Object.values(proxies)) console.error(`bench: ${p.name} proxy log:\n${p.log()}`);
+    exitCode = 1;
+} finally {
+    await stopAll();
+    harness.close();
+}
+
+// ---- The table: each value, its ratio to the raw WebSocket and RealtimeClient vs socket.io. ----
+
+function format(value, unit) {
+    if (value === null || value === undefined) return '—';
+    if (unit === 'msg/s') return `${Math.round(value).toLocaleString('en-US')}`;
+    return value < 10 ? value.toFixed(3) : value.toFixed(1);
+}
+const ratio = (a, b) => (a === null || b === null || a === undefined || b === undefined || b === 0 ? '—' : `${(a / b).toFixed(2)}x`);
+const lines = [];
+for (const metric of METRICS) {
+    const row = results[metric.id];
+    if (!row || Object.keys(row).length === 0) continue;
+    lines.push('', `${metric.title} [${metric.unit}, ${metric.lower ? 'lower' : 'higher'} is better]`);
+    lines.push(`  ${'client'.padEnd(40)}${'value'.padStart(12)}${'vs raw WS'.padStart(11)}${'vs socket.io'.padStart(14)}  note`);
+    for (const client of metric.clients) {
+        const entry = row[client];
+        if (!entry) continue;
+        const rawValue = row.raw?.value ?? null;
+        const socketIo = client === 'rc' ? (row.sio ?? row['sio-ws']) : (row['sio-ws'] ?? row.sio);
+        const versusSocketIo = client.startsWith('rc') ? ratio(entry.value, socketIo?.value ?? null) : '';
+        lines.push(`  ${CLIENT_LABELS[client].padEnd(40)}${format(entry.value, metric.unit).padStart(12)}${ratio(entry.value, rawValue).padStart(11)}` +
+            `${versusSocketIo.padStart(14)}  ${entry.detail}`);
+    }
+}
+const table = lines.join('\n');
+console.log(`\nrealtime-client browser benchmarks (${quick ? 'BENCH_QUICK=1' : 'full'}); ratios are value / raw WebSocket value and RealtimeClient / socket.io, same run`);
+console.log(`machine: nproc ${machine.nproc}; CPU ${machine.cpu}; ${machine.chromium}; Node ${machine.node}`);
+console.log(`date: ${machine.date}; command: ${machine.command}`);
+console.log(table);
+mkdirSync(dirname(outPath), { recursive: true });
+writeFileSync(outPath, JSON.stringify({ machine, config: { RTT_N, BURST_N, FIRST_REPS, FAULT_REPS, RESTART_REPS, chromiumFlags: CHROMIUM_FLAGS },
+    metrics: METRICS.map(({ id, title, unit, lower }) => ({ id, title, unit, lowerIsBetter: lower, clients: results[id] ?? {} })),
+    runs: raw }, null, 2) + '\n');
+console.log(`\nbench: results written to ${outPath}`);
+process.exit(exitCode);
