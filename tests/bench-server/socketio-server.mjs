@@ -35,16 +35,15 @@ const httpServer = createServer((request, response) => {
             try {
                 body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
             } catch (error) {
-                response.writeHead(400, { 'content-type': 'text/plain' }).end(`bad json: ${error.message}`);
+                reply(response, 400, `bad json: ${error.message}`);
                 return;
             }
             if (!room) {
-                response.writeHead(400, { 'content-type': 'text/plain' }).end('missing room parameter');
+                reply(response, 400, 'missing room parameter');
                 return;
             }
             io.to(room).emit('msg', body);
-            const size = io.sockets.adapter.rooms.get(room)?.size ?? 0;
-            response.writeHead(202, { 'content-type': 'text/plain' }).end(String(size));
+            reply(response, 202, String(io.sockets.adapter.rooms.get(room)?.size ?? 0));
         });
         return;
     }
@@ -53,15 +52,22 @@ const httpServer = createServer((request, response) => {
         request.on('end', () => {
             if (typeof globalThis.gc === 'function') {
                 globalThis.gc();
-                response.writeHead(204).end();
+                reply(response, 204, '');
             } else {
-                response.writeHead(501, { 'content-type': 'text/plain' }).end('start node with --expose-gc');
+                reply(response, 501, 'start node with --expose-gc');
             }
         });
         return;
     }
-    response.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    reply(response, 404, 'not found');
 });
+
+// Every answer has a Content-Length (the load generator's HTTP client reads no chunked bodies).
+function reply(response, status, text) {
+    const body = Buffer.from(text, 'utf8');
+    const headers = status === 204 ? {} : { 'content-type': 'text/plain', 'content-length': body.length };
+    response.writeHead(status, headers).end(status === 204 ? undefined : body);
+}
 // Keep-alive connections of the publishers stay open for the whole run.
 httpServer.keepAliveTimeout = 120_000;
 
