@@ -64,6 +64,7 @@ test: setup
 	$(MAKE) --no-print-directory size
 	$(MAKE) --no-print-directory test-consumers
 	$(MAKE) --no-print-directory test-demo
+	$(MAKE) --no-print-directory bench-build
 
 test-host:
 	.ci/check-invariants.sh
@@ -95,3 +96,14 @@ test-consumers: package
 .PHONY: test-demo
 test-demo: setup
 	.ci/demo-test.sh
+
+# Browser benchmarks (tests/bench): realtime-client on each transport vs socket.io 4 vs the raw
+# WebSocket in headless Chromium, all on loopback; a table of ratios and target/bench/results.json.
+# BENCH_QUICK=1 for 10x fewer messages. Not part of 'make test', which runs only bench-build
+# (installs, bundles and type-checks the harness so it cannot rot; runs no benchmark).
+.PHONY: bench bench-build
+bench: package
+	.ci/bench.sh
+
+bench-build:
+	.ci/bench.sh build
