@@ -1,11 +1,11 @@
 // The socket.io 4 comparison server of `.ci/bench-server.sh`: the same job as the reference
 // server's part in the benchmark, in socket.io's idiom, with socket.io's defaults.
 //
-//   node --expose-gc socketio-server.mjs [--listen 127.0.0.1:0]
+//   node --expose-gc socketio-server.mjs [--listen 127.0.0.1:0] [--ping-interval-ms 25000]
 //
 // - Socket.IO on the default path `/socket.io/` (Engine.IO v4; defaults: WebSocket without
-//   per-message deflate, pingInterval 25 s). A client joins the room named by its `room` query
-//   parameter (default `lobby`), as a reference-server session does.
+//   per-message deflate; pingInterval 25 s unless --ping-interval-ms). A client joins the room
+//   named by its `room` query parameter (default `lobby`), as a reference-server session does.
 // - `POST /bench/publish?room=R` (a JSON body): `io.to(R).emit('msg', body)`, answers 202 with
 //   the room's size. One request per message, like `POST /realtime/publish` on the reference
 //   server, so both sides pay the same HTTP cost per message.
@@ -18,8 +18,16 @@
 import { createServer } from 'node:http';
 import { Server } from 'socket.io';
 
-const listenFlag = process.argv.indexOf('--listen');
-const listen = listenFlag >= 0 ? process.argv[listenFlag + 1] : '127.0.0.1:0';
+function flag(name, fallback) {
+    const index = process.argv.indexOf(name);
+    return index >= 0 && index + 1 < process.argv.length ? process.argv[index + 1] : fallback;
+}
+const listen = flag('--listen', '127.0.0.1:0');
+const pingInterval = Number(flag('--ping-interval-ms', '25000'));
+if (!Number.isInteger(pingInterval) || pingInterval < 100) {
+    console.error('--ping-interval-ms must be an integer >= 100');
+    process.exit(2);
+}
 const colon = listen.lastIndexOf(':');
 const host = listen.slice(0, colon);
 const port = Number(listen.slice(colon + 1));
@@ -71,7 +79,7 @@ function reply(response, status, text) {
 // Keep-alive connections of the publishers stay open for the whole run.
 httpServer.keepAliveTimeout = 120_000;
 
-const io = new Server(httpServer, { serveClient: false });
+const io = new Server(httpServer, { serveClient: false, pingInterval });
 io.on('connection', (socket) => {
     const room = typeof socket.handshake.query.room === 'string' ? socket.handshake.query.room : 'lobby';
     socket.join(room);
