@@ -47,8 +47,10 @@ fi
 timed "server build"
 
 site=$(mktemp -d -t realtime-consumers.XXXXXX)
-server_log=$site.server.log
-vite_log=$site.vite.log
+# The logs exist before the processes start: a background job opens its redirection only once
+# it runs, and the readiness loop must not race it.
+server_log=$(mktemp -t realtime-consumers-server.XXXXXX.log)
+vite_log=$(mktemp -t realtime-consumers-vite.XXXXXX.log)
 server_pid=""
 vite_pid=""
 stop_pid() {
