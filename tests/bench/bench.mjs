@@ -37,6 +37,11 @@ const BURST_N = 100000 / scale;
 const FIRST_REPS = quick ? 5 : 20;
 const FAULT_REPS = quick ? 3 : 10;
 const RESTART_REPS = quick ? 3 : 10;
+// The reference server ends a session whose unsent messages exceed 10,000 (its replay limit,
+// PROTOCOL §4): a blind 100,000-message burst to one browser does that. So its burst is published
+// in batches of this many, the page asking for the next one whenever it has received one more,
+// i.e. at most two batches in flight: a flow-controlled backend.
+const BURST_WINDOW_BATCH = 4000;
 const CASE_TIMEOUT_MS = quick ? 60000 : 240000;
 const serverBin = process.env.REALTIME_SERVER_BIN ?? join(repoRoot, 'target/release/realtime-server');
 const proxyBin = process.env.FAULT_PROXY_BIN ?? join(repoRoot, 'target/debug/fault-proxy');
@@ -121,7 +126,7 @@ const harnessOrigin = `http://127.0.0.1:${harness.address().port}`;
 // application/x-realtime-frames, a batch of up to 10,000 msg frames (their s is ignored) per
 // request, requests one after another. ----
 
-const PUBLISH_BATCH = 10000;
+const PUBLISH_BATCH = 10000; // the server's most per request
 const frame = Buffer.from(`msg s=1 k=t n=64\n${'x'.repeat(64)}`);
 async function publishBurst(room, n) {
     if (!room || !(n > 0)) throw new Error('publish: room and n needed');
@@ -209,8 +214,8 @@ const CLIENT_LABELS = {
 const RC_TRANSPORTS = ['rc-websocket', 'rc-sse', 'rc-long-polling'];
 const METRICS = [
     { id: 'rtt-p50', title: `round trip p50, ${RTT_N} sequential 64 B ping-pongs`, unit: 'ms', lower: true, case: 'rtt', pick: (r) => r.p50Ms, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
-    { id: 'rtt-p99', title: 'round trip p99 (same runs)', unit: 'ms', lower: true, case: 'rtt', pick: (r) => r.p99Ms, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
-    { id: 'burst', title: `receive, server burst of ${BURST_N} x 64 B (raw WS and socket.io: one message per frame; reference server: batch publish, ${10000} per request)`, unit: 'msg/s', lower: false, case: 'burst', pick: (r) => r.messagesPerSecond, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
+    { id: 'rtt-p99', title: 'round trip p99 (same runs)', unit: 'ms', lower: true, case: 'rtt', derived: 'rtt-p50', pick: (r) => r.p99Ms, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
+    { id: 'burst', title: `receive, server burst of ${BURST_N} x 64 B (raw WS and socket.io: one message per frame; reference server: batch publish of ${BURST_WINDOW_BATCH} msgs per request, at most ${2 * BURST_WINDOW_BATCH} unreceived)`, unit: 'msg/s', lower: false, case: 'burst', pick: (r) => r.messagesPerSecond, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
     { id: 'echo', title: `receive, echo stream: the client fires ${BURST_N} x 64 B, time to the last echo`, unit: 'msg/s', lower: false, case: 'echo', pick: (r) => r.messagesPerSecond, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
     { id: 'send', title: `send, ${BURST_N} x 64 B until acknowledged (raw: server count; socket.io: acks; RealtimeClient: last send() resolved)`, unit: 'msg/s', lower: false, case: 'send', pick: (r) => r.messagesPerSecond, clients: ['raw', 'sio-ws', ...RC_TRANSPORTS] },
     { id: 'first', title: `first message, WebSocket working, direct (median of ${FIRST_REPS} connections)`, unit: 'ms', lower: true, case: 'first', via: 'direct', clients: ['raw', 'sio-ws', 'sio', 'rc-websocket', 'rc'] },
@@ -279,7 +284,7 @@ try {
                 const started = Date.now();
                 try {
                     page = await runInChromium({ case: metric.case, client, url: urlFor(client, via === 'proxy' ? proxy.proxy : proxy.upstream),
-                        n: String(n), reps: String(reps), control: proxy.control,
+                        n: String(n), reps: String(reps), control: proxy.control, batch: String(BURST_WINDOW_BATCH),
                         timeout: String(metric.case === 'reconnect' ? 10000 : metric.id === 'first' ? 3000 : 2000) });
                 } finally {
                     if (metric.mode) await control(proxy, '/reset');

@@ -199,11 +199,29 @@ async function burst(adapter) {
     }
     const room = adapter.room;
     if (room) {
-        // The harness publishes it (POST /realtime/publish, batches of msg frames).
-        return receiveRate(adapter, async () => {
-            const response = await fetch(`/publish?room=${room}&n=${n}`, { method: 'POST' });
-            if (!response.ok) throw new Error(`publish: ${response.status} ${await response.text()}`);
+        // The harness publishes it (POST /realtime/publish, a batch of msg frames per request),
+        // one batch per request from here, at most two batches not yet received (see bench.mjs).
+        const batch = Number(params.get('batch') ?? '4000');
+        const batches = Math.ceil(n / batch);
+        let requested = 0;
+        /** @type {Promise<void>} */
+        let chain = Promise.resolve();
+        const request = () => {
+            if (requested >= batches) return;
+            const count = Math.min(batch, n - requested * batch);
+            requested += 1;
+            chain = chain.then(async () => {
+                const response = await fetch(`/publish?room=${room}&n=${count}`, { method: 'POST' });
+                if (!response.ok) throw new Error(`publish: ${response.status} ${await response.text()}`);
+            });
+            chain.catch((error) => console.error(String(error)));
+        };
+        let received = 0;
+        adapter.onMessage(() => {
+            received += 1;
+            if (received % batch === 0) request();
         });
+        return receiveRate(adapter, () => { request(); request(); });
     }
     throw new Error('no burst for this client');
 }
@@ -322,38 +340,45 @@ async function firstMessage(name) {
  * @param {string} name
  */
 async function reconnects(name) {
-    /** @type {{ fromBackMs: number | null, fromCrashMs: number | null }[]} */
+    /** @type {{ fromBackMs: number | null, fromCrashMs: number | null, crashToBackMs: number, events: string[] }[]} */
     const samples = [];
-    /** @type {(() => void) | null} */
-    let onOpen = null;
-    /** @type {() => void} */
-    let close;
-    if (name === 'sio' || name === 'sio-ws') {
-        const socket = io(serverUrl, socketIoOptions(name));
-        await new Promise((resolve) => socket.once('connect', () => resolve(undefined)));
-        socket.on('connect', () => onOpen?.());
-        close = () => socket.close();
-    } else if (name.startsWith('rc')) {
-        const client = new RealtimeClient(realtimeUrl(), realtimeOptions(name));
-        await client.connect();
-        client.on('open', () => onOpen?.());
-        close = () => client.close();
-    } else {
-        throw new Error(`no reconnect for ${name}`);
-    }
     for (let i = 0; i < reps; i += 1) {
-        await sleep(500);
+        // A fresh client each time: one that has just reconnected keeps counting attempts (its
+        // counter resets after 5 s up), and restarts closer together would measure that backoff.
+        /** @type {string[]} what the client said (kept in the JSON) */
+        const events = [];
         const opened = deferred();
+        /** @type {(() => void) | null} */
+        let onOpen = null;
+        /** @type {() => void} */
+        let close;
+        if (name === 'sio' || name === 'sio-ws') {
+            const socket = io(serverUrl, socketIoOptions(name));
+            await new Promise((resolve) => socket.once('connect', () => resolve(undefined)));
+            socket.on('connect', () => onOpen?.());
+            socket.io.on('reconnect_attempt', (attempt) => events.push(`reconnect_attempt ${attempt}`));
+            close = () => socket.close();
+        } else if (name.startsWith('rc')) {
+            const client = new RealtimeClient(realtimeUrl(), realtimeOptions(name));
+            await client.connect();
+            client.on('open', () => onOpen?.());
+            client.on('reconnecting', ({ attempt, delayMs, reason }) => events.push(`reconnecting ${attempt} in ${delayMs} ms: ${reason}`));
+            client.on('transport', ({ from, to, reason }) => events.push(`transport ${from} -> ${to}: ${reason}`));
+            close = () => client.close();
+        } else {
+            throw new Error(`no reconnect for ${name}`);
+        }
+        await sleep(300);
         onOpen = () => opened.resolve(performance.now());
         const crashed = performance.now();
         const response = await fetch(`${control}/restart-upstream`, { method: 'POST' });
         const back = performance.now();
         if (!response.ok) throw new Error(`restart-upstream: ${response.status} ${await response.text()}`);
         const open = await Promise.race([opened.promise, sleep(perConnectionTimeoutMs).then(() => null)]);
-        onOpen = null;
-        samples.push({ fromBackMs: open === null ? null : open - back, fromCrashMs: open === null ? null : open - crashed });
+        samples.push({ fromBackMs: open === null ? null : open - back, fromCrashMs: open === null ? null : open - crashed,
+            crashToBackMs: back - crashed, events });
+        close();
     }
-    close();
     return { samples };
 }
 
