@@ -94,10 +94,12 @@ async fn a_thousand_messages_each_way_survive_twenty_cuts_and_two_downgrades() {
             }
             // Mid-frame cuts: new connections die after a few hundred bytes, then recover.
             3 | 9 | 16 => {
+                // One counted cut on the live connection, then new connections die mid-frame
+                // (a second, uncounted cut makes sure the next one is born under that mode).
                 let bytes = 180 + round * 37;
-                wait_until(3_000, || client.state().as_string().as_deref() == Some("open")).await;
-                Chaos::control(&format!("/mode?cut_after_bytes={bytes}")).await;
                 cuts += cut(&client).await;
+                Chaos::control(&format!("/mode?cut_after_bytes={bytes}")).await;
+                Chaos::control("/cut").await;
                 wait_reconnects(&client, before, 2.0).await;
                 Chaos::control("/mode?cut_after_bytes=none").await;
             }
