@@ -6,7 +6,8 @@
 #   .ci/bench-server.sh                 full run: 10,000 idle sessions; fan-out 1,000 sessions x
 #                                       1,000 messages, 3 rounds per server (about 3 minutes)
 #   BENCH_QUICK=1 .ci/bench-server.sh   1,000 idle sessions; fan-out 1,000 x 50, 1 round
-#   Overrides: BENCH_IDLE_SESSIONS, BENCH_FANOUT_SESSIONS, BENCH_FANOUT_MESSAGES, BENCH_FANOUT_ROUNDS
+#   Overrides: BENCH_IDLE_SESSIONS, BENCH_FANOUT_SESSIONS, BENCH_FANOUT_MESSAGES, BENCH_FANOUT_ROUNDS,
+#   BENCH_FANOUT_BATCH (messages per request in the batch variant, default 100)
 #
 # 1. Idle sessions: RSS (VmRSS) of the server before and after `loadgen idle` opened the sessions
 #    (realtime: hello received; socket.io: namespace connect answered) and every session went
@@ -17,6 +18,9 @@
 #    publish the messages, one request per message (the reference server has no bulk publish:
 #    POST /realtime/publish; socket.io: POST /bench/publish, which runs io.to(room).emit); the
 #    rate is sessions x messages over the time from the first publish to the last delivery.
+#    Then the same with BENCH_FANOUT_BATCH messages per request (reference: its batch publish,
+#    msg frames as application/x-realtime-frames; socket.io: POST /bench/publish-batch, one
+#    io.to(room).emit per element), which takes HTTP out of the way on both sides.
 #    Every round gets a fresh server; the median round counts.
 #
 # Everything listens on and connects to 127.0.0.1 only; every process started here is stopped on
@@ -42,6 +46,7 @@ else
     fanout_rounds=${BENCH_FANOUT_ROUNDS:-3}
 fi
 fanout_sessions=${BENCH_FANOUT_SESSIONS:-1000}
+fanout_batch=${BENCH_FANOUT_BATCH:-100}
 heartbeat_ms=5000
 settle_ms=$((heartbeat_ms + 1500))
 loadgen_timeout_s=150
@@ -116,7 +121,7 @@ BENCH_SOCKETIO_SERVER="socket.io $socketio_version on node $(node --version), pi
 # Other work on the machine skews both servers' numbers: the load average goes into the record.
 BENCH_LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 say "$BENCH_DATE, $BENCH_NPROC x ${BENCH_CPU:-unknown CPU}, kernel $BENCH_KERNEL, load average $BENCH_LOADAVG_START, command: $BENCH_COMMAND"
-say "idle: $idle_sessions sessions; fan-out: $fanout_sessions sessions x $fanout_messages messages, $fanout_rounds round(s) per server"
+say "idle: $idle_sessions sessions; fan-out: $fanout_sessions sessions x $fanout_messages messages, 1 and $fanout_batch per request, $fanout_rounds round(s) each per server"
 
 # Starts a server on 127.0.0.1:0 and sets server_pid and server_addr.
 start_server() {
@@ -180,11 +185,15 @@ for kind in realtime socketio; do
 done
 for round in $(seq "$fanout_rounds"); do
     for kind in realtime socketio; do
-        say "fan-out: $kind, round $round of $fanout_rounds"
-        start_server "$kind"
-        run_loadgen "$results/fanout-$kind-$round.json" fanout --protocol "$kind" --sessions "$fanout_sessions" \
-            --messages "$fanout_messages"
-        stop_server
+        for batch in 1 "$fanout_batch"; do
+            name=fanout-$kind-$round
+            [ "$batch" = 1 ] || name=fanout-batch-$kind-$round
+            say "fan-out: $kind, $batch message(s) per request, round $round of $fanout_rounds"
+            start_server "$kind"
+            run_loadgen "$results/$name.json" fanout --protocol "$kind" --sessions "$fanout_sessions" \
+                --messages "$fanout_messages" --batch "$batch"
+            stop_server
+        done
     done
 done
 

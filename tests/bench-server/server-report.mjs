@@ -3,8 +3,8 @@
 //
 //   node server-report.mjs RESULTS_DIR OUT_JSON
 //
-// RESULTS_DIR holds idle-realtime.json, idle-socketio.json and fanout-{realtime,socketio}-N.json
-// (one per round; the median round counts). The run's description comes from BENCH_* variables.
+// RESULTS_DIR holds idle-realtime.json, idle-socketio.json, fanout-{realtime,socketio}-N.json and
+// fanout-batch-{realtime,socketio}-N.json (one per round; the median round counts). The run's description comes from BENCH_* variables.
 
 import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -23,21 +23,27 @@ const median = (values) => {
 const ratio = (a, b) => (b > 0 ? +(a / b).toFixed(2) : null);
 
 const idle = { realtime: read('idle-realtime.json'), socketio: read('idle-socketio.json') };
-const rounds = (protocol) =>
+const rounds = (prefix) =>
     readdirSync(resultsDir)
-        .filter((name) => name.startsWith(`fanout-${protocol}-`) && name.endsWith('.json'))
+        .filter((name) => name.startsWith(prefix) && name.endsWith('.json'))
         .sort()
         .map(read);
-const fanout = {};
-for (const protocol of ['realtime', 'socketio']) {
-    const runs = rounds(protocol);
-    if (runs.length === 0) throw new Error(`no fan-out results for ${protocol} in ${resultsDir}`);
-    fanout[protocol] = {
-        rounds: runs,
-        median_deliveries_per_second: Math.round(median(runs.map((run) => run.deliveries_per_second))),
-        median_publishes_per_second: +median(runs.map((run) => run.publishes_per_second)).toFixed(1),
-    };
+function fanoutOf(prefix) {
+    const result = {};
+    for (const protocol of ['realtime', 'socketio']) {
+        const runs = rounds(`${prefix}-${protocol}-`);
+        if (runs.length === 0) throw new Error(`no ${prefix} results for ${protocol} in ${resultsDir}`);
+        result[protocol] = {
+            rounds: runs,
+            median_deliveries_per_second: Math.round(median(runs.map((run) => run.deliveries_per_second))),
+            median_publishes_per_second: +median(runs.map((run) => run.publishes_per_second)).toFixed(1),
+        };
+    }
+    result.ratio_deliveries_per_second_realtime_to_socketio = ratio(result.realtime.median_deliveries_per_second, result.socketio.median_deliveries_per_second);
+    return result;
 }
+const fanout = fanoutOf('fanout');
+const fanoutBatch = fanoutOf('fanout-batch');
 
 const report = {
     date: process.env.BENCH_DATE,
@@ -53,15 +59,14 @@ const report = {
         load_generator: 'tests/loadgen (tokio + tokio-tungstenite), the same for both servers, on the same machine as the server',
         idle: 'RSS (VmRSS) of the server process before and after opening the sessions and settling; per session = difference / sessions held. The socket.io server gets a full GC (POST /bench/gc) before each reading.',
         fanout: 'all sessions in one room; one HTTP publish request per message over keep-alive connections (reference: POST /realtime/publish, socket.io: POST /bench/publish -> io.to(room).emit); rate = sessions x messages / (first publish -> last delivery); median of the rounds, each on a fresh server',
+        fanout_batch: 'the same with many messages per request (reference: batch publish, msg frames as application/x-realtime-frames; socket.io: POST /bench/publish-batch, a JSON array, one io.to(room).emit per element)',
     },
     idle: {
         ...idle,
         ratio_rss_per_session_realtime_to_socketio: ratio(idle.realtime.rss_per_session_bytes, idle.socketio.rss_per_session_bytes),
     },
-    fanout: {
-        ...fanout,
-        ratio_deliveries_per_second_realtime_to_socketio: ratio(fanout.realtime.median_deliveries_per_second, fanout.socketio.median_deliveries_per_second),
-    },
+    fanout,
+    fanout_batch: fanoutBatch,
 };
 mkdirSync(dirname(resolve(outJson)), { recursive: true });
 writeFileSync(outJson, JSON.stringify(report, null, 2) + '\n');
@@ -76,10 +81,15 @@ const rows = [
     ['idle: RSS before -> after', `${mb(idle.realtime.rss_before_kib)} -> ${mb(idle.realtime.rss_after_kib)}`, `${mb(idle.socketio.rss_before_kib)} -> ${mb(idle.socketio.rss_after_kib)}`, ratio(idle.realtime.rss_after_kib, idle.socketio.rss_after_kib)],
     ['idle: heartbeats answered before the reading', num(idle.realtime.pongs_sent), num(idle.socketio.pongs_sent), ''],
     ['idle: sessions opened per second', num(idle.realtime.connects_per_second), num(idle.socketio.connects_per_second), ratio(idle.realtime.connects_per_second, idle.socketio.connects_per_second)],
-    [`fan-out: deliveries/s (${fanout.realtime.rounds[0].sessions} x ${fanout.realtime.rounds[0].messages}, median of ${fanout.realtime.rounds.length})`, num(fanout.realtime.median_deliveries_per_second), num(fanout.socketio.median_deliveries_per_second), report.fanout.ratio_deliveries_per_second_realtime_to_socketio],
-    ['fan-out: rounds, deliveries/s', fanout.realtime.rounds.map((run) => num(run.deliveries_per_second)).join(' '), fanout.socketio.rounds.map((run) => num(run.deliveries_per_second)).join(' '), ''],
-    ['fan-out: publish requests/s (median)', String(fanout.realtime.median_publishes_per_second), String(fanout.socketio.median_publishes_per_second), ratio(fanout.realtime.median_publishes_per_second, fanout.socketio.median_publishes_per_second)],
 ];
+for (const [label, result] of [['1 msg/request', fanout], [`${fanoutBatch.realtime.rounds[0].batch} msgs/request`, fanoutBatch]]) {
+    const first = result.realtime.rounds[0];
+    rows.push(
+        [`fan-out ${label}: deliveries/s (${first.sessions} x ${first.messages}, median of ${result.realtime.rounds.length})`, num(result.realtime.median_deliveries_per_second), num(result.socketio.median_deliveries_per_second), result.ratio_deliveries_per_second_realtime_to_socketio],
+        [`fan-out ${label}: each round`, result.realtime.rounds.map((run) => num(run.deliveries_per_second)).join(' '), result.socketio.rounds.map((run) => num(run.deliveries_per_second)).join(' '), ''],
+        [`fan-out ${label}: messages published/s (median)`, num(result.realtime.median_publishes_per_second), num(result.socketio.median_publishes_per_second), ratio(result.realtime.median_publishes_per_second, result.socketio.median_publishes_per_second)],
+    );
+}
 const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => String(row[column] ?? '').length)));
 for (const row of rows) {
     console.log(row.map((cell, column) => (column === 0 ? String(cell).padEnd(widths[column]) : String(cell ?? '').padStart(widths[column]))).join('  '));

@@ -7,8 +7,11 @@
 //   per-message deflate; pingInterval 25 s unless --ping-interval-ms). A client joins the room
 //   named by its `room` query parameter (default `lobby`), as a reference-server session does.
 // - `POST /bench/publish?room=R` (a JSON body): `io.to(R).emit('msg', body)`, answers 202 with
-//   the room's size. One request per message, like `POST /realtime/publish` on the reference
+//   the room's size (deliveries). One request per message, like `POST /realtime/publish` on the reference
 //   server, so both sides pay the same HTTP cost per message.
+// - `POST /bench/publish-batch?room=R` (a JSON array): one `io.to(R).emit('msg', element)` per
+//   element, in order; answers 202 with room size x elements (deliveries, as the reference
+//   server's batch publish answers).
 // - `POST /bench/gc`: a full garbage collection (needs --expose-gc), answers 204. The load
 //   generator calls it before each memory reading, so the RSS counts live objects rather than
 //   garbage waiting for the collector (a favour to Node: the Rust server has no collector).
@@ -34,7 +37,8 @@ const port = Number(listen.slice(colon + 1));
 
 const httpServer = createServer((request, response) => {
     const url = new URL(request.url, 'http://bench.invalid');
-    if (request.method === 'POST' && url.pathname === '/bench/publish') {
+    const batch = url.pathname === '/bench/publish-batch';
+    if (request.method === 'POST' && (url.pathname === '/bench/publish' || batch)) {
         const room = url.searchParams.get('room');
         const chunks = [];
         request.on('data', (chunk) => chunks.push(chunk));
@@ -50,8 +54,14 @@ const httpServer = createServer((request, response) => {
                 reply(response, 400, 'missing room parameter');
                 return;
             }
-            io.to(room).emit('msg', body);
-            reply(response, 202, String(io.sockets.adapter.rooms.get(room)?.size ?? 0));
+            if (batch && !Array.isArray(body)) {
+                reply(response, 400, 'a batch is a JSON array');
+                return;
+            }
+            const messages = batch ? body : [body];
+            for (const message of messages) io.to(room).emit('msg', message);
+            // Deliveries made, as the reference server answers.
+            reply(response, 202, String((io.sockets.adapter.rooms.get(room)?.size ?? 0) * messages.length));
         });
         return;
     }

@@ -7,7 +7,7 @@
 //!                [--sessions 10000] [--room idle] [--gc-path PATH] [--connect-concurrency 256]
 //!                [--settle-ms 3000] [--timeout-s 120]
 //! loadgen fanout --protocol realtime|socketio --addr 127.0.0.1:PORT
-//!                [--sessions 1000] [--messages 1000] [--publishers 8] [--room fanout]
+//!                [--sessions 1000] [--messages 1000] [--publishers 8] [--batch 1] [--room fanout]
 //!                [--connect-concurrency 256] [--timeout-s 120]
 //! ```
 //!
@@ -21,7 +21,9 @@
 //!   `/realtime/publish?room=R`, socket.io: `/bench/publish?room=R`, which runs
 //!   `io.to(R).emit`), and counts at the sessions until every session has every message: the
 //!   rate is deliveries (sessions × messages) over the time from the first publish to the last
-//!   delivery.
+//!   delivery. `--batch N` puts N messages in each request instead (realtime: the server's
+//!   batch publish, `msg` frames as `application/x-realtime-frames`; socket.io:
+//!   `/bench/publish-batch?room=R`, a JSON array, one `io.to(R).emit` per element).
 //!
 //! Everything is bounded: handshakes 30 s each, the run `--timeout-s`; only loopback addresses
 //! are accepted.
@@ -36,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use realtime_client::core::wire::{self, Carrier, Frame, Message, Payload};
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -46,6 +49,38 @@ use crate::session::{Counters, Plan, Protocol};
 /// A ~100-byte JSON chat message, the same body for both servers; `{i}` numbers it.
 fn message_body(index: u64) -> Vec<u8> {
     format!(r#"{{"i":{index},"user":"loadgen","text":"fan-out benchmark message with a body of about one hundred bytes"}}"#).into_bytes()
+}
+
+/// The content type and body of one publish request carrying the messages `indexes`: one JSON
+/// message, or a batch (realtime: `msg` frames, the server's batch publish; socket.io: a JSON
+/// array for the bench server's `/bench/publish-batch`).
+fn publish_request(protocol: Protocol, batched: bool, indexes: std::ops::Range<u64>) -> (&'static str, Vec<u8>) {
+    if !batched {
+        return ("application/json", message_body(indexes.start));
+    }
+    let mut body = Vec::new();
+    match protocol {
+        Protocol::Realtime => {
+            for index in indexes {
+                let json = String::from_utf8(message_body(index)).unwrap_or_default();
+                // The server numbers what it publishes itself; a frame's `s` only has to be valid.
+                let frame = Frame::Message(Message { seq: index + 1, event: None, payload: Payload::Json(json) });
+                wire::encode(&frame, Carrier::Binary, &mut body);
+            }
+            ("application/x-realtime-frames", body)
+        }
+        Protocol::SocketIo => {
+            body.push(b'[');
+            for index in indexes {
+                if body.len() > 1 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&message_body(index));
+            }
+            body.push(b']');
+            ("application/json", body)
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -62,11 +97,12 @@ struct Args {
     timeout: Duration,
     messages: u64,
     publishers: usize,
+    batch: u64,
 }
 
 fn usage() -> &'static str {
     "usage: loadgen idle|fanout --protocol realtime|socketio --addr 127.0.0.1:PORT [--server-pid PID] [--sessions N] \
-     [--messages N] [--publishers N] [--room NAME] [--gc-path PATH] [--connect-concurrency N] [--settle-ms MS] [--timeout-s S]"
+     [--messages N] [--publishers N] [--batch N] [--room NAME] [--gc-path PATH] [--connect-concurrency N] [--settle-ms MS] [--timeout-s S]"
 }
 
 fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -87,6 +123,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
         timeout: Duration::from_secs(120),
         messages: 1_000,
         publishers: 8,
+        batch: 1,
         mode,
     };
     let mut protocol = None;
@@ -106,6 +143,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
             "--timeout-s" => args.timeout = Duration::from_secs(number()?.max(1)),
             "--messages" => args.messages = number()?,
             "--publishers" => args.publishers = number()?.max(1) as usize,
+            "--batch" => args.batch = number()?.max(1),
             _ => return Err(format!("unknown flag {flag:?}")),
         }
     }
@@ -293,9 +331,10 @@ async fn fanout(args: &Args) -> Result<serde_json::Value, String> {
         return Err(format!("{} of {} sessions failed: {:?}", args.sessions - ready, args.sessions, counters.errors()));
     }
     sleep(Duration::from_millis(500)).await;
-    let path = match args.protocol {
-        Protocol::Realtime => format!("/realtime/publish?room={}", args.room),
-        Protocol::SocketIo => format!("/bench/publish?room={}", args.room),
+    let path = match (args.protocol, args.batch > 1) {
+        (Protocol::Realtime, _) => format!("/realtime/publish?room={}", args.room),
+        (Protocol::SocketIo, false) => format!("/bench/publish?room={}", args.room),
+        (Protocol::SocketIo, true) => format!("/bench/publish-batch?room={}", args.room),
     };
     let next_index = Arc::new(AtomicU64::new(0));
     let publish_errors = Arc::new(AtomicU64::new(0));
@@ -304,18 +343,23 @@ async fn fanout(args: &Args) -> Result<serde_json::Value, String> {
     let mut publishers = JoinSet::new();
     for _ in 0..args.publishers {
         let (next_index, publish_errors, reach_mismatches) = (next_index.clone(), publish_errors.clone(), reach_mismatches.clone());
-        let (address, path, messages, sessions) = (args.address, path.clone(), args.messages, args.sessions);
+        let (address, path, messages, sessions, batch, protocol) =
+            (args.address, path.clone(), args.messages, args.sessions, args.batch, args.protocol);
         publishers.spawn(async move {
             let mut connection = http::Connection::open(address).await.map_err(|error| format!("publish connect: {error}"))?;
             loop {
-                let index = next_index.fetch_add(1, Ordering::Relaxed);
-                if index >= messages {
+                let first = next_index.fetch_add(batch, Ordering::Relaxed);
+                if first >= messages {
                     return Ok::<(), String>(());
                 }
-                let response = connection.post(&path, "application/json", &message_body(index)).await.map_err(|error| format!("publish: {error}"))?;
+                let indexes = first..(first + batch).min(messages);
+                let count = indexes.end - indexes.start;
+                let (content_type, body) = publish_request(protocol, batch > 1, indexes);
+                let response = connection.post(&path, content_type, &body).await.map_err(|error| format!("publish: {error}"))?;
+                // Both servers answer with the number of deliveries the request made.
                 if response.status != 202 {
                     publish_errors.fetch_add(1, Ordering::Relaxed);
-                } else if String::from_utf8_lossy(&response.body).trim() != sessions.to_string() {
+                } else if String::from_utf8_lossy(&response.body).trim() != (sessions as u64 * count).to_string() {
                     reach_mismatches.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -359,6 +403,7 @@ async fn fanout(args: &Args) -> Result<serde_json::Value, String> {
         "sessions": args.sessions,
         "messages": args.messages,
         "publishers": args.publishers,
+        "batch": args.batch,
         "message_bytes": message_body(0).len(),
         "connect_seconds": connect_time.as_secs_f64(),
         "deliveries_expected": expected,
@@ -367,6 +412,7 @@ async fn fanout(args: &Args) -> Result<serde_json::Value, String> {
         "deliveries_per_second": received as f64 / elapsed.as_secs_f64().max(1e-9),
         "publish_seconds": publish_time.as_secs_f64(),
         "publishes_per_second": args.messages as f64 / publish_time.as_secs_f64().max(1e-9),
+        "publish_requests": args.messages.div_ceil(args.batch),
         "publish_errors": publish_errors.load(Ordering::Relaxed),
         "publish_reach_mismatches": reach_mismatches.load(Ordering::Relaxed),
         "out_of_order": counters.out_of_order.load(Ordering::Relaxed),
@@ -398,6 +444,26 @@ mod tests {
         assert!(parse("idle --protocol realtime --addr 127.0.0.1:9").unwrap_err().contains("--server-pid"));
         assert!(parse("fanout --addr 127.0.0.1:9").unwrap_err().contains("--protocol"));
         assert!(parse("soak --protocol realtime --addr 127.0.0.1:9").is_err());
+    }
+
+    #[test]
+    fn batches_carry_every_message_once_in_order() {
+        let (content_type, body) = publish_request(Protocol::Realtime, true, 5..8);
+        assert_eq!(content_type, "application/x-realtime-frames");
+        let frames = wire::decode_all(&body, wire::DEFAULT_MAX_BODY_BYTES).unwrap();
+        let indexes: Vec<serde_json::Value> = frames
+            .iter()
+            .map(|frame| match frame {
+                Frame::Message(Message { payload: Payload::Json(json), .. }) => serde_json::from_str::<serde_json::Value>(json).unwrap()["i"].clone(),
+                other => panic!("not a JSON msg: {other:?}"),
+            })
+            .collect();
+        assert_eq!(indexes, [5, 6, 7]);
+        let (content_type, body) = publish_request(Protocol::SocketIo, true, 5..8);
+        assert_eq!(content_type, "application/json");
+        let array: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(array.iter().map(|message| message["i"].as_u64().unwrap()).collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(publish_request(Protocol::Realtime, false, 9..10).1, message_body(9));
     }
 
     #[test]
