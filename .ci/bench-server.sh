@@ -124,8 +124,12 @@ say "$BENCH_DATE, $BENCH_NPROC x ${BENCH_CPU:-unknown CPU}, kernel $BENCH_KERNEL
 say "idle: $idle_sessions sessions; fan-out: $fanout_sessions sessions x $fanout_messages messages, 1 and $fanout_batch per request, $fanout_rounds round(s) each per server"
 
 # Starts a server on 127.0.0.1:0 and sets server_pid and server_addr.
+# Each start has its own log files: reusing one would race the new server's truncation against
+# the read of the old address.
+server_starts=0
 start_server() {
-    local kind=$1 log=$work/$1-server
+    server_starts=$((server_starts + 1))
+    local kind=$1 log=$work/server-$server_starts-$1
     case "$kind" in
         realtime)
             RUST_LOG=warn "$realtime_server" --listen 127.0.0.1:0 --heartbeat-ms "$heartbeat_ms" >"$log.out" 2>"$log.err" &
