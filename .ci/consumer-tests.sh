@@ -142,10 +142,11 @@ realtime="server=http://$address/realtime"
 # The same app in Vite's dev server (another loopback origin: the server allows loopback origins),
 # where dependency pre-bundling would break the wasm URL without vite.config.js's optimizeDeps.
 vite_port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
-(cd "$consumers/app" && exec node_modules/.bin/vite --host 127.0.0.1 --port "$vite_port" --strictPort --logLevel info) >"$vite_log" 2>&1 &
+# NO_COLOR: with CI set, Vite's colour library turns colours on and splits the URL with escapes.
+(cd "$consumers/app" && NO_COLOR=1 exec node_modules/.bin/vite --host 127.0.0.1 --port "$vite_port" --strictPort --logLevel info) >"$vite_log" 2>&1 &
 vite_pid=$!
 deadline=$((SECONDS + 60))
-until grep -q "http://127.0.0.1:$vite_port/" "$vite_log"; do
+until sed 's/\x1b\[[0-9;]*m//g' "$vite_log" | grep -q "http://127.0.0.1:$vite_port/"; do
     if ! kill -0 "$vite_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
         cat "$vite_log" >&2
         fail "the Vite dev server did not start"
