@@ -31,8 +31,12 @@ help:
 	@echo "make test-host     cargo test --workspace"
 	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
 	@echo "make size          release build into www/pkg and its gzipped size"
+	@echo "make package       the npm package in pkg/ and its tarball; checks the size budget"
+	@echo "make test-consumers  the tarball in Vite, webpack, a plain page and tsc --strict"
+	@echo "make test-demo     the demo clicked through by Playwright (screenshots in target/)"
+	@echo "make bench         benchmarks: browser (vs raw WebSocket, socket.io), server, size"
 	@echo "make setup         install missing tools only"
-	@echo "make clean         remove build output (target/, www/pkg/)"
+	@echo "make clean         remove build output (target/, www/pkg/, pkg/, npm installs)"
 
 setup:
 	.ci/setup.sh
@@ -78,7 +82,8 @@ size:
 
 clean:
 	cargo clean
-	rm -rf www/pkg pkg
+	rm -rf www/pkg pkg .tools tests/consumers/*/node_modules tests/consumers/app/dist \
+		tests/demo/node_modules tests/bench/node_modules tests/bench-server/node_modules
 
 # The npm package: wasm-pack into pkg/ (wasm-opt 12x from npm), pkg-template/ merged in, npm pack;
 # prints the tarball's path and the gzipped size against .ci/size-budget (fails above it).
@@ -104,6 +109,12 @@ test-demo: setup
 .PHONY: bench bench-build
 bench: package
 	.ci/bench.sh
+	.ci/bench-server.sh
+	.ci/bench-size.sh
 
 bench-build:
 	.ci/bench.sh build
+	cargo build -p loadgen
+	bash -n .ci/bench-server.sh
+	bash -n .ci/bench-size.sh
+	for file in tests/bench-server/*.mjs; do node --check "$$file"; done

