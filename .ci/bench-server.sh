@@ -130,6 +130,9 @@ server_starts=0
 start_server() {
     server_starts=$((server_starts + 1))
     local kind=$1 log=$work/server-$server_starts-$1
+    # The logs exist before the server starts: the readiness loop must not race the redirection.
+    : >"$log.out"
+    : >"$log.err"
     case "$kind" in
         realtime)
             RUST_LOG=warn "$realtime_server" --listen 127.0.0.1:0 --heartbeat-ms "$heartbeat_ms" >"$log.out" 2>"$log.err" &
