@@ -9,7 +9,7 @@ fail() { echo "invariant broken: $*" >&2; status=1; }
 # Matches of $1 in shipped code under $2: not comments, not in a host-only test module.
 shipped_grep() {
     { grep -rnE "$1" "$2" --include=*.rs || true; } | { grep -vE '^[^:]+:[0-9]+:\s*//' || true; } | while IFS=: read -r file line rest; do
-        test_start=$(grep -n 'cfg(all(test, not(target_arch = "wasm32")))' "$file" | head -n1 | cut -d: -f1 || true)
+        test_start=$(grep -n '^#\[cfg(test)\]' "$file" | head -n1 | cut -d: -f1 || true)
         if [ -z "$test_start" ] || [ "$line" -lt "$test_start" ]; then echo "$file:$line:$rest"; fi
     done
 }

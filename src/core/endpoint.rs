@@ -205,7 +205,8 @@ fn push_param(url: &mut String, name: &str, value: u64) {
     push_text_param(url, name, std::str::from_utf8(&digits).unwrap_or("0"));
 }
 
-#[cfg(all(test, not(target_arch = "wasm32")))]
+#[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
 mod tests {
     use super::*;
 

@@ -612,7 +612,8 @@ pub fn base64_decode(input: &[u8]) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
-#[cfg(all(test, not(target_arch = "wasm32")))]
+#[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
 mod tests {
     use super::*;
 
