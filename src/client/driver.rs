@@ -209,7 +209,11 @@ impl Driver {
 
     fn arm_timer(&self, core: &mut Core, now: Millis) {
         let deadline = core.session.poll_timeout();
-        if core.timer.as_ref().map(|(at, _)| *at) == deadline {
+        let armed = core.timer.as_ref().map(|(at, _)| *at);
+        // Keep a timer that fires no later than needed: an early wake is a no-op for the session
+        // and re-arms at the real deadline. Re-arming on every later deadline would create and
+        // cancel a timer around every message (the ack deadline comes and goes with each one).
+        if armed.is_some_and(|armed| deadline.is_none_or(|deadline| armed <= deadline)) {
             return;
         }
         core.timer = deadline.map(|at| {
