@@ -115,8 +115,32 @@ struct Hooks {
 }
 
 /// The JS-facing half: listeners and promises. Owned by the client, known weakly to the driver.
+/// JS strings of the per-message `info` object, made once per client.
+struct MessageKeys {
+    event: JsValue,
+    seq: JsValue,
+    kind: JsValue,
+    text: JsValue,
+    json: JsValue,
+    binary: JsValue,
+}
+
+impl MessageKeys {
+    fn new() -> MessageKeys {
+        MessageKeys {
+            event: JsValue::from_str("event"),
+            seq: JsValue::from_str("seq"),
+            kind: JsValue::from_str("kind"),
+            text: JsValue::from_str("text"),
+            json: JsValue::from_str("json"),
+            binary: JsValue::from_str("binary"),
+        }
+    }
+}
+
 struct Facade {
     hooks: RefCell<Hooks>,
+    keys: MessageKeys,
     /// The sessionStorage key under which the rung that worked for this endpoint is kept.
     memory_key: String,
 }
@@ -148,7 +172,7 @@ impl RealtimeClient {
         let memory_key = rung_memory_key(&url);
         config.initial_transport = recall_rung(&memory_key);
         let driver = Driver::new(Session::new(endpoint, config));
-        let facade = Rc::new(Facade { hooks: RefCell::new(Hooks::default()), memory_key });
+        let facade = Rc::new(Facade { hooks: RefCell::new(Hooks::default()), keys: MessageKeys::new(), memory_key });
         let weak_facade: Weak<Facade> = Rc::downgrade(&facade);
         driver.set_handler(weak_facade.clone() as Weak<dyn EventHandler>);
         let unsubscribe = Closure::<dyn Fn(u32)>::new(move |id: u32| {
@@ -330,10 +354,18 @@ impl Facade {
                         }
                     },
                 };
+                // The keys and kind names are JS strings made once: converting them per message
+                // was most of the per-message glue (profiled).
+                let keys = &self.keys;
+                let kind = match kind {
+                    "text" => &keys.text,
+                    "json" => &keys.json,
+                    _ => &keys.binary,
+                };
                 let info = Object::new();
-                set(&info, "event", &event.as_deref().map_or(JsValue::NULL, JsValue::from_str));
-                set(&info, "seq", &number(seq));
-                set(&info, "kind", &JsValue::from_str(kind));
+                let _ = Reflect::set(&info, &keys.event, &event.as_deref().map_or(JsValue::NULL, JsValue::from_str));
+                let _ = Reflect::set(&info, &keys.seq, &number(seq));
+                let _ = Reflect::set(&info, &keys.kind, kind);
                 self.emit(event.as_deref().unwrap_or("message"), &[data, info.into()]);
             }
             Event::Delivered { up_to_id } => loop {

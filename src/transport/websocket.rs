@@ -64,11 +64,11 @@ impl WebSocketTransport {
 }
 
 impl Transport for WebSocketTransport {
-    fn transmit(&self, data: &[u8], binary: bool) {
-        let result = match (binary, std::str::from_utf8(data)) {
-            (false, Ok(text)) => self.socket.send_with_str(text),
-            _ => self.socket.send_with_u8_array(data),
-        };
+    fn transmit(&self, data: &[u8], _binary: bool) {
+        // Always a binary message: sending text would decode the UTF-8 batch into a JS string
+        // for the browser to encode it back (profiled: about 1 us per send). The server reads
+        // both kinds the same way (PROTOCOL.md §3.1).
+        let result = self.socket.send_with_u8_array(data);
         if let Err(error) = result {
             let mut reason = String::from("websocket send failed: ");
             reason.push_str(&js_error_message(&error));
