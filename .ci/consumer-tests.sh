@@ -21,6 +21,7 @@
 # REALTIME_SERVER_BIN overrides the server (default: the debug build of realtime-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 repo_root=$PWD
 consumers=$repo_root/tests/consumers
 
@@ -125,17 +126,7 @@ tar -xzf "$tarball" -C "$site/plain/realtime-client" --strip-components=1
 
 "$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins --static-dir "$site" >"$server_log" 2>&1 &
 server_pid=$!
-deadline=$((SECONDS + ${SERVER_STARTUP_TIMEOUT:-60}))
-address=""
-while [ -z "$address" ]; do
-    address=$(sed -n 's#^listening on http://\([^ ]*\).*$#\1#p' "$server_log" | head -n 1)
-    [ -n "$address" ] && break
-    if ! kill -0 "$server_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-        cat "$server_log" >&2
-        fail "the reference server did not start"
-    fi
-    sleep 0.2
-done
+address=$(wait_for_address "$server_pid" "$server_log" "${SERVER_STARTUP_TIMEOUT:-60}") || fail "the reference server did not start"
 say "reference server at http://$address/ serving $site"
 realtime="server=http://$address/realtime"
 

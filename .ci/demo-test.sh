@@ -11,6 +11,7 @@
 #   --allow-kick and is stopped on exit, failures included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 repo_root=$PWD
 demo=$repo_root/tests/demo
 shots=$repo_root/target/demo-screenshots
@@ -64,17 +65,7 @@ trap 'exit 143' TERM
 
 "$server_bin" --listen 127.0.0.1:0 --static-dir www --allow-kick >"$server_log" 2>&1 &
 server_pid=$!
-address=""
-deadline=$((SECONDS + 20))
-while [ -z "$address" ]; do
-    address=$(sed -n 's#^listening on http://\([^ ]*\).*$#\1#p' "$server_log" | head -n 1)
-    [ -n "$address" ] && break
-    if ! kill -0 "$server_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-        cat "$server_log" >&2
-        fail "the server did not print 'listening on http://ADDR' within 20 s"
-    fi
-    sleep 0.1
-done
+address=$(wait_for_address "$server_pid" "$server_log" 20) || fail "the server did not start"
 say "server on http://$address (--allow-kick)"
 
 if ! node "$demo/run-demo.mjs" "http://$address" "$shots"; then
