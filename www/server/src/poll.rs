@@ -12,12 +12,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use realtime_client::core::wire::{self, close_code, Carrier, Frame, Retry, WireError};
+use realtime_client::core::wire::{self, close_code, Carrier, Frame, Retry};
 use tokio::time::{sleep_until, Instant};
 
 use crate::params::Params;
 use crate::probe;
-use crate::session::{close, Connect, Pull, Session, Stop, TransportKind};
+use crate::session::{close, close_for_wire_error, Connect, Pull, Session, Stop, TransportKind};
 use crate::writer::going_away;
 use crate::{text_error, AppState};
 
@@ -151,14 +151,10 @@ pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): Ra
     let frames = match wire::decode_all(&body, state.config.max_message_bytes) {
         Ok(frames) => frames,
         Err(error) => {
-            let code = if error == WireError::BodyTooLarge || error == WireError::HeaderTooLong {
-                close_code::LIMIT_EXCEEDED
-            } else {
-                close_code::PROTOCOL_ERROR
-            };
             tracing::info!(session = %session.id, error = error.as_str(), "malformed upstream batch");
-            session.end(Stop::Close(close(code, error.as_str(), Retry::Default)));
-            let status = if code == close_code::LIMIT_EXCEEDED { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            let close = close_for_wire_error(error);
+            let status = if close.code == close_code::LIMIT_EXCEEDED { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            session.end(Stop::Close(close));
             return text_error(status, error.as_str());
         }
     };

@@ -153,6 +153,16 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The close a peer gets for a batch that does not decode: 4003 when it is over a limit, else 4000.
+pub fn close_for_wire_error(error: realtime_client::core::wire::WireError) -> Close {
+    use realtime_client::core::wire::WireError;
+    let code = match error {
+        WireError::BodyTooLarge | WireError::HeaderTooLong => close_code::LIMIT_EXCEEDED,
+        _ => close_code::PROTOCOL_ERROR,
+    };
+    close(code, error.as_str(), Retry::Default)
+}
+
 pub fn close(code: u16, reason: &str, retry: Retry) -> Close {
     debug_assert!(!reason.contains('\r'));
     Close { code, reason: reason.to_owned(), retry }

@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Payload, Retry, WireError};
+use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Payload, Retry};
 
 use crate::params::{ParamError, Params};
-use crate::session::{close, Attachment, Connect, ConnectRequest, Session, Stop, TransportKind};
+use crate::session::{close, close_for_wire_error, Attachment, Connect, ConnectRequest, Session, Stop, TransportKind};
 use crate::writer::{self, FrameSink};
 use crate::probe;
 use crate::{text_error, AppState, ProbeGuard};
@@ -140,13 +140,8 @@ async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<At
         let frames = match wire::decode_all(&bytes, max) {
             Ok(frames) => frames,
             Err(error) => {
-                let code = if error == WireError::BodyTooLarge || error == WireError::HeaderTooLong {
-                    close_code::LIMIT_EXCEEDED
-                } else {
-                    close_code::PROTOCOL_ERROR
-                };
                 tracing::info!(session = %session.id, error = error.as_str(), "malformed frame");
-                session.end(Stop::Close(close(code, error.as_str(), Retry::Default)));
+                session.end(Stop::Close(close_for_wire_error(error)));
                 return;
             }
         };
