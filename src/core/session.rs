@@ -535,17 +535,11 @@ impl Session {
     /// A page or network lifecycle signal. Several in a row cost one check or one attempt.
     pub fn handle_wake(&mut self, now: Millis, wake: Wake) {
         match self.state {
-            State::Open if self.active().is_some() => {
-                if wake != Wake::PageShow {
-                    self.check_liveness(now);
-                }
-            }
-            State::Reconnecting if self.conns.is_empty() => {
-                // Waiting out a backoff delay, or suspended at pagehide: try now.
-                if wake != Wake::Offline {
-                    self.reconnect_at = Some(now);
-                    self.handle_timeout(now);
-                }
+            State::Open if self.active().is_some() && wake != Wake::PageShow => self.check_liveness(now),
+            // Waiting out a backoff delay, or suspended at pagehide: try now.
+            State::Reconnecting if self.conns.is_empty() && wake != Wake::Offline => {
+                self.reconnect_at = Some(now);
+                self.handle_timeout(now);
             }
             _ => {}
         }
