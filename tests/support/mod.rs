@@ -111,7 +111,12 @@ pub async fn publish(room: &str, event: Option<&str>, content_type: &str, body: 
 
 /// POSTs to the publish endpoint and returns the status.
 pub async fn publish_status(room: &str, event: Option<&str>, content_type: &str, body: &str) -> u16 {
-    let mut url = format!("{}/publish?room={room}", base_url());
+    publish_status_at(base_url(), room, event, content_type, body).await
+}
+
+/// POSTs to the publish endpoint of the server at `base` and returns the status.
+pub async fn publish_status_at(base: &str, room: &str, event: Option<&str>, content_type: &str, body: &str) -> u16 {
+    let mut url = format!("{base}/publish?room={room}");
     if let Some(event) = event {
         url.push_str("&event=");
         url.push_str(event);
@@ -208,19 +213,8 @@ impl Chaos {
     /// Publishes straight to the chaos server (around the proxy and its faults).
     pub async fn publish(room: &str, event: Option<&str>, body: &str) {
         let base = option_env!("REALTIME_CHAOS_UPSTREAM").expect("REALTIME_CHAOS_UPSTREAM is not set");
-        let mut url = format!("{base}/publish?room={room}");
-        if let Some(event) = event {
-            url.push_str("&event=");
-            url.push_str(event);
-        }
-        let init = RequestInit::new();
-        init.set_method("POST");
-        init.set_body(&JsValue::from_str(body));
-        let request = Request::new_with_str_and_init(&url, &init).unwrap();
-        request.headers().set("Content-Type", "text/plain").unwrap();
-        let window = web_sys::window().expect("a window");
-        let response: Response = JsFuture::from(window.fetch_with_request(&request)).await.expect("publish").unchecked_into();
-        assert_eq!(response.status(), 202, "chaos publish");
+        let status = publish_status_at(base, room, event, "text/plain", body).await;
+        assert_eq!(status, 202, "chaos publish answered {status}");
     }
 }
 
@@ -258,12 +252,6 @@ pub fn http_count(stats: &JsValue, endpoint: &str, version: &str) -> f64 {
 
 /// POSTs a text message to `{base}/publish` and checks the 202.
 pub async fn publish_to(base: &str, room: &str, body: &str) {
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_body(&JsValue::from_str(body));
-    let request = Request::new_with_str_and_init(&format!("{base}/publish?room={room}"), &init).unwrap();
-    request.headers().set("Content-Type", "text/plain").unwrap();
-    let window = web_sys::window().expect("a window");
-    let response: Response = JsFuture::from(window.fetch_with_request(&request)).await.expect("publish").unchecked_into();
-    assert_eq!(response.status(), 202, "publish to {base}");
+    let status = publish_status_at(base, room, None, "text/plain", body).await;
+    assert_eq!(status, 202, "publish to {base} answered {status}");
 }
