@@ -5,6 +5,7 @@
 //! deterministic function of its inputs and is tested on the host with simulated time.
 
 pub mod backoff;
+pub mod base64;
 pub mod endpoint;
 pub mod session;
 pub mod wire;

@@ -1,0 +1,157 @@
+//! The connection table: every transport connection the session holds, with its role.
+//!
+//! Connections play roles. While connecting, *candidates* race down the ladder; the first to
+//! deliver the server's hello becomes *active*. On a lower rung a *probe* re-tests a better one;
+//! once it works, a *migrating* connection resumes the session there and the old active one
+//! becomes *draining* (read, never written, until the server closes it or a deadline passes).
+//!
+//! Invariants: at most one connection is active; ids are never reused within a session, so an
+//! input naming an id the table no longer holds is a late event from an abandoned transport.
+
+use crate::core::endpoint::{ConnectParams, TransportKind};
+use crate::core::session::{ConnId, Effect, Session};
+use crate::core::Millis;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Racing to become active while connecting.
+    Candidate,
+    /// The connection the session reads and writes.
+    Active,
+    /// A throwaway connection testing a better rung.
+    Probe,
+    /// Resuming the session on a proven better rung.
+    Migrating,
+    /// Replaced by a migration: read until the server closes it, never written.
+    Draining,
+}
+
+/// What a new connection asks of the server in its connect URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attach {
+    /// Attach to the session we hold (if any), resuming after the last delivered message.
+    Resume,
+    /// Only say hello: the server creates no session and attaches nothing (a probe).
+    HelloOnly,
+}
+
+pub(super) struct Connection {
+    pub(super) id: ConnId,
+    pub(super) kind: TransportKind,
+    pub(super) role: Role,
+    /// Whether the server's hello arrived on it.
+    pub(super) established: bool,
+    /// Connect deadline before the hello; drain deadline while draining.
+    pub(super) deadline: Option<Millis>,
+    pub(super) last_received: Millis,
+    pub(super) last_sent: Millis,
+    pub(super) post_in_flight: bool,
+}
+
+/// The connections of one session, in the order they were opened.
+#[derive(Default)]
+pub(super) struct Conns {
+    next_id: u32,
+    list: Vec<Connection>,
+}
+
+impl Conns {
+    pub(super) fn get(&self, id: ConnId) -> Option<&Connection> {
+        self.list.iter().find(|conn| conn.id == id)
+    }
+
+    pub(super) fn get_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.list.iter_mut().find(|conn| conn.id == id)
+    }
+
+    pub(super) fn active(&self) -> Option<&Connection> {
+        self.list.iter().find(|conn| conn.role == Role::Active)
+    }
+
+    pub(super) fn active_mut(&mut self) -> Option<&mut Connection> {
+        self.list.iter_mut().find(|conn| conn.role == Role::Active)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Connection> {
+        self.list.iter()
+    }
+
+    pub(super) fn any(&self, role: Role) -> bool {
+        self.list.iter().any(|conn| conn.role == role)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn next_id(&mut self) -> ConnId {
+        self.next_id = self.next_id.wrapping_add(1);
+        ConnId(self.next_id)
+    }
+
+    fn remove(&mut self, id: ConnId) -> bool {
+        let before = self.list.len();
+        self.list.retain(|conn| conn.id != id);
+        self.list.len() != before
+    }
+
+    fn take_all(&mut self) -> Vec<Connection> {
+        std::mem::take(&mut self.list)
+    }
+}
+
+impl Session {
+    pub(super) fn conn(&self, id: ConnId) -> Option<&Connection> {
+        self.conns.get(id)
+    }
+
+    pub(super) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.conns.get_mut(id)
+    }
+
+    pub(super) fn active(&self) -> Option<&Connection> {
+        self.conns.active()
+    }
+
+    /// Opens a connection of `kind` in `role` and arms its connect deadline.
+    pub(super) fn open_conn(&mut self, now: Millis, kind: TransportKind, role: Role, attach: Attach) -> ConnId {
+        let id = self.conns.next_id();
+        let resume = match attach {
+            Attach::Resume => self.ids.as_ref().map(|ids| (ids.id.as_str(), ids.secret.as_str(), self.inbox.last_delivered)),
+            Attach::HelloOnly => None,
+        };
+        let probe = attach == Attach::HelloOnly;
+        let url = self.endpoint.connect_url(kind, ConnectParams { conn: id.0, resume, probe });
+        self.effects.push_back(Effect::Open { conn: id, kind, url });
+        self.conns.list.push(Connection {
+            id,
+            kind,
+            role,
+            established: false,
+            deadline: Some(now + self.config.connect_timeout_ms),
+            last_received: now,
+            last_sent: now,
+            post_in_flight: false,
+        });
+        id
+    }
+
+    /// Closes and forgets a connection.
+    pub(super) fn drop_conn(&mut self, id: ConnId) {
+        if self.conns.remove(id) {
+            self.effects.push_back(Effect::Close { conn: id });
+        }
+    }
+
+    /// Closes every connection; whatever was batched for the active one is void.
+    pub(super) fn drop_all_conns(&mut self) {
+        for conn in self.conns.take_all() {
+            self.effects.push_back(Effect::Close { conn: conn.id });
+        }
+        self.batch.clear();
+    }
+}

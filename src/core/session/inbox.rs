@@ -1,0 +1,51 @@
+//! The inbox: server messages delivered to the app, and the acks that let the server drop them.
+//!
+//! Invariants: a message is delivered at most once and in order (a sequence number at or below
+//! the last delivered one is a replay and dropped, whichever connection carried it; a gap is a
+//! protocol error); `last_acked <= last_delivered`; acks are debounced (one per ack delay).
+
+use crate::core::endpoint::TransportKind;
+use crate::core::session::timers::Timer;
+use crate::core::session::{ConnId, Event, Session};
+use crate::core::wire::{Frame, Message};
+use crate::core::Millis;
+
+#[derive(Debug, Default)]
+pub(super) struct Inbox {
+    /// Highest server sequence number delivered to the app.
+    pub(super) last_delivered: u64,
+    /// Highest server sequence number acked to the server.
+    pub(super) last_acked: u64,
+}
+
+impl Session {
+    pub(super) fn handle_message(&mut self, now: Millis, id: ConnId, message: Message) {
+        if message.seq <= self.inbox.last_delivered {
+            return; // Already delivered (a replay overlapping what we had).
+        }
+        if message.seq != self.inbox.last_delivered + 1 {
+            self.conn_failed(now, id, "gap in server sequence numbers", true);
+            return;
+        }
+        self.inbox.last_delivered = message.seq;
+        self.stats.messages_in += 1;
+        self.stats.bytes_in += message.payload.len() as u64;
+        let delay = match self.active().map(|conn| conn.kind) {
+            Some(TransportKind::WebSocket) => self.config.ack_delay_ms,
+            _ => self.config.http_ack_delay_ms,
+        };
+        self.timers.set_if_unset(Timer::Ack, now + delay);
+        self.events.push_back(Event::Message { seq: message.seq, event: message.event, payload: message.payload });
+    }
+
+    /// Queues an ack of everything delivered, where the carrier needs one (a long poll's URL
+    /// acknowledges by itself).
+    pub(super) fn queue_ack(&mut self) {
+        self.timers.clear(Timer::Ack);
+        let kind = self.active().map(|conn| conn.kind);
+        if self.inbox.last_delivered > self.inbox.last_acked && kind.is_some() && kind != Some(TransportKind::LongPolling) {
+            self.inbox.last_acked = self.inbox.last_delivered;
+            self.queue_frame(&Frame::Ack { seq: self.inbox.last_delivered });
+        }
+    }
+}

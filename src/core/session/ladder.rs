@@ -1,0 +1,138 @@
+//! Connect rounds: the transport ladder, raced, and what happens when a connection fails.
+//!
+//! A round starts on the rung that worked last (or that an earlier page remembered), then the
+//! rest in preference order. The first rung gets a head start; when it expires, or as soon as a
+//! rung is refused, the next one opens beside those still racing. The first hello wins. When
+//! every rung of a round has failed, the next round waits out a backoff delay.
+//!
+//! Invariant: a disconnect is a state, not an error. It emits `Reconnecting` and schedules a
+//! retry, or closes for good when the policy or the server says stop.
+
+use crate::core::backoff::Backoff;
+use crate::core::endpoint::TransportKind;
+use crate::core::session::conns::{Attach, Role};
+use crate::core::session::timers::Timer;
+use crate::core::session::{ConnId, Event, Session, State};
+use crate::core::wire::Retry;
+use crate::core::Millis;
+
+impl Session {
+    /// Starts walking the ladder: the remembered rung first, then the others in order.
+    pub(super) fn start_round(&mut self, now: Millis) {
+        let first = self
+            .last_transport
+            .or(self.remembered)
+            .filter(|kind| self.config.transports.contains(kind))
+            .unwrap_or(self.config.transports[0]);
+        self.untried = std::iter::once(first)
+            .chain(self.config.transports.iter().copied().filter(|&kind| kind != first))
+            .collect();
+        self.last_failure.clear();
+        self.open_next_candidate(now);
+    }
+
+    /// Opens the next untried rung beside those already racing; arms the next head start.
+    pub(super) fn open_next_candidate(&mut self, now: Millis) {
+        if self.untried.is_empty() {
+            return;
+        }
+        let kind = self.untried.remove(0);
+        self.open_conn(now, kind, Role::Candidate, Attach::Resume);
+        if self.untried.is_empty() {
+            self.timers.clear(Timer::Race);
+        } else {
+            self.timers.set(Timer::Race, now + self.config.head_start_ms);
+        }
+    }
+
+    /// A connection failed (closed, timed out, or broke the protocol).
+    pub(super) fn conn_failed(&mut self, now: Millis, id: ConnId, reason: &str, protocol: bool) {
+        let Some(conn) = self.conn(id) else { return };
+        let (role, kind) = (conn.role, conn.kind);
+        if protocol {
+            let mut message = String::from("protocol error: ");
+            message.push_str(reason);
+            self.events.push_back(Event::Error { message });
+        }
+        match role {
+            Role::Active => {
+                let mut message = String::new();
+                if protocol {
+                    message.push_str("protocol error: ");
+                }
+                message.push_str(reason);
+                self.active_lost(now, message, Retry::Default);
+            }
+            Role::Candidate => {
+                self.drop_conn(id);
+                self.last_failure = String::from(kind.as_str());
+                self.last_failure.push_str(" failed: ");
+                self.last_failure.push_str(reason);
+                if !protocol {
+                    // A rung that fails says why (a protocol error has said so already).
+                    self.events.push_back(Event::Error { message: self.last_failure.clone() });
+                }
+                let racing = self.conns.any(Role::Candidate);
+                if !racing && !self.untried.is_empty() {
+                    // A refused rung costs nothing: the next one starts now.
+                    self.open_next_candidate(now);
+                } else if !racing {
+                    self.timers.clear(Timer::Race);
+                    let reason = std::mem::take(&mut self.last_failure);
+                    self.schedule_reconnect(now, reason, Retry::Default);
+                }
+            }
+            Role::Probe | Role::Migrating => {
+                self.drop_conn(id);
+                if role == Role::Migrating && self.active().is_none() {
+                    // The old connection was already handed over: the session has none left.
+                    let mut message = String::from("upgrade failed: ");
+                    message.push_str(reason);
+                    self.active_lost(now, message, Retry::Default);
+                } else {
+                    self.schedule_probe(now);
+                }
+            }
+            Role::Draining => self.drop_conn(id),
+        }
+    }
+
+    /// The active connection is gone: drop everything and schedule the next round.
+    pub(super) fn active_lost(&mut self, now: Millis, reason: String, advice: Retry) {
+        self.drop_all_conns();
+        self.timers.clear_all();
+        self.untried.clear();
+        if self.state == State::Closed {
+            return;
+        }
+        self.schedule_reconnect(now, reason, advice);
+    }
+
+    pub(super) fn schedule_reconnect(&mut self, now: Millis, reason: String, advice: Retry) {
+        let delay = match (self.backoff.as_mut(), advice) {
+            (_, Retry::Never) | (None, _) => None,
+            (Some(backoff), _) if !backoff.can_retry() => None,
+            (Some(backoff), Retry::AfterMs(ms)) => {
+                backoff.next_delay(&mut self.jitter);
+                Some(ms)
+            }
+            (Some(backoff), Retry::Default) => Some(backoff.next_delay(&mut self.jitter)),
+        };
+        let Some(delay) = delay else {
+            self.finish(1006, reason, "gave up reconnecting");
+            return;
+        };
+        let attempt = self.backoff.as_ref().map_or(0, Backoff::attempt);
+        self.stats.reconnects += 1;
+        // Full jitter may draw 0; one millisecond keeps every deadline after `now`.
+        let delay = delay.max(1);
+        self.timers.set(Timer::Reconnect, now + delay);
+        self.set_state(State::Reconnecting);
+        self.events.push_back(Event::Reconnecting { attempt, delay_ms: delay, reason });
+    }
+
+    /// The rank of a rung in the ladder (0 is the preferred one).
+    pub(super) fn rank(&self, kind: TransportKind) -> usize {
+        self.config.transports.iter().position(|&allowed| allowed == kind).unwrap_or(usize::MAX)
+    }
+}

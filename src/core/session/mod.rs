@@ -1,0 +1,319 @@
+//! The session state machine: one logical session carried by a succession of connections.
+//!
+//! Sans-IO in the quinn-proto style. The adapter feeds [`Input`]s and user commands with the
+//! current time, arms one timer at [`Session::poll_timeout`], and carries out the
+//! [`Effect`]s it drains; the facade turns drained [`Event`]s into JS callbacks.
+//!
+//! The machine in parts, one module each: [`types`] (the public vocabulary), `conns` (the
+//! connection table and roles), `ladder` (the raced connect rounds and failures), `upgrade`
+//! (probe, migration, drain), `frames` (hello, promotion, reset, server close), `outbox` (send,
+//! ack, renumber on reset), `inbox` (delivered and acked sequence numbers, ack debounce),
+//! `liveness` (heartbeat, throttled timers, wake, suspend), `batch` (the upstream batch and the
+//! long-poll loop) and `timers` (the one table `handle_timeout` and `poll_timeout` both read).
+//!
+//! Connections play roles. While connecting, *candidates* race down the transport ladder: the
+//! preferred rung gets a head start, then the next one is opened beside it, and the first to
+//! deliver the server's hello becomes *active* (the others are closed). On a lower rung, a
+//! *probe* (a throwaway connection that only waits for a hello) re-tests a better rung with
+//! backoff; once it proves the rung, a *migrating* connection resumes the session there, and the
+//! old active connection becomes *draining*: it is still read, never written, until the server
+//! closes it or a deadline passes.
+//!
+//! Invariants:
+//! - Every connection has a fresh [`ConnId`]; inputs from a connection the session no longer
+//!   holds are ignored (browsers deliver late events from abandoned transports).
+//! - A connection counts as established only once the server's hello arrived on it.
+//! - Only the active connection is written to. At most one upstream POST is in flight.
+//! - Outgoing messages keep their sequence number until acked; after a resume the unacked tail is
+//!   sent again in order, and the server drops what it already had. Incoming messages are
+//!   delivered at most once and in order: a sequence number at or below the last delivered one is
+//!   dropped, whichever connection carried it; a gap is a protocol error.
+//! - A disconnect is a state, not an error: it emits `Reconnecting` and schedules a retry.
+//! - Nothing here panics on network input; a frame that does not decode is a protocol error that
+//!   replaces the connection.
+
+use std::collections::VecDeque;
+
+use crate::core::backoff::{Backoff, Jitter};
+use crate::core::endpoint::{Endpoint, TransportKind};
+use crate::core::wire::{self, close_code, Close, Frame, Retry};
+use crate::core::Millis;
+
+mod batch;
+mod conns;
+mod frames;
+mod inbox;
+mod ladder;
+mod liveness;
+mod outbox;
+mod timers;
+mod types;
+mod upgrade;
+
+pub use types::{ConnId, Effect, Event, Input, SendError, SessionConfig, State, Stats, Wake};
+
+use batch::Batch;
+use conns::{Conns, Role};
+use inbox::Inbox;
+use outbox::Outbox;
+use timers::{Timer, Timers};
+
+struct SessionIds {
+    id: String,
+    secret: String,
+}
+
+/// The session state machine. See the module docs.
+pub struct Session {
+    config: SessionConfig,
+    endpoint: Endpoint,
+    state: State,
+    conns: Conns,
+    ids: Option<SessionIds>,
+    heartbeat_ms: u64,
+    max_body_bytes: usize,
+    inbox: Inbox,
+    outbox: Outbox,
+    timers: Timers,
+    backoff: Option<Backoff>,
+    jitter: Jitter,
+    /// Rungs not yet tried in the current connect round, in order.
+    untried: Vec<TransportKind>,
+    last_failure: String,
+    /// The rung of the last active connection (remembered across reconnects).
+    last_transport: Option<TransportKind>,
+    /// The rung an earlier page remembered, tried first until a connection of ours worked.
+    remembered: Option<TransportKind>,
+    upgrade_backoff: Option<Backoff>,
+    /// When the session last handled anything: a long gap means the page was frozen or
+    /// throttled, and silence found then is checked before it is believed.
+    last_step: Millis,
+    batch: Batch,
+    stats: Stats,
+    effects: VecDeque<Effect>,
+    events: VecDeque<Event>,
+}
+
+impl Session {
+    /// A session in the `Idle` state.
+    pub fn new(endpoint: Endpoint, config: SessionConfig) -> Session {
+        debug_assert!(!config.transports.is_empty());
+        Session {
+            jitter: Jitter::new(config.jitter_seed),
+            backoff: config.reconnect.map(Backoff::new),
+            upgrade_backoff: config.upgrade.map(Backoff::new),
+            last_transport: None,
+            remembered: config.initial_transport.filter(|kind| config.transports.contains(kind)),
+            endpoint,
+            state: State::Idle,
+            conns: Conns::default(),
+            ids: None,
+            heartbeat_ms: 25_000,
+            max_body_bytes: wire::DEFAULT_MAX_BODY_BYTES,
+            inbox: Inbox::default(),
+            outbox: Outbox::default(),
+            timers: Timers::default(),
+            untried: Vec::new(),
+            last_failure: String::new(),
+            last_step: 0,
+            batch: Batch::default(),
+            stats: Stats::default(),
+            effects: VecDeque::new(),
+            events: VecDeque::new(),
+            config,
+        }
+    }
+
+    // --- Queries -------------------------------------------------------------------------
+
+    /// The lifecycle state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The transport of the active connection, if any.
+    pub fn transport(&self) -> Option<TransportKind> {
+        self.active().map(|conn| conn.kind)
+    }
+
+    /// The session id, once a hello has arrived.
+    pub fn session_id(&self) -> Option<&str> {
+        self.ids.as_ref().map(|ids| ids.id.as_str())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Messages waiting for the server's ack (queued or in flight).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Connections held (of any role); at most a handful.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    // --- User commands -------------------------------------------------------------------
+
+    /// Starts connecting. A no-op unless idle or closed.
+    pub fn connect(&mut self, now: Millis) {
+        if !matches!(self.state, State::Idle | State::Closed) {
+            return;
+        }
+        if self.state == State::Closed {
+            // A new life: a fresh session, counters kept.
+            self.ids = None;
+            self.inbox = Inbox::default();
+            self.outbox.next_seq = 1;
+            self.backoff = self.config.reconnect.map(Backoff::new);
+        }
+        self.set_state(State::Connecting);
+        self.start_round(now);
+        self.last_step = now;
+    }
+
+    /// Closes for good: says goodbye to the server, rejects what is pending.
+    pub fn close(&mut self, now: Millis) {
+        if self.state == State::Closed {
+            return;
+        }
+        // Over HTTP the goodbye would be a POST that the teardown aborts at once; the server
+        // expires the session instead.
+        if self.transport() == Some(TransportKind::WebSocket) {
+            self.batch.clear();
+            self.queue_frame(&Frame::Close(Close {
+                code: close_code::NORMAL,
+                reason: String::from("client closed"),
+                retry: Retry::Never,
+            }));
+            self.flush(now);
+        }
+        self.finish(close_code::NORMAL, String::from("client closed"), "client closed");
+    }
+
+    // --- Transport inputs ----------------------------------------------------------------
+
+    /// Feeds a transport event.
+    pub fn handle_input(&mut self, now: Millis, input: Input) {
+        let id = match &input {
+            Input::Opened { conn }
+            | Input::Data { conn, .. }
+            | Input::Posted { conn }
+            | Input::Closed { conn, .. }
+            | Input::Refused { conn, .. } => *conn,
+        };
+        let Some(role) = self.conn(id).map(|conn| conn.role) else {
+            return; // A late event from an abandoned connection.
+        };
+        match input {
+            Input::Opened { .. } => {}
+            Input::Posted { .. } => {
+                if let Some(conn) = self.conn_mut(id) {
+                    conn.post_in_flight = false;
+                }
+                self.pump_out(now);
+            }
+            Input::Data { bytes, .. } => {
+                if let Some(conn) = self.conn_mut(id) {
+                    conn.last_received = now;
+                }
+                if role == Role::Active {
+                    self.timers.clear(Timer::Suspect);
+                }
+                match wire::decode_all(&bytes, self.max_body_bytes) {
+                    Ok(frames) => {
+                        for frame in frames {
+                            self.handle_frame(now, id, frame);
+                            if self.conn(id).is_none() {
+                                break; // The frame ended this connection.
+                            }
+                        }
+                    }
+                    Err(error) => self.conn_failed(now, id, error.as_str(), true),
+                }
+                self.after_poll_response(now, id);
+                self.flush(now);
+            }
+            Input::Closed { reason, .. } => self.conn_failed(now, id, &reason, false),
+            Input::Refused { reason, .. } => {
+                if role == Role::Probe {
+                    self.conn_failed(now, id, &reason, false);
+                } else {
+                    let mut message = String::from("server refused the client: ");
+                    message.push_str(&reason);
+                    self.events.push_back(Event::Error { message });
+                    self.finish(close_code::UNAUTHORIZED, reason, "server refused the client");
+                }
+            }
+        }
+        self.last_step = now;
+    }
+
+    // --- Time ----------------------------------------------------------------------------
+
+    /// Fires due timers. Spurious calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let expired: Vec<(ConnId, Role)> = self
+            .conns
+            .iter()
+            .filter(|conn| conn.deadline.is_some_and(|deadline| now >= deadline))
+            .map(|conn| (conn.id, conn.role))
+            .collect();
+        for (id, role) in expired {
+            match role {
+                Role::Draining => self.drop_conn(id),
+                _ => self.conn_failed(now, id, "connect timeout: no hello from the server", false),
+            }
+        }
+        if self.timers.take_due(Timer::Race, now) {
+            self.open_next_candidate(now);
+        }
+        if self.timers.take_due(Timer::Reconnect, now) {
+            self.start_round(now);
+        }
+        if self.timers.take_due(Timer::Probe, now) {
+            self.open_probe(now);
+        }
+        if self.timers.take_due(Timer::Stable, now) {
+            if let Some(backoff) = self.backoff.as_mut() {
+                backoff.reset();
+            }
+        }
+        self.check_traffic(now);
+        if self.timers.get(Timer::Ack).is_some_and(|due| now >= due) {
+            self.queue_ack();
+        }
+        self.flush(now);
+        self.last_step = now;
+    }
+
+    /// The next instant `handle_timeout` has work to do, if any.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let connection_deadlines = self.conns.iter().filter_map(|conn| conn.deadline);
+        connection_deadlines.chain(self.timers.next()).chain(self.traffic_deadline()).min()
+    }
+
+    /// The next effect to carry out.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn set_state(&mut self, state: State) {
+        if self.state != state {
+            self.state = state;
+            self.events.push_back(Event::State(state));
+        }
+    }
+}
+
+#[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
+mod tests;

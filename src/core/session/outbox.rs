@@ -1,0 +1,143 @@
+//! The outbox: messages the app sent, from `send()` until the server acknowledges them.
+//!
+//! Invariants: sequence numbers are consecutive from the oldest entry; the transmitted entries
+//! form a prefix (sending goes in order, and a new connection marks everything unsent); an entry
+//! leaves only by an ack, by a reset that cannot prove it was not delivered, or by `close`, and
+//! each of those settles its `send()` exactly once (a `Delivered` or `SendFailed` event).
+
+use std::collections::VecDeque;
+
+use crate::core::session::{Event, SendError, Session};
+use crate::core::wire::{self, Payload};
+use crate::core::Millis;
+
+pub(super) struct Outgoing {
+    pub(super) id: u64,
+    pub(super) seq: u64,
+    pub(super) event: Option<String>,
+    pub(super) payload: Payload,
+    /// Whether it was ever handed to a transport (then the server may have it).
+    pub(super) transmitted: bool,
+}
+
+pub(super) struct Outbox {
+    pub(super) queue: VecDeque<Outgoing>,
+    /// Payload bytes held.
+    pub(super) bytes: usize,
+    /// The sequence number the next message gets.
+    pub(super) next_seq: u64,
+    /// The id the next `send()` returns; never reused within a client.
+    next_id: u64,
+}
+
+impl Default for Outbox {
+    fn default() -> Outbox {
+        Outbox { queue: VecDeque::new(), bytes: 0, next_seq: 1, next_id: 1 }
+    }
+}
+
+impl Outbox {
+    pub(super) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The index of the first message not yet handed to a transport.
+    pub(super) fn first_untransmitted(&self) -> usize {
+        self.queue.partition_point(|message| message.transmitted)
+    }
+
+    /// After a resume the unacked tail goes again, in order: the server drops what it has.
+    pub(super) fn mark_all_unsent(&mut self) {
+        for message in self.queue.iter_mut() {
+            message.transmitted = false;
+        }
+    }
+
+    /// Removes every message with a sequence number up to `seq`; returns the last one's id and
+    /// the count and bytes removed.
+    fn take_acked(&mut self, seq: u64) -> Option<(u64, u64, u64)> {
+        let mut acked: Option<(u64, u64, u64)> = None;
+        while self.queue.front().is_some_and(|message| message.seq <= seq) {
+            if let Some(message) = self.queue.pop_front() {
+                self.bytes -= message.payload.len();
+                let (_, count, bytes) = acked.unwrap_or((0, 0, 0));
+                acked = Some((message.id, count + 1, bytes + message.payload.len() as u64));
+            }
+        }
+        acked
+    }
+}
+
+impl Session {
+    /// Queues a message; returns its id, which later `Delivered`/`SendFailed` events name.
+    pub fn send(&mut self, now: Millis, event: Option<String>, payload: Payload) -> Result<u64, SendError> {
+        if self.state == crate::core::session::State::Closed {
+            return Err(SendError::Closed);
+        }
+        if let Some(name) = &event {
+            if !wire::is_valid_event_name(name) {
+                return Err(SendError::BadEventName);
+            }
+        }
+        if payload.len() > self.max_body_bytes {
+            return Err(SendError::TooLarge);
+        }
+        let outbox = &mut self.outbox;
+        if outbox.queue.len() >= self.config.outbox_max_messages
+            || outbox.bytes + payload.len() > self.config.outbox_max_bytes
+        {
+            return Err(SendError::OutboxFull);
+        }
+        let id = outbox.next_id;
+        outbox.next_id += 1;
+        let seq = outbox.next_seq;
+        outbox.next_seq += 1;
+        outbox.bytes += payload.len();
+        outbox.queue.push_back(Outgoing { id, seq, event, payload, transmitted: false });
+        self.pump_out(now);
+        Ok(id)
+    }
+
+    /// The server has every message up to `seq`.
+    pub(super) fn handle_ack(&mut self, now: Millis, id: crate::core::session::ConnId, seq: u64) {
+        if seq >= self.outbox.next_seq {
+            self.conn_failed(now, id, "server acknowledged a message never sent", true);
+            return;
+        }
+        if let Some((up_to_id, count, bytes)) = self.outbox.take_acked(seq) {
+            self.stats.messages_out += count;
+            self.stats.bytes_out += bytes;
+            self.events.push_back(Event::Delivered { up_to_id });
+        }
+    }
+
+    /// A fresh session: a message that went out may or may not have reached the old one, so it
+    /// is rejected rather than risk a double. Messages never sent are renumbered and kept.
+    pub(super) fn renumber_outbox_for_reset(&mut self) {
+        let mut kept = VecDeque::with_capacity(self.outbox.queue.len());
+        let mut next_seq = 1;
+        for mut message in self.outbox.queue.drain(..) {
+            if message.transmitted {
+                self.outbox.bytes -= message.payload.len();
+                self.events.push_back(Event::SendFailed {
+                    id: message.id,
+                    reason: "session reset: the message may not have been delivered",
+                });
+            } else {
+                message.seq = next_seq;
+                next_seq += 1;
+                kept.push_back(message);
+            }
+        }
+        self.outbox.queue = kept;
+        self.outbox.next_seq = next_seq;
+    }
+
+    /// Fails every message still held (the client closed).
+    pub(super) fn fail_outbox(&mut self, reason: &'static str) {
+        for message in self.outbox.queue.drain(..) {
+            self.events.push_back(Event::SendFailed { id: message.id, reason });
+        }
+        self.outbox.bytes = 0;
+    }
+}

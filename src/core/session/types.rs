@@ -1,0 +1,215 @@
+//! The session's public vocabulary: configuration, the inputs adapters feed, the effects they
+//! carry out, the events the app hears, send errors and counters.
+//!
+//! Nothing here has behaviour beyond naming; the machine that consumes and produces these lives
+//! in the sibling modules.
+
+use crate::core::backoff::BackoffConfig;
+use crate::core::endpoint::TransportKind;
+use crate::core::wire::Payload;
+
+/// Identifies one transport connection of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u32);
+
+/// The client's lifecycle state, as the JS API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Created, `connect()` not called yet.
+    Idle,
+    /// First connection attempt under way.
+    Connecting,
+    /// A connection is established (its hello arrived).
+    Open,
+    /// The connection was lost; a retry is scheduled or under way.
+    Reconnecting,
+    /// Closed for good (by the user, the server, or exhausted retries).
+    Closed,
+}
+
+impl State {
+    /// The name used in the JS API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Open => "open",
+            State::Reconnecting => "reconnecting",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// Session options, validated by the facade.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Allowed transports, in preference order (never empty, no repeats).
+    pub transports: Vec<TransportKind>,
+    /// The rung to start on (remembered from an earlier page view), if still allowed.
+    pub initial_transport: Option<TransportKind>,
+    /// How long a connection may take to deliver the server's hello.
+    pub connect_timeout_ms: u64,
+    /// How long a rung may go without a hello before the next rung is raced beside it.
+    pub head_start_ms: u64,
+    /// Reconnect policy, or `None` to never reconnect.
+    pub reconnect: Option<BackoffConfig>,
+    /// Re-probe policy for a better rung while on a lower one (`None`: never upgrade).
+    pub upgrade: Option<BackoffConfig>,
+    /// How long a replaced connection is still read after a migration.
+    pub drain_timeout_ms: u64,
+    /// Most messages the outbox holds (queued plus sent but unacked).
+    pub outbox_max_messages: usize,
+    /// Most payload bytes the outbox holds.
+    pub outbox_max_bytes: usize,
+    /// How long received messages may wait before the client acks them on a WebSocket.
+    pub ack_delay_ms: u64,
+    /// The same over SSE, where every ack costs a POST.
+    pub http_ack_delay_ms: u64,
+    /// A connection that stays up this long resets the backoff attempt counter.
+    pub stable_after_ms: u64,
+    /// Seed of the jitter generator (the adapter passes a random number).
+    pub jitter_seed: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            transports: TransportKind::ALL.to_vec(),
+            initial_transport: None,
+            connect_timeout_ms: 5_000,
+            head_start_ms: 300,
+            reconnect: Some(BackoffConfig::default()),
+            upgrade: Some(BackoffConfig {
+                initial_delay_ms: 2_000,
+                max_delay_ms: 60_000,
+                multiplier: 2.0,
+                max_attempts: None,
+            }),
+            drain_timeout_ms: 5_000,
+            outbox_max_messages: 10_000,
+            outbox_max_bytes: 16 << 20,
+            ack_delay_ms: 20,
+            http_ack_delay_ms: 200,
+            stable_after_ms: 5_000,
+            jitter_seed: 1,
+        }
+    }
+}
+
+/// What a transport adapter reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The transport is open at its level (WebSocket or EventSource `open`).
+    Opened { conn: ConnId },
+    /// Bytes arrived: whole frames (a WebSocket message, an SSE event, a poll response body).
+    Data { conn: ConnId, bytes: Vec<u8> },
+    /// The upstream POST of this connection completed with a 2xx.
+    Posted { conn: ConnId },
+    /// The transport ended or failed; `reason` says why, for the app's events.
+    Closed { conn: ConnId, reason: String },
+    /// The server refused the client outright (HTTP 401 or 403): retrying cannot help.
+    Refused { conn: ConnId, reason: String },
+}
+
+/// Page and network lifecycle signals the adapter forwards (window events, a clock jump).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// `offline`: the connection is suspect.
+    Offline,
+    /// `online`: check the connection, or retry now if there is none.
+    Online,
+    /// `visibilitychange` to visible: timers may have been throttled; check now.
+    Visible,
+    /// `pageshow` from the back/forward cache: the connections were dropped at `pagehide`.
+    PageShow,
+    /// The wall clock jumped ahead of the monotonic one: the machine slept.
+    ClockJump,
+}
+
+/// What the adapter must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Open a connection of `kind` to `url` (for long polling: issue its first poll).
+    Open { conn: ConnId, kind: TransportKind, url: String },
+    /// Send encoded frames on a WebSocket; `binary` says a text message cannot hold them.
+    Transmit { conn: ConnId, data: Vec<u8>, binary: bool },
+    /// POST encoded frames (UTF-8) upstream for an SSE or long-polling connection; report
+    /// `Posted` or `Closed`.
+    Post { conn: ConnId, url: String, body: Vec<u8> },
+    /// Issue the next long poll of the connection.
+    Poll { conn: ConnId, url: String },
+    /// Tear the connection down (listeners first, then close, then drop).
+    Close { conn: ConnId },
+}
+
+/// What the application is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The state changed.
+    State(State),
+    /// The session is open on a connection (also after every reconnect).
+    Open { session_id: String, transport: TransportKind, resumed: bool },
+    /// A message from the server, delivered exactly once and in order.
+    Message { seq: u64, event: Option<String>, payload: Payload },
+    /// Every outgoing message with an id up to this one was acknowledged by the server.
+    Delivered { up_to_id: u64 },
+    /// This outgoing message will never be delivered.
+    SendFailed { id: u64, reason: &'static str },
+    /// The transport in use changed.
+    Transport { from: Option<TransportKind>, to: TransportKind, reason: String },
+    /// The connection was lost; the next attempt is in `delay_ms`.
+    Reconnecting { attempt: u32, delay_ms: u64, reason: String },
+    /// The server could not resume the session: this is a fresh one.
+    Reset { reason: &'static str },
+    /// Something went wrong that the app should know about (the session may still recover).
+    Error { message: String },
+    /// Closed for good.
+    Closed { code: u16, reason: String },
+}
+
+/// Why `send` refused a message.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The client is closed.
+    Closed,
+    /// The outbox is full (count or bytes).
+    OutboxFull,
+    /// The payload exceeds the server's message size limit.
+    TooLarge,
+    /// The event name is not valid.
+    BadEventName,
+}
+
+impl SendError {
+    /// A lowercase, human message.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendError::Closed => "client is closed",
+            SendError::OutboxFull => "outbox is full: too many unacknowledged messages",
+            SendError::TooLarge => "message is larger than the server accepts",
+            SendError::BadEventName => "event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -",
+        }
+    }
+}
+
+/// Counters for `stats()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages delivered to the app.
+    pub messages_in: u64,
+    /// Messages acknowledged by the server.
+    pub messages_out: u64,
+    /// Payload bytes delivered to the app.
+    pub bytes_in: u64,
+    /// Payload bytes acknowledged by the server.
+    pub bytes_out: u64,
+    /// Reconnect attempts scheduled.
+    pub reconnects: u64,
+    /// Switches to a lower rung.
+    pub fallbacks: u64,
+    /// Switches to a higher rung.
+    pub upgrades: u64,
+    /// Last measured round-trip time.
+    pub rtt_ms: Option<u64>,
+}
