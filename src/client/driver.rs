@@ -19,7 +19,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{PageTransitionEvent, VisibilityState};
 
 use crate::core::endpoint::TransportKind;
-use crate::core::session::{ConnId, Effect, Event, Input, Session, Wake};
+use crate::core::session::{ConnId, Effect, Event, Input, Session, State, Wake};
 use crate::core::Millis;
 use crate::transport::event_source::EventSourceTransport;
 use crate::transport::long_poll::LongPollTransport;
@@ -67,11 +67,15 @@ pub struct Driver {
     running: Cell<bool>,
     myself: Weak<Driver>,
     handler: RefCell<Option<Weak<dyn EventHandler>>>,
-    /// Window and document listeners for the page lifecycle (none in a worker).
-    _lifecycle: Vec<Listener>,
+    /// Window and document listeners for the page lifecycle (none in a worker), held only
+    /// while the session is not closed.
+    lifecycle: RefCell<Vec<Listener>>,
     /// `(Date.now(), performance.now())` when the last timer fired, to spot a clock jump.
     clocks: Cell<(f64, f64)>,
 }
+
+/// The longest delay `setTimeout` honours (2^31 - 1 ms, about 24.8 days).
+const MAX_TIMEOUT_MS: u32 = i32::MAX as u32;
 
 /// A wall clock that ran this much further than the monotonic one means the machine slept.
 const CLOCK_JUMP_MS: f64 = 5_000.0;
@@ -85,9 +89,18 @@ impl Driver {
             running: Cell::new(false),
             myself: myself.clone(),
             handler: RefCell::new(None),
-            _lifecycle: lifecycle_listeners(myself),
+            lifecycle: RefCell::new(Vec::new()),
             clocks: Cell::new((js_sys::Date::now(), performance_now())),
         })
+    }
+
+    /// Connects (or reconnects a closed client), listening to the page lifecycle meanwhile.
+    pub fn connect(&self) {
+        if self.lifecycle.borrow().is_empty() {
+            let listeners = lifecycle_listeners(&self.myself);
+            *self.lifecycle.borrow_mut() = listeners;
+        }
+        self.command(|session, now| session.connect(now));
     }
 
     /// Forwards a page or network lifecycle signal.
@@ -116,10 +129,17 @@ impl Driver {
 
     /// Runs a user command against the session, then pumps.
     pub fn command<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T) -> T {
+        self.command_then(command, |_| {})
+    }
+
+    /// Runs a user command, lets the caller record its result (with no borrow held), then
+    /// pumps: whatever the pump settles (a send failing at once) finds the record in place.
+    pub fn command_then<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T, record: impl FnOnce(&T)) -> T {
         let result = {
             let mut core = self.core.borrow_mut();
             command(&mut core.session, now_ms())
         };
+        record(&result);
         self.pump();
         result
     }
@@ -170,6 +190,12 @@ impl Driver {
             }
         }
         self.running.set(false);
+        if self.with_session(|session| session.state() == State::Closed) {
+            // A closed client holds nothing of the page: no window listeners, no timer (the
+            // session has no deadline, so `arm_timer` dropped it), no transports.
+            let released = std::mem::take(&mut *self.lifecycle.borrow_mut());
+            drop(released);
+        }
     }
 
     fn apply(&self, core: &mut Core, effect: Effect) {
@@ -213,14 +239,16 @@ impl Driver {
         // Keep a timer that fires no later than needed: an early wake is a no-op for the session
         // and re-arms at the real deadline. Re-arming on every later deadline would create and
         // cancel a timer around every message (the ack deadline comes and goes with each one).
-        if armed.is_some_and(|armed| deadline.is_none_or(|deadline| armed <= deadline)) {
+        if armed.is_some_and(|armed| deadline.is_some_and(|deadline| armed <= deadline)) {
             return;
         }
         core.timer = deadline.map(|at| {
             let driver = self.myself.clone();
             // Browsers clamp and may fire early by a rounding error; a spurious wake is a no-op
             // for the session and re-arms here.
-            let delay = u32::try_from(at.saturating_sub(now)).unwrap_or(u32::MAX);
+            // setTimeout takes a signed 32-bit delay: anything longer fires at once. The session
+            // asks again when an early wake finds nothing due.
+            let delay = u32::try_from(at.saturating_sub(now)).unwrap_or(u32::MAX).min(MAX_TIMEOUT_MS);
             let timeout = Timeout::new(delay, move || {
                 if let Some(driver) = driver.upgrade() {
                     driver.on_timer();

@@ -16,12 +16,12 @@ use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use js_sys::{ArrayBuffer, Function, Object, Promise, Reflect, Uint8Array, JSON};
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::core::endpoint::Endpoint;
-use crate::core::session::{Event, Session};
+use crate::core::endpoint::TransportKind;
+use crate::core::session::{ErrorCode, Event, Session, TransportCause};
 use crate::core::wire::{self, Payload};
 use driver::{Driver, EventHandler};
 
@@ -94,10 +94,12 @@ extern "C" {
 /// Event names with a fixed meaning: `emit()` refuses them.
 const LIFECYCLE_EVENTS: [&str; 8] = ["open", "close", "error", "state", "transport", "reconnecting", "reset", "message"];
 
+/// A listener added with `on()`. The listener itself lives in the facade's JS `Map` under
+/// `id`, so that the function `on()` returns can be `Map.prototype.delete` bound to the map and
+/// the id: plain JS, safe to call at any time, even after the client was freed.
 struct Subscription {
     id: u32,
     event: String,
-    listener: Function,
 }
 
 struct PendingSend {
@@ -109,6 +111,8 @@ struct PendingSend {
 #[derive(Default)]
 struct Hooks {
     subscriptions: Vec<Subscription>,
+    /// id -> listener of every live subscription (a missing id was unsubscribed).
+    listeners: js_sys::Map,
     next_subscription: u32,
     pending_sends: VecDeque<PendingSend>,
     connect_waiters: Vec<(Function, Function)>,
@@ -141,8 +145,13 @@ impl MessageKeys {
 struct Facade {
     hooks: RefCell<Hooks>,
     keys: MessageKeys,
-    /// The sessionStorage key under which the rung that worked for this endpoint is kept.
-    memory_key: String,
+    /// The sessionStorage key under which the rung that worked for this endpoint is kept; none
+    /// for a client with a restricted ladder.
+    memory_key: Option<String>,
+    /// The preferred rung of this client's ladder.
+    top_rung: Option<TransportKind>,
+    /// The rung in use, if it was reached by falling back (then it is remembered while in use).
+    current_rung: std::cell::Cell<Option<TransportKind>>,
 }
 
 /// A realtime connection to a server, over WebSocket, SSE or long polling.
@@ -150,8 +159,6 @@ struct Facade {
 pub struct RealtimeClient {
     driver: Rc<Driver>,
     facade: Rc<Facade>,
-    /// Called by the unsubscribe functions that `on()` returns (bound to a subscription id).
-    unsubscribe: Closure<dyn Fn(u32)>,
 }
 
 #[wasm_bindgen]
@@ -161,26 +168,30 @@ impl RealtimeClient {
     pub fn new(
         #[wasm_bindgen(unchecked_param_type = "string")] url: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "RealtimeClientOptions")] options: Option<JsValue>,
-    ) -> Result<RealtimeClient, JsError> {
+    ) -> Result<RealtimeClient, JsValue> {
         let options = options.unwrap_or(JsValue::UNDEFINED);
         let Some(url) = url.as_string() else {
-            return Err(JsError::new("url must be a string"));
+            return Err(invalid_argument("url must be a string"));
         };
-        let endpoint = Endpoint::parse(&url).map_err(|error| JsError::new(error.as_str()))?;
-        let mut config = options::parse(&options).map_err(|message| JsError::new(&message))?;
+        let endpoint = Endpoint::parse(&url).map_err(|error| invalid_argument(error.as_str()))?;
+        let mut config = options::parse(&options).map_err(|message| invalid_argument(&message))?;
         config.jitter_seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
-        let memory_key = rung_memory_key(&url);
-        config.initial_transport = recall_rung(&memory_key);
+        // Only a client with the whole default ladder shares the rung memory: a restricted one
+        // would remember (and be steered by) a rung it chose, not one the network forced.
+        let memory_key = (config.transports == TransportKind::ALL).then(|| rung_memory_key(&url));
+        config.initial_transport = memory_key.as_deref().and_then(recall_rung);
+        let top_rung = config.transports.first().copied();
         let driver = Driver::new(Session::new(endpoint, config));
-        let facade = Rc::new(Facade { hooks: RefCell::new(Hooks::default()), keys: MessageKeys::new(), memory_key });
+        let facade = Rc::new(Facade {
+            hooks: RefCell::new(Hooks::default()),
+            keys: MessageKeys::new(),
+            memory_key,
+            top_rung,
+            current_rung: std::cell::Cell::new(None),
+        });
         let weak_facade: Weak<Facade> = Rc::downgrade(&facade);
         driver.set_handler(weak_facade.clone() as Weak<dyn EventHandler>);
-        let unsubscribe = Closure::<dyn Fn(u32)>::new(move |id: u32| {
-            if let Some(facade) = weak_facade.upgrade() {
-                facade.hooks.borrow_mut().subscriptions.retain(|subscription| subscription.id != id);
-            }
-        });
-        Ok(RealtimeClient { driver, facade, unsubscribe })
+        Ok(RealtimeClient { driver, facade })
     }
 
     /// Adds a listener for a lifecycle event, 'message' (unnamed messages) or a named event.
@@ -190,32 +201,42 @@ impl RealtimeClient {
         &self,
         event: &str,
         #[wasm_bindgen(unchecked_param_type = "(...args: any[]) => void")] listener: JsValue,
-    ) -> Result<Function, JsError> {
+    ) -> Result<Function, JsValue> {
         if !LIFECYCLE_EVENTS.contains(&event) && !wire::is_valid_event_name(event) {
-            return Err(JsError::new("event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -"));
+            return Err(invalid_argument("event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -"));
         }
         let Ok(listener) = listener.dyn_into::<Function>() else {
-            return Err(JsError::new("listener must be a function"));
+            return Err(invalid_argument("listener must be a function"));
         };
-        let id = {
-            let mut hooks = self.facade.hooks.borrow_mut();
-            hooks.next_subscription = hooks.next_subscription.wrapping_add(1);
-            let id = hooks.next_subscription;
-            hooks.subscriptions.push(Subscription { id, event: event.to_owned(), listener });
-            id
-        };
-        let unsubscribe: &Function = self.unsubscribe.as_ref().unchecked_ref();
-        Ok(unsubscribe.bind1(&JsValue::UNDEFINED, &JsValue::from(id)).unchecked_into::<Function>())
+        let mut hooks = self.facade.hooks.borrow_mut();
+        // Forget the subscriptions whose unsubscribe function ran since.
+        let listeners = hooks.listeners.clone();
+        hooks.subscriptions.retain(|subscription| listeners.has(&JsValue::from(subscription.id)));
+        hooks.next_subscription = hooks.next_subscription.wrapping_add(1);
+        let id = hooks.next_subscription;
+        hooks.subscriptions.push(Subscription { id, event: event.to_owned() });
+        let key = JsValue::from(id);
+        listeners.set(&key, &listener);
+        let delete = Reflect::get(&listeners, &JsValue::from_str("delete")).ok().and_then(|value| value.dyn_into::<Function>().ok());
+        match delete {
+            Some(delete) => Ok(delete.bind1(&listeners, &key).unchecked_into::<Function>()),
+            None => Err(invalid_argument("Map.prototype.delete is not a function")),
+        }
     }
 
     /// Removes a listener added with `on()`.
     #[wasm_bindgen(skip_typescript)]
     pub fn off(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "(...args: any[]) => void")] listener: JsValue) {
-        self.facade
-            .hooks
-            .borrow_mut()
-            .subscriptions
-            .retain(|subscription| !(subscription.event == event && JsValue::from(&subscription.listener) == listener));
+        let mut hooks = self.facade.hooks.borrow_mut();
+        let listeners = hooks.listeners.clone();
+        hooks.subscriptions.retain(|subscription| {
+            let key = JsValue::from(subscription.id);
+            let matches = subscription.event == event && listeners.get(&key) == listener;
+            if matches {
+                listeners.delete(&key);
+            }
+            !matches && listeners.has(&key)
+        });
     }
 
     /// Connects; resolves once the session is open, rejects if the client closes first.
@@ -227,7 +248,7 @@ impl RealtimeClient {
         let promise = Promise::new(&mut |resolve, reject| {
             self.facade.hooks.borrow_mut().connect_waiters.push((resolve, reject));
         });
-        self.driver.command(|session, now| session.connect(now));
+        self.driver.connect();
         promise
     }
 
@@ -241,22 +262,26 @@ impl RealtimeClient {
     /// Sends a named event; listeners registered with `on(event)` receive it. Throws for
     /// lifecycle names and invalid names.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn emit(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "string | Uint8Array | ArrayBuffer | unknown")] data: JsValue) -> Result<Promise, JsError> {
+    pub fn emit(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "string | Uint8Array | ArrayBuffer | unknown")] data: JsValue) -> Result<Promise, JsValue> {
         if LIFECYCLE_EVENTS.contains(&event) {
             let mut message = String::from("'");
             message.push_str(event);
             message.push_str("' is a lifecycle event name and cannot be emitted");
-            return Err(JsError::new(&message));
+            return Err(invalid_argument(&message));
         }
         if !wire::is_valid_event_name(event) {
-            return Err(JsError::new("event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -"));
+            return Err(invalid_argument("event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -"));
         }
         Ok(self.send_message(Some(event.to_owned()), &data))
     }
 
-    /// Closes for good; pending sends reject. Idempotent.
+    /// Closes for good: pending sends reject, the `close` listeners run, then every listener is
+    /// dropped and everything the client registered in the page is released. Idempotent.
     pub fn close(&self) {
         self.driver.command(|session, now| session.close(now));
+        let mut hooks = self.facade.hooks.borrow_mut();
+        hooks.subscriptions.clear();
+        hooks.listeners.clear();
     }
 
     /// 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'.
@@ -301,13 +326,25 @@ impl RealtimeClient {
     fn send_message(&self, event: Option<String>, data: &JsValue) -> Promise {
         let payload = match payload_from(data) {
             Ok(payload) => payload,
-            Err(message) => return rejected(&message),
+            Err(message) => return rejected(ErrorCode::InvalidArgument, &message),
         };
-        match self.driver.command(|session, now| session.send(now, event, payload)) {
-            Ok(id) => Promise::new(&mut |resolve, reject| {
-                self.facade.hooks.borrow_mut().pending_sends.push_back(PendingSend { id, resolve, reject });
-            }),
-            Err(error) => rejected(error.as_str()),
+        // The promise's entry is registered before the pump runs: the pump may carry out a
+        // transmit that fails at once and settles this very message.
+        let mut promise = None;
+        let result = self.driver.command_then(
+            |session, now| session.send(now, event, payload),
+            |result| {
+                if let Ok(id) = result {
+                    promise = Some(Promise::new(&mut |resolve, reject| {
+                        self.facade.hooks.borrow_mut().pending_sends.push_back(PendingSend { id: *id, resolve, reject });
+                    }));
+                }
+            },
+        );
+        match (result, promise) {
+            (Ok(_), Some(promise)) => promise,
+            (Err(error), _) => rejected(error.code(), error.as_str()),
+            (Ok(_), None) => rejected(ErrorCode::Closed, "client is closed"),
         }
     }
 }
@@ -336,6 +373,9 @@ impl Facade {
                 for (resolve, _) in waiters {
                     let _ = resolve.call0(&JsValue::UNDEFINED);
                 }
+                if let Some(rung) = self.current_rung.get() {
+                    self.remember(rung);
+                }
                 let info = Object::new();
                 set(&info, "sessionId", &JsValue::from_str(&session_id));
                 set(&info, "transport", &JsValue::from_str(transport.as_str()));
@@ -349,7 +389,7 @@ impl Facade {
                     Payload::Json(text) => match JSON::parse(&text) {
                         Ok(value) => ("json", value),
                         Err(_) => {
-                            self.emit("error", &[JsError::new("server sent a json message that does not parse").into()]);
+                            self.emit("error", &[error_value(ErrorCode::Protocol, "server sent a json message that does not parse")]);
                             return;
                         }
                     },
@@ -379,18 +419,25 @@ impl Facade {
                 let Some(pending) = next else { break };
                 let _ = pending.resolve.call0(&JsValue::UNDEFINED);
             },
-            Event::SendFailed { id, reason } => {
+            Event::SendFailed { id, code, reason } => {
                 let pending = {
                     let mut hooks = self.hooks.borrow_mut();
                     let index = hooks.pending_sends.iter().position(|pending| pending.id == id);
                     index.and_then(|index| hooks.pending_sends.remove(index))
                 };
                 if let Some(pending) = pending {
-                    let _ = pending.reject.call1(&JsValue::UNDEFINED, &JsError::new(reason).into());
+                    let _ = pending.reject.call1(&JsValue::UNDEFINED, &error_value(code, reason));
                 }
             }
-            Event::Transport { from, to, reason } => {
-                remember_rung(&self.memory_key, to);
+            Event::Transport { from, to, cause, reason } => {
+                // Only a rung the network forced is remembered (falling back, or the remembered
+                // one working again); reaching the top rung forgets it.
+                let forced = matches!(cause, TransportCause::Fallback | TransportCause::Remembered);
+                self.current_rung.set(if forced && Some(to) != self.top_rung { Some(to) } else { None });
+                match self.current_rung.get() {
+                    Some(rung) => self.remember(rung),
+                    None => self.forget_rung(),
+                }
                 let info = Object::new();
                 set(&info, "from", &from.map_or(JsValue::NULL, |kind| JsValue::from_str(kind.as_str())));
                 set(&info, "to", &JsValue::from_str(to.as_str()));
@@ -398,6 +445,10 @@ impl Facade {
                 self.emit("transport", &[info.into()]);
             }
             Event::Reconnecting { attempt, delay_ms, reason } => {
+                if let Some(rung) = self.current_rung.get() {
+                    // Also what `pagehide` ends in: a reload starts on the rung in use now.
+                    self.remember(rung);
+                }
                 let info = Object::new();
                 set(&info, "attempt", &number(u64::from(attempt)));
                 set(&info, "delayMs", &number(delay_ms));
@@ -409,13 +460,17 @@ impl Facade {
                 set(&info, "reason", &JsValue::from_str(reason));
                 self.emit("reset", &[info.into()]);
             }
-            Event::Error { message } => self.emit("error", &[JsError::new(&message).into()]),
-            Event::Closed { code, reason } => {
+            Event::Error { code, message } => self.emit("error", &[error_value(code, &message)]),
+            Event::Closed { code, reason, cause } => {
+                if let Some(rung) = self.current_rung.get() {
+                    // Still in use until now: its memory counts from here.
+                    self.remember(rung);
+                }
                 let waiters = std::mem::take(&mut self.hooks.borrow_mut().connect_waiters);
                 let mut message = String::from("closed before the session opened: ");
                 message.push_str(&reason);
                 for (_, reject) in waiters {
-                    let _ = reject.call1(&JsValue::UNDEFINED, &JsError::new(&message).into());
+                    let _ = reject.call1(&JsValue::UNDEFINED, &error_value(cause, &message));
                 }
                 let info = Object::new();
                 set(&info, "code", &number(u64::from(code)));
@@ -427,15 +482,19 @@ impl Facade {
 
     /// Calls every listener of `event`. The list is copied first: a listener may unsubscribe.
     fn emit(&self, event: &str, args: &[JsValue]) {
-        let listeners: Vec<Function> = self
-            .hooks
-            .borrow()
-            .subscriptions
-            .iter()
-            .filter(|subscription| subscription.event == event)
-            .map(|subscription| subscription.listener.clone())
-            .collect();
-        for listener in listeners {
+        let (ids, listeners): (Vec<JsValue>, js_sys::Map) = {
+            let hooks = self.hooks.borrow();
+            let ids = hooks
+                .subscriptions
+                .iter()
+                .filter(|subscription| subscription.event == event)
+                .map(|subscription| JsValue::from(subscription.id))
+                .collect();
+            (ids, hooks.listeners.clone())
+        };
+        for id in ids {
+            // Unsubscribed meanwhile (perhaps by an earlier listener of this very event).
+            let Ok(listener) = listeners.get(&id).dyn_into::<Function>() else { continue };
             let result = match args {
                 [first] => listener.call1(&JsValue::UNDEFINED, first),
                 [first, second] => listener.call2(&JsValue::UNDEFINED, first, second),
@@ -445,7 +504,13 @@ impl Facade {
                 if event == "error" {
                     console_error(&thrown);
                 } else {
-                    self.emit("error", &[thrown]);
+                    let mut message = String::from("a listener of '");
+                    message.push_str(event);
+                    message.push_str("' threw: ");
+                    message.push_str(&crate::transport::js_error_message(&thrown));
+                    let error = error_value(ErrorCode::ListenerThrew, &message);
+                    let _ = Reflect::set(&error, &JsValue::from_str("cause"), &thrown);
+                    self.emit("error", &[error]);
                 }
             }
         }
@@ -514,7 +579,22 @@ fn recall_rung(key: &str) -> Option<crate::core::endpoint::TransportKind> {
     crate::core::endpoint::TransportKind::from_name(name)
 }
 
-fn remember_rung(key: &str, kind: crate::core::endpoint::TransportKind) {
+impl Facade {
+    /// Stores `rung` as in use now, for the next page of this tab (restricted clients: never).
+    fn remember(&self, rung: TransportKind) {
+        if let Some(key) = &self.memory_key {
+            remember_rung(key, rung);
+        }
+    }
+
+    fn forget_rung(&self) {
+        if let (Some(key), Some(storage)) = (&self.memory_key, session_storage()) {
+            let _ = storage.remove_item(key);
+        }
+    }
+}
+
+fn remember_rung(key: &str, kind: TransportKind) {
     let Some(storage) = session_storage() else { return };
     let mut value = String::from(kind.as_str());
     value.push('|');
@@ -522,8 +602,19 @@ fn remember_rung(key: &str, kind: crate::core::endpoint::TransportKind) {
     let _ = storage.set_item(key, &value);
 }
 
-fn rejected(message: &str) -> Promise {
-    Promise::reject(&JsError::new(message).into())
+fn rejected(code: ErrorCode, message: &str) -> Promise {
+    Promise::reject(&error_value(code, message))
+}
+
+/// An `Error` with its stable `code` (the README's error table; `ErrorCode` in index.d.ts).
+fn error_value(code: ErrorCode, message: &str) -> JsValue {
+    let error: JsValue = JsError::new(message).into();
+    let _ = Reflect::set(&error, &JsValue::from_str("code"), &JsValue::from_str(code.as_str()));
+    error
+}
+
+fn invalid_argument(message: &str) -> JsValue {
+    error_value(ErrorCode::InvalidArgument, message)
 }
 
 fn set(object: &Object, key: &str, value: &JsValue) {

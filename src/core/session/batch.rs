@@ -8,8 +8,10 @@
 
 use crate::core::endpoint::TransportKind;
 use crate::core::session::conns::Role;
+use crate::core::session::ladder::Failure;
 use crate::core::session::{ConnId, Effect, Session};
 use crate::core::wire::{self, Carrier, Frame, Message, Payload};
+use crate::core::session::limits::{self, after};
 use crate::core::Millis;
 
 /// Largest batch put into one WebSocket message or POST body; beyond it a new one starts.
@@ -20,12 +22,16 @@ pub(super) struct Batch {
     bytes: Vec<u8>,
     /// A binary payload is in it and the carrier is binary: send a binary WebSocket message.
     binary: bool,
+    /// The ack frame in it, if any: it counts as sent once the batch is handed over.
+    pub(super) ack: Option<u64>,
 }
 
 impl Batch {
+    /// Voids the batch (its connection is gone); an ack in it is owed again.
     pub(super) fn clear(&mut self) {
         self.bytes.clear();
         self.binary = false;
+        self.ack = None;
     }
 }
 
@@ -91,6 +97,11 @@ impl Session {
         }
         let data = std::mem::take(&mut self.batch.bytes);
         let binary = std::mem::replace(&mut self.batch.binary, false);
+        if let Some(acked) = self.batch.ack.take() {
+            self.inbox.last_acked = self.inbox.last_acked.max(acked);
+        }
+        let upload_timeout =
+            (self.heartbeat_ms.saturating_mul(limits::UPLOAD_TIMEOUT_HEARTBEATS)).max(limits::MIN_UPLOAD_TIMEOUT_MS);
         let post_url = match (self.active().map(|conn| conn.kind), self.ids.as_ref()) {
             (Some(TransportKind::WebSocket), _) | (None, _) => None,
             (Some(_), Some(ids)) => self.active().map(|conn| self.endpoint.send_url(conn.id.0, &ids.id, &ids.secret)),
@@ -103,6 +114,7 @@ impl Session {
             None => self.effects.push_back(Effect::Transmit { conn: id, data, binary }),
             Some(url) => {
                 conn.post_in_flight = true;
+                conn.post_deadline = Some(after(now, upload_timeout));
                 self.effects.push_back(Effect::Post { conn: id, url, body: data });
             }
         }
@@ -118,7 +130,7 @@ impl Session {
             (Role::Active, true) => self.issue_poll(id),
             (Role::Draining, _) => self.drop_conn(id),
             // A first poll must bring the hello.
-            (_, false) => self.conn_failed(now, id, "poll answered without a hello", true),
+            (_, false) => self.conn_failed(now, id, "poll answered without a hello", Failure::Protocol),
             _ => {}
         }
     }

@@ -9,6 +9,7 @@
 //! input naming an id the table no longer holds is a late event from an abandoned transport.
 
 use crate::core::endpoint::{ConnectParams, TransportKind};
+use crate::core::session::limits::after;
 use crate::core::session::{ConnId, Effect, Session};
 use crate::core::Millis;
 
@@ -39,6 +40,11 @@ pub(super) struct Connection {
     pub(super) id: ConnId,
     pub(super) kind: TransportKind,
     pub(super) role: Role,
+    /// What its connect URL asked of the server.
+    pub(super) attach: Attach,
+    /// The `rt_last` its connect URL presented, if it asked to resume our session: the server
+    /// treats it as an ack of everything up to there once the resume succeeds.
+    pub(super) presented_last: Option<u64>,
     /// Whether the server's hello arrived on it.
     pub(super) established: bool,
     /// Connect deadline before the hello; drain deadline while draining.
@@ -46,6 +52,8 @@ pub(super) struct Connection {
     pub(super) last_received: Millis,
     pub(super) last_sent: Millis,
     pub(super) post_in_flight: bool,
+    /// When the POST in flight counts as hung.
+    pub(super) post_deadline: Option<Millis>,
 }
 
 /// The connections of one session, in the order they were opened.
@@ -124,6 +132,7 @@ impl Session {
             Attach::Resume => self.ids.as_ref().map(|ids| (ids.id.as_str(), ids.secret.as_str(), self.inbox.last_delivered)),
             Attach::HelloOnly => None,
         };
+        let presented_last = resume.map(|(_, _, last)| last);
         let probe = attach == Attach::HelloOnly;
         let url = self.endpoint.connect_url(kind, ConnectParams { conn: id.0, resume, probe });
         self.effects.push_back(Effect::Open { conn: id, kind, url });
@@ -131,11 +140,14 @@ impl Session {
             id,
             kind,
             role,
+            attach,
+            presented_last,
             established: false,
-            deadline: Some(now + self.config.connect_timeout_ms),
+            deadline: Some(after(now, self.config.connect_timeout_ms)),
             last_received: now,
             last_sent: now,
             post_in_flight: false,
+            post_deadline: None,
         });
         id
     }

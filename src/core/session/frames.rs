@@ -5,9 +5,11 @@
 //! the first frame on a connection must be that hello; a draining connection is still read
 //! (messages and acks) but never answered.
 
-use crate::core::session::conns::Role;
+use crate::core::session::conns::{Attach, Role};
+use crate::core::session::limits::{self, after};
+use crate::core::session::ladder::Failure;
 use crate::core::session::timers::Timer;
-use crate::core::session::{ConnId, Event, Session, SessionIds, State};
+use crate::core::session::{ConnId, ErrorCode, Event, Session, SessionIds, State, TransportCause};
 use crate::core::wire::{self, close_code, Close, Frame, Hello, Retry};
 use crate::core::Millis;
 
@@ -21,15 +23,10 @@ impl Session {
             (Role::Draining, Frame::Close(_)) => self.drop_conn(id),
             (Role::Draining, _) => {}
             (_, Frame::Hello(hello)) if !established => self.handle_hello(now, id, role, hello),
-            (_, Frame::Hello(_)) => self.conn_failed(now, id, "second hello on one connection", true),
-            (_, Frame::Close(close)) if !established => {
-                // A racing connection the server retired (another attach of ours won there).
-                let mut reason = String::from("server closed the connection: ");
-                reason.push_str(&close.reason);
-                self.conn_failed(now, id, &reason, false);
-            }
+            (_, Frame::Hello(_)) => self.conn_failed(now, id, "second hello on one connection", Failure::Protocol),
+            (_, Frame::Close(close)) if !established => self.handle_close_before_hello(now, id, role, close),
             (Role::Active, Frame::Close(close)) if close.code == close_code::REPLACED => self.handle_replaced(now, id),
-            (_, _) if !established => self.conn_failed(now, id, "expected hello as the first frame", true),
+            (_, _) if !established => self.conn_failed(now, id, "expected hello as the first frame", Failure::Protocol),
             (Role::Active, Frame::Message(message)) => self.handle_message(now, id, message),
             (Role::Active, Frame::Ack { seq }) => self.handle_ack(now, id, seq),
             (Role::Active, Frame::Ping { time }) => self.queue_frame(&Frame::Pong { time }),
@@ -46,8 +43,16 @@ impl Session {
 
     fn handle_hello(&mut self, now: Millis, id: ConnId, role: Role, hello: Hello) {
         if hello.version != wire::PROTOCOL_VERSION {
-            self.events.push_back(Event::Error { message: String::from("server speaks an unsupported protocol version") });
-            self.finish(close_code::UNSUPPORTED_VERSION, String::from("unsupported protocol version"), "unsupported protocol version");
+            self.events.push_back(Event::Error {
+                code: ErrorCode::UnsupportedVersion,
+                message: String::from("server speaks an unsupported protocol version"),
+            });
+            self.finish(
+                close_code::UNSUPPORTED_VERSION,
+                String::from("unsupported protocol version"),
+                ErrorCode::UnsupportedVersion,
+                "unsupported protocol version",
+            );
             return;
         }
         match role {
@@ -59,8 +64,22 @@ impl Session {
 
     /// Makes `id` the active connection after its hello.
     fn promote(&mut self, now: Millis, id: ConnId, role: Role, hello: Hello) {
-        let asked_to_resume = self.ids.is_some();
+        let Some(conn) = self.conn(id) else { return };
+        let (attach, presented_last) = (conn.attach, conn.presented_last);
+        if role == Role::Candidate && attach == Attach::HelloOnly {
+            // A rung that raced without the resume won: resume there, alone (two connections
+            // presenting one session would make the server replace one with the other).
+            self.resume_on_winning_rung(now, id);
+            return;
+        }
+        let asked_to_resume = presented_last.is_some();
         let resumed = asked_to_resume && hello.resumed;
+        // The server cannot have received more than we sent; a fresh session received nothing.
+        let ack_limit = if resumed { self.outbox.next_seq - 1 } else { 0 };
+        if hello.ack > ack_limit {
+            self.conn_failed(now, id, "hello acknowledged a message never sent", Failure::Protocol);
+            return;
+        }
         let previous = self.active().map(|conn| (conn.id, conn.kind));
         // The losers of a race, and (after a migration) the connection being replaced.
         let others: Vec<(ConnId, Role)> =
@@ -76,11 +95,15 @@ impl Session {
             self.reset_session();
         }
         self.ids = Some(SessionIds { id: hello.session_id.clone(), secret: hello.secret });
-        self.heartbeat_ms = hello.heartbeat_ms.max(1);
-        self.max_body_bytes = usize::try_from(hello.max_body_bytes).unwrap_or(usize::MAX);
+        self.heartbeat_ms = hello.heartbeat_ms.clamp(limits::MIN_HEARTBEAT_MS, limits::MAX_HEARTBEAT_MS);
+        self.max_body_bytes = usize::try_from(hello.max_body_bytes.min(limits::MAX_BODY_BYTES)).unwrap_or(usize::MAX);
         self.timers.clear(Timer::Race);
         self.untried.clear();
         self.batch.clear();
+        if resumed {
+            // The resume's `rt_last` acknowledged everything delivered when it was opened.
+            self.inbox.last_acked = self.inbox.last_acked.max(presented_last.unwrap_or(0));
+        }
         let Some(conn) = self.conn_mut(id) else { return };
         conn.role = Role::Active;
         conn.established = true;
@@ -88,26 +111,31 @@ impl Session {
         conn.last_received = now;
         let kind = conn.kind;
         if role == Role::Candidate {
-            self.timers.set(Timer::Stable, now + self.config.stable_after_ms);
+            self.timers.set(Timer::Stable, after(now, self.config.stable_after_ms));
         }
         self.handle_ack(now, id, hello.ack);
+        self.reject_oversize();
+        if self.inbox.last_delivered > self.inbox.last_acked {
+            // An ack that was batched for the old connection never went out: owe it here.
+            self.timers.set_if_unset(Timer::Ack, after(now, self.ack_delay(Some(kind))));
+        }
         self.set_state(State::Open);
         let from = previous.map(|(_, kind)| kind).or(self.last_transport);
         if from != Some(kind) {
-            let reason = if role == Role::Migrating {
+            let (cause, reason) = if role == Role::Migrating {
                 self.stats.upgrades += 1;
-                String::from("upgrade: the better transport works again")
+                (TransportCause::Upgrade, String::from("upgrade: the better transport works again"))
             } else if self.rank(kind) > 0 && self.last_failure.is_empty() && self.remembered == Some(kind) {
-                String::from("remembered: this transport worked last time")
+                (TransportCause::Remembered, String::from("remembered: this transport worked last time"))
             } else if self.rank(kind) > 0 {
                 self.stats.fallbacks += 1;
                 let mut reason = String::from("fallback: ");
                 reason.push_str(if self.last_failure.is_empty() { "a better transport gave no hello in time" } else { &self.last_failure });
-                reason
+                (TransportCause::Fallback, reason)
             } else {
-                String::from("connected")
+                (TransportCause::Connected, String::from("connected"))
             };
-            self.events.push_back(Event::Transport { from, to: kind, reason });
+            self.events.push_back(Event::Transport { from, to: kind, cause, reason });
         }
         self.last_transport = Some(kind);
         self.last_failure.clear();
@@ -139,15 +167,10 @@ impl Session {
         self.events.push_back(Event::Reset { reason: "the server could not resume the session" });
     }
 
+    /// A close on the active connection: the end, or a reconnect on the server's advice.
     fn handle_close(&mut self, now: Millis, close: Close) {
-        let fatal = matches!(close.code, close_code::UNAUTHORIZED | close_code::UNSUPPORTED_VERSION);
-        if fatal || close.retry == Retry::Never || (close.code == close_code::NORMAL && close.retry == Retry::Default) {
-            if fatal {
-                let mut message = String::from("server refused the session: ");
-                message.push_str(&close.reason);
-                self.events.push_back(Event::Error { message });
-            }
-            self.finish(close.code, close.reason, "server closed the session");
+        if let Some(cause) = final_cause(&close) {
+            self.end_by_server(close, cause);
             return;
         }
         let mut reason = String::from("server closed the connection: ");
@@ -155,13 +178,60 @@ impl Session {
         self.active_lost(now, reason, close.retry);
     }
 
+    /// A close before the hello. The server's advice counts wherever it arrives: a refusal ends
+    /// the client, a "come back in N ms" ends the round (another rung of the same server would
+    /// only be refused too), and only a plain close counts as a failed rung.
+    fn handle_close_before_hello(&mut self, now: Millis, id: ConnId, role: Role, close: Close) {
+        let mut reason = String::from("server closed the connection: ");
+        reason.push_str(&close.reason);
+        if close.code == close_code::REPLACED {
+            // A racing connection the server retired (another attach of ours won there).
+            self.conn_failed(now, id, &reason, Failure::Transport);
+        } else if role == Role::Probe || role == Role::Migrating {
+            // The session itself is fine on its current rung; the better one is not available.
+            self.conn_failed(now, id, &reason, Failure::Transport);
+        } else if let Some(cause) = final_cause(&close) {
+            self.end_by_server(close, cause);
+        } else if let Retry::AfterMs(_) = close.retry {
+            self.active_lost(now, reason, close.retry);
+        } else {
+            self.conn_failed(now, id, &reason, Failure::Transport);
+        }
+    }
+
+    /// The server ended the session for good: one `error` saying why (unless it was a plain
+    /// normal closure), then `close`.
+    fn end_by_server(&mut self, close: Close, cause: ErrorCode) {
+        let plain_end = close.code == close_code::NORMAL && close.retry == Retry::Default;
+        if !plain_end {
+            let mut message = String::from(match cause {
+                ErrorCode::Unauthorized | ErrorCode::UnsupportedVersion => "server refused the session: ",
+                _ => "server closed the session and asked not to reconnect: ",
+            });
+            message.push_str(&close.reason);
+            self.events.push_back(Event::Error { code: cause, message });
+        }
+        self.finish(close.code, close.reason, cause, "server closed the session");
+    }
+
     /// Enters `Closed`: drops every connection and fails everything pending.
-    pub(super) fn finish(&mut self, code: u16, reason: String, failure: &'static str) {
+    pub(super) fn finish(&mut self, code: u16, reason: String, cause: ErrorCode, failure: &'static str) {
         self.drop_all_conns();
         self.timers.clear_all();
         self.untried.clear();
-        self.fail_outbox(failure);
+        self.fail_outbox(ErrorCode::Closed, failure);
         self.set_state(State::Closed);
-        self.events.push_back(Event::Closed { code, reason });
+        self.events.push_back(Event::Closed { code, reason, cause });
+    }
+}
+
+/// Whether a close frame ends the session for good, and why. 4001 and 4002 do whatever their
+/// `retry` says; `retry=no` does with any code; so does a plain normal closure.
+fn final_cause(close: &Close) -> Option<ErrorCode> {
+    match (close.code, close.retry) {
+        (close_code::UNAUTHORIZED, _) => Some(ErrorCode::Unauthorized),
+        (close_code::UNSUPPORTED_VERSION, _) => Some(ErrorCode::UnsupportedVersion),
+        (_, Retry::Never) | (close_code::NORMAL, Retry::Default) => Some(ErrorCode::ServerClosed),
+        _ => None,
     }
 }

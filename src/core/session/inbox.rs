@@ -5,9 +5,11 @@
 //! protocol error); `last_acked <= last_delivered`; acks are debounced (one per ack delay).
 
 use crate::core::endpoint::TransportKind;
+use crate::core::session::ladder::Failure;
 use crate::core::session::timers::Timer;
 use crate::core::session::{ConnId, Event, Session};
 use crate::core::wire::{Frame, Message};
+use crate::core::session::limits::after;
 use crate::core::Millis;
 
 #[derive(Debug, Default)]
@@ -24,28 +26,35 @@ impl Session {
             return; // Already delivered (a replay overlapping what we had).
         }
         if message.seq != self.inbox.last_delivered + 1 {
-            self.conn_failed(now, id, "gap in server sequence numbers", true);
+            self.conn_failed(now, id, "gap in server sequence numbers", Failure::Protocol);
             return;
         }
         self.inbox.last_delivered = message.seq;
         self.stats.messages_in += 1;
         self.stats.bytes_in += message.payload.len() as u64;
-        let delay = match self.active().map(|conn| conn.kind) {
-            Some(TransportKind::WebSocket) => self.config.ack_delay_ms,
-            _ => self.config.http_ack_delay_ms,
-        };
-        self.timers.set_if_unset(Timer::Ack, now + delay);
+        let delay = self.ack_delay(self.active().map(|conn| conn.kind));
+        self.timers.set_if_unset(Timer::Ack, after(now, delay));
         self.events.push_back(Event::Message { seq: message.seq, event: message.event, payload: message.payload });
     }
 
+    /// How long acks are debounced on a transport (over HTTP every ack costs a POST).
+    pub(super) fn ack_delay(&self, kind: Option<TransportKind>) -> u64 {
+        match kind {
+            Some(TransportKind::WebSocket) => self.config.ack_delay_ms,
+            _ => self.config.http_ack_delay_ms,
+        }
+    }
+
     /// Queues an ack of everything delivered, where the carrier needs one (a long poll's URL
-    /// acknowledges by itself).
+    /// acknowledges by itself). `last_acked` moves only when the batch holding the ack is
+    /// handed to the transport (see `flush`): an ack dropped with its batch is owed again.
     pub(super) fn queue_ack(&mut self) {
         self.timers.clear(Timer::Ack);
         let kind = self.active().map(|conn| conn.kind);
-        if self.inbox.last_delivered > self.inbox.last_acked && kind.is_some() && kind != Some(TransportKind::LongPolling) {
-            self.inbox.last_acked = self.inbox.last_delivered;
+        let already = self.inbox.last_acked.max(self.batch.ack.unwrap_or(0));
+        if self.inbox.last_delivered > already && kind.is_some() && kind != Some(TransportKind::LongPolling) {
             self.queue_frame(&Frame::Ack { seq: self.inbox.last_delivered });
+            self.batch.ack = Some(self.inbox.last_delivered);
         }
     }
 }

@@ -12,9 +12,31 @@ use crate::core::backoff::Backoff;
 use crate::core::endpoint::TransportKind;
 use crate::core::session::conns::{Attach, Role};
 use crate::core::session::timers::Timer;
-use crate::core::session::{ConnId, Event, Session, State};
+use crate::core::session::{ConnId, ErrorCode, Event, Session, State};
 use crate::core::wire::Retry;
+use crate::core::session::limits::{self, after};
 use crate::core::Millis;
+
+/// How a connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// It closed or could not be opened.
+    Transport,
+    /// It broke the protocol (a frame that does not decode, a gap, a hello out of place).
+    Protocol,
+    /// The server gave no hello in time.
+    Timeout,
+}
+
+impl Failure {
+    fn code(self) -> ErrorCode {
+        match self {
+            Failure::Transport => ErrorCode::TransportFailed,
+            Failure::Protocol => ErrorCode::Protocol,
+            Failure::Timeout => ErrorCode::Timeout,
+        }
+    }
+}
 
 impl Session {
     /// Starts walking the ladder: the remembered rung first, then the others in order.
@@ -37,22 +59,28 @@ impl Session {
             return;
         }
         let kind = self.untried.remove(0);
-        self.open_conn(now, kind, Role::Candidate, Attach::Resume);
+        // At most one connection of a round presents the resume: the server attaches the last
+        // one to arrive and retires the other, so two would fight over the session. The others
+        // race with a hello only; if one of them wins, the session resumes on its rung.
+        let resuming = self.conns.iter().any(|conn| conn.role == Role::Candidate && conn.attach == Attach::Resume);
+        let attach = if self.ids.is_some() && resuming { Attach::HelloOnly } else { Attach::Resume };
+        self.open_conn(now, kind, Role::Candidate, attach);
         if self.untried.is_empty() {
             self.timers.clear(Timer::Race);
         } else {
-            self.timers.set(Timer::Race, now + self.config.head_start_ms);
+            self.timers.set(Timer::Race, after(now, self.config.head_start_ms));
         }
     }
 
     /// A connection failed (closed, timed out, or broke the protocol).
-    pub(super) fn conn_failed(&mut self, now: Millis, id: ConnId, reason: &str, protocol: bool) {
+    pub(super) fn conn_failed(&mut self, now: Millis, id: ConnId, reason: &str, failure: Failure) {
         let Some(conn) = self.conn(id) else { return };
         let (role, kind) = (conn.role, conn.kind);
+        let protocol = failure == Failure::Protocol;
         if protocol {
             let mut message = String::from("protocol error: ");
             message.push_str(reason);
-            self.events.push_back(Event::Error { message });
+            self.events.push_back(Event::Error { code: ErrorCode::Protocol, message });
         }
         match role {
             Role::Active => {
@@ -70,7 +98,7 @@ impl Session {
                 self.last_failure.push_str(reason);
                 if !protocol {
                     // A rung that fails says why (a protocol error has said so already).
-                    self.events.push_back(Event::Error { message: self.last_failure.clone() });
+                    self.events.push_back(Event::Error { code: failure.code(), message: self.last_failure.clone() });
                 }
                 let racing = self.conns.any(Role::Candidate);
                 if !racing && !self.untried.is_empty() {
@@ -112,21 +140,22 @@ impl Session {
         let delay = match (self.backoff.as_mut(), advice) {
             (_, Retry::Never) | (None, _) => None,
             (Some(backoff), _) if !backoff.can_retry() => None,
+            // "Not before N ms", plus the jitter of this attempt: after a restart, every client
+            // gets the same advice, and they must not all come back in the same millisecond.
             (Some(backoff), Retry::AfterMs(ms)) => {
-                backoff.next_delay(&mut self.jitter);
-                Some(ms)
+                Some(ms.min(limits::MAX_RETRY_MS).saturating_add(backoff.next_delay(&mut self.jitter)))
             }
             (Some(backoff), Retry::Default) => Some(backoff.next_delay(&mut self.jitter)),
         };
         let Some(delay) = delay else {
-            self.finish(1006, reason, "gave up reconnecting");
+            self.finish(1006, reason, ErrorCode::RetriesExhausted, "gave up reconnecting");
             return;
         };
         let attempt = self.backoff.as_ref().map_or(0, Backoff::attempt);
         self.stats.reconnects += 1;
         // Full jitter may draw 0; one millisecond keeps every deadline after `now`.
         let delay = delay.max(1);
-        self.timers.set(Timer::Reconnect, now + delay);
+        self.timers.set(Timer::Reconnect, after(now, delay));
         self.set_state(State::Reconnecting);
         self.events.push_back(Event::Reconnecting { attempt, delay_ms: delay, reason });
     }

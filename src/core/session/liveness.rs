@@ -10,6 +10,7 @@ use crate::core::endpoint::TransportKind;
 use crate::core::session::timers::Timer;
 use crate::core::session::{Event, Session, State, Wake};
 use crate::core::wire::{Frame, Retry};
+use crate::core::session::limits::after;
 use crate::core::Millis;
 
 /// How much later than its latest deadline the session may run before it counts as having
@@ -61,7 +62,7 @@ impl Session {
         }
         // A held long poll answers within one interval; other transports answer the ping.
         let grace = if kind == TransportKind::LongPolling { self.heartbeat_ms + 1_000 } else { (self.heartbeat_ms / 2).clamp(1_000, 5_000) };
-        self.timers.set(Timer::Suspect, now + grace);
+        self.timers.set(Timer::Suspect, after(now, grace));
     }
 
     /// No traffic for a heartbeat interval plus half of one means the connection is dead.
@@ -72,7 +73,7 @@ impl Session {
     /// The liveness part of `handle_timeout`: a failed check, silence, or a heartbeat due.
     pub(super) fn check_traffic(&mut self, now: Millis) {
         // A gap longer than any deadline we set means the page was frozen or throttled.
-        let woke_late = self.last_step > 0 && now > self.last_step + self.heartbeat_ms + LATE_MARGIN_MS;
+        let woke_late = self.last_step > 0 && now > self.last_step.saturating_add(self.heartbeat_ms + LATE_MARGIN_MS);
         if self.timers.take_due(Timer::Suspect, now) {
             self.active_lost(now, String::from("liveness check failed: no answer from the server"), Retry::Default);
         }
@@ -81,13 +82,13 @@ impl Session {
         else {
             return;
         };
-        let silent = now >= last_received + self.liveness_timeout();
+        let silent = now >= last_received.saturating_add(self.liveness_timeout());
         if silent && (woke_late || self.timers.is_set(Timer::Suspect)) {
             // Silence seen only because we slept: ask before believing it.
             self.check_liveness(now);
         } else if silent {
             self.active_lost(now, String::from("heartbeat timeout: no traffic from the server"), Retry::Default);
-        } else if now >= last_sent + self.heartbeat_ms && kind != TransportKind::LongPolling && self.can_write() {
+        } else if now >= last_sent.saturating_add(self.heartbeat_ms) && kind != TransportKind::LongPolling && self.can_write() {
             // A long poll is itself the client's heartbeat, and so is a POST in flight.
             self.queue_frame(&Frame::Ping { time: now });
         }
@@ -99,9 +100,9 @@ impl Session {
             return None; // The check's own deadline stands.
         }
         let conn = self.active()?;
-        let silence = conn.last_received + self.liveness_timeout();
+        let silence = conn.last_received.saturating_add(self.liveness_timeout());
         if conn.kind != TransportKind::LongPolling && !conn.post_in_flight {
-            Some(silence.min(conn.last_sent + self.heartbeat_ms))
+            Some(silence.min(conn.last_sent.saturating_add(self.heartbeat_ms)))
         } else {
             Some(silence)
         }

@@ -44,16 +44,19 @@ mod conns;
 mod frames;
 mod inbox;
 mod ladder;
+mod limits;
 mod liveness;
 mod outbox;
 mod timers;
 mod types;
 mod upgrade;
 
-pub use types::{ConnId, Effect, Event, Input, SendError, SessionConfig, State, Stats, Wake};
+pub use limits::{MAX_BODY_BYTES, MAX_HEARTBEAT_MS, MAX_RETRY_MS, MIN_HEARTBEAT_MS};
+pub use types::{ConnId, Effect, ErrorCode, Event, Input, SendError, SessionConfig, State, Stats, TransportCause, Wake};
 
 use batch::Batch;
 use conns::{Conns, Role};
+use ladder::Failure;
 use inbox::Inbox;
 use outbox::Outbox;
 use timers::{Timer, Timers};
@@ -191,7 +194,7 @@ impl Session {
             }));
             self.flush(now);
         }
-        self.finish(close_code::NORMAL, String::from("client closed"), "client closed");
+        self.finish(close_code::NORMAL, String::from("client closed"), ErrorCode::Closed, "client closed");
     }
 
     // --- Transport inputs ----------------------------------------------------------------
@@ -213,6 +216,7 @@ impl Session {
             Input::Posted { .. } => {
                 if let Some(conn) = self.conn_mut(id) {
                     conn.post_in_flight = false;
+                    conn.post_deadline = None;
                 }
                 self.pump_out(now);
             }
@@ -232,20 +236,20 @@ impl Session {
                             }
                         }
                     }
-                    Err(error) => self.conn_failed(now, id, error.as_str(), true),
+                    Err(error) => self.conn_failed(now, id, error.as_str(), Failure::Protocol),
                 }
                 self.after_poll_response(now, id);
                 self.flush(now);
             }
-            Input::Closed { reason, .. } => self.conn_failed(now, id, &reason, false),
+            Input::Closed { reason, .. } => self.conn_failed(now, id, &reason, Failure::Transport),
             Input::Refused { reason, .. } => {
                 if role == Role::Probe {
-                    self.conn_failed(now, id, &reason, false);
+                    self.conn_failed(now, id, &reason, Failure::Transport);
                 } else {
                     let mut message = String::from("server refused the client: ");
                     message.push_str(&reason);
-                    self.events.push_back(Event::Error { message });
-                    self.finish(close_code::UNAUTHORIZED, reason, "server refused the client");
+                    self.events.push_back(Event::Error { code: ErrorCode::Unauthorized, message });
+                    self.finish(close_code::UNAUTHORIZED, reason, ErrorCode::Unauthorized, "server refused the client");
                 }
             }
         }
@@ -256,16 +260,25 @@ impl Session {
 
     /// Fires due timers. Spurious calls are no-ops.
     pub fn handle_timeout(&mut self, now: Millis) {
-        let expired: Vec<(ConnId, Role)> = self
+        let expired: Vec<(ConnId, Role, bool)> = self
             .conns
             .iter()
             .filter(|conn| conn.deadline.is_some_and(|deadline| now >= deadline))
-            .map(|conn| (conn.id, conn.role))
+            .map(|conn| (conn.id, conn.role, false))
+            .chain(
+                self.conns
+                    .iter()
+                    .filter(|conn| conn.post_deadline.is_some_and(|deadline| now >= deadline))
+                    .map(|conn| (conn.id, conn.role, true)),
+            )
             .collect();
-        for (id, role) in expired {
+        for (id, role, upload) in expired {
             match role {
                 Role::Draining => self.drop_conn(id),
-                _ => self.conn_failed(now, id, "connect timeout: no hello from the server", false),
+                // A hung upload blocks every later one while the event stream keeps the
+                // liveness check happy: replace the connection, the resume resends the rest.
+                _ if upload => self.conn_failed(now, id, "upload timeout: the server did not answer a POST", Failure::Timeout),
+                _ => self.conn_failed(now, id, "connect timeout: no hello from the server", Failure::Timeout),
             }
         }
         if self.timers.take_due(Timer::Race, now) {
@@ -292,7 +305,7 @@ impl Session {
 
     /// The next instant `handle_timeout` has work to do, if any.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let connection_deadlines = self.conns.iter().filter_map(|conn| conn.deadline);
+        let connection_deadlines = self.conns.iter().flat_map(|conn| conn.deadline.into_iter().chain(conn.post_deadline));
         connection_deadlines.chain(self.timers.next()).chain(self.traffic_deadline()).min()
     }
 

@@ -7,7 +7,8 @@
 
 use std::collections::VecDeque;
 
-use crate::core::session::{Event, SendError, Session};
+use crate::core::session::ladder::Failure;
+use crate::core::session::{ErrorCode, Event, SendError, Session};
 use crate::core::wire::{self, Payload};
 use crate::core::Millis;
 
@@ -101,7 +102,7 @@ impl Session {
     /// The server has every message up to `seq`.
     pub(super) fn handle_ack(&mut self, now: Millis, id: crate::core::session::ConnId, seq: u64) {
         if seq >= self.outbox.next_seq {
-            self.conn_failed(now, id, "server acknowledged a message never sent", true);
+            self.conn_failed(now, id, "server acknowledged a message never sent", Failure::Protocol);
             return;
         }
         if let Some((up_to_id, count, bytes)) = self.outbox.take_acked(seq) {
@@ -121,6 +122,7 @@ impl Session {
                 self.outbox.bytes -= message.payload.len();
                 self.events.push_back(Event::SendFailed {
                     id: message.id,
+                    code: ErrorCode::Reset,
                     reason: "session reset: the message may not have been delivered",
                 });
             } else {
@@ -133,10 +135,39 @@ impl Session {
         self.outbox.next_seq = next_seq;
     }
 
+    /// After a hello: messages queued under an older (or the default) size limit that exceed
+    /// the server's are refused now, instead of being refused by the server and resent for
+    /// ever. None of the messages left after the hello's ack is at the server, so the rest are
+    /// renumbered without a gap.
+    pub(super) fn reject_oversize(&mut self) {
+        let limit = self.max_body_bytes;
+        if !self.outbox.queue.iter().any(|message| message.payload.len() > limit) {
+            return;
+        }
+        let Some(mut next_seq) = self.outbox.queue.front().map(|message| message.seq) else { return };
+        let mut kept = VecDeque::with_capacity(self.outbox.queue.len());
+        for mut message in self.outbox.queue.drain(..) {
+            if message.payload.len() > limit {
+                self.outbox.bytes -= message.payload.len();
+                self.events.push_back(Event::SendFailed {
+                    id: message.id,
+                    code: ErrorCode::TooLarge,
+                    reason: SendError::TooLarge.as_str(),
+                });
+            } else {
+                message.seq = next_seq;
+                next_seq += 1;
+                kept.push_back(message);
+            }
+        }
+        self.outbox.queue = kept;
+        self.outbox.next_seq = next_seq;
+    }
+
     /// Fails every message still held (the client closed).
-    pub(super) fn fail_outbox(&mut self, reason: &'static str) {
+    pub(super) fn fail_outbox(&mut self, code: ErrorCode, reason: &'static str) {
         for message in self.outbox.queue.drain(..) {
-            self.events.push_back(Event::SendFailed { id: message.id, reason });
+            self.events.push_back(Event::SendFailed { id: message.id, code, reason });
         }
         self.outbox.bytes = 0;
     }

@@ -122,7 +122,7 @@ fn connect_open_message_close_trace() {
         vec![
             Event::State(State::Connecting),
             Event::State(State::Open),
-            Event::Transport { from: None, to: TransportKind::WebSocket, reason: "connected".into() },
+            Event::Transport { from: None, to: TransportKind::WebSocket, cause: TransportCause::Connected, reason: "connected".into() },
             Event::Open { session_id: "s1".into(), transport: TransportKind::WebSocket, resumed: false },
         ]
     );
@@ -160,7 +160,7 @@ fn connect_open_message_close_trace() {
     assert_eq!(effects.last(), Some(&Effect::Close { conn }));
     assert_eq!(
         h.events(),
-        vec![Event::State(State::Closed), Event::Closed { code: 1000, reason: "client closed".into() }]
+        vec![Event::State(State::Closed), Event::Closed { code: 1000, reason: "client closed".into(), cause: ErrorCode::Closed }]
     );
     h.data(conn, &[text(3, "late")]);
     assert!(h.events().is_empty());
@@ -251,6 +251,7 @@ fn refused_resume_emits_one_reset_and_rejects_only_what_may_have_arrived() {
     assert_eq!(resets, 1);
     assert!(events.contains(&Event::SendFailed {
         id: in_flight,
+        code: ErrorCode::Reset,
         reason: "session reset: the message may not have been delivered"
     }));
     assert!(events.iter().any(|event| matches!(event, Event::Message { seq: 1, .. })), "fresh seq 1 delivered");
@@ -270,7 +271,7 @@ fn malformed_frames_are_protocol_errors_that_reconnect() {
     h.effects();
     h.session.handle_input(h.now, Input::Data { conn, bytes: b"msg s=1 k=t n=99\nshort".to_vec() });
     let events = h.events();
-    assert_eq!(events[0], Event::Error { message: "protocol error: frame truncated".into() });
+    assert_eq!(events[0], Event::Error { code: ErrorCode::Protocol, message: "protocol error: frame truncated".into() });
     assert!(matches!(events.last(), Some(Event::Reconnecting { .. })));
     assert_eq!(h.effects(), vec![Effect::Close { conn }]);
 }
@@ -284,13 +285,13 @@ fn frames_before_hello_and_gaps_are_protocol_errors() {
         other => panic!("{other:?}"),
     };
     h.data(conn, &[text(1, "early")]);
-    assert!(h.events().contains(&Event::Error { message: "protocol error: expected hello as the first frame".into() }));
+    assert!(h.events().contains(&Event::Error { code: ErrorCode::Protocol, message: "protocol error: expected hello as the first frame".into() }));
 
     let mut h = Harness::new(ws_only());
     let conn = h.open();
     h.events();
     h.data(conn, &[text(2, "skipped one")]);
-    assert!(h.events().contains(&Event::Error { message: "protocol error: gap in server sequence numbers".into() }));
+    assert!(h.events().contains(&Event::Error { code: ErrorCode::Protocol, message: "protocol error: gap in server sequence numbers".into() }));
 }
 
 #[test]
@@ -348,17 +349,26 @@ fn server_close_advice_is_honoured() {
     h.events();
     h.data(conn, &[Frame::Close(Close { code: 4001, reason: "bad token".into(), retry: Retry::Never })]);
     let events = h.events();
-    assert_eq!(events[0], Event::Error { message: "server refused the session: bad token".into() });
-    assert_eq!(events.last(), Some(&Event::Closed { code: 4001, reason: "bad token".into() }));
+    assert_eq!(events[0], Event::Error { code: ErrorCode::Unauthorized, message: "server refused the session: bad token".into() });
+    assert_eq!(events.last(), Some(&Event::Closed { code: 4001, reason: "bad token".into(), cause: ErrorCode::Unauthorized }));
     assert_eq!(h.session.state(), State::Closed);
     assert_eq!(h.session.poll_timeout(), None);
 
-    // retry=N: reconnect after exactly N ms.
+    // retry=N: reconnect not before N ms, plus at most the backoff's jitter for this attempt.
     let mut h = Harness::new(ws_only());
     let conn = h.open();
     h.events();
     h.data(conn, &[Frame::Close(Close { code: 1001, reason: "restart".into(), retry: Retry::AfterMs(1234) })]);
-    assert!(h.events().iter().any(|event| matches!(event, Event::Reconnecting { delay_ms: 1234, .. })));
+    let delays: Vec<u64> = h
+        .events()
+        .iter()
+        .filter_map(|event| match event {
+            Event::Reconnecting { delay_ms, .. } => Some(*delay_ms),
+            _ => None,
+        })
+        .collect();
+    let [delay] = delays[..] else { panic!("one reconnect expected, got {delays:?}") };
+    assert!((1234..=1234 + 500).contains(&delay), "delay {delay}");
 }
 
 #[test]
@@ -439,7 +449,7 @@ fn close_rejects_pending_messages() {
     let id = h.session.send(h.now, None, Payload::Text("x".into())).unwrap();
     h.events();
     h.session.close(h.now);
-    assert!(h.events().contains(&Event::SendFailed { id, reason: "client closed" }));
+    assert!(h.events().contains(&Event::SendFailed { id, code: ErrorCode::Closed, reason: "client closed" }));
     assert_eq!(h.session.outbox_len(), 0);
 }
 
@@ -473,7 +483,7 @@ fn transport_events(events: &[Event]) -> Vec<(Option<TransportKind>, TransportKi
     events
         .iter()
         .filter_map(|event| match event {
-            Event::Transport { from, to, reason } => Some((*from, *to, reason.clone())),
+            Event::Transport { from, to, reason, .. } => Some((*from, *to, reason.clone())),
             _ => None,
         })
         .collect()
@@ -629,7 +639,12 @@ fn on_sse_after_fallback(h: &mut Harness) -> ConnId {
     let [(sse, ..)] = opened(&h.effects())[..] else { panic!() };
     h.data(sse, &[hello("s1", 0, false)]);
     h.events();
-    h.effects();
+    // The first upload (the RTT ping) is answered, as a server does.
+    for effect in h.effects() {
+        if let Effect::Post { conn, .. } = effect {
+            h.session.handle_input(h.now, Input::Posted { conn });
+        }
+    }
     sse
 }
 
@@ -727,12 +742,20 @@ fn a_migration_the_server_cannot_resume_is_a_reset_and_the_old_stream_is_dropped
 fn no_probe_on_the_best_rung_or_when_upgrades_are_off() {
     let mut h = Harness::new(SessionConfig { upgrade: None, ..SessionConfig::default() });
     let sse = on_sse_after_fallback(&mut h);
+    let mut seen = Vec::new();
     for step in 1..=20 {
         h.run_until(1_000 + step * 10_000);
         h.data(sse, &[Frame::Ping { time: h.now }]);
+        // The server answers every upload (the pongs), or the upload timeout would fire.
+        for effect in h.effects() {
+            if let Effect::Post { conn, .. } = effect {
+                h.session.handle_input(h.now, Input::Posted { conn });
+            }
+            seen.push(effect);
+        }
     }
     assert_eq!(h.session.state(), State::Open);
-    assert!(opened(&h.effects()).is_empty(), "no probe when upgrades are off");
+    assert!(opened(&seen).is_empty(), "no probe when upgrades are off");
 
     let mut h = Harness::new(SessionConfig::default());
     let conn = h.open_default_websocket();
@@ -782,7 +805,7 @@ fn a_racing_connection_retired_by_the_server_is_dropped_without_a_protocol_error
     let [(ws, ..)] = opened(&h.effects())[..] else { panic!() };
     h.data(ws, &[Frame::Close(Close { code: 4004, reason: "replaced".into(), retry: Retry::Never })]);
     let events = h.events();
-    assert!(!events.iter().any(|event| matches!(event, Event::Error { message } if message.starts_with("protocol"))));
+    assert!(!events.iter().any(|event| matches!(event, Event::Error { message, .. } if message.starts_with("protocol"))));
     assert_eq!(h.session.state(), State::Connecting);
 }
 
@@ -871,8 +894,8 @@ fn a_refusal_stops_the_retries_with_an_error_and_a_close() {
     let [(poll, ..)] = opened(&h.effects())[..] else { panic!() };
     h.session.handle_input(h.now, Input::Refused { conn: poll, reason: "poll failed: HTTP 401".into() });
     let events = h.events();
-    assert!(events.contains(&Event::Error { message: "server refused the client: poll failed: HTTP 401".into() }));
-    assert_eq!(events.last(), Some(&Event::Closed { code: 4001, reason: "poll failed: HTTP 401".into() }));
+    assert!(events.contains(&Event::Error { code: ErrorCode::Unauthorized, message: "server refused the client: poll failed: HTTP 401".into() }));
+    assert_eq!(events.last(), Some(&Event::Closed { code: 4001, reason: "poll failed: HTTP 401".into(), cause: ErrorCode::Unauthorized }));
     assert_eq!(h.session.poll_timeout(), None);
 }
 

@@ -153,18 +153,85 @@ pub enum Event {
     Message { seq: u64, event: Option<String>, payload: Payload },
     /// Every outgoing message with an id up to this one was acknowledged by the server.
     Delivered { up_to_id: u64 },
-    /// This outgoing message will never be delivered.
-    SendFailed { id: u64, reason: &'static str },
+    /// This outgoing message will never be delivered (or may not have been, for `Reset`).
+    SendFailed { id: u64, code: ErrorCode, reason: &'static str },
     /// The transport in use changed.
-    Transport { from: Option<TransportKind>, to: TransportKind, reason: String },
+    Transport { from: Option<TransportKind>, to: TransportKind, cause: TransportCause, reason: String },
     /// The connection was lost; the next attempt is in `delay_ms`.
     Reconnecting { attempt: u32, delay_ms: u64, reason: String },
     /// The server could not resume the session: this is a fresh one.
     Reset { reason: &'static str },
     /// Something went wrong that the app should know about (the session may still recover).
-    Error { message: String },
-    /// Closed for good.
-    Closed { code: u16, reason: String },
+    Error { code: ErrorCode, message: String },
+    /// Closed for good; `cause` says why in the error table's terms (`Closed` when the app
+    /// closed).
+    Closed { code: u16, reason: String, cause: ErrorCode },
+}
+
+/// Why the session moved to a transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportCause {
+    /// The preferred rung worked.
+    Connected,
+    /// A better rung failed or gave no hello in time.
+    Fallback,
+    /// An earlier page remembered this rung and it worked at once.
+    Remembered,
+    /// A background probe proved a better rung and the session migrated there.
+    Upgrade,
+}
+
+/// The stable code of every error the client reports: apps branch on it, never on message text.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The client is closed (by the app, or for good by one of the causes below).
+    Closed,
+    /// The outbox is full.
+    OutboxFull,
+    /// A message is larger than the server accepts.
+    TooLarge,
+    /// The session was reset: the message was sent but may not have been delivered.
+    Reset,
+    /// The server refused the client (authentication or authorization).
+    Unauthorized,
+    /// The server speaks another protocol version.
+    UnsupportedVersion,
+    /// A transport failed (a rung of the ladder, or the connection was lost).
+    TransportFailed,
+    /// The server broke the protocol.
+    Protocol,
+    /// The server did not answer in time (hello, heartbeat, upload).
+    Timeout,
+    /// An app listener threw.
+    ListenerThrew,
+    /// The server ended the session and said not to come back.
+    ServerClosed,
+    /// Every allowed reconnect attempt failed.
+    RetriesExhausted,
+    /// The app passed a bad argument or option.
+    InvalidArgument,
+}
+
+impl ErrorCode {
+    /// The code as JS sees it in `err.code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Closed => "closed",
+            ErrorCode::OutboxFull => "outbox-full",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Reset => "reset",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::UnsupportedVersion => "unsupported-version",
+            ErrorCode::TransportFailed => "transport-failed",
+            ErrorCode::Protocol => "protocol",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::ListenerThrew => "listener-threw",
+            ErrorCode::ServerClosed => "server-closed",
+            ErrorCode::RetriesExhausted => "retries-exhausted",
+            ErrorCode::InvalidArgument => "invalid-argument",
+        }
+    }
 }
 
 /// Why `send` refused a message.
@@ -182,6 +249,16 @@ pub enum SendError {
 }
 
 impl SendError {
+    /// The error table's code.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            SendError::Closed => ErrorCode::Closed,
+            SendError::OutboxFull => ErrorCode::OutboxFull,
+            SendError::TooLarge => ErrorCode::TooLarge,
+            SendError::BadEventName => ErrorCode::InvalidArgument,
+        }
+    }
+
     /// A lowercase, human message.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -11,6 +11,7 @@ use crate::core::session::conns::{Attach, Role};
 use crate::core::session::timers::Timer;
 use crate::core::session::{ConnId, Session};
 use crate::core::wire::Retry;
+use crate::core::session::limits::after;
 use crate::core::Millis;
 
 impl Session {
@@ -29,7 +30,7 @@ impl Session {
             let ceiling_floor = self.config.upgrade.map_or(0, |config| config.initial_delay_ms / 2);
             // Half fixed, half jittered: a probe never comes sooner than half the ceiling.
             let delay = ceiling_floor + backoff.next_delay(&mut self.jitter) / 2;
-            self.timers.set(Timer::Probe, now + delay);
+            self.timers.set(Timer::Probe, after(now, delay));
         }
     }
 
@@ -49,9 +50,22 @@ impl Session {
         }
     }
 
+    /// A candidate that raced with a hello only won the round: close the others and resume the
+    /// session on its rung, now the only connection presenting it.
+    pub(super) fn resume_on_winning_rung(&mut self, now: Millis, id: ConnId) {
+        let Some(kind) = self.conn(id).map(|conn| conn.kind) else { return };
+        let others: Vec<ConnId> = self.conns.iter().filter(|conn| conn.role == Role::Candidate).map(|conn| conn.id).collect();
+        for other in others {
+            self.drop_conn(other);
+        }
+        self.untried.clear();
+        self.timers.clear(Timer::Race);
+        self.open_conn(now, kind, Role::Candidate, Attach::Resume);
+    }
+
     /// Turns a replaced connection into a draining one, read until `drain_timeout_ms` passes.
     pub(super) fn start_draining(&mut self, now: Millis, id: ConnId) {
-        let deadline = now + self.config.drain_timeout_ms;
+        let deadline = after(now, self.config.drain_timeout_ms);
         if let Some(conn) = self.conn_mut(id) {
             conn.role = Role::Draining;
             conn.deadline = Some(deadline);

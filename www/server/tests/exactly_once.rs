@@ -592,7 +592,7 @@ impl Sim {
                 check!(self.failed.insert(id), "SendFailed twice for id {id}");
                 self.coverage.send_failed += 1;
             }
-            Event::Closed { code, reason } => return Err(format!("the client closed for good: {code} {reason}")),
+            Event::Closed { code, reason, .. } => return Err(format!("the client closed for good: {code} {reason}")),
             Event::State(State::Closed) => return Err(String::from("the client entered Closed")),
             Event::Transport { to, reason, .. } => {
                 self.transport = Some(to);
@@ -604,7 +604,7 @@ impl Sim {
             }
             Event::Reconnecting { .. } => self.coverage.reconnects += 1,
             // The server never skips a seq (a resume replays all after rt_last, or is refused).
-            Event::Error { message } if message.contains("gap") => return Err(format!("the client saw: {message}")),
+            Event::Error { message, .. } if message.contains("gap") => return Err(format!("the client saw: {message}")),
             _ => {}
         }
         Ok(())
