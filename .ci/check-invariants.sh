@@ -9,7 +9,7 @@ fail() { echo "invariant broken: $*" >&2; status=1; }
 # Matches of $1 in shipped code under $2: not comments, not in a host-only test module (a
 # `#[cfg(test)]` block, or a `tests.rs` file that its parent declares under `#[cfg(test)]`).
 shipped_grep() {
-    { grep -rnE "$1" "$2" --include=*.rs --exclude=tests.rs || true; } | { grep -vE '^[^:]+:[0-9]+:\s*//' || true; } | while IFS=: read -r file line rest; do
+    { grep -rnE "$1" "$2" --include=*.rs --exclude=tests.rs --exclude-dir=tests || true; } | { grep -vE '^[^:]+:[0-9]+:\s*//' || true; } | while IFS=: read -r file line rest; do
         test_start=$(grep -n '^#\[cfg(test)\]' "$file" | head -n1 | cut -d: -f1 || true)
         if [ -z "$test_start" ] || [ "$line" -lt "$test_start" ]; then echo "$file:$line:$rest"; fi
     done
@@ -40,13 +40,13 @@ found=$(shipped_grep '#\[wasm_bindgen' src | grep -vE '^src/(client|transport)/'
 [ -z "$found" ] || fail "#[wasm_bindgen] outside the facade and adapters:
 $found"
 # Every test module file is declared under #[cfg(test)] by its parent, so it never ships.
-for file in $(find src www/server/src -name tests.rs); do
-    parent="$(dirname "$file")/mod.rs"
+for file in $(find src www/server/src -name tests.rs -o -path '*/tests/mod.rs'); do
+    case "$file" in */tests/mod.rs) parent="$(dirname "$(dirname "$file")")/mod.rs" ;; *) parent="$(dirname "$file")/mod.rs" ;; esac
     grep -qB2 '^mod tests;' "$parent" 2>/dev/null && grep -B2 '^mod tests;' "$parent" | grep -q '#\[cfg(test)\]' \
         || fail "$file is not declared under #[cfg(test)] in $parent"
 done
 # Modules stay small enough to read: at most 600 lines before a file's tests.
-for file in $(find src www/server/src -name '*.rs' ! -name tests.rs); do
+for file in $(find src www/server/src -name '*.rs' ! -name tests.rs ! -path '*/tests/*'); do
     test_start=$(grep -n '^#\[cfg(test)\]' "$file" | head -n1 | cut -d: -f1 || true)
     lines=$(( ${test_start:-$(( $(wc -l < "$file") + 1 ))} - 1 ))
     [ "$lines" -le 600 ] || fail "$file has $lines lines before its tests (at most 600)"

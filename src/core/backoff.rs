@@ -99,37 +99,48 @@ mod tests {
 
     #[test]
     fn delays_grow_within_the_jittered_ceiling_and_cap() {
-        let mut backoff = Backoff::new(BackoffConfig::default());
-        let mut jitter = Jitter::new(42);
-        let ceilings = [500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000];
-        for ceiling in ceilings {
-            let delay = backoff.next_delay(&mut jitter);
-            assert!(delay <= ceiling, "{delay} > {ceiling}");
+        // Over many seeds: no delay exceeds its attempt's ceiling, and the largest delay drawn
+        // at each attempt comes close to it (the ceiling really grows, then stops at the cap).
+        let ceilings = [500u64, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000];
+        let mut largest = [0u64; 9];
+        for seed in 1..=500u64 {
+            let mut backoff = Backoff::new(BackoffConfig::default());
+            let mut jitter = Jitter::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for (attempt, ceiling) in ceilings.iter().enumerate() {
+                let delay = backoff.next_delay(&mut jitter);
+                assert!(delay <= *ceiling, "seed {seed}, attempt {attempt}: {delay} > {ceiling}");
+                largest[attempt] = largest[attempt].max(delay);
+            }
+            assert_eq!(backoff.attempt(), 9);
+            backoff.reset();
+            assert_eq!(backoff.attempt(), 0);
         }
-        assert_eq!(backoff.attempt(), 9);
-        backoff.reset();
-        assert_eq!(backoff.attempt(), 0);
+        for (attempt, ceiling) in ceilings.iter().enumerate() {
+            assert!(largest[attempt] * 100 >= ceiling * 95, "attempt {attempt}: largest {} of {ceiling}", largest[attempt]);
+        }
     }
 
     #[test]
     fn full_jitter_spreads_over_the_whole_range() {
-        let mut jitter = Jitter::new(7);
-        let mut low = 0;
-        let mut high = 0;
-        for _ in 0..1000 {
-            let mut backoff = Backoff::new(BackoffConfig::default());
-            let delay = backoff.next_delay(&mut jitter);
-            assert!(delay <= 500);
-            if delay < 100 {
-                low += 1;
+        for seed in [1u64, 7, 42, 0xDEAD_BEEF, u64::MAX] {
+            let mut jitter = Jitter::new(seed);
+            let mut low = 0;
+            let mut high = 0;
+            for _ in 0..1000 {
+                let mut backoff = Backoff::new(BackoffConfig::default());
+                let delay = backoff.next_delay(&mut jitter);
+                assert!(delay <= 500);
+                if delay < 100 {
+                    low += 1;
+                }
+                if delay > 400 {
+                    high += 1;
+                }
             }
-            if delay > 400 {
-                high += 1;
-            }
+            // Uniform over 0..=500: about 200 each; a broken generator would pile up at one end.
+            assert!((120..280).contains(&low), "seed {seed}: {low}");
+            assert!((120..280).contains(&high), "seed {seed}: {high}");
         }
-        // Uniform over 0..=500: about 200 each; a broken generator would pile up at one end.
-        assert!((120..280).contains(&low), "{low}");
-        assert!((120..280).contains(&high), "{high}");
     }
 
     #[test]

@@ -6,6 +6,9 @@ use crate::core::backoff::BackoffConfig;
 use crate::core::session::batch::MAX_BATCH_BYTES;
 use crate::core::wire::{Carrier, Hello, Message, Payload};
 
+mod properties;
+mod regressions;
+
 const URL: &str = "http://127.0.0.1:8080/realtime?room=lobby";
 
 struct Harness {
@@ -656,7 +659,8 @@ fn a_probe_proves_the_better_rung_then_the_session_migrates_without_loss_or_doub
     let unacked = h.session.send(h.now, None, Payload::Text("up".into())).unwrap();
     h.events();
     // The probe comes within the first upgrade delay (1 to 2 s).
-    let probe_at = h.session.poll_timeout().filter(|_| true).unwrap();
+    let probe_at = h.session.poll_timeout().unwrap();
+    assert!((1_000 + 1_000..=1_000 + 2_000).contains(&probe_at), "probe at {probe_at}");
     h.run_until(1_000 + 2_000);
     let effects = h.effects();
     let [(probe, TransportKind::WebSocket, ref url)] = opened(&effects)[..] else { panic!("{effects:?} {probe_at}") };
