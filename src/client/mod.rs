@@ -10,12 +10,14 @@
 
 mod driver;
 mod options;
+mod payload;
+mod rung_memory;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
-use js_sys::{ArrayBuffer, Function, Object, Promise, Reflect, Uint8Array, JSON};
+use js_sys::{Function, Object, Promise, Reflect, Uint8Array, JSON};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -24,6 +26,8 @@ use crate::core::endpoint::TransportKind;
 use crate::core::session::{ErrorCode, Event, Session, TransportCause};
 use crate::core::wire::{self, Payload};
 use driver::{Driver, EventHandler};
+use payload::payload_from;
+use rung_memory::{recall_rung, rung_memory_key};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPESCRIPT: &'static str = r#"
@@ -515,91 +519,6 @@ impl Facade {
             }
         }
     }
-}
-
-fn payload_from(data: &JsValue) -> Result<Payload, String> {
-    if let Some(text) = data.as_string() {
-        return Ok(Payload::Text(text));
-    }
-    if let Some(bytes) = data.dyn_ref::<Uint8Array>() {
-        return Ok(Payload::Binary(bytes.to_vec()));
-    }
-    if let Some(buffer) = data.dyn_ref::<ArrayBuffer>() {
-        return Ok(Payload::Binary(Uint8Array::new(buffer).to_vec()));
-    }
-    if ArrayBuffer::is_view(data) {
-        // Another typed array or a DataView: send the bytes it views.
-        let buffer = Reflect::get(data, &JsValue::from_str("buffer")).unwrap_or(JsValue::UNDEFINED);
-        let offset = Reflect::get(data, &JsValue::from_str("byteOffset")).ok().and_then(|value| value.as_f64());
-        let length = Reflect::get(data, &JsValue::from_str("byteLength")).ok().and_then(|value| value.as_f64());
-        if let (Some(buffer), Some(offset), Some(length)) = (buffer.dyn_ref::<ArrayBuffer>(), offset, length) {
-            return Ok(Payload::Binary(Uint8Array::new_with_byte_offset_and_length(buffer, offset as u32, length as u32).to_vec()));
-        }
-    }
-    if data.is_undefined() || data.is_function() || data.is_symbol() {
-        return Err(String::from("cannot send undefined, a function or a symbol: pass a string, bytes or a JSON value"));
-    }
-    match JSON::stringify(data) {
-        Ok(text) => match text.as_string() {
-            Some(text) => Ok(Payload::Json(text)),
-            None => Err(String::from("value does not serialise to JSON")),
-        },
-        Err(error) => {
-            let mut message = String::from("value does not serialise to JSON: ");
-            message.push_str(&crate::transport::js_error_message(&error));
-            Err(message)
-        }
-    }
-}
-
-/// How long a remembered rung is trusted: long enough for the reloads of one visit, short
-/// enough that a changed network is re-tested soon (background upgrades re-test it anyway).
-const RUNG_MEMORY_TTL_MS: f64 = 10.0 * 60.0 * 1000.0;
-
-/// One key per endpoint: the URL without its query, so rooms and tokens share the memory.
-fn rung_memory_key(url: &str) -> String {
-    let mut key = String::from("realtime-client:rung:");
-    key.push_str(url.split(['?', '#']).next().unwrap_or(url));
-    key
-}
-
-fn session_storage() -> Option<web_sys::Storage> {
-    // Absent in workers, and access throws when storage is disabled: then there is no memory.
-    web_sys::window()?.session_storage().ok().flatten()
-}
-
-/// The rung stored by an earlier page of this tab, if fresh: `"<name>|<expiry ms>"`.
-fn recall_rung(key: &str) -> Option<crate::core::endpoint::TransportKind> {
-    let value = session_storage()?.get_item(key).ok().flatten()?;
-    let (name, expiry) = value.split_once('|')?;
-    let expiry = crate::core::wire::parse_number(expiry.as_bytes()).ok()? as f64;
-    if expiry < js_sys::Date::now() {
-        return None;
-    }
-    crate::core::endpoint::TransportKind::from_name(name)
-}
-
-impl Facade {
-    /// Stores `rung` as in use now, for the next page of this tab (restricted clients: never).
-    fn remember(&self, rung: TransportKind) {
-        if let Some(key) = &self.memory_key {
-            remember_rung(key, rung);
-        }
-    }
-
-    fn forget_rung(&self) {
-        if let (Some(key), Some(storage)) = (&self.memory_key, session_storage()) {
-            let _ = storage.remove_item(key);
-        }
-    }
-}
-
-fn remember_rung(key: &str, kind: TransportKind) {
-    let Some(storage) = session_storage() else { return };
-    let mut value = String::from(kind.as_str());
-    value.push('|');
-    crate::transport::push_number(&mut value, (js_sys::Date::now() + RUNG_MEMORY_TTL_MS) as u64);
-    let _ = storage.set_item(key, &value);
 }
 
 fn rejected(code: ErrorCode, message: &str) -> Promise {
