@@ -12,11 +12,13 @@ import type {
     ClientState,
     ClientStats,
     CloseInfo,
+    ErrorCode,
     LifecycleEvent,
     MessageData,
     MessageInfo,
     OpenInfo,
     RealtimeClientOptions,
+    RealtimeError,
     RealtimeEventMap,
     ReconnectingInfo,
     ReconnectOptions,
@@ -29,11 +31,13 @@ export type {
     ClientState,
     ClientStats,
     CloseInfo,
+    ErrorCode,
     LifecycleEvent,
     MessageData,
     MessageInfo,
     OpenInfo,
     RealtimeClientOptions,
+    RealtimeError,
     RealtimeEventMap,
     ReconnectingInfo,
     ReconnectOptions,
@@ -88,11 +92,20 @@ export declare class RealtimeClient<Events extends object = {}> {
     /** Removes a listener added with `on()`. */
     off<K extends keyof RealtimeEventMap>(event: K, listener: RealtimeEventMap[K]): void;
     off<K extends NamedEvent<Events>>(event: K, listener: NamedEventListener<Events, K>): void;
-    /** Closes for good; pending sends reject. Idempotent. */
+    /**
+     * Closes for good: pending sends reject (code 'closed'), the 'close' listeners run, then every
+     * listener is dropped and the window listeners, timer and transports are released. Idempotent;
+     * `connect()` may start a new session afterwards (listeners must be added again).
+     */
     close(): void;
     /** Counters: messages and bytes in/out, reconnects, fallbacks, upgrades, rttMs, transport, outbox. */
     stats(): ClientStats;
-    /** Frees the client's memory in the WebAssembly instance (after `close()`). */
+    /**
+     * Frees the client's memory in the WebAssembly instance (it closes first if needed). Optional
+     * after `close()`, which releases everything in the page: a closed client that is not freed
+     * keeps a few kilobytes of wasm memory until the page unloads. Any method called after
+     * `free()` throws; the functions returned by `on()` stay safe to call.
+     */
     free(): void;
     /** 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'. */
     readonly state: ClientState;

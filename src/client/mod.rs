@@ -53,6 +53,17 @@ export interface RealtimeClientOptions {
   /** Bounds of the queue of unacknowledged messages. Defaults 10000 messages, 16 MiB. */
   outbox?: { maxMessages?: number; maxBytes?: number };
 }
+/** The stable code of every error the client reports (README: "Errors"). Branch on it, never on the message. */
+export type ErrorCode =
+  | 'closed' | 'outbox-full' | 'too-large' | 'reset' | 'unauthorized' | 'unsupported-version'
+  | 'transport-failed' | 'protocol' | 'timeout' | 'listener-threw' | 'server-closed'
+  | 'retries-exhausted' | 'invalid-argument';
+/** An Error from the client: thrown, rejected or passed to 'error' listeners. */
+export interface RealtimeError extends Error {
+  code: ErrorCode;
+  /** For 'listener-threw': what the listener threw. */
+  cause?: unknown;
+}
 export type MessageData = string | Uint8Array | unknown;
 export interface MessageInfo { event: string | null; seq: number; kind: 'text' | 'json' | 'binary'; }
 export interface OpenInfo { sessionId: string; transport: TransportName; resumed: boolean; }
@@ -68,7 +79,7 @@ export interface ClientStats {
 export interface RealtimeEventMap {
   open: (info: OpenInfo) => void;
   close: (info: CloseInfo) => void;
-  error: (error: Error) => void;
+  error: (error: RealtimeError) => void;
   state: (state: ClientState) => void;
   transport: (info: TransportInfo) => void;
   reconnecting: (info: ReconnectingInfo) => void;
