@@ -15,7 +15,7 @@ use axum::response::Response;
 use realtime_client::core::wire::{self, close_code, Carrier, Frame, Retry};
 use tokio::time::{sleep_until, Instant};
 
-use crate::params::Params;
+use crate::params::{ParamError, Params};
 use crate::probe;
 use crate::session::{close, close_for_wire_error, Connect, Pull, Session, Stop, TransportKind};
 use crate::writer::going_away;
@@ -28,6 +28,12 @@ pub async fn handle_poll(State(state): State<Arc<AppState>>, RawQuery(query): Ra
     let params = Params::parse(query.as_deref());
     let (request, probe) = match params.connect_request().and_then(|request| Ok((request, params.is_probe()?))) {
         Ok(parsed) => parsed,
+        // Answered in-protocol, as on a WebSocket: a bare 400 would look like a failed rung to
+        // the client, which would then retry for ever. The close frame tells it to stop.
+        Err(ParamError::UnsupportedVersion) => {
+            let close = close(close_code::UNSUPPORTED_VERSION, ParamError::UnsupportedVersion.as_str(), Retry::Never);
+            return frames_response(&[Frame::Close(close)]);
+        }
         Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
     };
     if probe {

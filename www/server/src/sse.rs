@@ -13,7 +13,7 @@ use bytes::Bytes;
 use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Retry};
 use tokio::sync::mpsc;
 
-use crate::params::Params;
+use crate::params::{ParamError, Params};
 use crate::probe;
 use crate::session::{close, Connect, TransportKind};
 use crate::writer::{self, FrameSink};
@@ -23,6 +23,12 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
     let params = Params::parse(query.as_deref());
     let (request, probe) = match params.connect_request().and_then(|request| Ok((request, params.is_probe()?))) {
         Ok(parsed) => parsed,
+        // Answered in-protocol, as on a WebSocket: a bare 400 would look like a failed rung to
+        // the client, which would then retry for ever. The close frame tells it to stop.
+        Err(ParamError::UnsupportedVersion) => {
+            let close = close(close_code::UNSUPPORTED_VERSION, ParamError::UnsupportedVersion.as_str(), Retry::Never);
+            return stream_response(Bytes::from(encode_event(&Frame::Close(close))));
+        }
         Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
     };
     if probe {

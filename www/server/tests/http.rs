@@ -3,7 +3,7 @@
 mod common;
 
 use common::{parse_event, poll, text_msg, Server, SseReader, LIMIT};
-use realtime_client::core::wire::{self, close_code, Carrier, Frame, Hello, Message, Payload};
+use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Hello, Message, Payload, Retry};
 use realtime_server::Config;
 
 fn hello_of(frames: &[Frame]) -> Hello {
@@ -198,11 +198,31 @@ async fn send_errors() {
 #[tokio::test]
 async fn sse_and_poll_refuse_bad_parameters() {
     let server = Server::default().await;
-    for path in ["/realtime/sse?rt_v=2", "/realtime/poll?rt_v=2", "/realtime/poll?room=no%20spaces", "/realtime/sse?rt_conn=x"] {
+    for path in ["/realtime/poll?room=no%20spaces", "/realtime/sse?rt_conn=x"] {
         let response = reqwest::get(server.url(path)).await.unwrap();
         assert_eq!(response.status(), 400, "{path}");
         assert!(!response.text().await.unwrap().is_empty());
     }
+}
+
+#[tokio::test]
+async fn an_unsupported_version_on_sse_and_poll_is_refused_in_protocol_for_good() {
+    // A bare 400 would look like a failed rung to a client, which would retry for ever; the
+    // close frame says stop, as on a WebSocket.
+    let server = Server::default().await;
+    let refusal = Frame::Close(Close {
+        code: close_code::UNSUPPORTED_VERSION,
+        reason: "unsupported protocol version".into(),
+        retry: Retry::Never,
+    });
+    assert_eq!(poll(&server, "rt_v=2&rt_conn=1").await, vec![refusal.clone()]);
+    let response = reqwest::get(server.url("/realtime/sse?rt_v=2&rt_conn=1")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut reader = SseReader::new(response);
+    let (_, _, data) = parse_event(&reader.next_event().await);
+    let frames = wire::decode_all(data.as_bytes(), 1 << 20).unwrap();
+    assert_eq!(frames, vec![refusal]);
+    assert_eq!(server.state.registry.len(), 0, "no session was created");
 }
 
 #[tokio::test]
