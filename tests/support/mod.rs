@@ -255,3 +255,106 @@ pub async fn publish_to(base: &str, room: &str, body: &str) {
     let status = publish_status_at(base, room, None, "text/plain", body).await;
     assert_eq!(status, 202, "publish to {base} answered {status}");
 }
+
+/// The fault proxy's realtime base URL (no query).
+pub fn proxy_base_url() -> &'static str {
+    option_env!("REALTIME_PROXY_URL")
+        .expect("REALTIME_PROXY_URL is not set: run the browser tests through `make test`, which starts the fault proxy")
+}
+
+/// The sessionStorage key of the rung memory of the endpoint `base` (a URL without query).
+pub fn rung_key(base: &str) -> String {
+    format!("realtime-client:rung:{base}")
+}
+
+fn session_storage() -> web_sys::Storage {
+    web_sys::window().and_then(|window| window.session_storage().ok().flatten()).expect("sessionStorage")
+}
+
+/// The raw rung memory of the endpoint `base` (`"<name>|<expiry epoch ms>"`), if any.
+pub fn stored_rung(base: &str) -> Option<String> {
+    session_storage().get_item(&rung_key(base)).expect("sessionStorage reads")
+}
+
+/// Writes the rung memory of the endpoint `base`, as an earlier page of the tab would have.
+pub fn store_rung(base: &str, value: &str) {
+    session_storage().set_item(&rung_key(base), value).expect("sessionStorage writes");
+}
+
+/// Splits a rung memory value into its name and expiry (epoch ms); fails the test if malformed.
+pub fn parse_rung(value: &str) -> (String, f64) {
+    let (name, expiry) = value.split_once('|').unwrap_or_else(|| panic!("rung memory {value:?} has no '|'"));
+    let expiry: f64 = expiry.parse().unwrap_or_else(|_| panic!("rung memory {value:?}: expiry is not a number"));
+    (name.to_owned(), expiry)
+}
+
+/// Waits until the client reports `transport` as in use, at most `limit_ms`; true if it did.
+pub async fn wait_for_transport(client: &RealtimeClient, transport: &str, limit_ms: u32) -> bool {
+    wait_until(limit_ms, || client.transport().as_string().as_deref() == Some(transport)).await;
+    client.transport().as_string().as_deref() == Some(transport)
+}
+
+/// Writes a line to the browser console (shown in the test runner's output).
+pub fn log(line: &str) {
+    web_sys::console::log_1(&JsValue::from_str(line));
+}
+
+/// One readable line for a listener's arguments: strings as they are, Errors as `code: message`,
+/// other values as JSON.
+pub fn describe(first: &JsValue, second: &JsValue) -> String {
+    let one = |value: &JsValue| -> String {
+        if let Some(text) = value.as_string() {
+            return format!("{text:?}");
+        }
+        if value.is_instance_of::<js_sys::Error>() {
+            return format!("Error({}: {})", get(value, "code").as_string().unwrap_or_default(), error_message(value));
+        }
+        JSON::stringify(value).ok().and_then(|text| text.as_string()).unwrap_or_else(|| format!("{value:?}"))
+    };
+    if second.is_undefined() {
+        one(first)
+    } else {
+        format!("{} {}", one(first), one(second))
+    }
+}
+
+/// Every call of several listeners of one client, in the order they happened:
+/// `"+<ms since attach> <event> <arguments>"`.
+pub struct EventLog {
+    entries: Rc<RefCell<Vec<String>>>,
+    _callbacks: Vec<Closure<dyn FnMut(JsValue, JsValue)>>,
+}
+
+impl EventLog {
+    /// Subscribes to each of `events` on `client`.
+    pub fn attach(client: &RealtimeClient, events: &[&str]) -> EventLog {
+        let entries = Rc::new(RefCell::new(Vec::new()));
+        let started = now_ms();
+        let callbacks = events
+            .iter()
+            .map(|&event| {
+                let sink = entries.clone();
+                let name = event.to_owned();
+                let callback = Closure::<dyn FnMut(JsValue, JsValue)>::new(move |first: JsValue, second: JsValue| {
+                    sink.borrow_mut().push(format!("+{:.0}ms {name} {}", now_ms() - started, describe(&first, &second)));
+                });
+                let listener: &JsValue = callback.as_ref();
+                client.on(event, listener.clone()).expect("listener accepted");
+                callback
+            })
+            .collect();
+        EventLog { entries, _callbacks: callbacks }
+    }
+
+    /// The entries so far.
+    pub fn entries(&self) -> Vec<String> {
+        self.entries.borrow().clone()
+    }
+
+    /// Writes the entries to the console, each prefixed by `label`.
+    pub fn dump(&self, label: &str) {
+        for entry in self.entries.borrow().iter() {
+            log(&format!("{label}: {entry}"));
+        }
+    }
+}
