@@ -212,3 +212,248 @@ async fn a_new_client_starts_on_the_rung_that_worked_for_this_endpoint() {
     second.close();
     proxy("/reset").await;
 }
+
+/// `(from, to, reason)` of every recorded `transport` event (`from` is "" for null).
+fn switches(transports: &Recorder) -> Vec<(String, String, String)> {
+    transports
+        .take()
+        .iter()
+        .map(|(info, _)| {
+            (
+                get(info, "from").as_string().unwrap_or_default(),
+                get(info, "to").as_string().unwrap_or_default(),
+                get(info, "reason").as_string().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Connects `client`, checks it opened on `transport`, and round-trips one message.
+async fn open_on(client: &RealtimeClient, transport: &str) {
+    JsFuture::from(client.connect()).await.expect("connects");
+    assert_eq!(transport_of(client), transport);
+    JsFuture::from(client.send(JsValue::from_str("ping"))).await.expect("acked");
+}
+
+#[wasm_bindgen_test]
+async fn a_restricted_client_neither_reads_nor_writes_the_rung_memory() {
+    forget_rungs();
+    proxy("/reset").await;
+    let base = proxy_base_url();
+    let room = unique_room("restricted");
+    let two_rungs = JSON::parse(r#"{"transports":["websocket","long-polling"]}"#).unwrap();
+
+    // A memory written by an earlier page: a restricted client neither follows nor erases it.
+    let planted = format!("long-polling|{}", js_sys::Date::now() as u64 + 600_000);
+    store_rung(base, &planted);
+    let only_polling = proxied_client(&room, &only("long-polling"));
+    let transports = Recorder::attach(&only_polling, "transport");
+    open_on(&only_polling, "long-polling").await;
+    assert_eq!(switches(&transports), vec![(String::new(), "long-polling".into(), "connected".into())], "not 'remembered'");
+    assert_eq!(stored_rung(base).as_deref(), Some(planted.as_str()), "a long-polling-only client changed the memory while open");
+    only_polling.close();
+    assert_eq!(stored_rung(base).as_deref(), Some(planted.as_str()), "a long-polling-only client changed the memory on close");
+
+    let preferring_websocket = proxied_client(&room, &two_rungs);
+    let transports = Recorder::attach(&preferring_websocket, "transport");
+    open_on(&preferring_websocket, "websocket").await;
+    assert_eq!(
+        switches(&transports),
+        vec![(String::new(), "websocket".into(), "connected".into())],
+        "a restricted client started on the remembered rung"
+    );
+    preferring_websocket.close();
+    assert_eq!(stored_rung(base).as_deref(), Some(planted.as_str()), "a restricted client on its top rung erased the memory");
+
+    // Nothing remembered: a restricted client that is forced down stores nothing.
+    forget_rungs();
+    let only_polling = proxied_client(&room, &only("long-polling"));
+    open_on(&only_polling, "long-polling").await;
+    only_polling.close();
+    assert_eq!(stored_rung(base), None, "a long-polling-only client wrote the memory");
+
+    proxy("/mode?websocket=refuse").await;
+    let forced_down = proxied_client(&room, &two_rungs);
+    let transports = Recorder::attach(&forced_down, "transport");
+    open_on(&forced_down, "long-polling").await;
+    let seen = switches(&transports);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].2.starts_with("fallback: websocket failed"), "{seen:?}");
+    assert_eq!(stored_rung(base), None, "a restricted client's fallback was written while open");
+    forced_down.close();
+    assert_eq!(stored_rung(base), None, "a restricted client's fallback was written on close");
+
+    // So a default client on the same endpoint starts at the top.
+    proxy("/reset").await;
+    let default = proxied_client(&room, &JsValue::UNDEFINED);
+    let transports = Recorder::attach(&default, "transport");
+    open_on(&default, "websocket").await;
+    assert_eq!(switches(&transports), vec![(String::new(), "websocket".into(), "connected".into())]);
+    default.close();
+    assert_eq!(stored_rung(base), None);
+    proxy("/reset").await;
+}
+
+#[wasm_bindgen_test]
+async fn a_fallback_is_remembered_and_reaching_websocket_forgets_it() {
+    forget_rungs();
+    proxy("/reset").await;
+    proxy("/mode?websocket=refuse").await;
+    let base = proxy_base_url();
+    let room = unique_room("remembered");
+
+    // A default client forced down to SSE remembers it for ten minutes.
+    let first = proxied_client(&room, &JsValue::UNDEFINED);
+    let transports = Recorder::attach(&first, "transport");
+    let before = js_sys::Date::now();
+    open_on(&first, "sse").await;
+    let stored = stored_rung(base).expect("the fallback rung is remembered");
+    let (name, expiry) = parse_rung(&stored);
+    assert_eq!(name, "sse");
+    assert!(
+        expiry >= before + 600_000.0 && expiry <= js_sys::Date::now() + 600_000.0,
+        "expiry {expiry} is not ten minutes from the open (opened after {before})"
+    );
+
+    // The WebSocket works again: the background upgrade reaches it and the memory is erased.
+    proxy("/mode?websocket=pass").await;
+    let upgraded = wait_for_transport(&first, "websocket", 15_000).await;
+    let seen = switches(&transports);
+    assert!(upgraded, "no upgrade to websocket within 15 s: {seen:?}");
+    assert_eq!(seen.iter().map(|(from, to, _)| (from.as_str(), to.as_str())).collect::<Vec<_>>(), [("", "sse"), ("sse", "websocket")]);
+    assert_eq!(stored_rung(base), None, "reaching websocket left the memory {:?}", stored_rung(base));
+    first.close();
+    assert_eq!(stored_rung(base), None, "closing on websocket wrote the memory");
+
+    // Forced down again; closing refreshes the memory's expiry.
+    proxy("/mode?websocket=refuse").await;
+    let second = proxied_client(&room, &JsValue::UNDEFINED);
+    open_on(&second, "sse").await;
+    let (_, expiry_at_open) = parse_rung(&stored_rung(base).expect("remembered again"));
+    let opened = js_sys::Date::now();
+    wait_until(1_000, || js_sys::Date::now() > opened + 2.0).await;
+    second.close();
+    let (name, expiry_at_close) = parse_rung(&stored_rung(base).expect("still remembered after close"));
+    assert_eq!(name, "sse");
+    assert!(expiry_at_close > expiry_at_open, "close did not refresh the expiry ({expiry_at_open} -> {expiry_at_close})");
+
+    // Like a reload: a client with the default ladder spelled out starts on the remembered SSE
+    // (the WebSocket is not tried first), then upgrades in the background, which erases it.
+    proxy("/mode?websocket=pass").await;
+    let full_ladder = JSON::parse(r#"{"transports":["websocket","sse","long-polling"]}"#).unwrap();
+    let third = proxied_client(&room, &full_ladder);
+    let transports = Recorder::attach(&third, "transport");
+    open_on(&third, "sse").await;
+    assert!(stored_rung(base).is_some_and(|value| value.starts_with("sse|")), "the remembered rung works again: still remembered");
+    let upgraded = wait_for_transport(&third, "websocket", 15_000).await;
+    let seen = switches(&transports);
+    assert!(upgraded, "no upgrade to websocket within 15 s: {seen:?}");
+    assert_eq!(
+        seen,
+        vec![
+            (String::new(), "sse".into(), "remembered: this transport worked last time".into()),
+            ("sse".into(), "websocket".into(), "upgrade: the better transport works again".into()),
+        ]
+    );
+    assert_eq!(stored_rung(base), None, "the upgrade left the memory {:?}", stored_rung(base));
+    third.close();
+    assert_eq!(stored_rung(base), None);
+    proxy("/reset").await;
+}
+
+/// Defect 1: a session that starts on a remembered lower rung and upgrades in the background
+/// must resume on the WebSocket: one session, no reset, every message once and in order. Runs
+/// directly against the server (the proxy is not involved).
+#[wasm_bindgen_test]
+async fn an_upgrade_from_a_remembered_rung_resumes_the_session_without_a_reset() {
+    forget_rungs();
+    let base = base_url();
+    store_rung(base, &format!("long-polling|{}", js_sys::Date::now() as u64 + 600_000));
+    let room = unique_room("remembered-upgrade");
+    let client = client(&room, &JsValue::UNDEFINED);
+    let events = EventLog::attach(&client, &["state", "transport", "open", "reconnecting", "reset", "error", "close"]);
+    let opens = Recorder::attach(&client, "open");
+    let resets = Recorder::attach(&client, "reset");
+    let transports = Recorder::attach(&client, "transport");
+    let own = Recorder::attach(&client, "message");
+    let published = Recorder::attach(&client, "server");
+    JsFuture::from(client.connect()).await.expect("connects");
+    let opened_on = transport_of(&client);
+    let session = client.session_id().as_string();
+    events.dump("remembered-upgrade (after connect)");
+    assert_eq!(opened_on, "long-polling", "did not start on the remembered rung");
+
+    let mut acks = Vec::new();
+    let mut sent = 0usize;
+    let mut exchange = |client: &RealtimeClient, acks: &mut Vec<JsFuture>| {
+        sent += 1;
+        acks.push(JsFuture::from(client.send(JsValue::from_str(&format!("c{sent}")))));
+        sent
+    };
+    // Before the upgrade.
+    for _ in 0..5 {
+        let n = exchange(&client, &mut acks);
+        publish(&room, Some("server"), "text/plain", &format!("s{n}")).await;
+    }
+    own.wait_for(5).await;
+    published.wait_for(5).await;
+    // During: traffic every 100 ms until the WebSocket is in use (the probe comes after ~2 s).
+    let started = now_ms();
+    let mut during = 0;
+    while transport_of(&client) != "websocket" && now_ms() - started < 15_000.0 {
+        let n = exchange(&client, &mut acks);
+        publish(&room, Some("server"), "text/plain", &format!("s{n}")).await;
+        during += 1;
+        gloo_timers::future::TimeoutFuture::new(100).await;
+    }
+    let upgraded = transport_of(&client) == "websocket";
+    log(&format!("remembered-upgrade: upgraded={upgraded} after {:.0} ms, {during} messages each way during", now_ms() - started));
+    // After.
+    for _ in 0..10 {
+        let n = exchange(&client, &mut acks);
+        publish(&room, Some("server"), "text/plain", &format!("s{n}")).await;
+    }
+    let mut refused = Vec::new();
+    for (index, ack) in acks.into_iter().enumerate() {
+        if let Err(error) = ack.await {
+            refused.push(format!("c{}: {}", index + 1, describe(&error, &JsValue::UNDEFINED)));
+        }
+    }
+    wait_until(10_000, || own.len() >= sent && published.len() >= sent).await;
+    events.dump("remembered-upgrade");
+    let own_calls = own.take();
+    let published_calls = published.take();
+    let own_texts = texts(&own_calls);
+    let published_texts = texts(&published_calls);
+    log(&format!("remembered-upgrade: client messages back: {own_texts:?}"));
+    log(&format!("remembered-upgrade: published messages: {published_texts:?}"));
+    log(&format!("remembered-upgrade: stats {}", describe(&client.stats(), &JsValue::UNDEFINED)));
+
+    assert!(upgraded, "no upgrade to websocket within 15 s: {:?}", events.entries());
+    assert_eq!(resets.len(), 0, "a reset although the session could resume: {:?}", events.entries());
+    assert_eq!(client.session_id().as_string(), session, "the session id changed across the upgrade");
+    let resumed: Vec<Option<bool>> = opens.take().iter().map(|(info, _)| get(info, "resumed").as_bool()).collect();
+    assert_eq!(resumed, vec![Some(false)], "one open (a fresh session); a resumed migration emits none");
+    assert_eq!(
+        switches(&transports),
+        vec![
+            (String::new(), "long-polling".into(), "remembered: this transport worked last time".into()),
+            ("long-polling".into(), "websocket".into(), "upgrade: the better transport works again".into()),
+        ]
+    );
+    assert!(refused.is_empty(), "sends rejected: {refused:?}");
+    let expected_own: Vec<String> = (1..=sent).map(|n| format!("c{n}")).collect();
+    let expected_published: Vec<String> = (1..=sent).map(|n| format!("s{n}")).collect();
+    assert_eq!(own_texts, expected_own, "client messages: each once, in order");
+    assert_eq!(published_texts, expected_published, "published messages: each once, in order");
+    // One session numbers every delivery once: the sequence numbers are 1..=2*sent, no gap.
+    let mut seqs: Vec<u64> =
+        own_calls.iter().chain(published_calls.iter()).map(|(_, info)| get(info, "seq").as_f64().unwrap_or(0.0) as u64).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=2 * sent as u64).collect::<Vec<_>>(), "sequence numbers of one session");
+    assert_eq!(get(&client.stats(), "upgrades").as_f64(), Some(1.0));
+    assert_eq!(get(&client.stats(), "reconnects").as_f64(), Some(0.0));
+    assert_eq!(stored_rung(base), None, "reaching websocket erases the memory");
+    client.close();
+    forget_rungs();
+}
