@@ -1,4 +1,6 @@
-//! Sessions, rooms, sequence numbers, acks and the replay buffer; no I/O here.
+//! One session's state and its transports; no I/O here. The outgoing messages and their replay
+//! buffer are in `replay.rs`, the set of all sessions (connect, resume, broadcast, sweep) in
+//! `registry.rs`, whose public items are re-exported here (`session::Registry` and the rest).
 //!
 //! A [`Session`] outlives its transports: a transport *attaches* to it (WebSocket, SSE stream or
 //! long-poll connection), pulls frames from it with [`Session::pull`], and detaches when it ends.
@@ -6,24 +8,29 @@
 //! bumps a `watch` counter that the attached transport waits on, so no wake-up can be lost.
 //!
 //! Invariants:
-//! - outgoing seqs are 1, 2, 3, ... per session; the replay buffer holds a contiguous run of them;
-//! - `sent_up_to` is the highest seq handed to the current transport (reset to the client's
-//!   `rt_last` on resume and on each poll), `sent_up_to < next_seq`;
-//! - a message leaves the buffer only when acked, or (after which the session is no longer
-//!   resumable) when it was sent and a limit is hit;
+//! - at most one transport is attached; attaching another stops the old one with close 4004
+//!   (set under the session lock, so the old one always finds it in [`Session::pull`]); the old
+//!   conn, if it differs, is retired: late requests from it get [`Connect::Retired`];
+//! - an ended session sends nothing more and can no longer be resumed;
 //! - lock order: the registry lock, then a session lock, then an attachment's stop slot, never
 //!   the reverse; no lock is held across an `.await` or while another session's lock is taken.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use realtime_client::core::wire::{close_code, Close, Frame, Hello, Message, Payload, Retry, PROTOCOL_VERSION};
+use realtime_client::core::wire::{close_code, Close, Frame, Hello, Payload, Retry, PROTOCOL_VERSION};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use crate::Config;
+
+mod registry;
+mod replay;
+
+pub use registry::{random_token, Connect, ConnectRequest, Registry, ResumeRequest};
+use replay::Replay;
 
 /// Which kind of transport is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,25 +102,15 @@ pub enum Pull {
 }
 
 #[derive(Debug)]
-struct Buffered {
-    message: Message,
-    bytes: usize,
-    at: Instant,
-}
-
-#[derive(Debug)]
 struct Inner {
-    next_seq: u64,
-    replay: VecDeque<Buffered>,
-    replay_bytes: usize,
-    resumable: bool,
+    /// Outgoing seqs, the replay buffer and the send cursor.
+    replay: Replay,
     /// Highest client seq received.
     client_seq: u64,
     ack_due: bool,
     control: VecDeque<Frame>,
     attached: Option<Arc<Attachment>>,
     next_generation: u64,
-    sent_up_to: u64,
     /// When the session last had no live transport (None while one is live).
     idle_since: Option<Instant>,
     /// Generation of the newest poll request; an older held poll is superseded.
@@ -176,16 +173,12 @@ impl Session {
             room,
             changed: watch::channel(0).0,
             inner: Mutex::new(Inner {
-                next_seq: 1,
-                replay: VecDeque::new(),
-                replay_bytes: 0,
-                resumable: true,
+                replay: Replay::new(),
                 client_seq: 0,
                 ack_due: false,
                 control: VecDeque::new(),
                 attached: None,
                 next_generation: 1,
-                sent_up_to: 0,
                 idle_since: Some(Instant::now()),
                 poll_generation: 0,
                 retired_conns: VecDeque::new(),
@@ -229,9 +222,9 @@ impl Session {
     }
 
     /// Whether a client that has delivered every seq up to `last` can resume (see PROTOCOL.md).
-    fn can_resume_from(inner: &Inner, last: u64) -> bool {
-        let first_buffered = inner.replay.front().map_or(inner.next_seq, |entry| entry.message.seq);
-        inner.resumable && !inner.ended && last + 1 >= first_buffered && last < inner.next_seq
+    fn can_resume_from(&self, last: u64) -> bool {
+        let inner = lock(&self.inner);
+        !inner.ended && inner.replay.can_resume_from(last)
     }
 
     /// Attaches a new transport, replacing (close 4004) any previous one. `resume_from` is the
@@ -254,10 +247,10 @@ impl Session {
         inner.control.clear();
         inner.ack_due = false;
         if let Some(last) = resume_from {
-            Self::ack_through(&mut inner, last);
-            inner.sent_up_to = last;
+            inner.replay.ack_through(last);
+            inner.replay.set_sent_up_to(last);
         } else {
-            inner.sent_up_to = 0;
+            inner.replay.set_sent_up_to(0);
         }
         // Poll attachments are idle between polls; WebSocket and SSE are live until detached.
         inner.idle_since = if kind == TransportKind::Poll { Some(Instant::now()) } else { None };
@@ -305,16 +298,6 @@ impl Session {
         }
     }
 
-    fn ack_through(inner: &mut Inner, seq: u64) {
-        while let Some(front) = inner.replay.front() {
-            if front.message.seq > seq {
-                break;
-            }
-            inner.replay_bytes -= front.bytes;
-            inner.replay.pop_front();
-        }
-    }
-
     /// Collects what `attachment` should send now. `poll_generation` is Some for a held poll.
     pub fn pull(&self, attachment: &Attachment, poll_generation: Option<u64>) -> Pull {
         // The stop is read under the session lock: `attach` and `end` detach the transport and
@@ -336,14 +319,7 @@ impl Session {
             inner.ack_due = false;
             frames.push(Frame::Ack { seq: inner.client_seq });
         }
-        let sent_up_to = inner.sent_up_to;
-        let start = inner.replay.partition_point(|entry| entry.message.seq <= sent_up_to);
-        for entry in inner.replay.range(start..) {
-            frames.push(Frame::Message(entry.message.clone()));
-        }
-        if let Some(last) = inner.replay.back() {
-            inner.sent_up_to = inner.sent_up_to.max(last.message.seq);
-        }
+        inner.replay.take_unsent(&mut frames);
         Pull::Frames(frames)
     }
 
@@ -351,14 +327,13 @@ impl Session {
     /// Returns the poll's generation; the previous held poll is superseded.
     pub fn begin_poll(&self, last: u64) -> u64 {
         let mut inner = lock(&self.inner);
-        let last = last.min(inner.next_seq - 1);
+        let last = last.min(inner.replay.next_seq() - 1);
         // Messages after `last` that left the replay buffer cannot be sent again: a partial
         // replay would be a gap, so the session ends (the poll answers with the close) and the
         // client's resume gets a fresh session, as a refused resume would.
-        let first_available = inner.replay.front().map_or(inner.next_seq, |entry| entry.message.seq);
-        let window_passed = last + 1 < first_available;
-        Self::ack_through(&mut inner, last);
-        inner.sent_up_to = last;
+        let window_passed = last + 1 < inner.replay.first_available();
+        inner.replay.ack_through(last);
+        inner.replay.set_sent_up_to(last);
         inner.poll_generation += 1;
         inner.idle_since = None;
         let generation = inner.poll_generation;
@@ -384,40 +359,14 @@ impl Session {
         if inner.ended {
             return true;
         }
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        let bytes = payload.len() + event.as_ref().map_or(0, String::len) + 32;
-        inner.replay.push_back(Buffered { message: Message { seq, event, payload }, bytes, at: Instant::now() });
-        inner.replay_bytes += bytes;
-        let healthy = Self::enforce_limits(&mut inner, config, Instant::now());
+        inner.replay.push(event, payload);
+        let healthy = inner.replay.enforce_limits(config, Instant::now());
         drop(inner);
         if !healthy {
             self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, "replay buffer overflow", Retry::Default)));
         }
         self.bump();
         healthy
-    }
-
-    /// Trims sent messages over the count, byte or age limits (the session stops being
-    /// resumable). Returns false when unsent messages alone exceed the limits.
-    fn enforce_limits(inner: &mut Inner, config: &Config, now: Instant) -> bool {
-        let over = |inner: &Inner| {
-            inner.replay.len() > config.replay_max_messages
-                || inner.replay_bytes > config.replay_max_bytes
-                || inner.replay.front().is_some_and(|entry| now.duration_since(entry.at) > config.replay_max_age)
-        };
-        while over(inner) {
-            match inner.replay.front() {
-                Some(front) if front.message.seq <= inner.sent_up_to => {
-                    inner.resumable = false;
-                    inner.replay_bytes -= front.bytes;
-                    inner.replay.pop_front();
-                }
-                _ => break,
-            }
-        }
-        // Age alone never kills: an old unsent message on a detached session expires with it.
-        inner.replay.len() <= config.replay_max_messages && inner.replay_bytes <= config.replay_max_bytes
     }
 
     /// Handles a batch of client frames. Messages are checked for duplicates and gaps; the
@@ -447,11 +396,11 @@ impl Session {
                     result.accepted.push((message.event, message.payload));
                 }
                 Frame::Ack { seq } => {
-                    if seq >= inner.next_seq {
+                    if seq >= inner.replay.next_seq() {
                         result.error = Some(close(close_code::PROTOCOL_ERROR, "ack beyond last sent message", Retry::Default));
                         break;
                     }
-                    Self::ack_through(&mut inner, seq);
+                    inner.replay.ack_through(seq);
                 }
                 Frame::Ping { time } => inner.control.push_back(Frame::Pong { time }),
                 Frame::Pong { .. } => {}
@@ -479,12 +428,10 @@ impl Session {
     pub fn end(&self, stop: Stop) {
         let mut inner = lock(&self.inner);
         inner.ended = true;
-        inner.resumable = false;
         if let Some(attached) = inner.attached.take() {
             attached.request_stop(stop);
         }
-        inner.replay.clear();
-        inner.replay_bytes = 0;
+        inner.replay.discard();
         drop(inner);
         self.bump();
     }
@@ -495,158 +442,13 @@ impl Session {
         if inner.ended {
             return Some(Stop::Silent);
         }
-        if !Self::enforce_limits(&mut inner, config, now) {
+        if !inner.replay.enforce_limits(config, now) {
             return Some(Stop::Close(close(close_code::LIMIT_EXCEEDED, "replay buffer overflow", Retry::Default)));
         }
         let idle_too_long = inner.idle_since.is_some_and(|since| now.duration_since(since) > config.resume_window);
-        let idle_unresumable = inner.idle_since.is_some() && !inner.resumable;
+        let idle_unresumable = inner.idle_since.is_some() && !inner.replay.is_resumable();
         (idle_too_long || idle_unresumable).then_some(Stop::Silent)
     }
-}
-
-/// The query parameters of a connect request that matter to the session logic.
-#[derive(Debug, Clone, Default)]
-pub struct ConnectRequest {
-    pub room: String,
-    pub conn: u32,
-    pub resume: Option<ResumeRequest>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ResumeRequest {
-    pub session_id: String,
-    pub key: String,
-    pub last: u64,
-}
-
-/// The outcome of a connect.
-pub enum Connect {
-    Attached { session: Arc<Session>, attachment: Arc<Attachment>, hello: Hello },
-    /// The request came from a conn this session already replaced.
-    Retired,
-    /// The session limit is reached.
-    Full,
-}
-
-#[derive(Default)]
-struct Maps {
-    sessions: HashMap<String, Arc<Session>>,
-    rooms: HashMap<String, Vec<Arc<Session>>>,
-}
-
-/// Every session, by id and by room.
-#[derive(Default)]
-pub struct Registry {
-    maps: Mutex<Maps>,
-}
-
-impl Registry {
-    pub fn len(&self) -> usize {
-        lock(&self.maps).sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn get(&self, session_id: &str) -> Option<Arc<Session>> {
-        lock(&self.maps).sessions.get(session_id).cloned()
-    }
-
-    /// Resumes the requested session if the resume rules allow, else creates a fresh one.
-    pub fn connect(&self, request: &ConnectRequest, kind: TransportKind, config: &Config) -> Connect {
-        if let Some(resume) = &request.resume {
-            if let Some(session) = self.get(&resume.session_id) {
-                if session.key_matches(&resume.key) && session.room == request.room {
-                    if session.is_retired(request.conn) {
-                        return Connect::Retired;
-                    }
-                    let resumable = Session::can_resume_from(&lock(&session.inner), resume.last);
-                    if resumable {
-                        let (attachment, hello) = session.attach(kind, request.conn, Some(resume.last), config);
-                        return Connect::Attached { session, attachment, hello };
-                    }
-                }
-            }
-        }
-        let mut maps = lock(&self.maps);
-        if maps.sessions.len() >= config.max_sessions {
-            return Connect::Full;
-        }
-        let session = Arc::new(Session::new(random_token(), random_token(), request.room.clone()));
-        maps.sessions.insert(session.id.clone(), session.clone());
-        maps.rooms.entry(session.room.clone()).or_default().push(session.clone());
-        drop(maps);
-        let (attachment, hello) = session.attach(kind, request.conn, None, config);
-        Connect::Attached { session, attachment, hello }
-    }
-
-    /// Delivers a message to every session of `room`. Returns how many received it.
-    pub fn broadcast(&self, room: &str, event: Option<String>, payload: Payload, config: &Config) -> usize {
-        let members: Vec<Arc<Session>> = lock(&self.maps).rooms.get(room).cloned().unwrap_or_default();
-        let mut delivered = 0;
-        for member in &members {
-            if member.push_message(event.clone(), payload.clone(), config) {
-                delivered += 1;
-            }
-        }
-        delivered
-    }
-
-    /// Drops ended, expired and overflowing sessions.
-    pub fn sweep(&self, config: &Config) -> usize {
-        let now = Instant::now();
-        let all: Vec<Arc<Session>> = lock(&self.maps).sessions.values().cloned().collect();
-        let mut expired = Vec::new();
-        for session in all {
-            if let Some(stop) = session.expired(config, now) {
-                session.end(stop);
-                expired.push(session);
-            }
-        }
-        if expired.is_empty() {
-            return 0;
-        }
-        let mut maps = lock(&self.maps);
-        for session in &expired {
-            maps.sessions.remove(&session.id);
-            if let Some(members) = maps.rooms.get_mut(&session.room) {
-                members.retain(|member| !Arc::ptr_eq(member, session));
-                if members.is_empty() {
-                    maps.rooms.remove(&session.room);
-                }
-            }
-        }
-        expired.len()
-    }
-
-    /// Every session (for shutdown).
-    pub fn all(&self) -> Vec<Arc<Session>> {
-        lock(&self.maps).sessions.values().cloned().collect()
-    }
-}
-
-/// 128 bits from the OS-seeded CSPRNG, base64url without padding (22 characters).
-pub fn random_token() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(22);
-    let mut accumulator: u32 = 0;
-    let mut bits = 0;
-    for byte in bytes {
-        accumulator = (accumulator << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 6 {
-            bits -= 6;
-            out.push(ALPHABET[((accumulator >> bits) & 63) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((accumulator << (6 - bits)) & 63) as usize] as char);
-    }
-    out
 }
 
 /// Milliseconds since the Unix epoch, for ping timestamps.
@@ -656,16 +458,3 @@ pub fn unix_millis() -> u64 {
         .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
 }
 
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_22_base64url_chars() {
-        let token = random_token();
-        assert_eq!(token.len(), 22);
-        assert!(realtime_client::core::wire::is_valid_token(&token));
-        assert_ne!(token, random_token());
-    }
-}

@@ -1,0 +1,176 @@
+//! The registry: every [`Session`] by id and by room. A connect resumes the requested session
+//! when the resume rules allow, else creates a fresh one; a publish is broadcast to a room;
+//! the sweeper drops ended, expired and overflowing sessions.
+//!
+//! Invariants:
+//! - a session is in `sessions` exactly when it is in its room's member list, and a room's list
+//!   is never empty (the room goes with its last member);
+//! - the maps lock is held only to look up or edit the maps, never while a session's lock is
+//!   taken or across an `.await`;
+//! - session ids and secrets are 128-bit tokens from the OS-seeded CSPRNG ([`random_token`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use realtime_client::core::wire::{Hello, Payload};
+
+use super::{lock, Attachment, Session, TransportKind};
+use crate::Config;
+
+/// The query parameters of a connect request that matter to the session logic.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectRequest {
+    pub room: String,
+    pub conn: u32,
+    pub resume: Option<ResumeRequest>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResumeRequest {
+    pub session_id: String,
+    pub key: String,
+    pub last: u64,
+}
+
+/// The outcome of a connect.
+pub enum Connect {
+    Attached { session: Arc<Session>, attachment: Arc<Attachment>, hello: Hello },
+    /// The request came from a conn this session already replaced.
+    Retired,
+    /// The session limit is reached.
+    Full,
+}
+
+#[derive(Default)]
+struct Maps {
+    sessions: HashMap<String, Arc<Session>>,
+    rooms: HashMap<String, Vec<Arc<Session>>>,
+}
+
+/// Every session, by id and by room.
+#[derive(Default)]
+pub struct Registry {
+    maps: Mutex<Maps>,
+}
+
+impl Registry {
+    pub fn len(&self) -> usize {
+        lock(&self.maps).sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, session_id: &str) -> Option<Arc<Session>> {
+        lock(&self.maps).sessions.get(session_id).cloned()
+    }
+
+    /// Resumes the requested session if the resume rules allow, else creates a fresh one.
+    pub fn connect(&self, request: &ConnectRequest, kind: TransportKind, config: &Config) -> Connect {
+        if let Some(resume) = &request.resume {
+            if let Some(session) = self.get(&resume.session_id) {
+                if session.key_matches(&resume.key) && session.room == request.room {
+                    if session.is_retired(request.conn) {
+                        return Connect::Retired;
+                    }
+                    if session.can_resume_from(resume.last) {
+                        let (attachment, hello) = session.attach(kind, request.conn, Some(resume.last), config);
+                        return Connect::Attached { session, attachment, hello };
+                    }
+                }
+            }
+        }
+        let mut maps = lock(&self.maps);
+        if maps.sessions.len() >= config.max_sessions {
+            return Connect::Full;
+        }
+        let session = Arc::new(Session::new(random_token(), random_token(), request.room.clone()));
+        maps.sessions.insert(session.id.clone(), session.clone());
+        maps.rooms.entry(session.room.clone()).or_default().push(session.clone());
+        drop(maps);
+        let (attachment, hello) = session.attach(kind, request.conn, None, config);
+        Connect::Attached { session, attachment, hello }
+    }
+
+    /// Delivers a message to every session of `room`. Returns how many received it.
+    pub fn broadcast(&self, room: &str, event: Option<String>, payload: Payload, config: &Config) -> usize {
+        let members: Vec<Arc<Session>> = lock(&self.maps).rooms.get(room).cloned().unwrap_or_default();
+        let mut delivered = 0;
+        for member in &members {
+            if member.push_message(event.clone(), payload.clone(), config) {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Drops ended, expired and overflowing sessions.
+    pub fn sweep(&self, config: &Config) -> usize {
+        let now = Instant::now();
+        let all: Vec<Arc<Session>> = lock(&self.maps).sessions.values().cloned().collect();
+        let mut expired = Vec::new();
+        for session in all {
+            if let Some(stop) = session.expired(config, now) {
+                session.end(stop);
+                expired.push(session);
+            }
+        }
+        if expired.is_empty() {
+            return 0;
+        }
+        let mut maps = lock(&self.maps);
+        for session in &expired {
+            maps.sessions.remove(&session.id);
+            if let Some(members) = maps.rooms.get_mut(&session.room) {
+                members.retain(|member| !Arc::ptr_eq(member, session));
+                if members.is_empty() {
+                    maps.rooms.remove(&session.room);
+                }
+            }
+        }
+        expired.len()
+    }
+
+    /// Every session (for shutdown).
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        lock(&self.maps).sessions.values().cloned().collect()
+    }
+}
+
+/// 128 bits from the OS-seeded CSPRNG, base64url without padding (22 characters).
+pub fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    let mut accumulator: u32 = 0;
+    let mut bits = 0;
+    for byte in bytes {
+        accumulator = (accumulator << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((accumulator >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((accumulator << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_22_base64url_chars() {
+        let token = random_token();
+        assert_eq!(token.len(), 22);
+        assert!(realtime_client::core::wire::is_valid_token(&token));
+        assert_ne!(token, random_token());
+    }
+}

@@ -1,0 +1,128 @@
+//! The outgoing half of one session: seq numbering, the replay buffer and its limits, and the
+//! send cursor of the current transport. Plain data, no locks and no I/O: a [`Replay`] lives
+//! inside its session's lock, and the session decides what a failed limit means.
+//!
+//! Invariants:
+//! - outgoing seqs are 1, 2, 3, ...; the buffer holds a contiguous run of them, oldest first,
+//!   ending at `next_seq - 1` when it is not empty; `bytes` is the sum of its entries' sizes;
+//! - `sent_up_to` is the highest seq handed to the current transport (reset to the client's
+//!   `rt_last` on resume and on each poll), `sent_up_to < next_seq`;
+//! - a message leaves the buffer only when acked, or (after which the session is no longer
+//!   resumable) when it was sent and a limit is hit: a resume from before it would be a gap.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use realtime_client::core::wire::{Frame, Message, Payload};
+
+use crate::Config;
+
+#[derive(Debug)]
+struct Buffered {
+    message: Message,
+    bytes: usize,
+    at: Instant,
+}
+
+/// The replay buffer of a session and its send cursor.
+#[derive(Debug)]
+pub(super) struct Replay {
+    next_seq: u64,
+    entries: VecDeque<Buffered>,
+    bytes: usize,
+    resumable: bool,
+    sent_up_to: u64,
+}
+
+impl Replay {
+    pub(super) fn new() -> Self {
+        Replay { next_seq: 1, entries: VecDeque::new(), bytes: 0, resumable: true, sent_up_to: 0 }
+    }
+
+    /// The seq the next message gets; every seq below it was assigned.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// False once a sent, unacked message was trimmed (or the buffer was discarded).
+    pub(super) fn is_resumable(&self) -> bool {
+        self.resumable
+    }
+
+    /// The oldest seq that can still be sent: the front's, or `next_seq` when empty.
+    pub(super) fn first_available(&self) -> u64 {
+        self.entries.front().map_or(self.next_seq, |entry| entry.message.seq)
+    }
+
+    /// Whether a client that has delivered every seq up to `last` can resume (see PROTOCOL.md):
+    /// nothing after `last` left the buffer, and `last` is not beyond the last assigned seq.
+    pub(super) fn can_resume_from(&self, last: u64) -> bool {
+        self.resumable && last + 1 >= self.first_available() && last < self.next_seq
+    }
+
+    /// Appends a message with the next seq (limits are the caller's, see [`Self::enforce_limits`]).
+    pub(super) fn push(&mut self, event: Option<String>, payload: Payload) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let bytes = payload.len() + event.as_ref().map_or(0, String::len) + 32;
+        self.entries.push_back(Buffered { message: Message { seq, event, payload }, bytes, at: Instant::now() });
+        self.bytes += bytes;
+    }
+
+    /// Drops every message up to `seq`: the client has it.
+    pub(super) fn ack_through(&mut self, seq: u64) {
+        while let Some(front) = self.entries.front() {
+            if front.message.seq > seq {
+                break;
+            }
+            self.bytes -= front.bytes;
+            self.entries.pop_front();
+        }
+    }
+
+    /// The current transport has (or is assumed to have) every seq up to `last`.
+    pub(super) fn set_sent_up_to(&mut self, last: u64) {
+        self.sent_up_to = last;
+    }
+
+    /// Appends every buffered message after the send cursor to `frames` and moves the cursor.
+    pub(super) fn take_unsent(&mut self, frames: &mut Vec<Frame>) {
+        let sent_up_to = self.sent_up_to;
+        let start = self.entries.partition_point(|entry| entry.message.seq <= sent_up_to);
+        for entry in self.entries.range(start..) {
+            frames.push(Frame::Message(entry.message.clone()));
+        }
+        if let Some(last) = self.entries.back() {
+            self.sent_up_to = self.sent_up_to.max(last.message.seq);
+        }
+    }
+
+    /// Trims sent messages over the count, byte or age limits (the session stops being
+    /// resumable). Returns false when unsent messages alone exceed the limits.
+    pub(super) fn enforce_limits(&mut self, config: &Config, now: Instant) -> bool {
+        let over = |replay: &Replay| {
+            replay.entries.len() > config.replay_max_messages
+                || replay.bytes > config.replay_max_bytes
+                || replay.entries.front().is_some_and(|entry| now.duration_since(entry.at) > config.replay_max_age)
+        };
+        while over(self) {
+            match self.entries.front() {
+                Some(front) if front.message.seq <= self.sent_up_to => {
+                    self.resumable = false;
+                    self.bytes -= front.bytes;
+                    self.entries.pop_front();
+                }
+                _ => break,
+            }
+        }
+        // Age alone never kills: an old unsent message on a detached session expires with it.
+        self.entries.len() <= config.replay_max_messages && self.bytes <= config.replay_max_bytes
+    }
+
+    /// The session ended: nothing is kept and nothing can be resumed.
+    pub(super) fn discard(&mut self) {
+        self.resumable = false;
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
