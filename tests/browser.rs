@@ -106,7 +106,13 @@ async fn two_clients_in_one_room_see_each_other(transport: &str) {
     JsFuture::from(stranger.connect()).await.unwrap();
     JsFuture::from(alice.send(JsValue::from_str("private"))).await.unwrap();
     bob_inbox.wait_for(1).await;
-    assert_eq!(stranger_inbox.len(), 0);
+    assert_eq!(texts(&bob_inbox.take()), ["private"]);
+    // "Nothing" needs a bound: a marker published into the stranger's own room after "private"
+    // reached bob. One connection delivers in order, so anything misrouted to the stranger would
+    // have come before the marker.
+    publish(&other_room, None, "text/plain", "marker").await;
+    stranger_inbox.wait_for(1).await;
+    assert_eq!(texts(&stranger_inbox.take()), ["marker"], "the stranger heard another room");
     for client in [alice, bob, stranger] {
         client.close();
     }
@@ -168,6 +174,7 @@ async fn after_close_the_state_is_closed_and_no_listener_fires(transport: &str) 
     let error = JsFuture::from(client.send(JsValue::from_str("late"))).await.expect_err("rejects");
     assert!(error.is_instance_of::<js_sys::Error>());
     assert_eq!(error_message(&error), "client is closed");
+    assert_eq!(get(&error, "code").as_string().as_deref(), Some("closed"));
     witness.close();
 }
 
@@ -195,6 +202,7 @@ fn bad_urls_and_options_throw_clear_errors() {
         let error = url(bad).err().map(JsValue::from).expect("throws");
         assert!(error.is_instance_of::<js_sys::Error>());
         assert!(error_message(&error).starts_with("url "), "{bad}: {}", error_message(&error));
+        assert_eq!(get(&error, "code").as_string().as_deref(), Some("invalid-argument"), "{bad}");
     }
     let error = RealtimeClient::new(JsValue::from_f64(1.0), None).err().map(JsValue::from).unwrap();
     assert_eq!(error_message(&error), "url must be a string");
@@ -242,7 +250,10 @@ async fn listeners_unsubscribe_and_a_throwing_listener_is_reported(transport: &s
     kept.wait_for(1).await;
     errors.wait_for(1).await;
     assert_eq!(dropped.len(), 0);
-    assert_eq!(error_message(&errors.take()[0].0), "listener bug");
+    let (error, _) = errors.take().remove(0);
+    assert_eq!(get(&error, "code").as_string().as_deref(), Some("listener-threw"));
+    assert_eq!(error_message(&error), "a listener of 'message' threw: listener bug");
+    assert_eq!(error_message(&get(&error, "cause")), "listener bug", "error.cause is what the listener threw");
     // The client is unharmed.
     JsFuture::from(client.send(JsValue::from_str("y"))).await.unwrap();
     kept.wait_for(2).await;
