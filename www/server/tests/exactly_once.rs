@@ -1239,18 +1239,23 @@ fn exactly_once_under_random_faults() {
     assert!(total.refused_resumes > 0 && total.resets > 0, "no refused resume: {total:?}");
 }
 
-// --- Findings, as directed schedules ---------------------------------------------------------------
-// Both were found by the property test with more cases (`PROPTEST_CASES=4000` and `30000`) and
-// are pinned here as short schedules; remove the `ignore` once fixed.
+// --- Regression schedules -------------------------------------------------------------------------
+// Two defects the property test found with more cases (`PROPTEST_CASES=4000` and `30000`), both
+// fixed, pinned as short directed schedules. Each still fails when its fix is undone (the client's
+// 1 ms floor on a reconnect delay; the server's replay-window check in `begin_poll`), and each
+// also checks that the schedule reached the path it is about, so it cannot pass vacuously.
 
-/// Client core: full-jitter backoff draws the reconnect delay from `0..=ceiling`, so a delay of
-/// 0 ms is possible. When `handle_timeout(now)` declares the connection dead (heartbeat timeout)
-/// and draws 0, `reconnect_at == now`: `poll_timeout()` returns `now` after `handle_timeout(now)`.
+/// Client core: full-jitter backoff draws the reconnect delay from `0..=ceiling`, so 0 ms is a
+/// possible draw. When `handle_timeout(now)` declares the connection dead (heartbeat timeout) and
+/// draws 0, the reconnect must still be scheduled after `now`: `poll_timeout()` at `now` would make
+/// the adapter spin (`Sim::tick` checks it after every `handle_timeout`).
 #[test]
-fn a_zero_reconnect_delay_leaves_a_deadline_at_now() {
+fn a_zero_reconnect_delay_still_schedules_the_reconnect_after_now() {
     use realtime_client::core::backoff::Jitter;
-    // The first jitter draw of this seed is 0 (of 0..=500, the first reconnect's range).
-    let jitter_seed = (1..).find(|&seed| Jitter::new(seed).next_up_to(500) == 0).unwrap_or(1);
+    // A seed whose first jitter draw is 0 (of 0..=500, the first reconnect's range).
+    let jitter_seed = (1..100_000u64)
+        .find(|&seed| Jitter::new(seed).next_up_to(500) == 0)
+        .expect("some seed draws a zero delay first, else this test checks nothing");
     let case = Case {
         sends: 0,
         publishes: 0,
@@ -1259,26 +1264,25 @@ fn a_zero_reconnect_delay_leaves_a_deadline_at_now() {
         initial_transport: None,
         jitter_seed,
         // Hello on the WebSocket, then the server goes quiet: stable at 5 s, ping at 25 s, the
-        // heartbeat timeout at 37.5 s schedules the reconnect at once.
+        // heartbeat timeout at 37.5 s schedules the reconnect with the 0 ms draw.
         ops: vec![Op::Server, Op::DeliverAll, Op::Tick, Op::Tick, Op::Tick],
     };
-    if let Err(error) = run_case(&case) {
-        panic!("{error}");
-    }
+    let coverage = run_case(&case).unwrap_or_else(|error| panic!("{error}"));
+    assert!(coverage.reconnects >= 1, "the schedule never reached a reconnect: {coverage:?}");
+    assert_eq!(coverage.resets, 0, "the session resumed: {coverage:?}");
 }
 
-/// Reference server: a *continuing* poll whose `rt_last` is below the replay buffer gets a
-/// partial replay (a gap) instead of a refusal. Here the client is on long polling with a replay
-/// buffer of 3: msgs 1-2 go out in a poll response that the client never reads (a stale
-/// duplicate of the previous response makes the adapter replace that poll), msgs 3-5 then push
-/// the sent msgs 1-2 out of the buffer (the session stops being resumable), and the next poll,
-/// `rt_last=0`, is answered with msgs 3-5: the client sees "gap in server sequence numbers".
-/// PROTOCOL.md §4 says a resume never gets a partial replay; §3.3 promises that a lost poll
-/// response is sent again by the next poll, which cannot hold once its msgs were trimmed. The
-/// client recovers (protocol error, resume refused, one Reset), so exactly-once holds; the gap
-/// is the server's.
+/// Reference server: a *continuing* poll whose `rt_last` is below the replay buffer ends the
+/// session ("replay window passed", close 4003) instead of answering with a partial replay (a
+/// gap). Here the client is on long polling with a replay buffer of 3: msgs 1-2 go out in a poll
+/// response that the client never reads (a stale duplicate of the previous response makes the
+/// adapter replace that poll), msgs 3-5 then push the sent msgs 1-2 out of the buffer (the session
+/// stops being resumable), and the next poll, `rt_last=0`, can no longer be answered without a
+/// gap. PROTOCOL.md §4: a resume never gets a partial replay; §3.3's promise that a lost poll
+/// response is sent again by the next poll cannot hold once its msgs were trimmed. So the client
+/// gets the close, its resume is refused and it moves to a fresh session with exactly one Reset.
 #[test]
-fn a_continuing_poll_below_the_replay_window_gets_a_gap() {
+fn a_continuing_poll_below_the_replay_window_ends_the_session_instead_of_a_gap() {
     let case = Case {
         sends: 0,
         publishes: 5,
@@ -1295,11 +1299,10 @@ fn a_continuing_poll_below_the_replay_window_gets_a_gap() {
             Op::Server,       // the poll is answered with msgs 1-2 (sent)
             Op::Duplicate(0), // the pong response again: the client polls anew, the answer above is aborted
             Op::Publish(3),   // msgs 3-5: the buffer (3) drops the sent msgs 1-2
-            Op::Server,       // the new poll, rt_last=0, is answered with msgs 3-5
+            Op::Server,       // the new poll, rt_last=0: the session ends (close 4003), no msgs 3-5
             Op::DeliverAll,
         ],
     };
-    if let Err(error) = run_case(&case) {
-        panic!("{error}");
-    }
+    let coverage = run_case(&case).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!((coverage.refused_resumes, coverage.resets), (1, 1), "one refused resume, one Reset: {coverage:?}");
 }

@@ -151,12 +151,37 @@ async fn a_new_poll_supersedes_the_held_one() {
 }
 
 #[tokio::test]
-async fn held_poll_times_out_empty() {
-    let config = Config { poll_hold: std::time::Duration::from_millis(200), ..Config::default() };
-    let server = Server::start(config).await;
+async fn held_poll_is_held_for_poll_hold_then_answered_empty() {
+    use std::time::Duration;
+    use tokio::time::Instant;
+    // poll_hold is the bound here (the heartbeat stays at its 25 s default).
+    let hold = Duration::from_millis(600);
+    let server = Server::start(Config { poll_hold: hold, ..Config::default() }).await;
+    assert_eq!(realtime_server::poll::poll_hold_for(&server.state.config), hold);
     let hello = hello_of(&poll(&server, "rt_conn=1").await);
-    let frames = poll(&server, &format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret)).await;
-    assert!(frames.is_empty());
+    let query = format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret);
+    let started = Instant::now();
+    let mut held = tokio::spawn({
+        let url = server.url(&format!("/realtime/poll?{query}"));
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body = response.bytes().await.unwrap();
+            (Instant::now(), body)
+        }
+    });
+    // Not answered during the first half of the hold.
+    assert!(tokio::time::timeout(hold / 2, &mut held).await.is_err(), "the poll was answered before half the hold");
+    wait_live(&server, 1).await; // And it is held on the server, not stuck in the client.
+    let (answered, body) = tokio::time::timeout(LIMIT, held).await.expect("answered after the hold").unwrap();
+    let took = answered - started;
+    // The server starts its timer after the request arrived: never shorter than the hold
+    // (a few ms of tolerance for timer rounding).
+    assert!(took >= hold - Duration::from_millis(5), "answered after {took:?}, before the {hold:?} hold");
+    assert!(took < hold + Duration::from_secs(5), "held {took:?}, far beyond the {hold:?} hold");
+    let frames = wire::decode_all(&body, 1 << 20).unwrap();
+    assert!(frames.is_empty(), "nothing to send: an empty answer, got {frames:?}");
+    wait_live(&server, 0).await;
 }
 
 #[tokio::test]

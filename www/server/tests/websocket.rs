@@ -252,21 +252,93 @@ async fn bad_key_or_unknown_session_gets_a_fresh_session() {
 }
 
 #[tokio::test]
-async fn resume_from_too_far_back_is_refused() {
+async fn resume_from_beyond_the_last_sent_message_is_refused() {
     let server = Server::default().await;
     let mut first = WsClient::connect(&server.ws_url("room=r&rt_conn=1")).await;
     let hello = first.hello().await;
     for text in ["one", "two"] {
-        server.publish("room=r", "text/plain", text).await;
+        assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);
     }
-    first.message().await;
-    first.message().await;
+    assert_eq!(first.message().await.seq, 1);
+    assert_eq!(first.message().await.seq, 2);
     first.send_frames(&[Frame::Ack { seq: 2 }], Carrier::Text).await;
     first.sync(1).await;
-    // rt_last beyond what was sent cannot be honoured either: a fresh session, no partial replay.
+    // rt_last beyond what was sent (2) cannot be honoured: a fresh session, no partial replay.
     let query = format!("room=r&rt_conn=2&rt_sid={}&rt_key={}&rt_last=9", hello.session_id, hello.secret);
     let mut second = WsClient::connect(&server.ws_url(&query)).await;
-    assert!(!second.hello().await.resumed);
+    let refused = second.hello().await;
+    assert!(!refused.resumed);
+    assert_ne!(refused.session_id, hello.session_id);
+    // The session itself is untouched: its own connection still works.
+    assert!(first.sync(2).await.is_empty());
+}
+
+/// Resume query of `hello`'s session from `rt_last=last` on connection `conn`, room `r`.
+fn resume_query(conn: u32, hello: &realtime_client::core::wire::Hello, last: u64) -> String {
+    format!("room=r&rt_v=1&rt_conn={conn}&rt_sid={}&rt_key={}&rt_last={last}", hello.session_id, hello.secret)
+}
+
+#[tokio::test]
+async fn resume_from_before_the_oldest_kept_message_is_refused() {
+    // Acks empty the replay buffer: after the client acked 1-3, a resume claiming to have only 1
+    // would need 2 and 3 again, which the server no longer has. Refused with a fresh session
+    // (never a partial replay from 4); a resume from the acked point still works.
+    let server = Server::default().await;
+    let mut first = WsClient::connect(&server.ws_url("room=r&rt_v=1&rt_conn=1")).await;
+    let hello = first.hello().await;
+    for text in ["one", "two", "three", "four"] {
+        assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);
+    }
+    for seq in 1..=4 {
+        assert_eq!(first.message().await.seq, seq);
+    }
+    first.send_frames(&[Frame::Ack { seq: 3 }], Carrier::Text).await;
+    first.sync(1).await; // The ack was processed: the buffer holds seq 4 only.
+
+    let mut too_old = WsClient::connect(&server.ws_url(&resume_query(2, &hello, 1))).await;
+    let refused = too_old.hello().await;
+    assert!(!refused.resumed, "rt_last=1 is older than the oldest kept message (4)");
+    assert_ne!(refused.session_id, hello.session_id);
+    assert_eq!(refused.ack, 0, "a fresh session has received nothing");
+    assert!(too_old.sync(2).await.is_empty(), "a refused resume replays nothing");
+
+    // Control: the same session resumes from what it acked, with exactly the rest.
+    let mut resumed = WsClient::connect(&server.ws_url(&resume_query(3, &hello, 3))).await;
+    let again = resumed.hello().await;
+    assert!(again.resumed);
+    assert_eq!(again.session_id, hello.session_id);
+    let replayed = resumed.sync(3).await;
+    assert!(
+        matches!(&replayed[..], [Frame::Message(Message { seq: 4, payload: Payload::Text(text), .. })] if text == "four"),
+        "{replayed:?}"
+    );
+}
+
+#[tokio::test]
+async fn resume_from_before_a_message_trimmed_by_the_replay_limit_is_refused() {
+    // A replay buffer of 2 messages: the third publish trims sent msg 1 before the client acked
+    // it. From then on the session cannot promise a gapless replay, so no resume is accepted,
+    // neither from before the trimmed message nor (the session stopped being resumable) after.
+    let server = Server::start(Config { replay_max_messages: 2, ..Config::default() }).await;
+    let mut first = WsClient::connect(&server.ws_url("room=r&rt_v=1&rt_conn=1")).await;
+    let hello = first.hello().await;
+    for (seq, text) in [(1, "one"), (2, "two")] {
+        assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);
+        assert_eq!(first.message().await.seq, seq); // Sent, so it may be trimmed.
+    }
+    assert_eq!(server.publish("room=r", "text/plain", "three").await.text().await.unwrap(), "1");
+    assert_eq!(first.message().await.seq, 3);
+
+    let mut too_old = WsClient::connect(&server.ws_url(&resume_query(2, &hello, 0))).await;
+    let refused = too_old.hello().await;
+    assert!(!refused.resumed, "msg 1 was trimmed: rt_last=0 cannot be replayed without a gap");
+    assert_ne!(refused.session_id, hello.session_id);
+    assert!(too_old.sync(2).await.is_empty(), "a refused resume replays nothing");
+
+    let mut latest = WsClient::connect(&server.ws_url(&resume_query(3, &hello, 3))).await;
+    let refused = latest.hello().await;
+    assert!(!refused.resumed, "a session that lost a sent, unacked message is no longer resumable");
+    assert_ne!(refused.session_id, hello.session_id);
 }
 
 #[tokio::test]
