@@ -78,6 +78,10 @@ enum Op {
     Server,
     /// The server handles the oldest request in flight, then its writers run.
     ServerOne,
+    /// The server handles the oldest request in flight that is not a connection's opening one
+    /// (nor behind one on its own connection), then its writers run: a handshake on a new TCP
+    /// connection (a WebSocket upgrade, say) can arrive after later requests on kept-alive ones.
+    ServerPastOpens,
     /// Everything in flight to connections the client holds arrives, in order.
     DeliverAll,
     /// The oldest item in flight to one connection the client holds arrives.
@@ -118,6 +122,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (1u8..=6).prop_map(Op::Send),
         10 => Just(Op::Server),
         4 => Just(Op::ServerOne),
+        3 => Just(Op::ServerPastOpens),
         10 => Just(Op::DeliverAll),
         6 => any::<u8>().prop_map(Op::Deliver),
         7 => Just(Op::Tick),
@@ -727,7 +732,33 @@ impl Sim {
     }
 
     fn serve_one(&mut self) -> Outcome {
-        let Some((effect, request)) = self.up.pop_front() else { return Ok(()) };
+        self.serve_at(0)
+    }
+
+    /// Serves the oldest request that overtakes the opening requests still in flight, if any.
+    fn serve_past_opens(&mut self) -> Outcome {
+        let conn_of = |effect: &Effect| match effect {
+            Effect::Open { conn, .. }
+            | Effect::Poll { conn, .. }
+            | Effect::Post { conn, .. }
+            | Effect::Transmit { conn, .. }
+            | Effect::Close { conn } => *conn,
+        };
+        let mut waiting: BTreeSet<ConnId> = BTreeSet::new();
+        for position in 0..self.up.len() {
+            let effect = &self.up[position].0;
+            let conn = conn_of(effect);
+            if matches!(effect, Effect::Open { .. }) || waiting.contains(&conn) {
+                waiting.insert(conn); // Per connection, requests keep their order.
+            } else {
+                return self.serve_at(position);
+            }
+        }
+        Ok(())
+    }
+
+    fn serve_at(&mut self, position: usize) -> Outcome {
+        let Some((effect, request)) = self.up.remove(position) else { return Ok(()) };
         match effect {
             Effect::Open { conn, kind: TransportKind::LongPolling, url } | Effect::Poll { conn, url } => {
                 self.coverage.polls += 1;
@@ -1057,6 +1088,10 @@ impl Sim {
                 self.serve_one()?;
                 self.pump()?;
             }
+            Op::ServerPastOpens => {
+                self.serve_past_opens()?;
+                self.pump()?;
+            }
             Op::DeliverAll => self.deliver_all()?,
             Op::Deliver(pick) => {
                 let mut targets: Vec<ConnId> = Vec::new();
@@ -1224,6 +1259,12 @@ fn exactly_once_under_random_faults() {
     let total = std::cell::RefCell::new(Coverage::default());
     let result = runner.run(&case(), |case| {
         let coverage = run_case(&case).map_err(TestCaseError::fail)?;
+        // A resume is refused only for a reason the schedule made: a dropped session or a small
+        // replay buffer. Any other refusal resets a session the client was entitled to resume.
+        let justified = case.replay_limit.is_some() || case.ops.iter().any(|op| matches!(op, Op::DropSession));
+        if !justified && coverage.refused_resumes > 0 {
+            return Err(TestCaseError::fail(format!("{} resume(s) refused with no dropped session and no replay limit", coverage.refused_resumes)));
+        }
         total.borrow_mut().add(&coverage);
         Ok(())
     });
@@ -1305,4 +1346,50 @@ fn a_continuing_poll_below_the_replay_window_ends_the_session_instead_of_a_gap()
     };
     let coverage = run_case(&case).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!((coverage.refused_resumes, coverage.resets), (1, 1), "one refused resume, one Reset: {coverage:?}");
+}
+
+/// Reference server: the migration race of `upgrade_from_polling.rs`, both sides' real code. On
+/// long polling, the probe proves the WebSocket rung and the client opens the migrating
+/// WebSocket with `rt_last` = what it had delivered then; msg 1 answers the held poll, the client
+/// delivers it and polls again (`rt_last=1`, an ack), and that poll overtakes the handshake. The
+/// resume with the older `rt_last=0` must still succeed: the client has everything it acked.
+/// (The server used to refuse it for the freed msg 1: a fresh session and a Reset.)
+#[test]
+fn a_migration_whose_handshake_is_overtaken_by_a_poll_ack_resumes_the_session() {
+    let case =
+        Case { sends: 2, publishes: 3, heartbeat_ms: 25_000, replay_limit: None, initial_transport: Some(2), jitter_seed: 1, ops: Vec::new() };
+    let mut sim = Sim::new(&case).unwrap_or_else(|error| panic!("{error}"));
+    let run = |sim: &mut Sim, op: Op| sim.step(&op, &case).unwrap_or_else(|error| panic!("{op:?} at t={}: {error}", sim.now));
+    let migrating = |sim: &Sim| {
+        sim.up.iter().any(|(effect, _)| {
+            matches!(effect, Effect::Open { kind: TransportKind::WebSocket, url, .. } if url.contains("rt_sid=") && !url.contains("rt_probe"))
+        })
+    };
+    // Long polling: the hello, then a held poll (the client also POSTs a ping first).
+    for op in [Op::Server, Op::DeliverAll, Op::Server, Op::DeliverAll, Op::Server] {
+        run(&mut sim, op);
+    }
+    // Time passes until the probe proved the rung and the migrating WebSocket is on its way.
+    for _ in 0..200 {
+        if migrating(&sim) {
+            break;
+        }
+        for op in [Op::Tick, Op::Server, Op::DeliverAll] {
+            run(&mut sim, op);
+        }
+    }
+    assert!(migrating(&sim), "the client never started the migration");
+    assert_eq!(sim.transport, Some(TransportKind::LongPolling));
+    // Msg 1 answers the held poll; the client delivers it and polls again: both overtake the
+    // handshake, as does a client send (a POST on the poll connection).
+    for op in [Op::Publish(1), Op::ServerPastOpens, Op::DeliverAll, Op::Send(1), Op::ServerPastOpens, Op::ServerPastOpens] {
+        run(&mut sim, op);
+    }
+    assert!(migrating(&sim), "the handshake is still in flight");
+    assert!(sim.got >= 1, "msg 1 was delivered over long polling first");
+    // Then the handshake arrives, and the rest runs fault-free.
+    sim.finish(&case).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!((sim.coverage.refused_resumes, sim.coverage.resets), (0, 0), "the migration reset the session: {:?}", sim.coverage);
+    assert_eq!(sim.transport, Some(TransportKind::WebSocket), "the client ended on the WebSocket");
+    assert!(sim.coverage.upgrades >= 1, "{:?}", sim.coverage);
 }

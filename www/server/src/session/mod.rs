@@ -328,10 +328,11 @@ impl Session {
     pub fn begin_poll(&self, last: u64) -> u64 {
         let mut inner = lock(&self.inner);
         let last = last.min(inner.replay.next_seq() - 1);
-        // Messages after `last` that left the replay buffer cannot be sent again: a partial
-        // replay would be a gap, so the session ends (the poll answers with the close) and the
-        // client's resume gets a fresh session, as a refused resume would.
-        let window_passed = last + 1 < inner.replay.first_available();
+        // Messages the client does not have (after `last`, or after its earlier ack if that is
+        // higher: a late poll's `rt_last` is no gap) that left the replay buffer, trimmed by a
+        // limit, cannot be sent again: a partial replay would be a gap, so the session ends (the
+        // poll answers with the close) and the client's resume gets a fresh session.
+        let window_passed = inner.replay.known_delivered(last) + 1 < inner.replay.first_available();
         inner.replay.ack_through(last);
         inner.replay.set_sent_up_to(last);
         inner.poll_generation += 1;

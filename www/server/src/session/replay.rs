@@ -8,7 +8,11 @@
 //! - `sent_up_to` is the highest seq handed to the current transport (reset to the client's
 //!   `rt_last` on resume and on each poll), `sent_up_to < next_seq`;
 //! - a message leaves the buffer only when acked, or (after which the session is no longer
-//!   resumable) when it was sent and a limit is hit: a resume from before it would be a gap.
+//!   resumable) when it was sent and a limit is hit: a resume from before it would be a gap;
+//! - `acked` is the highest seq the client acknowledged (`ack` frames, `rt_last` of polls and
+//!   resumes), `acked < next_seq`. Acks are cumulative, so an `rt_last` below `acked` (a URL
+//!   built before a later ack on another request, say a migrating WebSocket while the old poll
+//!   connection kept polling) still means the client has everything up to `acked`: no gap.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -32,11 +36,12 @@ pub(super) struct Replay {
     bytes: usize,
     resumable: bool,
     sent_up_to: u64,
+    acked: u64,
 }
 
 impl Replay {
     pub(super) fn new() -> Self {
-        Replay { next_seq: 1, entries: VecDeque::new(), bytes: 0, resumable: true, sent_up_to: 0 }
+        Replay { next_seq: 1, entries: VecDeque::new(), bytes: 0, resumable: true, sent_up_to: 0, acked: 0 }
     }
 
     /// The seq the next message gets; every seq below it was assigned.
@@ -54,10 +59,17 @@ impl Replay {
         self.entries.front().map_or(self.next_seq, |entry| entry.message.seq)
     }
 
+    /// The highest seq the client is known to have, given it says `last`: its own earlier
+    /// cumulative ack may be higher than an `rt_last` chosen before that ack was sent.
+    pub(super) fn known_delivered(&self, last: u64) -> u64 {
+        last.max(self.acked)
+    }
+
     /// Whether a client that has delivered every seq up to `last` can resume (see PROTOCOL.md):
-    /// nothing after `last` left the buffer, and `last` is not beyond the last assigned seq.
+    /// `last` is not beyond the last assigned seq, and nothing after what the client has (`last`,
+    /// or its earlier ack if higher) left the buffer unacked.
     pub(super) fn can_resume_from(&self, last: u64) -> bool {
-        self.resumable && last + 1 >= self.first_available() && last < self.next_seq
+        self.resumable && last < self.next_seq && self.known_delivered(last) + 1 >= self.first_available()
     }
 
     /// Appends a message with the next seq (limits are the caller's, see [`Self::enforce_limits`]).
@@ -69,8 +81,9 @@ impl Replay {
         self.bytes += bytes;
     }
 
-    /// Drops every message up to `seq`: the client has it.
+    /// Drops every message up to `seq`: the client has it. `seq < next_seq` (callers check).
     pub(super) fn ack_through(&mut self, seq: u64) {
+        self.acked = self.acked.max(seq);
         while let Some(front) = self.entries.front() {
             if front.message.seq > seq {
                 break;
