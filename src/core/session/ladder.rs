@@ -148,6 +148,10 @@ impl Session {
             (Some(backoff), Retry::Default) => Some(backoff.next_delay(&mut self.jitter)),
         };
         let Some(delay) = delay else {
+            // The app learns why the client stopped, as for every other end that is not its own.
+            let mut message = String::from("gave up reconnecting: ");
+            message.push_str(&reason);
+            self.events.push_back(Event::Error { code: ErrorCode::RetriesExhausted, message });
             self.finish(1006, reason, ErrorCode::RetriesExhausted, "gave up reconnecting");
             return;
         };

@@ -396,7 +396,10 @@ fn reconnect_false_closes_on_first_loss_and_max_attempts_gives_up() {
         h.run_until(h.now + 2_000);
     }
     assert_eq!(h.session.state(), State::Closed);
-    assert!(h.events().iter().any(|event| matches!(event, Event::Closed { code: 1006, .. })));
+    let events = h.events();
+    assert!(events.iter().any(|event| matches!(event, Event::Closed { code: 1006, cause: ErrorCode::RetriesExhausted, .. })));
+    let errors = events.iter().filter(|event| matches!(event, Event::Error { code: ErrorCode::RetriesExhausted, .. })).count();
+    assert_eq!(errors, 1, "one error says why the client stopped");
 }
 
 #[test]
