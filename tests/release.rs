@@ -249,3 +249,31 @@ async fn create_close_free_cycles_do_not_grow_the_wasm_memory() {
         holding - after
     );
 }
+
+/// Defect: the promise of a `send()` whose own pump failed the transport synchronously never
+/// settled (its entry was registered after the pump had already rejected nothing). A WebSocket
+/// whose `send` throws makes that happen: with `reconnect: false` the failure closes the client
+/// inside the very `send()` call, and the promise must still reject, with `closed`.
+#[wasm_bindgen_test]
+async fn a_send_failed_inside_its_own_call_still_settles() {
+    let options = js_sys::JSON::parse(r#"{"transports":["websocket"],"reconnect":false}"#).unwrap();
+    let client = client(&unique_room("sync-failure"), &options);
+    JsFuture::from(client.connect()).await.expect("opens");
+    let prototype = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("WebSocket"))
+        .and_then(|class| js_sys::Reflect::get(&class, &JsValue::from_str("prototype")))
+        .expect("WebSocket.prototype");
+    let original = js_sys::Reflect::get(&prototype, &JsValue::from_str("send")).unwrap();
+    let throwing = Function::new_no_args("throw new Error('send refused by the test')");
+    js_sys::Reflect::set(&prototype, &JsValue::from_str("send"), &throwing).unwrap();
+    let promise = client.send(JsValue::from_str("doomed"));
+    js_sys::Reflect::set(&prototype, &JsValue::from_str("send"), &original).unwrap();
+    assert_eq!(client.state().as_string().as_deref(), Some("closed"), "the failure closed the client at once");
+    // Bounded: a promise that never settles fails here instead of hanging the suite.
+    let timeout = js_sys::Promise::new(&mut |resolve, _| {
+        let window = web_sys::window().unwrap();
+        window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 2_000).unwrap();
+    });
+    let outcome = JsFuture::from(js_sys::Promise::race(&js_sys::Array::of2(&promise, &timeout))).await;
+    let error = outcome.expect_err("the send rejects (it did not settle within 2 s otherwise)");
+    assert_eq!(get(&error, "code").as_string().as_deref(), Some("closed"), "{}", error_message(&error));
+}
