@@ -42,6 +42,11 @@ impl Session {
     }
 
     fn handle_hello(&mut self, now: Millis, id: ConnId, role: Role, hello: Hello) {
+        if hello.version != wire::PROTOCOL_VERSION && matches!(role, Role::Probe | Role::Migrating) {
+            // The better rung is served by another server version; the session is fine where it is.
+            self.conn_failed(now, id, "the better transport's server speaks another protocol version", Failure::Transport);
+            return;
+        }
         if hello.version != wire::PROTOCOL_VERSION {
             self.events.push_back(Event::Error {
                 code: ErrorCode::UnsupportedVersion,
@@ -98,6 +103,8 @@ impl Session {
         self.heartbeat_ms = hello.heartbeat_ms.clamp(limits::MIN_HEARTBEAT_MS, limits::MAX_HEARTBEAT_MS);
         self.max_body_bytes = usize::try_from(hello.max_body_bytes.min(limits::MAX_BODY_BYTES)).unwrap_or(usize::MAX);
         self.timers.clear(Timer::Race);
+        // A liveness check started on the connection being replaced says nothing of this one.
+        self.timers.clear(Timer::Suspect);
         self.untried.clear();
         self.batch.clear();
         if resumed {

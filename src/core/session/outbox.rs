@@ -137,17 +137,21 @@ impl Session {
 
     /// After a hello: messages queued under an older (or the default) size limit that exceed
     /// the server's are refused now, instead of being refused by the server and resent for
-    /// ever. None of the messages left after the hello's ack is at the server, so the rest are
-    /// renumbered without a gap.
+    /// ever. Only the never-transmitted tail is touched: a transmitted message may still reach
+    /// the server from a replaced connection under its seq, so no seq it used is ever reused.
+    /// The tail after the transmitted prefix is renumbered without a gap.
     pub(super) fn reject_oversize(&mut self) {
         let limit = self.max_body_bytes;
-        if !self.outbox.queue.iter().any(|message| message.payload.len() > limit) {
+        let first_unsent = self.outbox.first_untransmitted();
+        if !self.outbox.queue.iter().skip(first_unsent).any(|message| message.payload.len() > limit) {
             return;
         }
-        let Some(mut next_seq) = self.outbox.queue.front().map(|message| message.seq) else { return };
+        let Some(mut next_seq) = self.outbox.queue.get(first_unsent).map(|message| message.seq) else { return };
         let mut kept = VecDeque::with_capacity(self.outbox.queue.len());
-        for mut message in self.outbox.queue.drain(..) {
-            if message.payload.len() > limit {
+        for (index, mut message) in self.outbox.queue.drain(..).enumerate() {
+            if index < first_unsent {
+                kept.push_back(message);
+            } else if message.payload.len() > limit {
                 self.outbox.bytes -= message.payload.len();
                 self.events.push_back(Event::SendFailed {
                     id: message.id,

@@ -313,3 +313,77 @@ fn retry_advice_is_spread_over_a_thousand_clients() {
     assert!(busiest <= 12, "{busiest} of 1,000 clients come back in the same millisecond");
     assert!(per_ms.len() >= 300, "only {} distinct delays", per_ms.len());
 }
+
+// --- Found in review ---------------------------------------------------------------------------
+
+#[test]
+fn a_liveness_check_of_the_replaced_connection_does_not_kill_the_new_one() {
+    let mut h = Harness::new(SessionConfig::default());
+    let sse = on_sse_after_fallback(&mut h);
+    h.session.handle_wake(h.now, Wake::Visible);
+    let check_started = h.now;
+    let effects = run_until_opened(&mut h, 3_000);
+    let [(probe, TransportKind::WebSocket, _)] = opened(&effects)[..] else { panic!("{effects:?}") };
+    answer_posts(&mut h, &effects);
+    h.data(probe, &[hello("probe", 0, false)]);
+    let [(migrating, ..)] = opened(&h.effects())[..] else { panic!() };
+    h.data(migrating, &[hello("s1", 0, true)]);
+    h.effects();
+    assert_eq!(h.session.transport(), Some(TransportKind::WebSocket));
+    // The old stream's check would have expired within its grace; the new connection is alive
+    // (its heartbeat is 10 s, so silence for less than 15 s is not a loss).
+    h.run_until(check_started + 9_000);
+    let events = h.events();
+    assert!(!events.iter().any(|event| matches!(event, Event::Reconnecting { .. })), "{events:?}");
+    assert_eq!(h.session.state(), State::Open);
+    let _ = sse;
+}
+
+#[test]
+fn a_smaller_limit_after_a_resume_never_reuses_a_transmitted_seq() {
+    let mut h = Harness::new(ws_only());
+    let conn = h.open();
+    let a = h.session.send(h.now, None, Payload::Text("a".repeat(100))).unwrap();
+    let b = h.session.send(h.now, None, Payload::Text("b".repeat(1_000))).unwrap();
+    let c = h.session.send(h.now, None, Payload::Text("c".into())).unwrap();
+    h.effects();
+    h.events();
+    h.session.handle_input(h.now, Input::Closed { conn, reason: "cut".into() });
+    let effects = run_until_opened(&mut h, 2_000);
+    let [(resume, ..)] = opened(&effects)[..] else { panic!() };
+    // The resumed session now accepts at most 500 bytes; all three went out before.
+    h.data(resume, &[hello_with("s1", 10_000, 500, 0, true)]);
+    let frames: Vec<Frame> = transmitted(&h.effects()).into_iter().filter(|frame| matches!(frame, Frame::Message(_))).collect();
+    let seqs: Vec<(u64, usize)> = frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Message(Message { seq, payload, .. }) => Some((*seq, payload.len())),
+            _ => None,
+        })
+        .collect();
+    // Each seq still names the message it named before (the server may hold it already).
+    assert_eq!(seqs, vec![(1, 100), (2, 1_000), (3, 1)]);
+    assert!(!h.events().iter().any(|event| matches!(event, Event::SendFailed { .. })));
+    assert!(a < b && b < c);
+}
+
+#[test]
+fn a_probe_answered_by_another_protocol_version_only_fails_the_probe() {
+    let mut h = Harness::new(SessionConfig::default());
+    on_sse_after_fallback(&mut h);
+    let effects = run_until_opened(&mut h, 3_000);
+    let [(probe, TransportKind::WebSocket, _)] = opened(&effects)[..] else { panic!() };
+    h.events();
+    h.data(probe, &[Frame::Hello(Hello {
+        version: 2,
+        session_id: "x".into(),
+        secret: "y".into(),
+        heartbeat_ms: 10_000,
+        max_body_bytes: 1024,
+        ack: 0,
+        resumed: false,
+    })]);
+    assert_eq!(h.session.state(), State::Open, "the session stays on its rung");
+    assert_eq!(h.session.transport(), Some(TransportKind::Sse));
+    assert!(!h.events().iter().any(|event| matches!(event, Event::Closed { .. })));
+}
