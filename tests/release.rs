@@ -277,3 +277,31 @@ async fn a_send_failed_inside_its_own_call_still_settles() {
     let error = outcome.expect_err("the send rejects (it did not settle within 2 s otherwise)");
     assert_eq!(get(&error, "code").as_string().as_deref(), Some("closed"), "{}", error_message(&error));
 }
+
+/// Found in review: `close()` called inside a listener ran while the pump was busy, so it
+/// dropped every listener before its own `close` event was dispatched.
+#[wasm_bindgen_test]
+async fn close_inside_a_listener_still_delivers_the_close_event() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use wasm_bindgen::closure::Closure;
+
+    let room = unique_room("close-in-listener");
+    let holder: Rc<RefCell<Option<RealtimeClient>>> = Rc::new(RefCell::new(Some(client(&room, &only("websocket")))));
+    let closes = {
+        let guard = holder.borrow();
+        let client = guard.as_ref().unwrap();
+        JsFuture::from(client.connect()).await.expect("opens");
+        Recorder::attach(client, "close")
+    };
+    let closer = holder.clone();
+    let on_message = Closure::<dyn FnMut(JsValue, JsValue)>::new(move |_, _| {
+        if let Some(client) = closer.borrow().as_ref() {
+            client.close();
+        }
+    });
+    let _unsubscribe = holder.borrow().as_ref().unwrap().on("message", on_message.as_ref().clone()).unwrap();
+    publish(&room, None, "text/plain", "bye").await;
+    closes.wait_for(1).await;
+    assert_eq!(holder.borrow().as_ref().unwrap().state().as_string().as_deref(), Some("closed"));
+}

@@ -131,6 +131,9 @@ struct Hooks {
     next_subscription: u32,
     pending_sends: VecDeque<PendingSend>,
     connect_waiters: Vec<(Function, Function)>,
+    /// The app called `close()`: drop every listener once the `close` event has been dispatched
+    /// (which happens later when `close()` runs inside a listener, during the pump).
+    drop_listeners_at_close: bool,
 }
 
 /// The JS-facing half: listeners and promises. Owned by the client, known weakly to the driver.
@@ -293,10 +296,10 @@ impl RealtimeClient {
     /// Closes for good: pending sends reject, the `close` listeners run, then every listener is
     /// dropped and everything the client registered in the page is released. Idempotent.
     pub fn close(&self) {
+        if self.driver.with_session(|session| session.state() != crate::core::session::State::Closed) {
+            self.facade.hooks.borrow_mut().drop_listeners_at_close = true;
+        }
         self.driver.command(|session, now| session.close(now));
-        let mut hooks = self.facade.hooks.borrow_mut();
-        hooks.subscriptions.clear();
-        hooks.listeners.clear();
     }
 
     /// 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'.
@@ -368,6 +371,19 @@ impl Drop for RealtimeClient {
     fn drop(&mut self) {
         // Tear down transports and the timer even if JS still holds listeners.
         self.driver.command(|session, now| session.close(now));
+        // Freed inside one of its own listeners, the close events are still queued in the outer
+        // pump, which will find no facade to give them to: settle the promises here.
+        let (sends, waiters) = {
+            let mut hooks = self.facade.hooks.borrow_mut();
+            (std::mem::take(&mut hooks.pending_sends), std::mem::take(&mut hooks.connect_waiters))
+        };
+        let error = error_value(ErrorCode::Closed, "client was freed");
+        for pending in sends {
+            let _ = pending.reject.call1(&JsValue::UNDEFINED, &error);
+        }
+        for (_, reject) in waiters {
+            let _ = reject.call1(&JsValue::UNDEFINED, &error);
+        }
     }
 }
 
@@ -491,6 +507,11 @@ impl Facade {
                 set(&info, "code", &number(u64::from(code)));
                 set(&info, "reason", &JsValue::from_str(&reason));
                 self.emit("close", &[info.into()]);
+                let mut hooks = self.hooks.borrow_mut();
+                if std::mem::replace(&mut hooks.drop_listeners_at_close, false) {
+                    hooks.subscriptions.clear();
+                    hooks.listeners.clear();
+                }
             }
         }
     }
