@@ -1,4 +1,4 @@
-//! Exactly-once delivery under random fault schedules (STYLE.md §8, PROTOCOL.md §4).
+//! Exactly-once delivery under random fault schedules (PROTOCOL.md §4).
 //!
 //! One client core (`realtime_client::core::session::Session`, sans-IO) talks to the reference
 //! server's own session logic (`realtime_server::session::Registry` and `Session`: connect and
