@@ -54,37 +54,6 @@ impl Outbox {
         }
     }
 
-    /// From index `from` on, removes the messages `drop` picks and renumbers the rest from
-    /// `first_seq` without a gap (the entries before `from` keep theirs); returns the ids
-    /// removed. The queue is rebuilt only when something is picked.
-    fn drop_and_renumber(&mut self, from: usize, first_seq: u64, mut drop: impl FnMut(&Outgoing) -> bool) -> Vec<u64> {
-        let mut dropped = Vec::new();
-        if self.queue.iter().skip(from).any(&mut drop) {
-            let mut kept = VecDeque::with_capacity(self.queue.len());
-            for (index, message) in self.queue.drain(..).enumerate() {
-                if index >= from && drop(&message) {
-                    self.bytes -= message.payload.len();
-                    dropped.push(message.id);
-                } else {
-                    kept.push_back(message);
-                }
-            }
-            self.queue = kept;
-        }
-        self.renumber_from(from, first_seq);
-        dropped
-    }
-
-    /// Numbers the entries from index `from` on consecutively from `first_seq`.
-    fn renumber_from(&mut self, from: usize, first_seq: u64) {
-        let mut next_seq = first_seq;
-        for message in self.queue.iter_mut().skip(from) {
-            message.seq = next_seq;
-            next_seq += 1;
-        }
-        self.next_seq = next_seq;
-    }
-
     /// Removes every message with a sequence number up to `seq`; returns the last one's id and
     /// the count and bytes removed.
     fn take_acked(&mut self, seq: u64) -> Option<(u64, u64, u64)> {
@@ -144,30 +113,59 @@ impl Session {
     }
 
     /// A fresh session: a message that went out may or may not have reached the old one, so it
-    /// is rejected rather than risk a double. Messages never sent are renumbered from 1 and kept.
+    /// is rejected rather than risk a double. Messages never sent are renumbered and kept.
     pub(super) fn renumber_outbox_for_reset(&mut self) {
-        let dropped = self.outbox.drop_and_renumber(0, 1, |message| message.transmitted);
-        for id in dropped {
-            self.events.push_back(Event::SendFailed {
-                id,
-                code: ErrorCode::Reset,
-                reason: "session reset: the message may not have been delivered",
-            });
+        let mut kept = VecDeque::with_capacity(self.outbox.queue.len());
+        let mut next_seq = 1;
+        for mut message in self.outbox.queue.drain(..) {
+            if message.transmitted {
+                self.outbox.bytes -= message.payload.len();
+                self.events.push_back(Event::SendFailed {
+                    id: message.id,
+                    code: ErrorCode::Reset,
+                    reason: "session reset: the message may not have been delivered",
+                });
+            } else {
+                message.seq = next_seq;
+                next_seq += 1;
+                kept.push_back(message);
+            }
         }
+        self.outbox.queue = kept;
+        self.outbox.next_seq = next_seq;
     }
 
     /// After a hello: messages queued under an older (or the default) size limit that exceed
     /// the server's are refused now, instead of being refused by the server and resent for
     /// ever. Only the never-transmitted tail is touched: a transmitted message may still reach
     /// the server from a replaced connection under its seq, so no seq it used is ever reused.
+    /// The tail after the transmitted prefix is renumbered without a gap.
     pub(super) fn reject_oversize(&mut self) {
         let limit = self.max_body_bytes;
         let first_unsent = self.outbox.first_untransmitted();
-        let Some(first_seq) = self.outbox.queue.get(first_unsent).map(|message| message.seq) else { return };
-        let dropped = self.outbox.drop_and_renumber(first_unsent, first_seq, |message| message.payload.len() > limit);
-        for id in dropped {
-            self.events.push_back(Event::SendFailed { id, code: ErrorCode::TooLarge, reason: SendError::TooLarge.as_str() });
+        if !self.outbox.queue.iter().skip(first_unsent).any(|message| message.payload.len() > limit) {
+            return;
         }
+        let Some(mut next_seq) = self.outbox.queue.get(first_unsent).map(|message| message.seq) else { return };
+        let mut kept = VecDeque::with_capacity(self.outbox.queue.len());
+        for (index, mut message) in self.outbox.queue.drain(..).enumerate() {
+            if index < first_unsent {
+                kept.push_back(message);
+            } else if message.payload.len() > limit {
+                self.outbox.bytes -= message.payload.len();
+                self.events.push_back(Event::SendFailed {
+                    id: message.id,
+                    code: ErrorCode::TooLarge,
+                    reason: SendError::TooLarge.as_str(),
+                });
+            } else {
+                message.seq = next_seq;
+                next_seq += 1;
+                kept.push_back(message);
+            }
+        }
+        self.outbox.queue = kept;
+        self.outbox.next_seq = next_seq;
     }
 
     /// Fails every message still held (the client closed).
