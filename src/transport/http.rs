@@ -3,14 +3,27 @@
 //!
 //! The completion callback runs only if the request was not dropped first, so a transport that
 //! was torn down never reports again.
+//!
+//! No async runtime: the request chains `Promise.then` by hand with one closure (wasm-bindgen's
+//! futures executor cost 1.7 KB gzipped). Ownership of that closure, the part that needs proof:
+//! - JS holds the closure's function only while a promise of this request is pending, and a
+//!   pending promise always settles: the fetch and the body read resolve or reject on their own,
+//!   and dropping [`HttpRequest`] aborts them, which rejects both.
+//! - Until then the closure is kept alive by the request's shared state, which the closure
+//!   itself holds (a deliberate cycle, so that dropping `HttpRequest` cannot free a closure
+//!   that a pending promise will still call).
+//! - The cycle is broken when the last promise settles: [`finish`] takes the closure out of the
+//!   state and drops it while it runs. wasm-bindgen's glue counts calls in progress and frees a
+//!   closure dropped during its own call only once that call returns, so nothing is freed under
+//!   the running code; the state goes with it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use js_sys::{ArrayBuffer, Promise, Uint8Array};
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, RequestCache, RequestInit, Response};
 
 use crate::transport::{js_error_message, push_number};
@@ -39,10 +52,23 @@ pub struct Failure {
     pub refused: bool,
 }
 
+type Done = Box<dyn FnOnce(Result<Vec<u8>, Failure>)>;
+
+/// What a request holds while a promise of it is pending.
+struct State {
+    expect: Expect,
+    what: &'static str,
+    /// Set when the [`HttpRequest`] is dropped: the result is then discarded.
+    cancelled: Cell<bool>,
+    /// The one closure both promises of the request call (see the module docs).
+    step: RefCell<Option<Closure<dyn FnMut(JsValue)>>>,
+    done: RefCell<Option<Done>>,
+}
+
 /// An in-flight request; dropping it aborts the fetch and silences its callback.
 pub struct HttpRequest {
     controller: Option<AbortController>,
-    cancelled: Rc<Cell<bool>>,
+    state: Rc<State>,
 }
 
 impl HttpRequest {
@@ -70,72 +96,94 @@ impl HttpRequest {
             }
             init.set_body(&JsValue::from_str(body));
         }
-        let promise = global_fetch(url, &init);
-        let cancelled = Rc::new(Cell::new(false));
-        let watch = cancelled.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let result = complete(promise, expect, what).await;
-            if !watch.get() {
-                done(result);
-            }
+        let state = Rc::new(State {
+            expect,
+            what,
+            cancelled: Cell::new(false),
+            step: RefCell::new(None),
+            done: RefCell::new(Some(Box::new(done))),
         });
-        HttpRequest { controller, cancelled }
+        let held = state.clone();
+        let step = Closure::<dyn FnMut(JsValue)>::new(move |value: JsValue| on_settled(&held, value));
+        // `fetch` itself rejects (never throws) on a bad URL or a network error.
+        wait(&global_fetch(url, &init), &step);
+        *state.step.borrow_mut() = Some(step);
+        HttpRequest { controller, state }
     }
 }
 
 impl Drop for HttpRequest {
     fn drop(&mut self) {
-        self.cancelled.set(true);
+        self.state.cancelled.set(true);
         if let Some(controller) = &self.controller {
             controller.abort();
         }
     }
 }
 
-async fn complete(promise: Promise, expect: Expect, what: &'static str) -> Result<Vec<u8>, Failure> {
+/// Calls `step` with whatever `promise` settles to, value or reason alike: the value's type
+/// tells them apart (a `Response` or an `ArrayBuffer` on success, an exception otherwise).
+fn wait(promise: &Promise, step: &Closure<dyn FnMut(JsValue)>) {
+    let _ = promise.then2(step, step);
+}
+
+/// One promise of the request settled with `value`.
+fn on_settled(state: &Rc<State>, value: JsValue) {
     let failed = |detail: &str| {
-        let mut reason = String::from(what);
+        let mut reason = String::from(state.what);
         reason.push_str(" failed: ");
         reason.push_str(detail);
-        Failure { reason, refused: false }
+        Err(Failure { reason, refused: false })
     };
-    let response = match JsFuture::from(promise).await {
-        Ok(response) => response,
-        Err(error) => return Err(failed(&js_error_message(&error))),
-    };
-    let Ok(response) = response.dyn_into::<Response>() else {
-        return Err(failed("fetch returned no response"));
-    };
-    let status = response.status();
-    match expect {
-        Expect::Success if response.ok() => Ok(Vec::new()),
-        Expect::Body(content_type) if status == 200 => {
-            let actual = response.headers().get("content-type").ok().flatten().unwrap_or_default();
-            if !actual.starts_with(content_type) {
-                let mut detail = String::from("wrong content type '");
-                detail.push_str(&actual);
-                detail.push_str("', expected ");
-                detail.push_str(content_type);
-                return Err(failed(&detail));
+    let result = if let Some(buffer) = value.dyn_ref::<ArrayBuffer>() {
+        Ok(Uint8Array::new(buffer).to_vec())
+    } else if let Some(response) = value.dyn_ref::<Response>() {
+        let status = response.status();
+        match state.expect {
+            Expect::Success if response.ok() => Ok(Vec::new()),
+            Expect::Body(content_type) if status == 200 => {
+                let actual = response.headers().get("content-type").ok().flatten().unwrap_or_default();
+                if actual.starts_with(content_type) {
+                    let pending = response.array_buffer();
+                    if let (Ok(promise), Some(step)) = (&pending, state.step.borrow().as_ref()) {
+                        // The body comes in a second promise, to the same closure.
+                        wait(promise, step);
+                        return;
+                    }
+                    match pending {
+                        Err(error) => failed(&js_error_message(&error)),
+                        Ok(_) => failed("body could not be read"),
+                    }
+                } else {
+                    let mut detail = String::from("wrong content type '");
+                    detail.push_str(&actual);
+                    detail.push_str("', expected ");
+                    detail.push_str(content_type);
+                    failed(&detail)
+                }
             }
-            let buffer = match response.array_buffer() {
-                Ok(promise) => JsFuture::from(promise).await,
-                Err(error) => Err(error),
-            };
-            match buffer {
-                Ok(buffer) => match buffer.dyn_ref::<ArrayBuffer>() {
-                    Some(buffer) => Ok(Uint8Array::new(buffer).to_vec()),
-                    None => Err(failed("body is not bytes")),
-                },
-                Err(error) => Err(failed(&js_error_message(&error))),
+            _ => {
+                let mut detail = String::from("HTTP ");
+                push_number(&mut detail, u64::from(status));
+                let mut failure = failed(&detail);
+                if let Err(failure) = &mut failure {
+                    failure.refused = status == 401 || status == 403;
+                }
+                failure
             }
         }
-        _ => {
-            let mut detail = String::from("HTTP ");
-            push_number(&mut detail, u64::from(status));
-            let mut failure = failed(&detail);
-            failure.refused = status == 401 || status == 403;
-            Err(failure)
-        }
+    } else {
+        failed(&js_error_message(&value))
+    };
+    finish(state, result);
+}
+
+/// The request is over: frees the closure (see the module docs), then reports unless cancelled.
+fn finish(state: &Rc<State>, result: Result<Vec<u8>, Failure>) {
+    let step = state.step.borrow_mut().take();
+    let done = state.done.borrow_mut().take();
+    if let (false, Some(done)) = (state.cancelled.get(), done) {
+        done(result);
     }
+    drop(step);
 }
