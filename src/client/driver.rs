@@ -13,7 +13,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
-use gloo_timers::callback::Timeout;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
 use web_sys::{PageTransitionEvent, VisibilityState};
@@ -24,6 +23,7 @@ use crate::core::Millis;
 use crate::transport::event_source::EventSourceTransport;
 use crate::transport::long_poll::LongPollTransport;
 use crate::transport::listener::Listener;
+use crate::transport::timer::Timeout;
 use crate::transport::websocket::WebSocketTransport;
 use crate::transport::{InputSink, Transport};
 

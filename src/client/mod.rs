@@ -14,7 +14,6 @@ mod payload;
 mod rung_memory;
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array, JSON};
@@ -129,7 +128,10 @@ struct Hooks {
     /// id -> listener of every live subscription (a missing id was unsubscribed).
     listeners: js_sys::Map,
     next_subscription: u32,
-    pending_sends: VecDeque<PendingSend>,
+    /// Unsettled sends in id order from `settled_head` on; a settled one leaves `None` behind
+    /// (a Vec with a read index: no VecDeque in the wasm), compacted once half is gaps.
+    pending_sends: Vec<Option<PendingSend>>,
+    settled_head: usize,
     connect_waiters: Vec<(Function, Function)>,
     /// The app called `close()`: drop every listener once the `close` event has been dispatched
     /// (which happens later when `close()` runs inside a listener, during the pump).
@@ -354,7 +356,7 @@ impl RealtimeClient {
             |result| {
                 if let Ok(id) = result {
                     promise = Some(Promise::new(&mut |resolve, reject| {
-                        self.facade.hooks.borrow_mut().pending_sends.push_back(PendingSend { id: *id, resolve, reject });
+                        self.facade.hooks.borrow_mut().pending_sends.push(Some(PendingSend { id: *id, resolve, reject }));
                     }));
                 }
             },
@@ -378,7 +380,7 @@ impl Drop for RealtimeClient {
             (std::mem::take(&mut hooks.pending_sends), std::mem::take(&mut hooks.connect_waiters))
         };
         let error = error_value(ErrorCode::Closed, "client was freed");
-        for pending in sends {
+        for pending in sends.into_iter().flatten() {
             let _ = pending.reject.call1(&JsValue::UNDEFINED, &error);
         }
         for (_, reject) in waiters {
@@ -439,22 +441,33 @@ impl Facade {
                 let _ = Reflect::set(&info, &keys.kind, kind);
                 self.emit(event.as_deref().unwrap_or("message"), &[data, info.into()]);
             }
-            Event::Delivered { up_to_id } => loop {
-                let next = {
+            Event::Delivered { up_to_id } => {
+                let mut settled = Vec::new();
+                {
                     let mut hooks = self.hooks.borrow_mut();
-                    match hooks.pending_sends.front() {
-                        Some(pending) if pending.id <= up_to_id => hooks.pending_sends.pop_front(),
-                        _ => None,
+                    let mut head = hooks.settled_head;
+                    while let Some(slot) = hooks.pending_sends.get_mut(head) {
+                        match slot {
+                            Some(pending) if pending.id > up_to_id => break,
+                            _ => settled.extend(slot.take()),
+                        }
+                        head += 1;
                     }
-                };
-                let Some(pending) = next else { break };
-                let _ = pending.resolve.call0(&JsValue::UNDEFINED);
-            },
+                    hooks.settled_head = head;
+                    if head * 2 >= hooks.pending_sends.len() {
+                        hooks.pending_sends.retain(Option::is_some);
+                        hooks.settled_head = 0;
+                    }
+                }
+                for pending in settled {
+                    let _ = pending.resolve.call0(&JsValue::UNDEFINED);
+                }
+            }
             Event::SendFailed { id, code, reason } => {
                 let pending = {
                     let mut hooks = self.hooks.borrow_mut();
-                    let index = hooks.pending_sends.iter().position(|pending| pending.id == id);
-                    index.and_then(|index| hooks.pending_sends.remove(index))
+                    let slot = hooks.pending_sends.iter_mut().find(|slot| slot.as_ref().is_some_and(|pending| pending.id == id));
+                    slot.and_then(Option::take)
                 };
                 if let Some(pending) = pending {
                     let _ = pending.reject.call1(&JsValue::UNDEFINED, &error_value(code, reason));

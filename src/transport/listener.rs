@@ -7,21 +7,23 @@
 //! dropped".
 
 use wasm_bindgen::closure::Closure;
-use wasm_bindgen::JsCast;
-use web_sys::{Event, EventTarget};
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::EventTarget;
 
 /// An attached listener; removed on [`Listener::detach`] or drop.
 pub struct Listener {
     target: EventTarget,
     kind: &'static str,
-    callback: Closure<dyn FnMut(Event)>,
+    // `JsValue`, not `Event`: every callback of the crate has this one closure type, which
+    // saves a set of glue shims per type; each caller knows its event type from its name.
+    callback: Closure<dyn FnMut(JsValue)>,
     attached: bool,
 }
 
 impl Listener {
     /// Attaches `callback` to `target` for events of type `kind`.
-    pub fn new(target: &EventTarget, kind: &'static str, callback: impl FnMut(Event) + 'static) -> Listener {
-        let callback = Closure::<dyn FnMut(Event)>::new(callback);
+    pub fn new(target: &EventTarget, kind: &'static str, callback: impl FnMut(JsValue) + 'static) -> Listener {
+        let callback = Closure::<dyn FnMut(JsValue)>::new(callback);
         let attached = target.add_event_listener_with_callback(kind, callback.as_ref().unchecked_ref()).is_ok();
         Listener { target: target.clone(), kind, callback, attached }
     }

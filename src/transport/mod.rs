@@ -2,7 +2,8 @@
 //! core effects. No policy lives here: what to open, when to give up and what to send next is
 //! the core's business.
 //!
-//! Invariant: every JS callback is owned by a [`listener::Listener`] guard or a gloo `Timeout`,
+//! Invariant: every JS callback is owned by a [`listener::Listener`] guard, a [`timer::Timeout`]
+//! or an in-flight [`http::HttpRequest`],
 //! which unregister on drop; callbacks capture only an [`InputSink`] (a `Weak` handle), never
 //! the thing that owns them.
 
@@ -10,6 +11,7 @@ pub mod event_source;
 pub mod http;
 pub mod listener;
 pub mod long_poll;
+pub mod timer;
 pub mod websocket;
 
 use std::rc::Rc;

@@ -38,8 +38,8 @@ impl WebSocketTransport {
         listeners.push(Listener::new(&socket, "open", move |_| on_open(Input::Opened { conn })));
         let on_message = sink.clone();
         listeners.push(Listener::new(&socket, "message", move |event| {
-            let Some(event) = event.dyn_ref::<MessageEvent>() else { return };
-            let data = event.data();
+            // The event name fixes the type: no `instanceof` check (and no import for one).
+            let data = event.unchecked_ref::<MessageEvent>().data();
             let bytes = if let Some(text) = data.as_string() {
                 text.into_bytes()
             } else if let Some(buffer) = data.dyn_ref::<ArrayBuffer>() {
@@ -53,9 +53,7 @@ impl WebSocketTransport {
         let on_close = sink.clone();
         listeners.push(Listener::new(&socket, "close", move |event| {
             let mut reason = String::from("websocket closed (code ");
-            if let Some(event) = event.dyn_ref::<CloseEvent>() {
-                push_number(&mut reason, u64::from(event.code()));
-            }
+            push_number(&mut reason, u64::from(event.unchecked_ref::<CloseEvent>().code()));
             reason.push(')');
             on_close(Input::Closed { conn, reason });
         }));
