@@ -15,7 +15,7 @@ use std::rc::{Rc, Weak};
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
-use web_sys::{PageTransitionEvent, VisibilityState};
+use web_sys::PageTransitionEvent;
 
 use crate::core::endpoint::TransportKind;
 use crate::core::session::{ConnId, Effect, Event, Input, Session, State, Wake};
@@ -272,7 +272,7 @@ impl Driver {
 /// back/forward cache and `pagehide` (MDN: Page Lifecycle API). Each listener holds only a weak
 /// handle on the driver.
 fn lifecycle_listeners(driver: &Weak<Driver>) -> Vec<Listener> {
-    let Some(window) = web_sys::window() else { return Vec::new() };
+    let Some(window) = crate::transport::window() else { return Vec::new() };
     let mut listeners = Vec::with_capacity(5);
     for (name, wake) in [("online", Wake::Online), ("offline", Wake::Offline)] {
         let driver = driver.clone();
@@ -284,7 +284,8 @@ fn lifecycle_listeners(driver: &Weak<Driver>) -> Vec<Listener> {
     }
     let on_show = driver.clone();
     listeners.push(Listener::new(&window, "pageshow", move |event| {
-        let restored = event.dyn_ref::<PageTransitionEvent>().is_some_and(PageTransitionEvent::persisted);
+        // The event name fixes the type: no `instanceof` check.
+        let restored = event.unchecked_ref::<PageTransitionEvent>().persisted();
         if let (true, Some(driver)) = (restored, on_show.upgrade()) {
             driver.wake(Wake::PageShow);
         }
@@ -299,7 +300,8 @@ fn lifecycle_listeners(driver: &Weak<Driver>) -> Vec<Listener> {
         let on_visible = driver.clone();
         let watched = document.clone();
         listeners.push(Listener::new(&document, "visibilitychange", move |_| {
-            if let (VisibilityState::Visible, Some(driver)) = (watched.visibility_state(), on_visible.upgrade()) {
+            // `hidden` rather than `visibilityState`: a bool, where the enum conversion ships a panic path.
+            if let (false, Some(driver)) = (watched.hidden(), on_visible.upgrade()) {
                 driver.wake(Wake::Visible);
             }
         }));

@@ -225,9 +225,10 @@ impl RealtimeClient {
         if !LIFECYCLE_EVENTS.contains(&event) && !wire::is_valid_event_name(event) {
             return Err(invalid_argument("event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -"));
         }
-        let Ok(listener) = listener.dyn_into::<Function>() else {
+        if !listener.is_function() {
             return Err(invalid_argument("listener must be a function"));
-        };
+        }
+        let listener = listener.unchecked_into::<Function>();
         let mut hooks = self.facade.hooks.borrow_mut();
         // Forget the subscriptions whose unsubscribe function ran since.
         let listeners = hooks.listeners.clone();
@@ -237,7 +238,7 @@ impl RealtimeClient {
         hooks.subscriptions.push(Subscription { id, event: event.to_owned() });
         let key = JsValue::from(id);
         listeners.set(&key, &listener);
-        let delete = Reflect::get(&listeners, &JsValue::from_str("delete")).ok().and_then(|value| value.dyn_into::<Function>().ok());
+        let delete = Reflect::get(&listeners, &JsValue::from_str("delete")).ok().filter(JsValue::is_function).map(JsCast::unchecked_into::<Function>);
         match delete {
             Some(delete) => Ok(delete.bind1(&listeners, &key).unchecked_into::<Function>()),
             None => Err(invalid_argument("Map.prototype.delete is not a function")),
@@ -543,7 +544,11 @@ impl Facade {
         };
         for id in ids {
             // Unsubscribed meanwhile (perhaps by an earlier listener of this very event).
-            let Ok(listener) = listeners.get(&id).dyn_into::<Function>() else { continue };
+            let listener = listeners.get(&id);
+            if !listener.is_function() {
+                continue;
+            }
+            let listener = listener.unchecked_into::<Function>();
             let result = match args {
                 [first] => listener.call1(&JsValue::UNDEFINED, first),
                 [first, second] => listener.call2(&JsValue::UNDEFINED, first, second),

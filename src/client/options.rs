@@ -35,9 +35,10 @@ pub fn parse(options: &JsValue) -> Result<SessionConfig, String> {
 }
 
 fn transports(value: &JsValue) -> Result<Vec<TransportKind>, String> {
-    let Some(array) = value.dyn_ref::<Array>() else {
+    if !Array::is_array(value) {
         return Err(String::from("option 'transports' must be an array of 'websocket', 'sse', 'long-polling'"));
-    };
+    }
+    let array = value.unchecked_ref::<Array>();
     if array.length() == 0 {
         return Err(String::from("option 'transports' must name at least one transport"));
     }
@@ -119,9 +120,7 @@ fn outbox(value: &JsValue, config: &mut SessionConfig) -> Result<(), String> {
 
 fn plain_object<'a>(value: &'a JsValue, name: &str) -> Result<&'a Object, String> {
     if value.is_object() && !Array::is_array(value) && !value.is_function() {
-        if let Some(object) = value.dyn_ref::<Object>() {
-            return Ok(object);
-        }
+        return Ok(value.unchecked_ref::<Object>());
     }
     let mut message = String::from("option '");
     message.push_str(name);

@@ -21,7 +21,7 @@ pub(super) fn rung_memory_key(url: &str) -> String {
 
 fn session_storage() -> Option<web_sys::Storage> {
     // Absent in workers, and access throws when storage is disabled: then there is no memory.
-    web_sys::window()?.session_storage().ok().flatten()
+    crate::transport::window()?.session_storage().ok().flatten()
 }
 
 /// The rung stored by an earlier page of this tab, if fresh: `"<name>|<expiry ms>"`.

@@ -16,7 +16,9 @@ pub mod websocket;
 
 use std::rc::Rc;
 
-use wasm_bindgen::{JsCast, JsValue};
+use js_sys::Reflect;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
 
 use crate::core::session::{ConnId, Input};
 
@@ -61,12 +63,24 @@ pub fn failure_input(conn: ConnId, failure: http::Failure) -> Input {
     }
 }
 
-/// The message of a JS exception, for events and errors (gloo's `js_to_js_error` in spirit).
+#[wasm_bindgen]
+extern "C" {
+    // The page's `window`; `None` in a worker. A binding of our own: `web_sys::window()` goes
+    // through `globalThis` lookups, an `instanceof` and a lazy cell, all shipped.
+    #[wasm_bindgen(thread_local_v2, js_name = window)]
+    static WINDOW: Option<web_sys::Window>;
+}
+
+/// The page's window, or `None` in a worker.
+pub fn window() -> Option<web_sys::Window> {
+    WINDOW.with(Clone::clone)
+}
+
+/// The message of a JS exception, for events and errors (gloo's `js_to_js_error` in spirit):
+/// its `message` (an `Error`, a `DOMException`), or the value itself if it is a string.
 pub fn js_error_message(error: &JsValue) -> String {
-    if let Some(error) = error.dyn_ref::<js_sys::Error>() {
-        return String::from(error.message());
-    }
-    error.as_string().unwrap_or_else(|| String::from("unknown error"))
+    let message = if error.is_object() { Reflect::get(error, &JsValue::from_str("message")).ok() } else { None };
+    message.and_then(|message| message.as_string()).or_else(|| error.as_string()).unwrap_or_else(|| String::from("unknown error"))
 }
 
 /// Appends `value` in decimal to `text` (no `core::fmt` in the shipped path).
