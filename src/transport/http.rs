@@ -20,11 +20,11 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use js_sys::{ArrayBuffer, Promise, Uint8Array};
+use js_sys::{ArrayBuffer, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{AbortController, Headers, RequestCache, RequestInit, Response};
+use web_sys::{AbortController, Response};
 
 use crate::transport::{js_error_message, push_number};
 
@@ -32,7 +32,7 @@ use crate::transport::{js_error_message, push_number};
 extern "C" {
     // The global `fetch`, present in windows and workers alike.
     #[wasm_bindgen(js_name = fetch)]
-    fn global_fetch(url: &str, init: &RequestInit) -> Promise;
+    fn global_fetch(url: &str, init: &Object) -> Promise;
 }
 
 /// What a request must answer with to count as a success.
@@ -82,19 +82,20 @@ impl HttpRequest {
         done: impl FnOnce(Result<Vec<u8>, Failure>) + 'static,
     ) -> HttpRequest {
         let controller = AbortController::new().ok();
-        let init = RequestInit::new();
-        init.set_method(method);
-        init.set_cache(RequestCache::NoStore);
+        // A plain init object: `RequestInit`'s setters would be one import each.
+        let init = Object::new();
+        let field = |name: &str, value: &JsValue| {
+            let _ = Reflect::set(&init, &JsValue::from_str(name), value);
+        };
+        field("method", &JsValue::from_str(method));
+        field("cache", &JsValue::from_str("no-store"));
         if let Some(controller) = &controller {
-            init.set_signal(Some(&controller.signal()));
+            field("signal", &controller.signal());
         }
         if let Some(body) = body {
-            // text/plain keeps the POST a "simple request": no CORS preflight round trip.
-            if let Ok(headers) = Headers::new() {
-                let _ = headers.set("Content-Type", "text/plain;charset=UTF-8");
-                init.set_headers(&headers);
-            }
-            init.set_body(&JsValue::from_str(body));
+            // A string body is sent as `text/plain;charset=UTF-8` (Fetch: extract a body), which
+            // keeps the POST a "simple request": no CORS preflight round trip.
+            field("body", &JsValue::from_str(body));
         }
         let state = Rc::new(State {
             expect,
