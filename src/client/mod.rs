@@ -264,7 +264,7 @@ impl RealtimeClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn connect(&self) -> Promise {
         if self.driver.with_session(|session| session.state() == crate::core::session::State::Open) {
-            return Promise::resolve(&JsValue::UNDEFINED);
+            return Promise::new(&mut |resolve, _| call(&resolve, &JsValue::UNDEFINED));
         }
         let promise = Promise::new(&mut |resolve, reject| {
             self.facade.hooks.borrow_mut().connect_waiters.push((resolve, reject));
@@ -524,7 +524,7 @@ impl Facade {
                 let mut hooks = self.hooks.borrow_mut();
                 if std::mem::replace(&mut hooks.drop_listeners_at_close, false) {
                     hooks.subscriptions.clear();
-                    hooks.listeners.clear();
+                    hooks.listeners = js_sys::Map::new();
                 }
             }
         }
@@ -578,7 +578,9 @@ fn call(function: &Function, value: &JsValue) {
 }
 
 fn rejected(code: ErrorCode, message: &str) -> Promise {
-    Promise::reject(&error_value(code, message))
+    // Through the constructor, like every other promise: `Promise.reject` would be one more import.
+    let error = error_value(code, message);
+    Promise::new(&mut |_, reject| call(&reject, &error))
 }
 
 /// An `Error` with its stable `code` (the README's error table; `ErrorCode` in index.d.ts).

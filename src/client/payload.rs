@@ -12,10 +12,10 @@ pub(super) fn payload_from(data: &JsValue) -> Result<Payload, String> {
         return Ok(Payload::Text(text));
     }
     if let Some(bytes) = data.dyn_ref::<Uint8Array>() {
-        return Ok(Payload::Binary(bytes.to_vec()));
+        return Ok(Payload::Binary(crate::transport::bytes_of_view(bytes)));
     }
     if let Some(buffer) = data.dyn_ref::<ArrayBuffer>() {
-        return Ok(Payload::Binary(Uint8Array::new(buffer).to_vec()));
+        return Ok(Payload::Binary(crate::transport::bytes_of(buffer)));
     }
     if ArrayBuffer::is_view(data) {
         // Another typed array or a DataView: send the bytes it views.
@@ -23,7 +23,7 @@ pub(super) fn payload_from(data: &JsValue) -> Result<Payload, String> {
         let offset = Reflect::get(data, &JsValue::from_str("byteOffset")).ok().and_then(|value| value.as_f64());
         let length = Reflect::get(data, &JsValue::from_str("byteLength")).ok().and_then(|value| value.as_f64());
         if let (Some(buffer), Some(offset), Some(length)) = (buffer.dyn_ref::<ArrayBuffer>(), offset, length) {
-            return Ok(Payload::Binary(Uint8Array::new_with_byte_offset_and_length(buffer, offset as u32, length as u32).to_vec()));
+            return Ok(Payload::Binary(crate::transport::bytes_in(buffer, offset, length)));
         }
     }
     if data.is_undefined() || data.is_function() || data.is_symbol() {

@@ -14,7 +14,7 @@ const BASE64_ALPHABET: &[u8; 64] =
 pub fn base64_encode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b0 = chunk[0];
+        let b0 = chunk.first().copied().unwrap_or(0);
         let b1 = chunk.get(1).copied().unwrap_or(0);
         let b2 = chunk.get(2).copied().unwrap_or(0);
         let triple = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
@@ -45,11 +45,11 @@ pub fn base64_decode(input: &[u8]) -> Result<Vec<u8>, WireError> {
     }
     let mut out = Vec::with_capacity(input.len() / 4 * 3);
     let chunk_count = input.len() / 4;
-    for (index, chunk) in input.chunks(4).enumerate() {
+    for (index, chunk) in input.chunks_exact(4).enumerate() {
         let last = index + 1 == chunk_count;
-        let padding = match (chunk[2], chunk[3]) {
-            (b'=', b'=') if last => 2,
-            (_, b'=') if last => 1,
+        let padding = match (chunk.get(2), chunk.get(3)) {
+            (Some(b'='), Some(b'=')) if last => 2,
+            (_, Some(b'=')) if last => 1,
             _ => 0,
         };
         let mut triple = 0u32;

@@ -205,17 +205,20 @@ pub enum Frame {
 
 /// Appends the decimal form of `value` to `out` (no `core::fmt`).
 pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
+    // Most significant digit first: the divisor starts at the largest power of ten not above
+    // `value`. No indexing, so no bounds check (each keeps the panic formatter in the wasm).
+    let mut divisor = 1u64;
+    while value / divisor >= 10 {
+        divisor *= 10;
+    }
     loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
+        out.push(b'0' + (value / divisor) as u8);
+        value %= divisor;
+        if divisor == 1 {
             break;
         }
+        divisor /= 10;
     }
-    out.extend_from_slice(&digits[start..]);
 }
 
 fn push_field(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
@@ -356,7 +359,7 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
         None if input.len() >= MAX_HEADER_BYTES => return Err(WireError::HeaderTooLong),
         None => return Err(WireError::Truncated),
     };
-    let header = &input[..header_end];
+    let header = input.get(..header_end).ok_or(WireError::Truncated)?;
     if !header.iter().all(|&byte| (0x20..0x7f).contains(&byte)) {
         return Err(WireError::BadHeader);
     }
@@ -397,7 +400,7 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
             let decoded;
             let raw = if fields.flag(b"b64") {
                 decoded = base64_decode(body)?;
-                &decoded[..]
+                decoded.as_slice()
             } else {
                 body
             };
@@ -440,7 +443,7 @@ pub fn decode_all(mut input: &[u8], max_body_bytes: usize) -> Result<Vec<Frame>,
     while !input.is_empty() {
         let (frame, used) = decode(input, max_body_bytes)?;
         frames.push(frame);
-        input = &input[used..];
+        input = input.get(used..).ok_or(WireError::Truncated)?;
     }
     Ok(frames)
 }
@@ -461,16 +464,14 @@ impl<'a> Fields<'a> {
             if part.is_empty() {
                 return Err(WireError::BadHeader);
             }
-            let (key, value) = match part.iter().position(|&byte| byte == b'=') {
-                Some(index) => (&part[..index], &part[index + 1..]),
-                None => (part, &b""[..]),
-            };
+            let mut halves = part.splitn(2, |&byte| byte == b'=');
+            let (key, value) = (halves.next().unwrap_or_default(), halves.next().unwrap_or_default());
             if key.is_empty() {
                 return Err(WireError::BadHeader);
             }
             // Unknown keys beyond the fixed capacity are ignored, like any unknown key.
-            if fields.count < fields.pairs.len() {
-                fields.pairs[fields.count] = (key, value);
+            if let Some(slot) = fields.pairs.get_mut(fields.count) {
+                *slot = (key, value);
                 fields.count += 1;
             }
         }
@@ -478,7 +479,7 @@ impl<'a> Fields<'a> {
     }
 
     fn take(&mut self, key: &[u8]) -> Option<&'a [u8]> {
-        self.pairs[..self.count].iter().find(|(name, _)| *name == key).map(|(_, value)| *value)
+        self.pairs.iter().take(self.count).find(|(name, _)| *name == key).map(|(_, value)| *value)
     }
 
     fn require(&mut self, key: &[u8]) -> Result<&'a [u8], WireError> {

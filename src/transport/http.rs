@@ -20,7 +20,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use js_sys::{ArrayBuffer, Object, Promise, Reflect, Uint8Array};
+use js_sys::{ArrayBuffer, Object, Promise, Reflect};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
@@ -137,7 +137,7 @@ fn on_settled(state: &Rc<State>, value: JsValue) {
         Err(Failure { reason, refused: false })
     };
     let result = if let Some(buffer) = value.dyn_ref::<ArrayBuffer>() {
-        Ok(Uint8Array::new(buffer).to_vec())
+        Ok(crate::transport::bytes_of(buffer))
     } else if let Some(response) = value.dyn_ref::<Response>() {
         let status = response.status();
         match state.expect {

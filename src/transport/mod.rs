@@ -16,9 +16,9 @@ pub mod websocket;
 
 use std::rc::Rc;
 
-use js_sys::Reflect;
+use js_sys::{ArrayBuffer, Reflect, Uint8Array};
 use wasm_bindgen::prelude::wasm_bindgen;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 use crate::core::session::{ConnId, Input};
 
@@ -69,6 +69,35 @@ extern "C" {
     // through `globalThis` lookups, an `instanceof` and a lazy cell, all shipped.
     #[wasm_bindgen(thread_local_v2, js_name = window)]
     static WINDOW: Option<web_sys::Window>;
+}
+
+#[wasm_bindgen]
+extern "C" {
+    // A `Uint8Array` as the glue sees it: `subarray()` returns a view (no copy) that the glue
+    // copies straight into a Vec. `Uint8Array::to_vec` ships a length assertion (a panic site).
+    #[wasm_bindgen(js_name = Uint8Array)]
+    type Bytes;
+    #[wasm_bindgen(constructor, js_class = Uint8Array)]
+    fn new(buffer: &ArrayBuffer) -> Bytes;
+    #[wasm_bindgen(constructor, js_class = Uint8Array)]
+    fn new_range(buffer: &ArrayBuffer, offset: f64, length: f64) -> Bytes;
+    #[wasm_bindgen(method, js_name = subarray)]
+    fn copy_into_wasm(this: &Bytes) -> Vec<u8>;
+}
+
+/// The bytes of an `ArrayBuffer`, copied into wasm memory.
+pub fn bytes_of(buffer: &ArrayBuffer) -> Vec<u8> {
+    Bytes::new(buffer).copy_into_wasm()
+}
+
+/// The bytes a `Uint8Array` views, copied into wasm memory.
+pub fn bytes_of_view(view: &Uint8Array) -> Vec<u8> {
+    view.unchecked_ref::<Bytes>().copy_into_wasm()
+}
+
+/// `length` bytes from `offset` of an `ArrayBuffer` (what a typed array or DataView views).
+pub fn bytes_in(buffer: &ArrayBuffer, offset: f64, length: f64) -> Vec<u8> {
+    Bytes::new_range(buffer, offset, length).copy_into_wasm()
 }
 
 /// The page's window, or `None` in a worker.

@@ -4,7 +4,7 @@
 //! (MDN: WebSocket.binaryType). Text messages carry frames without raw binary bodies; binary
 //! messages carry the rest; both decode the same way.
 
-use js_sys::{ArrayBuffer, Uint8Array};
+use js_sys::ArrayBuffer;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
@@ -43,7 +43,7 @@ impl WebSocketTransport {
             let bytes = if let Some(text) = data.as_string() {
                 text.into_bytes()
             } else if let Some(buffer) = data.dyn_ref::<ArrayBuffer>() {
-                Uint8Array::new(buffer).to_vec()
+                crate::transport::bytes_of(buffer)
             } else {
                 return;
             };
