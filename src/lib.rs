@@ -5,11 +5,24 @@
 //! (wasm32 only) adapts browser APIs to core inputs; `client` (wasm32 only) is the
 //! `#[wasm_bindgen]` facade. The reference server depends on [`core::wire`] for the codec.
 
+extern crate alloc;
+
+/// What the std prelude would give: the wasm build is `no_std` (see the crate docs), so every
+/// module that needs these imports them from here.
+#[allow(unused_imports)]
+pub(crate) mod prelude {
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec;
+    pub use alloc::vec::Vec;
+}
+
 pub mod core;
 
 // Host-compiled too, so that its tests run with `cargo test`.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-mod alloc;
+mod heap;
 
 #[cfg(target_arch = "wasm32")]
 mod transport;
@@ -24,4 +37,4 @@ pub use client::RealtimeClient;
 // few message buffers (see the module for what it trades).
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-static ALLOCATOR: alloc::Global = alloc::Global::new();
+static ALLOCATOR: heap::Global = heap::Global::new();

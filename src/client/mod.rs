@@ -8,13 +8,14 @@
 //! - Promises returned by `send`/`emit` settle exactly once: resolved on the server's ack,
 //!   rejected when the message can no longer be delivered.
 
+use crate::prelude::*;
 mod driver;
 mod options;
 mod payload;
 mod rung_memory;
 
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use core::cell::RefCell;
+use alloc::rc::{Rc, Weak};
 
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array, JSON};
 use wasm_bindgen::prelude::*;
@@ -171,7 +172,7 @@ struct Facade {
     /// The preferred rung of this client's ladder.
     top_rung: Option<TransportKind>,
     /// The rung in use, if it was reached by falling back (then it is remembered while in use).
-    current_rung: std::cell::Cell<Option<TransportKind>>,
+    current_rung: core::cell::Cell<Option<TransportKind>>,
 }
 
 /// A realtime connection to a server, over WebSocket, SSE or long polling.
@@ -207,7 +208,7 @@ impl RealtimeClient {
             keys: MessageKeys::new(),
             memory_key,
             top_rung,
-            current_rung: std::cell::Cell::new(None),
+            current_rung: core::cell::Cell::new(None),
         });
         let weak_facade: Weak<Facade> = Rc::downgrade(&facade);
         driver.set_handler(weak_facade.clone() as Weak<dyn EventHandler>);
@@ -378,7 +379,7 @@ impl Drop for RealtimeClient {
         // pump, which will find no facade to give them to: settle the promises here.
         let (sends, waiters) = {
             let mut hooks = self.facade.hooks.borrow_mut();
-            (std::mem::take(&mut hooks.pending_sends), std::mem::take(&mut hooks.connect_waiters))
+            (core::mem::take(&mut hooks.pending_sends), core::mem::take(&mut hooks.connect_waiters))
         };
         let error = error_value(ErrorCode::Closed, "client was freed");
         for pending in sends.into_iter().flatten() {
@@ -403,7 +404,7 @@ impl Facade {
         match event {
             Event::State(state) => self.emit("state", &[JsValue::from_str(state.as_str())]),
             Event::Open { session_id, transport, resumed } => {
-                let waiters = std::mem::take(&mut self.hooks.borrow_mut().connect_waiters);
+                let waiters = core::mem::take(&mut self.hooks.borrow_mut().connect_waiters);
                 for (resolve, _) in waiters {
                     call(&resolve, &JsValue::UNDEFINED);
                 }
@@ -511,7 +512,7 @@ impl Facade {
                     // Still in use until now: its memory counts from here.
                     self.remember(rung);
                 }
-                let waiters = std::mem::take(&mut self.hooks.borrow_mut().connect_waiters);
+                let waiters = core::mem::take(&mut self.hooks.borrow_mut().connect_waiters);
                 let mut message = String::from("closed before the session opened: ");
                 message.push_str(&reason);
                 for (_, reject) in waiters {
@@ -522,7 +523,7 @@ impl Facade {
                 set(&info, "reason", &JsValue::from_str(&reason));
                 self.emit("close", &[info.into()]);
                 let mut hooks = self.hooks.borrow_mut();
-                if std::mem::replace(&mut hooks.drop_listeners_at_close, false) {
+                if core::mem::replace(&mut hooks.drop_listeners_at_close, false) {
                     hooks.subscriptions.clear();
                     hooks.listeners = js_sys::Map::new();
                 }

@@ -3,6 +3,7 @@
 //! Hand-written against `Reflect` rather than serde: the messages can say exactly which option
 //! and what was expected, and it keeps serde's formatting machinery out of the wasm.
 
+use crate::prelude::*;
 use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 

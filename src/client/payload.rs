@@ -1,6 +1,7 @@
 //! What `send()` accepts, turned into a payload: a string is text, bytes are binary, any other
 //! JSON-serialisable value is JSON (stringified once by the browser's own `JSON.stringify`).
 
+use crate::prelude::*;
 use js_sys::{ArrayBuffer, Reflect, Uint8Array, JSON};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;

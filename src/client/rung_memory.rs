@@ -5,6 +5,7 @@
 //! (a fallback) is stored, reaching the top rung erases it, and its ten minutes count from the
 //! last time the rung was in use (every open, reconnect and close on it refreshes the entry).
 
+use crate::prelude::*;
 use crate::client::Facade;
 use crate::core::endpoint::TransportKind;
 

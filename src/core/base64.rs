@@ -5,6 +5,7 @@
 //! input; whatever is not canonical padded base64 is [`WireError::BadBase64`]. Round trips are
 //! property-tested with the codec in `wire`.
 
+use crate::prelude::*;
 use crate::core::wire::WireError;
 
 const BASE64_ALPHABET: &[u8; 64] =

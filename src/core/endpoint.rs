@@ -5,6 +5,7 @@
 //! `rt_*` parameters. WebSocket uses `ws(s)://host/base`, SSE `…/base/sse`, long polling
 //! `…/base/poll`, and upstream POSTs `…/base/send`.
 
+use crate::prelude::*;
 use crate::core::wire;
 
 /// The three transports, in the default order of preference.
@@ -202,7 +203,7 @@ fn push_param(url: &mut String, name: &str, value: u64) {
     let mut digits = Vec::with_capacity(20);
     wire::push_decimal(&mut digits, value);
     // push_decimal only writes ASCII digits.
-    push_text_param(url, name, std::str::from_utf8(&digits).unwrap_or("0"));
+    push_text_param(url, name, core::str::from_utf8(&digits).unwrap_or("0"));
 }
 
 #[cfg(test)]

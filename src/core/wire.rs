@@ -16,6 +16,7 @@
 //! only produces what the decoder accepts (property-tested). No `format!` here: this code ships
 //! in the wasm and must not pull in `core::fmt`.
 
+use crate::prelude::*;
 pub use crate::core::base64::{base64_decode, base64_encode};
 
 /// The protocol version this codec speaks.
@@ -79,13 +80,13 @@ impl WireError {
     }
 }
 
-impl std::fmt::Display for WireError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for WireError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl std::error::Error for WireError {}
+impl core::error::Error for WireError {}
 
 /// An application payload; the kind is kept end to end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -513,7 +514,7 @@ fn utf8_body(body: &[u8], limit: usize) -> Result<String, WireError> {
     if body.len() > limit {
         return Err(WireError::BodyTooLarge);
     }
-    match std::str::from_utf8(body) {
+    match core::str::from_utf8(body) {
         Ok(text) => Ok(text.to_owned()),
         Err(_) => Err(WireError::BadUtf8),
     }
@@ -527,7 +528,7 @@ pub fn is_valid_event_name(name: &str) -> bool {
 }
 
 fn parse_event_name(name: &[u8]) -> Result<String, WireError> {
-    match std::str::from_utf8(name) {
+    match core::str::from_utf8(name) {
         Ok(name) if is_valid_event_name(name) => Ok(name.to_owned()),
         _ => Err(WireError::BadEventName),
     }
@@ -541,7 +542,7 @@ pub fn is_valid_token(token: &str) -> bool {
 }
 
 fn parse_token(token: &[u8]) -> Result<String, WireError> {
-    match std::str::from_utf8(token) {
+    match core::str::from_utf8(token) {
         Ok(token) if is_valid_token(token) => Ok(token.to_owned()),
         _ => Err(WireError::BadToken),
     }

@@ -5,8 +5,9 @@
 //! fight the core's policy (and replay nothing), so on the first error it is closed and the core
 //! decides (MDN: EventSource error event).
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use crate::prelude::*;
+use core::cell::{Cell, RefCell};
+use alloc::rc::Rc;
 
 use wasm_bindgen::JsCast;
 use web_sys::{EventSource, MessageEvent};

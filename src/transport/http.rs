@@ -17,8 +17,9 @@
 //!   closure dropped during its own call only once that call returns, so nothing is freed under
 //!   the running code; the state goes with it.
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use crate::prelude::*;
+use core::cell::{Cell, RefCell};
+use alloc::rc::Rc;
 
 use js_sys::{ArrayBuffer, Object, Promise, Reflect};
 use wasm_bindgen::closure::Closure;

@@ -3,7 +3,7 @@
 //!
 //! Invariant: at most one poll and one upload in flight; replacing or dropping either aborts it.
 
-use std::cell::RefCell;
+use core::cell::RefCell;
 
 use crate::core::session::{ConnId, Input};
 use crate::transport::http::{Expect, HttpRequest};

@@ -7,6 +7,7 @@
 //! which unregister on drop; callbacks capture only an [`InputSink`] (a `Weak` handle), never
 //! the thing that owns them.
 
+use crate::prelude::*;
 pub mod event_source;
 pub mod http;
 pub mod listener;
@@ -14,7 +15,7 @@ pub mod long_poll;
 pub mod timer;
 pub mod websocket;
 
-use std::rc::Rc;
+use alloc::rc::Rc;
 
 use js_sys::{ArrayBuffer, Reflect, Uint8Array};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -41,7 +42,7 @@ pub trait Transport {
 /// Starts an upstream POST that reports `Posted` or `Closed` for `conn`.
 pub fn upload(conn: ConnId, url: &str, body: &[u8], sink: &InputSink) -> Option<http::HttpRequest> {
     // The core encodes upstream batches with the text carrier, so this never fails in practice.
-    let Ok(body) = std::str::from_utf8(body) else {
+    let Ok(body) = core::str::from_utf8(body) else {
         sink(Input::Closed { conn, reason: String::from("upload failed: batch is not text") });
         return None;
     };

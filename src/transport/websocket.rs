@@ -4,6 +4,7 @@
 //! (MDN: WebSocket.binaryType). Text messages carry frames without raw binary bodies; binary
 //! messages carry the rest; both decode the same way.
 
+use crate::prelude::*;
 use js_sys::ArrayBuffer;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
