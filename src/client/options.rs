@@ -134,7 +134,9 @@ fn plain_object<'a>(value: &'a JsValue, name: &str) -> Result<&'a Object, String
 
 fn integer(value: &JsValue, name: &str, min: u64, max: u64) -> Result<u64, String> {
     match value.as_f64() {
-        Some(number) if number.fract() == 0.0 && number >= min as f64 && number <= max as f64 => Ok(number as u64),
+        // A whole number in range: the range check comes first, so the round trip through u64
+        // is exact (and `f64::fract` is not in `core`). NaN fails both.
+        Some(number) if number >= min as f64 && number <= max as f64 && (number as u64) as f64 == number => Ok(number as u64),
         _ => {
             let mut message = String::from("option '");
             message.push_str(name);

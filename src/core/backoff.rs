@@ -75,9 +75,9 @@ impl Backoff {
 
     /// Counts an attempt and returns its delay: random in `0..=min(cap, initial * m^(n-1))`.
     pub fn next_delay(&mut self, jitter: &mut Jitter) -> u64 {
-        let exponent = self.attempt.min(64) as i32;
+        let exponent = self.attempt.min(64);
         self.attempt = self.attempt.saturating_add(1);
-        let ceiling = (self.config.initial_delay_ms as f64) * self.config.multiplier.powi(exponent);
+        let ceiling = (self.config.initial_delay_ms as f64) * power(self.config.multiplier, exponent);
         let ceiling = if ceiling.is_finite() {
             (ceiling as u64).min(self.config.max_delay_ms)
         } else {
@@ -92,10 +92,35 @@ impl Backoff {
     }
 }
 
+/// `base` to the power `exponent` by squaring (`f64::powi` is not in `core`, which the wasm
+/// build is limited to).
+fn power(mut base: f64, mut exponent: u32) -> f64 {
+    let mut result = 1.0;
+    while exponent > 0 {
+        if exponent & 1 == 1 {
+            result *= base;
+        }
+        base *= base;
+        exponent >>= 1;
+    }
+    result
+}
+
 #[cfg(test)]
 #[cfg(not(target_arch = "wasm32"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn power_by_squaring_agrees_with_powi() {
+        for base in [1.0, 1.5, 2.0, 3.7, 100.0] {
+            for exponent in [0u32, 1, 2, 5, 17, 64] {
+                let expected = f64::powi(base, exponent as i32);
+                let got = super::power(base, exponent);
+                assert!((got - expected).abs() <= expected * 1e-12, "{base}^{exponent}: {got} vs {expected}");
+            }
+        }
+    }
 
     #[test]
     fn delays_grow_within_the_jittered_ceiling_and_cap() {
