@@ -371,9 +371,9 @@ for (const metric of METRICS) {
     const present = metric.clients.filter((client) => rounds.some((round) => round[metric.id]?.[client]));
     if (present.length === 0) continue;
     aggregate[metric.id] = {};
-    const ratioWidth = ROUNDS > 1 ? 20 : 11;
+    const ratioWidth = ROUNDS > 1 ? 21 : 11;
     lines.push('', `${metric.title} [${metric.unit}, ${metric.lower ? 'lower' : 'higher'} is better${ROUNDS > 1 ? `; median of ${ROUNDS} rounds` : ''}]`);
-    lines.push(`  ${'client'.padEnd(40)}${'value'.padStart(12)}${'vs raw WS'.padStart(ratioWidth)}${'vs socket.io'.padStart(ratioWidth + 3)}  note`);
+    lines.push(`  ${'client'.padEnd(40)} ${'value'.padStart(12)} ${'vs raw WS'.padStart(ratioWidth)} ${'vs socket.io'.padStart(ratioWidth)}  note`);
     const anyRound = Object.assign({}, ...rounds.map((round) => round[metric.id] ?? {}));
     for (const client of present) {
         const values = rounds.map((round) => round[metric.id]?.[client]?.value ?? null);
@@ -385,8 +385,8 @@ for (const metric of METRICS) {
             perRound: rounds.map((round) => round[metric.id]?.[client] ?? null) };
         const perRound = ROUNDS > 1 ? `rounds ${values.map((v) => format(v, metric.unit)).join(' / ')}` : '';
         const note = [perRound, details[details.length - 1] ?? ''].filter(Boolean).join('; ');
-        lines.push(`  ${CLIENT_LABELS[client].padEnd(40)}${format(median(values), metric.unit).padStart(12)}${ratioText(vsRaw).padStart(ratioWidth)}` +
-            `${(client.startsWith('rc') ? ratioText(vsSocketIo) : '').padStart(ratioWidth + 3)}  ${note}`);
+        lines.push(`  ${CLIENT_LABELS[client].padEnd(40)} ${format(median(values), metric.unit).padStart(12)} ${ratioText(vsRaw).padStart(ratioWidth)}` +
+            ` ${(client.startsWith('rc') ? ratioText(vsSocketIo) : '').padStart(ratioWidth)}  ${note}`);
     }
 }
 const targets = browserTargetRows(rounds, Object.fromEntries(METRICS.map((metric) => [metric.id, { unit: metric.unit }])));

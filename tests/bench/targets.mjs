@@ -125,7 +125,7 @@ function row(id, figure, measured, stats, bound, higher, note, rounds) {
 export function formatTargets(rows) {
     const lines = [];
     const width = Math.max(40, ...rows.map((r) => r.figure.length));
-    lines.push(`  ${'figure'.padEnd(width)}  ${'ratio'.padStart(6)}  ${'spread'.padEnd(13)}  ${'target'.padEnd(8)}  ${'met'.padEnd(7)}  measured (median); note`);
+    lines.push(`  ${'figure'.padEnd(width)}  ${'ratio'.padStart(6)}  ${'spread'.padEnd(13)}  ${'target'.padEnd(8)}  ${'met'.padEnd(7)}  figures (each the median of its rounds); note`);
     for (const r of rows) {
         const spreadText = r.rounds > 1 && r.min !== null ? `${r.min.toFixed(2)}-${r.max.toFixed(2)}` : '';
         const met = r.met === null ? (r.target ? 'no data' : '(shown)') : r.met ? 'met' : 'MISSED';
