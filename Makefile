@@ -34,7 +34,7 @@ help:
 	@echo "make package       the npm package in pkg/ and its tarball; checks the size budget"
 	@echo "make test-consumers  the tarball in Vite, webpack, a plain page and tsc --strict"
 	@echo "make test-demo     the demo clicked through by Playwright (screenshots in target/)"
-	@echo "make bench         benchmarks: browser (vs raw WebSocket, socket.io), server, size"
+	@echo "make bench         benchmarks: browser (vs raw WebSocket, socket.io), server, size, targets"
 	@echo "make setup         install missing tools only"
 	@echo "make clean         remove build output (target/, www/pkg/, pkg/, npm installs)"
 
@@ -104,13 +104,17 @@ test-demo: setup
 
 # Browser benchmarks (tests/bench): realtime-client on each transport vs socket.io 4 vs the raw
 # WebSocket in headless Chromium, all on loopback; a table of ratios and target/bench/results.json.
-# BENCH_QUICK=1 for 10x fewer messages. Not part of 'make test', which runs only bench-build
-# (installs, bundles and type-checks the harness so it cannot rot; runs no benchmark).
+# BENCH_ROUNDS=N (default 3) rounds of every browser case in one run, each ratio the median over
+# them; BENCH_QUICK=1 for 10x fewer messages. Then the servers and the size; last, every target
+# beside its ratio (tests/bench/targets.mjs, from the JSON files). Not part of 'make test', which
+# runs only bench-build (installs, bundles and type-checks the harness so it cannot rot; runs no
+# benchmark).
 .PHONY: bench bench-build
 bench: package
 	.ci/bench.sh
 	.ci/bench-server.sh
 	.ci/bench-size.sh
+	node tests/bench/targets.mjs
 
 bench-build:
 	.ci/bench.sh build

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# `make bench` (size part): what a user ships, realtime-client beside socket.io-client 4 and
-# @microsoft/signalr 8, each bundled by esbuild (minified, ESM, browser) and compressed the same
-# way (each file gzip -9 and brotli -q 11); prints a table with the ratios and writes
-# target/bench/size.json. Method: tests/bench-server/size.mjs.
+# `make bench` (size part): what a user ships, realtime-client beside socket.io-client 4,
+# @microsoft/signalr 8 and centrifuge 5, each bundled by esbuild (minified, ESM, browser) and
+# compressed the same way (each file gzip -9 and brotli -q 11); prints a table with the ratios,
+# the package by the `make package` formula and the size targets (tests/bench/targets.mjs), and
+# writes target/bench/size.json. Method: tests/bench-server/size.mjs.
 #
 #   .ci/bench-size.sh         needs pkg/ from `make package` (make bench builds it first)
 #
-# The npm packages (esbuild, socket.io-client, @microsoft/signalr; pinned by
+# The npm packages (esbuild, socket.io-client, @microsoft/signalr, centrifuge; pinned by
 # tests/bench-server/package-lock.json) are installed into tests/bench-server/node_modules once,
 # and again only when the lock file changes.
 set -euo pipefail

@@ -10,7 +10,9 @@
 #   .ci/bench.sh         the same, then builds target/release/realtime-server and the fault proxy
 #                        and runs every benchmark: a table on stdout, JSON in
 #                        target/bench/results.json (BENCH_OUT overrides). BENCH_QUICK=1: 10x fewer
-#                        messages and connections.
+#                        messages and connections. BENCH_ROUNDS=N (default 3): every case N times,
+#                        round after round; each ratio is the median over the rounds, with its
+#                        spread, and the targets (tests/bench/targets.mjs) are judged on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
@@ -57,7 +59,7 @@ cargo build -p fault-proxy
 target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
 export REALTIME_SERVER_BIN=${REALTIME_SERVER_BIN:-$target_dir/release/realtime-server}
 export FAULT_PROXY_BIN=${FAULT_PROXY_BIN:-$target_dir/debug/fault-proxy}
-export BENCH_COMMAND=${BENCH_COMMAND:-"${BENCH_QUICK:+BENCH_QUICK=$BENCH_QUICK }make bench"}
+export BENCH_COMMAND=${BENCH_COMMAND:-"${BENCH_QUICK:+BENCH_QUICK=$BENCH_QUICK }${BENCH_ROUNDS:+BENCH_ROUNDS=$BENCH_ROUNDS }make bench"}
 say "realtime-server $REALTIME_SERVER_BIN, fault-proxy $FAULT_PROXY_BIN, Chromium ${CHROMIUM:-/usr/bin/chromium}"
 cd "$bench"
 exec node bench.mjs

@@ -17,7 +17,14 @@
 // Latency and throughput go to the servers directly (the proxy's address printed as `upstream`);
 // the fault cases (WebSocket refused or silent) and the restarts go through the proxies.
 //
-// Usage: node bench.mjs   env: BENCH_QUICK=1 (10x fewer messages and connections),
+// Rounds. BENCH_ROUNDS=N (default 3) runs every case N times in one invocation against the same
+// servers, one round after another (round 1: every case; round 2: every case; ...), so that slow
+// phases of a shared machine spread over all clients. Each ratio is taken within a round (both
+// figures from that round) and the table shows the median over the rounds with the spread
+// (lowest-highest round); every round's figures are in the JSON. The targets (targets.mjs) are
+// judged on those medians.
+//
+// Usage: node bench.mjs   env: BENCH_QUICK=1 (10x fewer messages and connections), BENCH_ROUNDS,
 //   REALTIME_SERVER_BIN, FAULT_PROXY_BIN, CHROMIUM, BENCH_OUT (JSON path), BENCH_ONLY (a regex on
 //   case ids, for development), BENCH_COMMAND (the command line to print).
 import { execFileSync, spawn } from 'node:child_process';
@@ -28,6 +35,8 @@ import os from 'node:os';
 import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { browserTargetRows, formatTargets, median, spread } from './targets.mjs';
+
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '../..');
 const quick = process.env.BENCH_QUICK === '1';
@@ -37,6 +46,11 @@ const BURST_N = 100000 / scale;
 const FIRST_REPS = quick ? 5 : 20;
 const FAULT_REPS = quick ? 3 : 10;
 const RESTART_REPS = quick ? 3 : 10;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? '3');
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 20) {
+    console.error(`bench: BENCH_ROUNDS must be an integer from 1 to 20, not '${process.env.BENCH_ROUNDS}'`);
+    process.exit(2);
+}
 // The reference server ends a session whose unsent messages exceed 10,000 (its replay limit,
 // PROTOCOL §4): a blind 100,000-message burst to one browser does that. So its burst is published
 // in batches of this many, the page asking for the next one whenever it has received one more,
@@ -229,10 +243,6 @@ const METRICS = [
 function kindOf(client) {
     return client === 'raw' ? 'ws' : client.startsWith('sio') ? 'sio' : 'rc';
 }
-function median(values) {
-    const sorted = values.filter((v) => v !== null && v !== undefined).sort((a, b) => a - b);
-    return sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : null;
-}
 
 // ---- Run. ----
 
@@ -247,13 +257,14 @@ const machine = {
     date: new Date().toISOString(),
     command: process.env.BENCH_COMMAND ?? `node ${process.argv.slice(1).join(' ')}`,
     quick,
+    rounds: ROUNDS,
 };
 say(`machine: nproc ${machine.nproc}, CPU ${machine.cpu}, ${machine.chromium}, Node ${machine.node}`);
-say(`date ${machine.date}; command: ${machine.command}${quick ? ' (BENCH_QUICK=1: 10x fewer messages)' : ''}`);
+say(`date ${machine.date}; command: ${machine.command}${quick ? ' (BENCH_QUICK=1: 10x fewer messages)' : ''}; ${ROUNDS} round(s)`);
 
 const proxies = {};
 let exitCode = 0;
-const results = {}; // metric id -> client -> { value, detail }
+const rounds = []; // per round: metric id -> client -> { value, detail, samples? }
 const raw = [];
 try {
     [proxies.rc, proxies.ws, proxies.sio] = await Promise.all([
@@ -268,49 +279,54 @@ try {
         if (kind === 'sio') return base;
         return `${base}/realtime`;
     };
-    const caseResults = new Map(); // case id -> page result
-    for (const metric of METRICS) {
-        results[metric.id] = {};
-        for (const client of metric.clients) {
-            const via = metric.via ?? 'direct';
-            const caseId = metric.derived ? `${metric.derived}/${client}` : `${metric.id}/${client}`;
-            if (only && !only.test(caseId)) continue;
-            let page = caseResults.get(caseId);
-            if (!page) {
-                const proxy = proxies[kindOf(client)];
-                const n = metric.case === 'rtt' ? RTT_N : BURST_N;
-                const reps = metric.case === 'reconnect' ? RESTART_REPS : metric.id === 'first' ? FIRST_REPS : FAULT_REPS;
-                if (metric.mode) await control(proxy, `/mode?${metric.mode}`);
-                const started = Date.now();
-                try {
-                    page = await runInChromium({ case: metric.case, client, url: urlFor(client, via === 'proxy' ? proxy.proxy : proxy.upstream),
-                        n: String(n), reps: String(reps), control: proxy.control, batch: String(BURST_WINDOW_BATCH),
-                        timeout: String(metric.case === 'reconnect' ? 10000 : metric.id === 'first' ? 3000 : 2000) });
-                } finally {
-                    if (metric.mode) await control(proxy, '/reset');
+    for (let round = 1; round <= ROUNDS; round += 1) {
+        if (ROUNDS > 1) say(`round ${round} of ${ROUNDS}`);
+        const results = {};
+        rounds.push(results);
+        const caseResults = new Map(); // case id -> page result, this round
+        for (const metric of METRICS) {
+            results[metric.id] = {};
+            for (const client of metric.clients) {
+                const via = metric.via ?? 'direct';
+                const caseId = metric.derived ? `${metric.derived}/${client}` : `${metric.id}/${client}`;
+                if (only && !only.test(caseId)) continue;
+                let page = caseResults.get(caseId);
+                if (!page) {
+                    const proxy = proxies[kindOf(client)];
+                    const n = metric.case === 'rtt' ? RTT_N : BURST_N;
+                    const reps = metric.case === 'reconnect' ? RESTART_REPS : metric.id === 'first' ? FIRST_REPS : FAULT_REPS;
+                    if (metric.mode) await control(proxy, `/mode?${metric.mode}`);
+                    const started = Date.now();
+                    try {
+                        page = await runInChromium({ case: metric.case, client, url: urlFor(client, via === 'proxy' ? proxy.proxy : proxy.upstream),
+                            n: String(n), reps: String(reps), control: proxy.control, batch: String(BURST_WINDOW_BATCH),
+                            timeout: String(metric.case === 'reconnect' ? 10000 : metric.id === 'first' ? 3000 : 2000) });
+                    } finally {
+                        if (metric.mode) await control(proxy, '/reset');
+                    }
+                    caseResults.set(caseId, page);
+                    raw.push({ round, case: caseId, seconds: (Date.now() - started) / 1000, ...page });
+                    say(`${ROUNDS > 1 ? `round ${round} ` : ''}${caseId}: ${page.ok ? 'done' : 'FAILED'} in ${((Date.now() - started) / 1000).toFixed(1)} s${page.ok ? '' : `: ${page.error}`}`);
+                    if (!page.ok) exitCode = 1;
                 }
-                caseResults.set(caseId, page);
-                raw.push({ case: caseId, seconds: (Date.now() - started) / 1000, ...page });
-                say(`${caseId}: ${page.ok ? 'done' : 'FAILED'} in ${((Date.now() - started) / 1000).toFixed(1)} s${page.ok ? '' : `: ${page.error}`}`);
-                if (!page.ok) exitCode = 1;
-            }
-            if (!page.ok) { results[metric.id][client] = { value: null, detail: 'failed' }; continue; }
-            if (metric.case === 'first') {
-                const samples = page.result.samples;
-                const arrived = samples.filter((s) => s.ms !== null);
-                const transports = [...new Set(arrived.map((s) => s.transport))].join('/');
-                const max = arrived.length ? ` (max ${format(Math.max(...arrived.map((s) => s.ms)), 'ms')})` : '';
-                const detail = arrived.length === samples.length ? `via ${transports}${max}`
-                    : arrived.length === 0 ? `never: ${samples[0]?.note}` : `${arrived.length}/${samples.length} arrived, via ${transports}`;
-                results[metric.id][client] = { value: median(arrived.map((s) => s.ms)), detail, samples: samples.map((s) => s.ms) };
-            } else if (metric.case === 'reconnect') {
-                const values = page.result.samples.map(metric.pickSample);
-                const missed = values.filter((v) => v === null).length;
-                const reopened = values.filter((v) => v !== null);
-                const detail = `${reopened.length ? `max ${format(Math.max(...reopened), 'ms')}` : ''}${missed ? `; ${missed} not reopened within 10 s` : ''}`;
-                results[metric.id][client] = { value: median(values), detail, samples: values };
-            } else {
-                results[metric.id][client] = { value: metric.pick(page.result), detail: '' };
+                if (!page.ok) { results[metric.id][client] = { value: null, detail: 'failed' }; continue; }
+                if (metric.case === 'first') {
+                    const samples = page.result.samples;
+                    const arrived = samples.filter((s) => s.ms !== null);
+                    const transports = [...new Set(arrived.map((s) => s.transport))].join('/');
+                    const max = arrived.length ? ` (max ${format(Math.max(...arrived.map((s) => s.ms)), 'ms')})` : '';
+                    const detail = arrived.length === samples.length ? `via ${transports}${max}`
+                        : arrived.length === 0 ? `never: ${samples[0]?.note}` : `${arrived.length}/${samples.length} arrived, via ${transports}`;
+                    results[metric.id][client] = { value: median(arrived.map((s) => s.ms)), detail, samples: samples.map((s) => s.ms) };
+                } else if (metric.case === 'reconnect') {
+                    const values = page.result.samples.map(metric.pickSample);
+                    const missed = values.filter((v) => v === null).length;
+                    const reopened = values.filter((v) => v !== null);
+                    const detail = `${reopened.length ? `max ${format(Math.max(...reopened), 'ms')}` : ''}${missed ? `; ${missed} not reopened within 10 s` : ''}`;
+                    results[metric.id][client] = { value: median(values), detail, samples: values };
+                } else {
+                    results[metric.id][client] = { value: metric.pick(page.result), detail: '' };
+                }
             }
         }
     }
@@ -323,38 +339,71 @@ try {
     harness.close();
 }
 
-// ---- The table: each value, its ratio to the raw WebSocket and RealtimeClient vs socket.io. ----
+// ---- The table: each value, its ratio to the raw WebSocket and RealtimeClient vs socket.io, ----
+// ---- each ratio within a round, then the median over the rounds (spread: lowest-highest). ----
 
 function format(value, unit) {
     if (value === null || value === undefined) return '—';
     if (unit === 'msg/s') return `${Math.round(value).toLocaleString('en-US')}`;
     return value < 10 ? value.toFixed(3) : value.toFixed(1);
 }
-const ratio = (a, b) => (a === null || b === null || a === undefined || b === undefined || b === 0 ? '—' : `${(a / b).toFixed(2)}x`);
+/** The socket.io client a RealtimeClient figure is compared with (the default ladder against socket.io's default). */
+function socketIoFor(client, row) {
+    const order = client === 'rc' || client === 'rc-remembered' ? ['sio', 'sio-ws'] : ['sio-ws', 'sio'];
+    return order.find((name) => row[name]) ?? null;
+}
+/** Per round, value / reference value (null where either is missing). */
+function ratiosOver(metricId, client, reference) {
+    return rounds.map((round) => {
+        const a = round[metricId]?.[client]?.value ?? null;
+        const b = reference ? round[metricId]?.[reference]?.value ?? null : null;
+        return a === null || b === null || b === 0 ? null : a / b;
+    });
+}
+const ratioText = (stats) => {
+    if (stats.median === null) return '—';
+    return ROUNDS > 1 ? `${stats.median.toFixed(2)}x (${stats.min.toFixed(2)}-${stats.max.toFixed(2)})` : `${stats.median.toFixed(2)}x`;
+};
+
+const aggregate = {}; // metric id -> client -> { value (median), values per round, ratios }
 const lines = [];
 for (const metric of METRICS) {
-    const row = results[metric.id];
-    if (!row || Object.keys(row).length === 0) continue;
-    lines.push('', `${metric.title} [${metric.unit}, ${metric.lower ? 'lower' : 'higher'} is better]`);
-    lines.push(`  ${'client'.padEnd(40)}${'value'.padStart(12)}${'vs raw WS'.padStart(11)}${'vs socket.io'.padStart(14)}  note`);
-    for (const client of metric.clients) {
-        const entry = row[client];
-        if (!entry) continue;
-        const rawValue = row.raw?.value ?? null;
-        const socketIo = client === 'rc' || client === 'rc-remembered' ? (row.sio ?? row['sio-ws']) : (row['sio-ws'] ?? row.sio);
-        const versusSocketIo = client.startsWith('rc') ? ratio(entry.value, socketIo?.value ?? null) : '';
-        lines.push(`  ${CLIENT_LABELS[client].padEnd(40)}${format(entry.value, metric.unit).padStart(12)}${ratio(entry.value, rawValue).padStart(11)}` +
-            `${versusSocketIo.padStart(14)}  ${entry.detail}`);
+    const present = metric.clients.filter((client) => rounds.some((round) => round[metric.id]?.[client]));
+    if (present.length === 0) continue;
+    aggregate[metric.id] = {};
+    const ratioWidth = ROUNDS > 1 ? 21 : 11;
+    lines.push('', `${metric.title} [${metric.unit}, ${metric.lower ? 'lower' : 'higher'} is better${ROUNDS > 1 ? `; median of ${ROUNDS} rounds` : ''}]`);
+    lines.push(`  ${'client'.padEnd(40)} ${'value'.padStart(12)} ${'vs raw WS'.padStart(ratioWidth)} ${'vs socket.io'.padStart(ratioWidth)}  note`);
+    const anyRound = Object.assign({}, ...rounds.map((round) => round[metric.id] ?? {}));
+    for (const client of present) {
+        const values = rounds.map((round) => round[metric.id]?.[client]?.value ?? null);
+        const vsRaw = spread(ratiosOver(metric.id, client, anyRound.raw ? 'raw' : null));
+        const socketIo = client.startsWith('rc') ? socketIoFor(client, anyRound) : null;
+        const vsSocketIo = spread(ratiosOver(metric.id, client, socketIo));
+        const details = rounds.map((round) => round[metric.id]?.[client]?.detail).filter(Boolean);
+        aggregate[metric.id][client] = { value: median(values), values, vsRaw, vsSocketIo: socketIo ? { against: socketIo, ...vsSocketIo } : null,
+            perRound: rounds.map((round) => round[metric.id]?.[client] ?? null) };
+        const perRound = ROUNDS > 1 ? `rounds ${values.map((v) => format(v, metric.unit)).join(' / ')}` : '';
+        const note = [perRound, details[details.length - 1] ?? ''].filter(Boolean).join('; ');
+        lines.push(`  ${CLIENT_LABELS[client].padEnd(40)} ${format(median(values), metric.unit).padStart(12)} ${ratioText(vsRaw).padStart(ratioWidth)}` +
+            ` ${(client.startsWith('rc') ? ratioText(vsSocketIo) : '').padStart(ratioWidth)}  ${note}`);
     }
 }
-const table = lines.join('\n');
-console.log(`\nrealtime-client browser benchmarks (${quick ? 'BENCH_QUICK=1' : 'full'}); ratios are value / raw WebSocket value and RealtimeClient / socket.io, same run`);
+const targets = browserTargetRows(rounds, Object.fromEntries(METRICS.map((metric) => [metric.id, { unit: metric.unit }])));
+console.log(`\nrealtime-client browser benchmarks (${quick ? 'BENCH_QUICK=1' : 'full'}, ${ROUNDS} round(s)); ratios are value / raw WebSocket value and RealtimeClient / socket.io, ` +
+    `both from the same round${ROUNDS > 1 ? '; median over the rounds (lowest-highest round)' : ''}`);
 console.log(`machine: nproc ${machine.nproc}; CPU ${machine.cpu}; ${machine.chromium}; Node ${machine.node}`);
 console.log(`date: ${machine.date}; command: ${machine.command}`);
-console.log(table);
+console.log(lines.join('\n'));
+console.log(`\nbrowser targets (tests/bench/targets.mjs; ${ROUNDS > 1 ? `median of ${ROUNDS} rounds` : 'one round: BENCH_ROUNDS=3 for the median the targets ask for'}):`);
+console.log(formatTargets(targets));
 mkdirSync(dirname(outPath), { recursive: true });
-writeFileSync(outPath, JSON.stringify({ machine, config: { RTT_N, BURST_N, FIRST_REPS, FAULT_REPS, RESTART_REPS, chromiumFlags: CHROMIUM_FLAGS },
-    metrics: METRICS.map(({ id, title, unit, lower }) => ({ id, title, unit, lowerIsBetter: lower, clients: results[id] ?? {} })),
+writeFileSync(outPath, JSON.stringify({ machine,
+    config: { RTT_N, BURST_N, FIRST_REPS, FAULT_REPS, RESTART_REPS, rounds: ROUNDS, chromiumFlags: CHROMIUM_FLAGS },
+    // Per metric and client: the median over the rounds, every round's value, the ratios' median and spread.
+    metrics: METRICS.map(({ id, title, unit, lower }) => ({ id, title, unit, lowerIsBetter: lower, clients: aggregate[id] ?? {} })),
+    targets,
+    // Every page's raw result, each with its round.
     runs: raw }, null, 2) + '\n');
 console.log(`\nbench: results written to ${outPath}`);
 process.exit(exitCode);

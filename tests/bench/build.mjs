@@ -29,7 +29,7 @@ await build({
     outfile: join(here, 'build/vendor/socket.io-client.js'),
     logLevel: 'warning',
 });
-for (const script of ['bench.mjs', 'servers.mjs', 'build.mjs', 'page/bench.js']) {
+for (const script of ['bench.mjs', 'servers.mjs', 'build.mjs', 'targets.mjs', 'page/bench.js']) {
     execFileSync(process.execPath, ['--check', join(here, script)], { stdio: 'inherit' });
 }
 try {
