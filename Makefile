@@ -28,7 +28,7 @@ help:
 	@echo "                   certificate made at start; prints its SPKI fingerprint and the Chromium flag"
 	@echo "                   that trusts it (--ignore-certificate-errors-spki-list=...)"
 	@echo "make test          host tests, browser tests (headless Chromium), release size"
-	@echo "make test-host     cargo test --workspace"
+	@echo "make test-host     cargo test --workspace, and the post-build step's tests"
 	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
 	@echo "make size          release build into www/pkg (post-build step included) and its gzipped size"
 	@echo "make package       the npm package in pkg/ and its tarball; checks the size budget"
@@ -74,6 +74,7 @@ test: setup
 test-host:
 	.ci/check-invariants.sh
 	cargo test --workspace
+	.ci/post-build.sh --test
 
 test-browser:
 	.ci/browser-tests.sh

@@ -2,6 +2,7 @@
 # The post-build step of a wasm-pack output directory (`--target web`), in place:
 #
 #   .ci/post-build.sh DIR      (pkg for `make package`, www/pkg for `make size`, `make demo` and the demo test)
+#   .ci/post-build.sh --test   its tests (.ci/post-build.test.mjs, node --test; `make test-host` runs them)
 #
 # gives wasm-bindgen's imports short names in the wasm and in the glue, and minifies the glue
 # (.ci/post-build.mjs says how, and what it checks before and after). Run it once, right after
@@ -15,9 +16,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/lib.sh
 repo_root=$PWD
-[ $# -eq 1 ] && [ -d "$1" ] || { echo "usage: .ci/post-build.sh DIR (a wasm-pack output directory)" >&2; exit 2; }
+[ $# -eq 1 ] && { [ "$1" = --test ] || [ -d "$1" ]; } ||
+    { echo "usage: .ci/post-build.sh DIR (a wasm-pack output directory) | --test" >&2; exit 2; }
 
 npm_tools=$(ensure_npm_tools "$repo_root")
 helper_target=$repo_root/target
 env -u RUSTFLAGS CARGO_TARGET_DIR="$helper_target" cargo build --quiet -p wasm-import-names
-node .ci/post-build.mjs "$1" "$helper_target/debug/wasm-import-names" "$npm_tools"
+helper=$helper_target/debug/wasm-import-names
+if [ "$1" = --test ]; then
+    WASM_IMPORT_NAMES_BIN=$helper NPM_TOOLS_DIR=$npm_tools node --test .ci/post-build.test.mjs
+else
+    node .ci/post-build.mjs "$1" "$helper" "$npm_tools"
+fi
