@@ -28,9 +28,9 @@ help:
 	@echo "                   certificate made at start; prints its SPKI fingerprint and the Chromium flag"
 	@echo "                   that trusts it (--ignore-certificate-errors-spki-list=...)"
 	@echo "make test          host tests, browser tests (headless Chromium), release size"
-	@echo "make test-host     cargo test --workspace"
+	@echo "make test-host     cargo test --workspace, and the post-build step's tests"
 	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
-	@echo "make size          release build into www/pkg and its gzipped size"
+	@echo "make size          release build into www/pkg (post-build step included) and its gzipped size"
 	@echo "make package       the npm package in pkg/ and its tarball; checks the size budget"
 	@echo "make test-consumers  the tarball in Vite, webpack, a plain page and tsc --strict"
 	@echo "make test-demo     the demo clicked through by Playwright (screenshots in target/)"
@@ -43,6 +43,7 @@ setup:
 
 demo: setup
 	$(WASM_PACK_BUILD)
+	.ci/post-build.sh www/pkg
 	cargo build --release -p realtime-server
 	@echo
 	@echo "  Demo: open $(DEMO_SCHEME)://$(DEMO_ADDR)/ (two tabs in the same room chat with each other)."
@@ -73,6 +74,7 @@ test: setup
 test-host:
 	.ci/check-invariants.sh
 	cargo test --workspace
+	.ci/post-build.sh --test
 
 test-browser:
 	.ci/browser-tests.sh
@@ -85,7 +87,8 @@ clean:
 	rm -rf www/pkg pkg .tools tests/consumers/*/node_modules tests/consumers/app/dist \
 		tests/demo/node_modules tests/bench/node_modules tests/bench-server/node_modules
 
-# The npm package: wasm-pack into pkg/ (wasm-opt 12x from npm), pkg-template/ merged in, npm pack;
+# The npm package: wasm-pack into pkg/ (wasm-opt 12x from npm), the post-build step (short import
+# names, minified glue: .ci/post-build.sh), pkg-template/ merged in, npm pack;
 # prints the tarball's path and the gzipped size against .ci/size-budget (fails above it).
 .PHONY: package test-consumers
 package: setup

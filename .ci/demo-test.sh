@@ -6,7 +6,8 @@
 #
 # - npm ci runs only when tests/demo/node_modules is missing or was installed from another lock.
 # - The wasm package in www/pkg is reused when it is newer than every input of the crate (at the end
-#   of `make test`, `make size` has just built it); otherwise it is built here, as `make demo` does.
+#   of `make test`, `make size` has just built it); otherwise it is built here, as `make demo` does
+#   (wasm-pack, then the post-build step of .ci/post-build.sh: the demo runs what ships).
 # - The reference server (debug build; REALTIME_SERVER_BIN overrides it) listens on a free port with
 #   --allow-kick and is stopped on exit, failures included.
 set -euo pipefail
@@ -40,6 +41,7 @@ if [ -f "$wasm" ] && [ -f www/pkg/realtime_client.js ] &&
     say "www/pkg is up to date: reusing it"
 else
     wasm-pack build --release --target web --out-dir www/pkg
+    .ci/post-build.sh www/pkg
 fi
 timed "wasm package"
 

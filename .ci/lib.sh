@@ -19,3 +19,22 @@ wait_for_address() {
     done
     printf '%s\n' "$address"
 }
+
+# ensure_npm_tools REPO_ROOT: installs the build tools pinned in .ci/npm-tools/package-lock.json
+# (binaryen's wasm-opt 12x, terser) into REPO_ROOT/.tools/npm-tools, unless that install was made
+# from the same lock file, and prints the directory.
+ensure_npm_tools() {
+    local repo_root=$1 tools_dir lock_hash
+    tools_dir=$repo_root/.tools/npm-tools
+    lock_hash=$(sha256sum "$repo_root/.ci/npm-tools/package-lock.json" | cut -d' ' -f1)
+    if [ ! -x "$tools_dir/node_modules/.bin/wasm-opt" ] || [ ! -d "$tools_dir/node_modules/terser" ] ||
+        [ "$(cat "$tools_dir/.lock-sha256" 2>/dev/null)" != "$lock_hash" ]; then
+        echo "npm tools: installing .ci/npm-tools/package-lock.json into ${tools_dir#"$repo_root"/}" >&2
+        rm -rf "$tools_dir"
+        mkdir -p "$tools_dir"
+        cp "$repo_root/.ci/npm-tools/package.json" "$repo_root/.ci/npm-tools/package-lock.json" "$tools_dir/"
+        (cd "$tools_dir" && npm ci --no-audit --no-fund --loglevel=error) >&2
+        echo "$lock_hash" >"$tools_dir/.lock-sha256"
+    fi
+    printf '%s\n' "$tools_dir"
+}

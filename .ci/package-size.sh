@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Builds the release package into www/pkg and prints the gzipped size of what a
-# user ships: the .wasm plus the JavaScript glue (snippets included), each gzip -9.
+# Builds the release package into www/pkg, runs the post-build step on it (short import names,
+# minified glue: .ci/post-build.sh, as `make package` does, so that the demo runs what ships), and
+# prints the gzipped size of what a user ships: the .wasm plus the JavaScript glue (snippets
+# included), each gzip -9.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 wasm-pack build --release --target web --out-dir www/pkg
+.ci/post-build.sh www/pkg
 
 gzipped_bytes() {
     local total=0 file

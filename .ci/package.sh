@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make package`: builds the npm package `realtime-client` into pkg/ and packs it.
 #
-#   1. wasm-opt from npm's binaryen (pinned in .ci/npm-tools/package-lock.json, installed into
-#      .tools/npm-tools once; Debian's binaryen is version 108) goes first on PATH, because
+#   1. wasm-opt from npm's binaryen (pinned in .ci/npm-tools/package-lock.json with terser, installed
+#      into .tools/npm-tools once; Debian's binaryen is version 108) goes first on PATH, because
 #      wasm-pack runs whichever wasm-opt it finds there, with Cargo.toml's wasm-opt flags.
 #   2. wasm-pack build --release --target web --out-dir pkg, with source paths remapped so that the
-#      wasm holds no paths of this machine (target/package/ is its own target directory).
+#      wasm holds no paths of this machine (target/package/ is its own target directory). Then the
+#      post-build step (.ci/post-build.sh): short import names in the wasm and the glue, the glue
+#      minified, both checked.
 #   3. pkg-template/ is merged in: package.json over the generated one (name, version,
 #      description, license, repository come from Cargo.toml through wasm-pack; the rest from the
 #      template), the entry (index.js, index.d.ts) and the npm README.
@@ -20,18 +22,9 @@ say() { echo "package: $*"; }
 fail() { echo "package: $*" >&2; exit 1; }
 
 # 1. wasm-opt 12x from npm. Reinstalled only when the lock file changed.
-tools_dir=$repo_root/.tools/npm-tools
-lock_hash=$(sha256sum .ci/npm-tools/package-lock.json | cut -d' ' -f1)
-if [ -x "$tools_dir/node_modules/.bin/wasm-opt" ] && [ "$(cat "$tools_dir/.lock-sha256" 2>/dev/null)" = "$lock_hash" ]; then
-    say "npm tools present in ${tools_dir#"$repo_root"/}"
-else
-    say "installing npm tools (binaryen) into ${tools_dir#"$repo_root"/}"
-    rm -rf "$tools_dir"
-    mkdir -p "$tools_dir"
-    cp .ci/npm-tools/package.json .ci/npm-tools/package-lock.json "$tools_dir/"
-    (cd "$tools_dir" && npm ci --no-audit --no-fund --loglevel=error)
-    echo "$lock_hash" >"$tools_dir/.lock-sha256"
-fi
+. .ci/lib.sh
+tools_dir=$(ensure_npm_tools "$repo_root")
+say "npm tools in ${tools_dir#"$repo_root"/}"
 export PATH="$tools_dir/node_modules/.bin:$PATH"
 wasm_opt_version=$(wasm-opt --version)
 say "wasm-opt on PATH: $(command -v wasm-opt): $wasm_opt_version"
@@ -55,6 +48,9 @@ wasm-pack build --release --target web --out-dir pkg
 if grep -aqF -e "$repo_root/" -e "$cargo_home/" -e "$sysroot/" pkg/realtime_client_bg.wasm; then
     fail "pkg/realtime_client_bg.wasm still holds a path of this machine: $(grep -aoF -e "$repo_root/" -e "$cargo_home/" -e "$sysroot/" pkg/realtime_client_bg.wasm | head -n 1)"
 fi
+# The post-build step, before anything is copied or packed: what is measured and packed below is
+# what it wrote.
+.ci/post-build.sh pkg
 
 # 3. Merge pkg-template/. JS snippets (#[wasm_bindgen(module = ...)]) would land in pkg/snippets/,
 # which neither "files" nor "sideEffects": false allow for: fail rather than ship without them.

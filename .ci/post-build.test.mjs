@@ -1,0 +1,114 @@
+// Tests of .ci/post-build.mjs on a small wasm-pack-shaped fixture (a wasm assembled by binaryen's
+// wasm-as, a glue in the shape wasm-bindgen 0.2.129 writes): it processes the expected shape, and it
+// fails, writing nothing, on each kind of change of wasm-bindgen's output it checks for.
+// Run by `.ci/post-build.sh --test` (`make test-host`), which passes the tools in the environment.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const script = join(dirname(fileURLToPath(import.meta.url)), 'post-build.mjs');
+const { WASM_IMPORT_NAMES_BIN: helper, NPM_TOOLS_DIR: npmTools } = process.env;
+assert.ok(helper && npmTools, 'run through .ci/post-build.sh --test');
+
+const MODULE = './fixture_bg.js';
+const wat = (names) => `(module
+ ${names.map((name, i) => `(import "${MODULE}" "${name}" (func $i${i} (param i32) (result i32)))`).join('\n ')}
+ (func (export "fixture_run") (param i32) (result i32)
+  ${names.map((_, i) => `(call $i${i}`).join(' ')} (local.get 0)${')'.repeat(names.length)}))`;
+const NAMES = ['__wbg_double_0123456789abcdef', '__wbindgen_add_one'];
+const glue = (keys = NAMES, extra = '') => `/* @ts-self-types="./fixture.d.ts" */
+export class Fixture {
+    run(x) {
+        return wasm.fixture_run(x);
+    }
+}${extra}
+function __wbg_get_imports() {
+    const import0 = {
+        __proto__: null,
+        ${keys[0]}: function(arg0) {
+            return arg0 * 2;
+        },
+${keys.slice(1).map((key) => `        ${key}: function(arg0) {\n            return arg0 + 1;\n        },\n`).join('')}    };
+    return {
+        __proto__: null,
+        "${MODULE}": import0,
+    };
+}
+let wasm;
+function initSync(module) {
+    if (!(module instanceof WebAssembly.Module)) module = new WebAssembly.Module(module.module ?? module);
+    wasm = new WebAssembly.Instance(module, __wbg_get_imports()).exports;
+    return wasm;
+}
+export { initSync };
+`;
+
+// A wasm-pack-like directory; returns its path.
+function fixture({ names = NAMES, glueText = glue() } = {}) {
+    const dir = mkdtempSync(join(tmpdir(), 'post-build-test-'));
+    writeFileSync(join(dir, 'fixture.wat'), wat(names));
+    execFileSync(join(npmTools, 'node_modules/.bin/wasm-as'), [join(dir, 'fixture.wat'), '-o', join(dir, 'fixture_bg.wasm')]);
+    writeFileSync(join(dir, 'fixture.js'), glueText);
+    writeFileSync(join(dir, 'fixture.d.ts'), 'export class Fixture { run(x: number): number; }\n');
+    writeFileSync(join(dir, 'fixture_bg.wasm.d.ts'), 'export const fixture_run: (a: number) => number;\n');
+    return dir;
+}
+const run = (dir) => spawnSync(process.execPath, [script, dir, helper, npmTools], { encoding: 'utf8' });
+const files = (dir) => ['fixture_bg.wasm', 'fixture.js'].map((name) => readFileSync(join(dir, name)).toString('base64'));
+
+test('renames the imports, minifies the glue, and the pair still works', async () => {
+    const dir = fixture();
+    try {
+        const result = run(dir);
+        assert.equal(result.status, 0, result.stderr);
+        const wasm = readFileSync(join(dir, 'fixture_bg.wasm'));
+        const imports = WebAssembly.Module.imports(new WebAssembly.Module(wasm));
+        assert.deepEqual(imports.map(({ module, name }) => `${module} ${name}`), ['w a', 'w b']);
+        const processed = readFileSync(join(dir, 'fixture.js'), 'utf8');
+        for (const name of [...NAMES, MODULE]) assert.ok(!processed.includes(name), `${name} left in the glue`);
+        assert.ok(processed.length < glue().length);
+        const module = await import(pathToFileURL(join(dir, 'fixture.js')).href);
+        module.initSync({ module: wasm });
+        assert.equal(new module.Fixture().run(5), 12); // (5 + 1) * 2
+        assert.equal(module.Fixture.name, 'Fixture');
+        // A second run refuses: the imports are no longer wasm-bindgen's.
+        const again = run(dir);
+        assert.notEqual(again.status, 0);
+        assert.match(again.stderr, /already processed/);
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+});
+
+const refusals = {
+    'an import name used outside the imports object': {
+        glueText: glue(NAMES, `\nconst alias = '${NAMES[0]}';`),
+        error: /occurs 2 times in the glue/,
+    },
+    'an import the glue does not provide': { names: [...NAMES, '__wbg_gone_fedcba9876543210'], error: /missing __wbg_gone/ },
+    'a key the wasm does not import': { glueText: glue([...NAMES, '__wbg_extra_00000000000000ff']), error: /not imported __wbg_extra/ },
+    'another shape of the imports object': {
+        glueText: glue().replace('const import0 = {', 'const imports = {'),
+        error: /wasm-bindgen's output format changed/,
+    },
+    'another module name': { glueText: glue().replace(`"${MODULE}": import0`, '"wbg": import0'), error: /does not return/ },
+    'an import that is not wasm-bindgen\'s': { names: [NAMES[0], 'console_log'], error: /unexpected import/ },
+};
+for (const [what, { names, glueText, error }] of Object.entries(refusals)) {
+    test(`fails, writing nothing, on ${what}`, () => {
+        const dir = fixture({ names, glueText });
+        try {
+            const before = files(dir);
+            const result = run(dir);
+            assert.notEqual(result.status, 0, result.stdout);
+            assert.match(result.stderr, error);
+            assert.deepEqual(files(dir), before);
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
+    });
+}
