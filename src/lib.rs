@@ -4,6 +4,14 @@
 //! Layers, one direction of dependency: [`core`] is sans-IO and host-testable; `transport`
 //! (wasm32 only) adapts browser APIs to core inputs; `client` (wasm32 only) is the
 //! `#[wasm_bindgen]` facade. The reference server depends on [`core::wire`] for the codec.
+//!
+//! The wasm build is `no_std` (`core` and `alloc` only), with a panic handler that traps:
+//! std's panic machinery keeps the whole formatting library in the wasm, and a panic here is a
+//! bug that must not happen anyway (the wasm instance is dead after one, with std or without).
+//! The browser tests link std through their harness, so they build with the `std` feature,
+//! which leaves the panic handler to std. The host build (tests, the reference server) is std.
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
 
@@ -32,6 +40,12 @@ mod client;
 
 #[cfg(target_arch = "wasm32")]
 pub use client::RealtimeClient;
+
+#[cfg(all(target_arch = "wasm32", not(feature = "std")))]
+#[panic_handler]
+fn panic(_: &::core::panic::PanicInfo) -> ! {
+    ::core::arch::wasm32::unreachable()
+}
 
 // Size classes instead of dlmalloc or talc: smaller, and enough for a client whose heap holds a
 // few message buffers (see the module for what it trades).

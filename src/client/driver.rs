@@ -9,9 +9,10 @@
 //!   call any client method.
 //! - At most one timer is armed, at the session's `poll_timeout`.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::rc::{Rc, Weak};
+use crate::prelude::*;
+use core::cell::{Cell, RefCell};
+use alloc::collections::VecDeque;
+use alloc::rc::{Rc, Weak};
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
@@ -174,7 +175,7 @@ impl Driver {
                 while let Some(effect) = core.session.poll_effect() {
                     self.apply(&mut core, effect);
                 }
-                let events: Vec<Event> = std::iter::from_fn(|| core.session.poll_event()).collect();
+                let events: Vec<Event> = core::iter::from_fn(|| core.session.poll_event()).collect();
                 self.arm_timer(&mut core, now);
                 events
             };
@@ -193,7 +194,7 @@ impl Driver {
         if self.with_session(|session| session.state() == State::Closed) {
             // A closed client holds nothing of the page: no window listeners, no timer (the
             // session has no deadline, so `arm_timer` dropped it), no transports.
-            let released = std::mem::take(&mut *self.lifecycle.borrow_mut());
+            let released = core::mem::take(&mut *self.lifecycle.borrow_mut());
             drop(released);
         }
     }

@@ -6,6 +6,7 @@
 //! flight per connection (the next batch waits for its answer); a batch is at most
 //! [`MAX_BATCH_BYTES`] unless a single message is larger.
 
+use crate::prelude::*;
 use crate::core::endpoint::TransportKind;
 use crate::core::session::conns::Role;
 use crate::core::session::ladder::Failure;
@@ -95,8 +96,8 @@ impl Session {
         if self.timers.is_set(crate::core::session::timers::Timer::Ack) {
             self.queue_ack();
         }
-        let data = std::mem::take(&mut self.batch.bytes);
-        let binary = std::mem::replace(&mut self.batch.binary, false);
+        let data = core::mem::take(&mut self.batch.bytes);
+        let binary = core::mem::replace(&mut self.batch.binary, false);
         if let Some(acked) = self.batch.ack.take() {
             self.inbox.last_acked = self.inbox.last_acked.max(acked);
         }

@@ -8,6 +8,7 @@
 //! Invariants: at most one connection is active; ids are never reused within a session, so an
 //! input naming an id the table no longer holds is a late event from an abandoned transport.
 
+use crate::prelude::*;
 use crate::core::endpoint::{ConnectParams, TransportKind};
 use crate::core::session::limits::after;
 use crate::core::session::{ConnId, Effect, Session};
@@ -108,7 +109,7 @@ impl Conns {
     }
 
     fn take_all(&mut self) -> Vec<Connection> {
-        std::mem::take(&mut self.list)
+        core::mem::take(&mut self.list)
     }
 }
 

@@ -5,6 +5,7 @@
 //! the first frame on a connection must be that hello; a draining connection is still read
 //! (messages and acks) but never answered.
 
+use crate::prelude::*;
 use crate::core::session::conns::{Attach, Role};
 use crate::core::session::limits::{self, after};
 use crate::core::session::ladder::Failure;

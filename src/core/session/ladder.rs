@@ -8,6 +8,7 @@
 //! Invariant: a disconnect is a state, not an error. It emits `Reconnecting` and schedules a
 //! retry, or closes for good when the policy or the server says stop.
 
+use crate::prelude::*;
 use crate::core::backoff::Backoff;
 use crate::core::endpoint::TransportKind;
 use crate::core::session::conns::{Attach, Role};
@@ -46,7 +47,7 @@ impl Session {
             .or(self.remembered)
             .filter(|kind| self.config.transports.contains(kind))
             .unwrap_or(self.config.transports[0]);
-        self.untried = std::iter::once(first)
+        self.untried = core::iter::once(first)
             .chain(self.config.transports.iter().copied().filter(|&kind| kind != first))
             .collect();
         self.last_failure.clear();
@@ -106,7 +107,7 @@ impl Session {
                     self.open_next_candidate(now);
                 } else if !racing {
                     self.timers.clear(Timer::Race);
-                    let reason = std::mem::take(&mut self.last_failure);
+                    let reason = core::mem::take(&mut self.last_failure);
                     self.schedule_reconnect(now, reason, Retry::Default);
                 }
             }

@@ -5,6 +5,7 @@
 //! hidden pages and the machine may sleep: silence noticed only after such a gap is checked with
 //! a ping and a short grace before it is believed, since the socket may hold unread data.
 
+use crate::prelude::*;
 use crate::core::backoff::Backoff;
 use crate::core::endpoint::TransportKind;
 use crate::core::session::timers::Timer;

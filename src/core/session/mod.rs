@@ -32,7 +32,8 @@
 //! - Nothing here panics on network input; a frame that does not decode is a protocol error that
 //!   replaces the connection.
 
-use std::collections::VecDeque;
+use crate::prelude::*;
+use alloc::collections::VecDeque;
 
 use crate::core::backoff::{Backoff, Jitter};
 use crate::core::endpoint::{Endpoint, TransportKind};

@@ -5,7 +5,8 @@
 //! leaves only by an ack, by a reset that cannot prove it was not delivered, or by `close`, and
 //! each of those settles its `send()` exactly once (a `Delivered` or `SendFailed` event).
 
-use std::collections::VecDeque;
+use crate::prelude::*;
+use alloc::collections::VecDeque;
 
 use crate::core::session::ladder::Failure;
 use crate::core::session::{ErrorCode, Event, SendError, Session};

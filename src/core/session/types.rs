@@ -4,6 +4,7 @@
 //! Nothing here has behaviour beyond naming; the machine that consumes and produces these lives
 //! in the sibling modules.
 
+use crate::prelude::*;
 use crate::core::backoff::BackoffConfig;
 use crate::core::endpoint::TransportKind;
 use crate::core::wire::Payload;

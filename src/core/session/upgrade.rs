@@ -6,6 +6,7 @@
 //! connection drains: still read, never written, until the server closes it or a deadline
 //! passes. Invariant: at most one probe or migration is under way at a time.
 
+use crate::prelude::*;
 use crate::core::endpoint::TransportKind;
 use crate::core::session::conns::{Attach, Role};
 use crate::core::session::timers::Timer;
