@@ -16,7 +16,8 @@ const RUNG_MEMORY_TTL_MS: f64 = 10.0 * 60.0 * 1000.0;
 /// One key per endpoint: the URL without its query, so rooms and tokens share the memory.
 pub(super) fn rung_memory_key(url: &str) -> String {
     let mut key = String::from("realtime-client:rung:");
-    key.push_str(url.split(['?', '#']).next().unwrap_or(url));
+    let (before_fragment, _) = crate::core::endpoint::split_at_byte(url, b'#');
+    key.push_str(crate::core::endpoint::split_at_byte(before_fragment, b'?').0);
     key
 }
 
@@ -28,7 +29,7 @@ fn session_storage() -> Option<web_sys::Storage> {
 /// The rung stored by an earlier page of this tab, if fresh: `"<name>|<expiry ms>"`.
 pub(super) fn recall_rung(key: &str) -> Option<TransportKind> {
     let value = session_storage()?.get_item(key).ok().flatten()?;
-    let (name, expiry) = value.split_once('|')?;
+    let (name, expiry) = crate::core::endpoint::split_at_byte(&value, b'|');
     let expiry = crate::core::wire::parse_number(expiry.as_bytes()).ok()? as f64;
     if expiry < js_sys::Date::now() {
         return None;

@@ -90,7 +90,8 @@ pub struct ConnectParams<'a> {
 impl Endpoint {
     /// Parses and checks the user's URL.
     pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
-        let url = url.trim();
+        // ASCII whitespace, as the URL parser strips it (`str::trim` ships Unicode tables).
+        let url = url.trim_matches(|c: char| c.is_ascii_whitespace());
         let (secure, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "https://") {
             (true, rest)
         } else if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
@@ -98,14 +99,12 @@ impl Endpoint {
         } else {
             return Err(EndpointError::NotHttp);
         };
-        let rest = rest.split('#').next().unwrap_or("");
-        // `split_once` rather than slicing by index: index slicing drags the panic formatter
-        // and Unicode tables into the wasm (about 4 KB gzipped, measured).
-        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (rest, _fragment) = split_at_byte(rest, b'#');
+        let (location, query) = split_at_byte(rest, b'?');
         if location.is_empty() || location.starts_with('/') {
             return Err(EndpointError::NoHost);
         }
-        if query.split('&').any(|pair| pair.starts_with("rt_")) {
+        if query.as_bytes().split(|&byte| byte == b'&').any(|pair| pair.starts_with(b"rt_")) {
             return Err(EndpointError::ReservedParameter);
         }
         Ok(Endpoint {
@@ -177,6 +176,16 @@ fn http_scheme(secure: bool) -> &'static str {
         "https://"
     } else {
         "http://"
+    }
+}
+
+/// `text` before and after the first `byte` (an ASCII one), or all of it and "". By bytes, not
+/// `split_once`: str searching ships slicing panics (and the formatter they keep).
+pub fn split_at_byte(text: &str, byte: u8) -> (&str, &str) {
+    match text.bytes().position(|candidate| candidate == byte) {
+        // An ASCII byte is a character boundary on both sides: `get` always succeeds.
+        Some(index) => (text.get(..index).unwrap_or(text), text.get(index + 1..).unwrap_or("")),
+        None => (text, ""),
     }
 }
 
