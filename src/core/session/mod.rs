@@ -212,7 +212,7 @@ impl Session {
             return; // A late event from an abandoned connection.
         };
         match input {
-            Input::Opened { .. } => {}
+            Input::Opened { .. } => self.candidate_opened(now, id),
             Input::Posted { .. } => {
                 if let Some(conn) = self.conn_mut(id) {
                     conn.post_in_flight = false;
