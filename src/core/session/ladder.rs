@@ -83,7 +83,9 @@ impl Session {
     pub(super) fn candidate_opened(&mut self, now: Millis, id: ConnId) {
         let newest = self.conns.iter().filter(|conn| conn.role == Role::Candidate).last();
         let (Some(conn), Some(race)) = (newest.filter(|conn| conn.id == id), self.timers.get(Timer::Race)) else { return };
-        let grace = now.saturating_sub(conn.opened_at).max(limits::MIN_HELLO_GRACE_MS).min(self.config.head_start_ms);
+        // Clamped: at least the floor (a 0 ms estimate, or a clock that stepped back), and the
+        // deadline never later than the head start's (an estimate of minutes).
+        let grace = now.saturating_sub(conn.opened_at).max(limits::MIN_HELLO_GRACE_MS);
         self.timers.set(Timer::Race, race.min(after(now, grace)));
     }
 
