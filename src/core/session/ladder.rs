@@ -3,8 +3,8 @@
 //! A round starts on the rung that worked last (or that an earlier page remembered), then the
 //! rest in preference order. The first rung gets a head start; when it expires, or as soon as a
 //! rung is refused, the next one opens beside those still racing. A rung whose transport opened
-//! but said no hello shortens its head start to the time opening it took, clamped (see
-//! `candidate_opened`). The first hello wins. When every rung of a round has failed, the next
+//! but said no hello is raced sooner, once it has been silent for as long as opening it took,
+//! clamped (see `candidate_opened`). The first hello wins. When every rung of a round has failed, the next
 //! round waits out a backoff delay.
 //!
 //! Invariant: a disconnect is a state, not an error. It emits `Reconnecting` and schedules a
