@@ -20,7 +20,9 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 /// Connects through the proxy with the whole ladder and checks traffic both ways. Logs the time
 /// from `connect()` to the session being open: an observation for the benchmarks' targets, not
-/// an assertion (timing is measured by `make bench`, never asserted in tests).
+/// an assertion (timing is measured by `make bench`; the one bound a test here asserts is one the
+/// old head start could never meet, see
+/// `a_websocket_accepted_then_silent_is_raced_before_the_old_head_start`).
 async fn connect_and_exchange(room: &str) -> (RealtimeClient, Recorder, Recorder) {
     let client = proxied_client(room, &JsValue::UNDEFINED);
     let messages = Recorder::attach(&client, "message");
@@ -80,6 +82,44 @@ async fn a_silent_websocket_leads_to_sse() {
     assert_eq!(transport_of(&client), "sse");
     let (info, _) = transports.take().remove(0);
     assert_eq!(get(&info, "to").as_string().as_deref(), Some("sse"));
+    client.close();
+    proxy("/reset").await;
+}
+
+/// The WebSocket upgrades and then stays silent: SSE is raced once the socket has been silent
+/// for as long as opening it took (at least 100 ms), not after the whole 300 ms head start. The
+/// old rule opened SSE only at 300 ms after `connect()`, so an open before then cannot be a
+/// timing accident; the bound is the old head start itself, nearly three times what the new
+/// rule needs on loopback.
+#[wasm_bindgen_test]
+async fn a_websocket_accepted_then_silent_is_raced_before_the_old_head_start() {
+    forget_rungs();
+    proxy("/reset").await;
+    proxy("/mode?websocket=silent").await;
+    let room = unique_room("silent-early");
+    let websocket_stats = || async { get(&proxy_stats().await, "websocket") };
+    let before = websocket_stats().await;
+    let client = proxied_client(&room, &JsValue::UNDEFINED);
+    let messages = Recorder::attach(&client, "message");
+    let transports = Recorder::attach(&client, "transport");
+    let started = now_ms();
+    JsFuture::from(client.connect()).await.expect("connects past the silent WebSocket");
+    let open_after = now_ms() - started;
+    console_log!("silent-early: open on {} after {open_after:.0} ms", transport_of(&client));
+    let (info, _) = transports.take().remove(0);
+    assert_eq!(get(&info, "to").as_string().as_deref(), Some("sse"));
+    assert_eq!(get(&info, "reason").as_string().as_deref(), Some("fallback: a better transport gave no hello in time"));
+    assert!(open_after < 300.0, "open after {open_after:.0} ms: SSE waited out the old head start");
+    // The proxy passed one upgrade (to be silenced) and refused none: accepted, then silent.
+    // Read before the background probe of the WebSocket, which comes 1-2 s after the open.
+    let after = websocket_stats().await;
+    let delta = |key: &str| get(&after, key).as_f64().unwrap_or(-1.0) - get(&before, key).as_f64().unwrap_or(0.0);
+    assert_eq!((delta("accepted"), delta("refused")), (1.0, 0.0));
+    // The first message arrives over SSE.
+    JsFuture::from(client.send(JsValue::from_str("first"))).await.expect("acked");
+    messages.wait_for(1).await;
+    assert_eq!(texts(&messages.take()), vec!["first".to_owned()]);
+    assert_eq!(transport_of(&client), "sse");
     client.close();
     proxy("/reset").await;
 }

@@ -48,6 +48,8 @@ pub(super) struct Connection {
     pub(super) presented_last: Option<u64>,
     /// Whether the server's hello arrived on it.
     pub(super) established: bool,
+    /// When it was opened: the time to its transport-level open is at least one round trip.
+    pub(super) opened_at: Millis,
     /// Connect deadline before the hello; drain deadline while draining.
     pub(super) deadline: Option<Millis>,
     pub(super) last_received: Millis,
@@ -144,6 +146,7 @@ impl Session {
             attach,
             presented_last,
             established: false,
+            opened_at: now,
             deadline: Some(after(now, self.config.connect_timeout_ms)),
             last_received: now,
             last_sent: now,

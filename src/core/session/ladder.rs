@@ -2,8 +2,10 @@
 //!
 //! A round starts on the rung that worked last (or that an earlier page remembered), then the
 //! rest in preference order. The first rung gets a head start; when it expires, or as soon as a
-//! rung is refused, the next one opens beside those still racing. The first hello wins. When
-//! every rung of a round has failed, the next round waits out a backoff delay.
+//! rung is refused, the next one opens beside those still racing. A rung whose transport opened
+//! but said no hello is raced sooner, once it has been silent for as long as opening it took,
+//! clamped (see `candidate_opened`). The first hello wins. When every rung of a round has failed, the next
+//! round waits out a backoff delay.
 //!
 //! Invariant: a disconnect is a state, not an error. It emits `Reconnecting` and schedules a
 //! retry, or closes for good when the policy or the server says stop.
@@ -71,6 +73,21 @@ impl Session {
         } else {
             self.timers.set(Timer::Race, after(now, self.config.head_start_ms));
         }
+    }
+
+    /// The newest candidate's transport opened (a WebSocket upgrade, an event stream's headers)
+    /// without its hello. A working server sends the hello right behind the open, so the next
+    /// rung need not wait out the whole head start: it opens once the candidate has been silent
+    /// for as long as opening it took (at least one round trip), but never sooner than
+    /// `MIN_HELLO_GRACE_MS` and never later than the head start would have. An open from an
+    /// older candidate, a second open, or one after the hello changes nothing.
+    pub(super) fn candidate_opened(&mut self, now: Millis, id: ConnId) {
+        let newest = self.conns.iter().filter(|conn| conn.role == Role::Candidate).last();
+        let (Some(conn), Some(race)) = (newest.filter(|conn| conn.id == id), self.timers.get(Timer::Race)) else { return };
+        // Clamped: at least the floor (a 0 ms estimate, or a clock that stepped back), and the
+        // deadline never later than the head start's (an estimate of minutes).
+        let grace = now.saturating_sub(conn.opened_at).max(limits::MIN_HELLO_GRACE_MS);
+        self.timers.set(Timer::Race, race.min(after(now, grace)));
     }
 
     /// A connection failed (closed, timed out, or broke the protocol).

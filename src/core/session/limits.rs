@@ -21,6 +21,11 @@ pub const UPLOAD_TIMEOUT_HEARTBEATS: u64 = 2;
 /// ...but never sooner than this, so that a large body on a slow link gets its time.
 pub const MIN_UPLOAD_TIMEOUT_MS: u64 = 10_000;
 
+/// A rung whose transport opened (a WebSocket upgrade, an event stream's headers) waits at least
+/// this long for the hello, which a working server sends right behind the open, before the next
+/// rung is raced beside it: a margin for a busy server, and the floor of a 0 ms estimate.
+pub const MIN_HELLO_GRACE_MS: u64 = 100;
+
 /// The deadline `delay` after `now`: at least one millisecond later, so that a deadline handled
 /// by `handle_timeout` is never due again at the same instant, and saturating instead of
 /// overflowing.

@@ -12,7 +12,8 @@
 //! long-poll loop) and `timers` (the one table `handle_timeout` and `poll_timeout` both read).
 //!
 //! Connections play roles. While connecting, *candidates* race down the transport ladder: the
-//! preferred rung gets a head start, then the next one is opened beside it, and the first to
+//! preferred rung gets a head start (shorter once its transport opened and stayed silent as long
+//! as opening it took), then the next one is opened beside it, and the first to
 //! deliver the server's hello becomes *active* (the others are closed). On a lower rung, a
 //! *probe* (a throwaway connection that only waits for a hello) re-tests a better rung with
 //! backoff; once it proves the rung, a *migrating* connection resumes the session there, and the
@@ -213,7 +214,7 @@ impl Session {
             return; // A late event from an abandoned connection.
         };
         match input {
-            Input::Opened { .. } => {}
+            Input::Opened { .. } => self.candidate_opened(now, id),
             Input::Posted { .. } => {
                 if let Some(conn) = self.conn_mut(id) {
                     conn.post_in_flight = false;

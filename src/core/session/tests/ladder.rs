@@ -26,32 +26,13 @@ fn a_refused_websocket_costs_nothing_sse_starts_at_once() {
 }
 
 #[test]
-fn a_silent_websocket_gets_a_head_start_then_sse_races_and_wins() {
-    let mut h = Harness::new(SessionConfig::default());
-    h.session.connect(h.now);
-    let [(ws, ..)] = opened(&h.effects())[..] else { panic!() };
-    h.session.handle_input(h.now, Input::Opened { conn: ws }); // Upgraded, then silence.
-    assert_eq!(h.session.poll_timeout(), Some(1_300), "the head start");
-    h.run_until(1_299);
-    assert!(h.effects().is_empty());
-    h.run_until(1_300);
-    let [(sse, TransportKind::Sse, _)] = opened(&h.effects())[..] else { panic!() };
-    assert_eq!(h.session.connection_count(), 2, "raced, not replaced");
-    h.now = 1_310;
-    h.data(sse, &[hello("s1", 0, false)]);
-    assert_eq!(h.effects().iter().filter(|effect| **effect == Effect::Close { conn: ws }).count(), 1, "loser closed");
-    // The loser's late hello is ignored.
-    h.data(ws, &[hello("s-other", 0, false)]);
-    assert_eq!(h.session.session_id(), Some("s1"));
-    assert_eq!(h.session.transport(), Some(TransportKind::Sse));
-    assert_eq!(h.session.connection_count(), 1);
-}
-
-#[test]
-fn websocket_silent_and_sse_buffered_lead_to_long_polling_within_two_head_starts() {
+fn a_blackholed_websocket_and_sse_lead_to_long_polling_within_two_head_starts() {
+    // Blackholed: no transport ever opens, so each rung waits out the whole head start.
     let mut h = Harness::new(SessionConfig::default());
     h.session.connect(h.now);
     h.effects();
+    h.run_until(1_299);
+    assert!(h.effects().is_empty(), "nothing raced before the head start");
     h.run_until(1_300);
     let [(_, TransportKind::Sse, _)] = opened(&h.effects())[..] else { panic!() };
     h.run_until(1_600);

@@ -6,6 +6,7 @@ use crate::core::backoff::BackoffConfig;
 use crate::core::session::batch::MAX_BATCH_BYTES;
 use crate::core::wire::{Carrier, Hello, Message, Payload};
 
+mod head_start;
 mod ladder;
 mod properties;
 mod regressions;
