@@ -230,7 +230,7 @@ impl RealtimeClient {
             return Err(invalid_argument("listener must be a function"));
         }
         let listener = listener.unchecked_into::<Function>();
-        let mut hooks = self.facade.hooks.borrow_mut();
+        let Some(mut hooks) = self.facade.hooks() else { return Err(invalid_argument("on() called while the client is busy")) };
         // Forget the subscriptions whose unsubscribe function ran since.
         let listeners = hooks.listeners.clone();
         hooks.subscriptions.retain(|subscription| !listeners.get(&JsValue::from(subscription.id)).is_undefined());
@@ -249,7 +249,7 @@ impl RealtimeClient {
     /// Removes a listener added with `on()`.
     #[wasm_bindgen(skip_typescript)]
     pub fn off(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "(...args: any[]) => void")] listener: JsValue) {
-        let mut hooks = self.facade.hooks.borrow_mut();
+        let Some(mut hooks) = self.facade.hooks() else { return };
         let listeners = hooks.listeners.clone();
         hooks.subscriptions.retain(|subscription| {
             let key = JsValue::from(subscription.id);
@@ -268,7 +268,9 @@ impl RealtimeClient {
             return Promise::new(&mut |resolve, _| call(&resolve, &JsValue::UNDEFINED));
         }
         let promise = Promise::new(&mut |resolve, reject| {
-            self.facade.hooks.borrow_mut().connect_waiters.push((resolve, reject));
+            if let Some(mut hooks) = self.facade.hooks() {
+                hooks.connect_waiters.push((resolve, reject));
+            }
         });
         self.driver.connect();
         promise
@@ -301,7 +303,9 @@ impl RealtimeClient {
     /// dropped and everything the client registered in the page is released. Idempotent.
     pub fn close(&self) {
         if self.driver.with_session(|session| session.state() != crate::core::session::State::Closed) {
-            self.facade.hooks.borrow_mut().drop_listeners_at_close = true;
+            if let Some(mut hooks) = self.facade.hooks() {
+                hooks.drop_listeners_at_close = true;
+            }
         }
         self.driver.command(|session, now| session.close(now));
     }
@@ -358,7 +362,9 @@ impl RealtimeClient {
             |result| {
                 if let Ok(id) = result {
                     promise = Some(Promise::new(&mut |resolve, reject| {
-                        self.facade.hooks.borrow_mut().pending_sends.push(Some(PendingSend { id: *id, resolve, reject }));
+                        if let Some(mut hooks) = self.facade.hooks() {
+                            hooks.pending_sends.push(Some(PendingSend { id: *id, resolve, reject }));
+                        }
                     }));
                 }
             },
@@ -377,9 +383,9 @@ impl Drop for RealtimeClient {
         self.driver.command(|session, now| session.close(now));
         // Freed inside one of its own listeners, the close events are still queued in the outer
         // pump, which will find no facade to give them to: settle the promises here.
-        let (sends, waiters) = {
-            let mut hooks = self.facade.hooks.borrow_mut();
-            (core::mem::take(&mut hooks.pending_sends), core::mem::take(&mut hooks.connect_waiters))
+        let (sends, waiters) = match self.facade.hooks() {
+            Some(mut hooks) => (core::mem::take(&mut hooks.pending_sends), core::mem::take(&mut hooks.connect_waiters)),
+            None => (Vec::new(), Vec::new()),
         };
         let error = error_value(ErrorCode::Closed, "client was freed");
         for pending in sends.into_iter().flatten() {
@@ -400,11 +406,17 @@ impl EventHandler for Facade {
 }
 
 impl Facade {
+    /// The hooks, borrowed without a panic site: no borrow of them is ever held across a call
+    /// out, so this never finds one (and a panic site would keep the formatter in the wasm).
+    fn hooks(&self) -> Option<core::cell::RefMut<'_, Hooks>> {
+        self.hooks.try_borrow_mut().ok()
+    }
+
     fn dispatch(&self, event: Event) {
         match event {
             Event::State(state) => self.emit("state", &[JsValue::from_str(state.as_str())]),
             Event::Open { session_id, transport, resumed } => {
-                let waiters = core::mem::take(&mut self.hooks.borrow_mut().connect_waiters);
+                let waiters = self.hooks().map(|mut hooks| core::mem::take(&mut hooks.connect_waiters)).unwrap_or_default();
                 for (resolve, _) in waiters {
                     call(&resolve, &JsValue::UNDEFINED);
                 }
@@ -445,8 +457,7 @@ impl Facade {
             }
             Event::Delivered { up_to_id } => {
                 let mut settled = Vec::new();
-                {
-                    let mut hooks = self.hooks.borrow_mut();
+                if let Some(mut hooks) = self.hooks() {
                     let mut head = hooks.settled_head;
                     while let Some(slot) = hooks.pending_sends.get_mut(head) {
                         match slot {
@@ -466,11 +477,10 @@ impl Facade {
                 }
             }
             Event::SendFailed { id, code, reason } => {
-                let pending = {
-                    let mut hooks = self.hooks.borrow_mut();
+                let pending = self.hooks().and_then(|mut hooks| {
                     let slot = hooks.pending_sends.iter_mut().find(|slot| slot.as_ref().is_some_and(|pending| pending.id == id));
                     slot.and_then(Option::take)
-                };
+                });
                 if let Some(pending) = pending {
                     call(&pending.reject, &error_value(code, reason));
                 }
@@ -512,7 +522,7 @@ impl Facade {
                     // Still in use until now: its memory counts from here.
                     self.remember(rung);
                 }
-                let waiters = core::mem::take(&mut self.hooks.borrow_mut().connect_waiters);
+                let waiters = self.hooks().map(|mut hooks| core::mem::take(&mut hooks.connect_waiters)).unwrap_or_default();
                 let mut message = String::from("closed before the session opened: ");
                 message.push_str(&reason);
                 for (_, reject) in waiters {
@@ -522,7 +532,7 @@ impl Facade {
                 set(&info, "code", &number(u64::from(code)));
                 set(&info, "reason", &JsValue::from_str(&reason));
                 self.emit("close", &[info.into()]);
-                let mut hooks = self.hooks.borrow_mut();
+                let Some(mut hooks) = self.hooks() else { return };
                 if core::mem::replace(&mut hooks.drop_listeners_at_close, false) {
                     hooks.subscriptions.clear();
                     hooks.listeners = js_sys::Map::new();
@@ -534,7 +544,7 @@ impl Facade {
     /// Calls every listener of `event`. The list is copied first: a listener may unsubscribe.
     fn emit(&self, event: &str, args: &[JsValue]) {
         let (ids, listeners): (Vec<JsValue>, js_sys::Map) = {
-            let hooks = self.hooks.borrow();
+            let Ok(hooks) = self.hooks.try_borrow() else { return };
             let ids = hooks
                 .subscriptions
                 .iter()

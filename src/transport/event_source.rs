@@ -6,7 +6,7 @@
 //! decides (MDN: EventSource error event).
 
 use crate::prelude::*;
-use core::cell::{Cell, RefCell};
+use core::cell::Cell;
 use alloc::rc::Rc;
 
 use wasm_bindgen::JsCast;
@@ -26,7 +26,8 @@ pub struct EventSourceTransport {
     listeners: Vec<Listener>,
     conn: ConnId,
     sink: InputSink,
-    upload: RefCell<Option<HttpRequest>>,
+    // A `Cell`, not a `RefCell`: replaced whole, never borrowed (no borrow panic site).
+    upload: Cell<Option<HttpRequest>>,
 }
 
 impl EventSourceTransport {
@@ -71,13 +72,13 @@ impl EventSourceTransport {
             };
             on_error(Input::Closed { conn, reason: String::from(reason) });
         }));
-        Some(EventSourceTransport { source, listeners, conn, sink, upload: RefCell::new(None) })
+        Some(EventSourceTransport { source, listeners, conn, sink, upload: Cell::new(None) })
     }
 }
 
 impl Transport for EventSourceTransport {
     fn post(&self, url: &str, body: &[u8]) {
-        *self.upload.borrow_mut() = upload(self.conn, url, body, &self.sink);
+        self.upload.set(upload(self.conn, url, body, &self.sink));
     }
 }
 

@@ -18,7 +18,7 @@
 //!   the running code; the state goes with it.
 
 use crate::prelude::*;
-use core::cell::{Cell, RefCell};
+use core::cell::Cell;
 use alloc::rc::Rc;
 
 use js_sys::{ArrayBuffer, Object, Promise, Reflect};
@@ -62,8 +62,9 @@ struct State {
     /// Set when the [`HttpRequest`] is dropped: the result is then discarded.
     cancelled: Cell<bool>,
     /// The one closure both promises of the request call (see the module docs).
-    step: RefCell<Option<Closure<dyn FnMut(JsValue)>>>,
-    done: RefCell<Option<Done>>,
+    /// `Cell`s, taken and put back, never borrowed (no borrow panic site).
+    step: Cell<Option<Closure<dyn FnMut(JsValue)>>>,
+    done: Cell<Option<Done>>,
 }
 
 /// An in-flight request; dropping it aborts the fetch and silences its callback.
@@ -102,14 +103,14 @@ impl HttpRequest {
             expect,
             what,
             cancelled: Cell::new(false),
-            step: RefCell::new(None),
-            done: RefCell::new(Some(Box::new(done))),
+            step: Cell::new(None),
+            done: Cell::new(Some(Box::new(done))),
         });
         let held = state.clone();
         let step = Closure::<dyn FnMut(JsValue)>::new(move |value: JsValue| on_settled(&held, value));
         // `fetch` itself rejects (never throws) on a bad URL or a network error.
         wait(&global_fetch(url, &init), &step);
-        *state.step.borrow_mut() = Some(step);
+        state.step.set(Some(step));
         HttpRequest { controller, state }
     }
 }
@@ -147,9 +148,14 @@ fn on_settled(state: &Rc<State>, value: JsValue) {
                 let actual = response.headers().get("content-type").ok().flatten().unwrap_or_default();
                 if actual.starts_with(content_type) {
                     let pending = response.array_buffer();
-                    if let (Ok(promise), Some(step)) = (&pending, state.step.borrow().as_ref()) {
+                    let step = state.step.take();
+                    if let (Ok(promise), Some(step)) = (&pending, &step) {
                         // The body comes in a second promise, to the same closure.
                         wait(promise, step);
+                    }
+                    let waiting = pending.is_ok() && step.is_some();
+                    state.step.set(step);
+                    if waiting {
                         return;
                     }
                     match pending {
@@ -182,8 +188,8 @@ fn on_settled(state: &Rc<State>, value: JsValue) {
 
 /// The request is over: frees the closure (see the module docs), then reports unless cancelled.
 fn finish(state: &Rc<State>, result: Result<Vec<u8>, Failure>) {
-    let step = state.step.borrow_mut().take();
-    let done = state.done.borrow_mut().take();
+    let step = state.step.take();
+    let done = state.done.take();
     if let (false, Some(done)) = (state.cancelled.get(), done) {
         done(result);
     }

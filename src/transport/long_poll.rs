@@ -3,7 +3,7 @@
 //!
 //! Invariant: at most one poll and one upload in flight; replacing or dropping either aborts it.
 
-use core::cell::RefCell;
+use core::cell::Cell;
 
 use crate::core::session::{ConnId, Input};
 use crate::transport::http::{Expect, HttpRequest};
@@ -16,14 +16,15 @@ pub const FRAMES_CONTENT_TYPE: &str = "application/x-realtime-frames";
 pub struct LongPollTransport {
     conn: ConnId,
     sink: InputSink,
-    poll: RefCell<Option<HttpRequest>>,
-    upload: RefCell<Option<HttpRequest>>,
+    // `Cell`s, not `RefCell`s: replaced whole, never borrowed (no borrow panic site).
+    poll: Cell<Option<HttpRequest>>,
+    upload: Cell<Option<HttpRequest>>,
 }
 
 impl LongPollTransport {
     /// Issues the first poll (which attaches the session and brings the hello).
     pub fn open(conn: ConnId, url: &str, sink: InputSink) -> LongPollTransport {
-        let transport = LongPollTransport { conn, sink, poll: RefCell::new(None), upload: RefCell::new(None) };
+        let transport = LongPollTransport { conn, sink, poll: Cell::new(None), upload: Cell::new(None) };
         transport.poll(url);
         transport
     }
@@ -40,10 +41,10 @@ impl Transport for LongPollTransport {
             })
         });
         // Replacing the previous (completed) request is harmless; an in-flight one is aborted.
-        *self.poll.borrow_mut() = Some(request);
+        self.poll.set(Some(request));
     }
 
     fn post(&self, url: &str, body: &[u8]) {
-        *self.upload.borrow_mut() = upload(self.conn, url, body, &self.sink);
+        self.upload.set(upload(self.conn, url, body, &self.sink));
     }
 }
