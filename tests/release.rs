@@ -76,6 +76,19 @@ fn has_own(target: &JsValue, key: &str) -> bool {
     js_sys::Object::has_own(target.unchecked_ref::<js_sys::Object>(), &JsValue::from_str(key))
 }
 
+/// Records what reaches the page's `error` and `unhandledrejection` events (an exception thrown
+/// by a microtask or timer callback lands there) until `stop()`.
+const CATCH: &str = r#"
+const errors = [];
+const record = (event) => errors.push(String(event.error || event.reason || event.message));
+window.addEventListener('error', record);
+window.addEventListener('unhandledrejection', record);
+return {
+    errors,
+    stop() { window.removeEventListener('error', record); window.removeEventListener('unhandledrejection', record); },
+};
+"#;
+
 /// Calls the JS `free()` of a client (what a JS caller does), consuming it.
 fn free(client: RealtimeClient) {
     let object = JsValue::from(client);
@@ -304,4 +317,37 @@ async fn close_inside_a_listener_still_delivers_the_close_event() {
     publish(&room, None, "text/plain", "bye").await;
     closes.wait_for(1).await;
     assert_eq!(holder.borrow().as_ref().unwrap().state().as_string().as_deref(), Some("closed"));
+}
+
+#[wasm_bindgen_test]
+async fn freeing_a_client_with_a_flush_pending_throws_nothing_and_sends_nothing_afterwards() {
+    forget_rungs();
+    let room = unique_room("flush-free");
+    let catcher = Function::new_no_args(CATCH).call0(&JsValue::NULL).expect("the error recorder installs");
+    let witness = client(&room, &only("websocket"));
+    let heard = Recorder::attach(&witness, "message");
+    JsFuture::from(witness.connect()).await.expect("witness connects");
+
+    let doomed = client(&room, &only("websocket"));
+    let doomed_heard = Recorder::attach(&doomed, "message");
+    JsFuture::from(doomed.connect()).await.expect("connects");
+    // Three sends wait for the flush at the end of this task; free() comes first.
+    let sends: Vec<JsFuture> = (0..3).map(|index| JsFuture::from(doomed.send(JsValue::from_str(&format!("pending {index}"))))).collect();
+    free(doomed);
+    for send in sends {
+        let error = send.await.expect_err("a send of a freed client rejects");
+        assert_eq!(get(&error, "code").as_string().as_deref(), Some("closed"), "{}", describe(&error, &JsValue::UNDEFINED));
+    }
+    // free() said goodbye with them in the same message (as close() does); the flush that ran
+    // after it found no client. Then a publish: the room hears each message once, in order.
+    heard.wait_for(3).await;
+    publish(&room, None, "text/plain", "after free").await;
+    heard.wait_for(4).await;
+    assert_eq!(texts(&heard.take()), ["pending 0", "pending 1", "pending 2", "after free"]);
+    assert_eq!(doomed_heard.len(), 0, "a freed client's listener fired");
+    let errors: js_sys::Array = get(&catcher, "errors").unchecked_into();
+    let stop: Function = get(&catcher, "stop").unchecked_into();
+    stop.call0(&catcher).expect("the error recorder stops");
+    assert_eq!(errors.length(), 0, "the page saw errors: {:?}", errors.to_vec());
+    witness.close();
 }

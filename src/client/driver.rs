@@ -8,9 +8,10 @@
 //! - Events are drained into a local list and dispatched with no borrow held, so a listener may
 //!   call any client method.
 //! - At most one timer is armed, at the session's `poll_timeout`.
+//! - At most one flush of deferred sends is pending (the session asks once per batch), and it
+//!   holds only a weak handle on the driver.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use gloo_timers::callback::Timeout;
@@ -63,7 +64,7 @@ pub trait EventHandler {
 /// See the module docs.
 pub struct Driver {
     core: RefCell<Core>,
-    inbox: RefCell<VecDeque<Input>>,
+    inbox: RefCell<Vec<Input>>,
     running: Cell<bool>,
     myself: Weak<Driver>,
     handler: RefCell<Option<Weak<dyn EventHandler>>>,
@@ -85,7 +86,7 @@ impl Driver {
     pub fn new(session: Session) -> Rc<Driver> {
         Rc::new_cyclic(|myself| Driver {
             core: RefCell::new(Core { session, transports: Vec::new(), timer: None, fired_timer: None }),
-            inbox: RefCell::new(VecDeque::new()),
+            inbox: RefCell::new(Vec::new()),
             running: Cell::new(false),
             myself: myself.clone(),
             handler: RefCell::new(None),
@@ -148,7 +149,9 @@ impl Driver {
         let driver = self.myself.clone();
         Rc::new(move |input| {
             if let Some(driver) = driver.upgrade() {
-                driver.inbox.borrow_mut().push_back(input);
+                if let Ok(mut inbox) = driver.inbox.try_borrow_mut() {
+                    inbox.push(input);
+                }
                 driver.pump();
             }
         })
@@ -161,25 +164,25 @@ impl Driver {
             return;
         }
         loop {
-            let events = {
+            let (events, flush) = {
                 let Ok(mut core) = self.core.try_borrow_mut() else { break };
                 let now = now_ms();
-                loop {
-                    let input = self.inbox.borrow_mut().pop_front();
-                    match input {
-                        Some(input) => core.session.handle_input(now, input),
-                        None => break,
-                    }
+                let inputs = self.inbox.try_borrow_mut().map(|mut inbox| std::mem::take(&mut *inbox)).unwrap_or_default();
+                for input in inputs {
+                    core.session.handle_input(now, input);
                 }
                 while let Some(effect) = core.session.poll_effect() {
                     self.apply(&mut core, effect);
                 }
                 let events: Vec<Event> = std::iter::from_fn(|| core.session.poll_event()).collect();
                 self.arm_timer(&mut core, now);
-                events
+                (events, core.session.poll_flush())
             };
+            if flush {
+                self.schedule_flush();
+            }
             if events.is_empty() {
-                if self.inbox.borrow().is_empty() {
+                if self.inbox.try_borrow().map_or(true, |inbox| inbox.is_empty()) {
                     break;
                 }
                 continue;
@@ -256,6 +259,30 @@ impl Driver {
             });
             (at, timeout)
         });
+    }
+
+    /// Runs the session's flush of deferred sends at the end of the current task, so that every
+    /// `send()` of the task shares one WebSocket message or POST.
+    ///
+    /// The microtask is a task of wasm-bindgen-futures' executor (the one the uploads already
+    /// use): its single `queueMicrotask` callback is created once per wasm instance and never
+    /// dropped, so JS cannot call a dropped closure. The task owns only a weak handle: a client
+    /// freed before it runs is not kept alive, the task finds nothing, does nothing, and is
+    /// dropped with its future, so nothing leaks and nothing throws.
+    fn schedule_flush(&self) {
+        let driver = self.myself.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Some(driver) = driver.upgrade() {
+                driver.on_flush();
+            }
+        });
+    }
+
+    fn on_flush(&self) {
+        if let Ok(mut core) = self.core.try_borrow_mut() {
+            core.session.handle_flush(now_ms());
+        }
+        self.pump();
     }
 
     fn on_timer(&self) {
