@@ -266,9 +266,22 @@ async fn create_close_free_cycles_do_not_grow_the_wasm_memory() {
 /// Defect: the promise of a `send()` whose own pump failed the transport synchronously never
 /// settled (its entry was registered after the pump had already rejected nothing). A WebSocket
 /// whose `send` throws makes that happen: with `reconnect: false` the failure closes the client
-/// inside the very `send()` call, and the promise must still reject, with `closed`.
+/// inside the very `send()` call, and the promise must still reject, with `closed`. (A message
+/// that fills a batch by itself is handed over inside the call; smaller ones wait for the flush
+/// at the end of the task, the next test.)
 #[wasm_bindgen_test]
 async fn a_send_failed_inside_its_own_call_still_settles() {
+    send_fails_and_settles(&"d".repeat(64 * 1024), true).await;
+}
+
+/// The same failure in the flush at the end of the task: the client closes then, and the
+/// promise rejects with `closed`.
+#[wasm_bindgen_test]
+async fn a_send_failed_in_its_flush_still_settles() {
+    send_fails_and_settles("doomed", false).await;
+}
+
+async fn send_fails_and_settles(data: &str, inside_the_call: bool) {
     let options = js_sys::JSON::parse(r#"{"transports":["websocket"],"reconnect":false}"#).unwrap();
     let client = client(&unique_room("sync-failure"), &options);
     JsFuture::from(client.connect()).await.expect("opens");
@@ -278,9 +291,18 @@ async fn a_send_failed_inside_its_own_call_still_settles() {
     let original = js_sys::Reflect::get(&prototype, &JsValue::from_str("send")).unwrap();
     let throwing = Function::new_no_args("throw new Error('send refused by the test')");
     js_sys::Reflect::set(&prototype, &JsValue::from_str("send"), &throwing).unwrap();
-    let promise = client.send(JsValue::from_str("doomed"));
+    let promise = client.send(JsValue::from_str(data));
+    let state_in_the_call = client.state().as_string();
+    if !inside_the_call {
+        wait_until(2_000, || client.state().as_string().as_deref() == Some("closed")).await;
+    }
     js_sys::Reflect::set(&prototype, &JsValue::from_str("send"), &original).unwrap();
-    assert_eq!(client.state().as_string().as_deref(), Some("closed"), "the failure closed the client at once");
+    if inside_the_call {
+        assert_eq!(state_in_the_call.as_deref(), Some("closed"), "the failure closed the client at once");
+    } else {
+        assert_eq!(state_in_the_call.as_deref(), Some("open"), "a small send waits for the flush");
+        assert_eq!(client.state().as_string().as_deref(), Some("closed"), "the failed flush closed the client");
+    }
     // Bounded: a promise that never settles fails here instead of hanging the suite.
     let timeout = js_sys::Promise::new(&mut |resolve, _| {
         let window = web_sys::window().unwrap();
