@@ -267,7 +267,8 @@ impl Session {
                     Err(error) => self.conn_failed(now, id, error.as_str(), Failure::Protocol),
                 }
                 self.after_poll_response(now, id);
-                self.flush(now);
+                // An ack in the data may have opened the window for messages still held.
+                self.pump_out(now);
             }
             Input::Closed { reason, .. } => self.conn_failed(now, id, &reason, Failure::Transport),
             Input::Refused { reason, .. } => {

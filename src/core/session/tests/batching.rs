@@ -198,3 +198,32 @@ fn a_lost_connection_with_sends_waiting_for_the_flush_sends_them_after_the_resum
     h.data(conn2, &[hello("s1", 0, true)]);
     assert_eq!(transmitted(&h.effects()), vec![Frame::Ping { time: h.now }, message(1, "a")]);
 }
+
+#[test]
+fn at_most_max_in_flight_messages_go_unacknowledged_and_acks_send_the_rest() {
+    let mut h = Harness::new(ws_only());
+    let conn = h.open();
+    h.effects();
+    let total = MAX_IN_FLIGHT as u64 + 500;
+    for _ in 0..total {
+        h.session.send(h.now, None, Payload::Text("m".into())).unwrap();
+    }
+    let seqs = |effects: &[Effect]| -> Vec<u64> {
+        transmitted(effects)
+            .into_iter()
+            .filter_map(|frame| match frame {
+                Frame::Message(message) => Some(message.seq),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(seqs(&h.effects()), (1..=MAX_IN_FLIGHT as u64).collect::<Vec<u64>>(), "a window's worth goes");
+    // An ack of 300 lets 300 more go, in the same step.
+    h.data(conn, &[Frame::Ack { seq: 300 }]);
+    let next = seqs(&h.pending_effects());
+    assert_eq!(next, (MAX_IN_FLIGHT as u64 + 1..=MAX_IN_FLIGHT as u64 + 300).collect::<Vec<u64>>());
+    h.data(conn, &[Frame::Ack { seq: total - 200 }]);
+    assert_eq!(seqs(&h.pending_effects()), (MAX_IN_FLIGHT as u64 + 301..=total).collect::<Vec<u64>>());
+    h.data(conn, &[Frame::Ack { seq: total }]);
+    assert_eq!(h.session.outbox_len(), 0);
+}

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::core::backoff::BackoffConfig;
-use crate::core::session::batch::MAX_BATCH_BYTES;
+use crate::core::session::batch::{MAX_BATCH_BYTES, MAX_IN_FLIGHT};
 use crate::core::wire::{Carrier, Hello, Message, Payload};
 
 mod batching;
