@@ -7,7 +7,8 @@
 //! ([`Session::handle_flush`]), so every `send()` of one task shares a batch. Everything else
 //! (timers, incoming frames, acks, a POST's answer, a hello) still hands its frames over at once,
 //! and so does a `send` whose message would overflow the batch. At most [`MAX_IN_FLIGHT`]
-//! messages are out unacknowledged; an ack that opens the window sends more at once.
+//! messages are out unacknowledged on a WebSocket; an ack that opens the window sends more at
+//! once.
 //!
 //! Invariants: only the active connection is written to; at most one upstream POST is in
 //! flight per connection (the next batch waits for its answer); a batch is at most
@@ -26,11 +27,12 @@ use crate::core::Millis;
 /// Largest batch put into one WebSocket message or POST body; beyond it a new one starts.
 pub(super) const MAX_BATCH_BYTES: usize = 64 * 1024;
 
-/// Most messages handed to transports and not yet acknowledged; the rest waits in the outbox
+/// Most messages handed to a WebSocket and not yet acknowledged; the rest waits in the outbox
 /// until acks open the window. Batched, a loop of sends would otherwise reach the server far
 /// faster than it can pass the messages on: in a room every message also comes back to its
 /// sender, and a server ends a session whose unsent backlog passes its replay bound (10,000
-/// messages on the reference server, PROTOCOL.md §4).
+/// messages on the reference server, PROTOCOL.md §4). Upstream POSTs need no window: one is in
+/// flight at a time, and the server answers it once it has taken the messages in.
 pub(super) const MAX_IN_FLIGHT: usize = 1_000;
 
 /// Where the flush of deferred sends stands.
@@ -142,8 +144,9 @@ impl Session {
         self.batch.deferred_bytes = 0;
         let Some(kind) = self.active().map(|conn| conn.kind) else { return };
         let carrier = carrier_for(kind);
+        let window = if kind == TransportKind::WebSocket { MAX_IN_FLIGHT } else { usize::MAX };
         let mut index = self.outbox.first_untransmitted();
-        while let Some(message) = self.outbox.held().get(index).filter(|_| index < MAX_IN_FLIGHT) {
+        while let Some(message) = self.outbox.held().get(index).filter(|_| index < window) {
             let bound = wire::message_size_bound(message.event.as_deref(), &message.payload, carrier);
             if !self.batch.bytes.is_empty() && self.batch.bytes.len() + bound > MAX_BATCH_BYTES {
                 if kind != TransportKind::WebSocket {

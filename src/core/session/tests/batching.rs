@@ -227,3 +227,23 @@ fn at_most_max_in_flight_messages_go_unacknowledged_and_acks_send_the_rest() {
     h.data(conn, &[Frame::Ack { seq: total }]);
     assert_eq!(h.session.outbox_len(), 0);
 }
+
+#[test]
+fn over_http_the_window_is_the_one_post_in_flight() {
+    let (mut h, conn) = open_http(TransportKind::Sse);
+    let total = MAX_IN_FLIGHT as u64 + 500;
+    for _ in 0..total {
+        h.session.send(h.now, None, Payload::Text("m".into())).unwrap();
+    }
+    let mut seqs = Vec::new();
+    while (seqs.len() as u64) < total {
+        let effects = h.effects();
+        assert_eq!(carriers(&effects), 1, "each answer sends the next POST, acked or not");
+        seqs.extend(posted(&effects).into_iter().filter_map(|frame| match frame {
+            Frame::Message(message) => Some(message.seq),
+            _ => None,
+        }));
+        h.session.handle_input(h.now, Input::Posted { conn });
+    }
+    assert_eq!(seqs, (1..=total).collect::<Vec<u64>>());
+}
