@@ -48,8 +48,8 @@ impl HttpVersions {
         self.websocket_messages.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `{"websocket":{"http1":N,"http2":N},"sse":{...},"poll":{...},"send":{...},"publish":{...},
-    /// "websocketMessages":N}`
+    /// `{"websocketMessages":N,"websocket":{"http1":N,"http2":N},"sse":{...},"poll":{...},
+    /// "send":{...},"publish":{...}}`
     pub fn to_json(&self) -> String {
         let endpoints: Vec<String> = ENDPOINTS
             .iter()
@@ -63,7 +63,7 @@ impl HttpVersions {
                 format!("\"{name}\":{{{}}}", versions.join(","))
             })
             .collect();
-        format!("{{{},\"websocketMessages\":{}}}", endpoints.join(","), self.websocket_messages.load(Ordering::Relaxed))
+        format!("{{\"websocketMessages\":{},{}}}", self.websocket_messages.load(Ordering::Relaxed), endpoints.join(","))
     }
 }
 
@@ -102,7 +102,7 @@ mod tests {
         versions.record_websocket_message();
         assert_eq!(
             versions.to_json(),
-            r#"{"websocket":{"http1":1,"http2":0},"sse":{"http1":0,"http2":2},"poll":{"http1":1,"http2":0},"send":{"http1":0,"http2":0},"publish":{"http1":0,"http2":0},"websocketMessages":2}"#
+            r#"{"websocketMessages":2,"websocket":{"http1":1,"http2":0},"sse":{"http1":0,"http2":2},"poll":{"http1":1,"http2":0},"send":{"http1":0,"http2":0},"publish":{"http1":0,"http2":0}}"#
         );
     }
 }
