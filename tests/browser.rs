@@ -261,6 +261,30 @@ async fn listeners_unsubscribe_and_a_throwing_listener_is_reported(transport: &s
     client.close();
 }
 
+/// The `send()`s of one task share a batch: 100 sends in one synchronous loop reach the server in
+/// a handful of WebSocket messages (the server counts them), each acknowledged on its own and
+/// echoed once, in order.
+#[wasm_bindgen_test]
+async fn sends_of_one_task_reach_the_server_in_one_websocket_message() {
+    let room = unique_room("batched");
+    let client = client(&room, &only("websocket"));
+    let echoes = Recorder::attach(&client, "message");
+    JsFuture::from(client.connect()).await.expect("connects");
+    let before = websocket_messages(base_url()).await;
+    let sends: Vec<JsFuture> = (0..100).map(|index| JsFuture::from(client.send(JsValue::from_str(&format!("m{index}"))))).collect();
+    for send in sends {
+        send.await.expect("each send is acknowledged");
+    }
+    let used = websocket_messages(base_url()).await - before;
+    echoes.wait_for(100).await;
+    let expected: Vec<String> = (0..100).map(|index| format!("m{index}")).collect();
+    assert_eq!(texts(&echoes.take()), expected);
+    log(&format!("batched: 100 sends of one task took {used} WebSocket messages"));
+    // One batch, plus perhaps an ack of the echoes; one message per send would be 100.
+    assert!((1.0..=5.0).contains(&used), "100 sends of one task took {used} WebSocket messages");
+    client.close();
+}
+
 fn kind(info: &JsValue) -> String {
     get(info, "kind").as_string().unwrap_or_default()
 }

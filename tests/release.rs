@@ -76,6 +76,19 @@ fn has_own(target: &JsValue, key: &str) -> bool {
     js_sys::Object::has_own(target.unchecked_ref::<js_sys::Object>(), &JsValue::from_str(key))
 }
 
+/// Records what reaches the page's `error` and `unhandledrejection` events (an exception thrown
+/// by a microtask or timer callback lands there) until `stop()`.
+const CATCH: &str = r#"
+const errors = [];
+const record = (event) => errors.push(String(event.error || event.reason || event.message));
+window.addEventListener('error', record);
+window.addEventListener('unhandledrejection', record);
+return {
+    errors,
+    stop() { window.removeEventListener('error', record); window.removeEventListener('unhandledrejection', record); },
+};
+"#;
+
 /// Calls the JS `free()` of a client (what a JS caller does), consuming it.
 fn free(client: RealtimeClient) {
     let object = JsValue::from(client);
@@ -253,9 +266,22 @@ async fn create_close_free_cycles_do_not_grow_the_wasm_memory() {
 /// Defect: the promise of a `send()` whose own pump failed the transport synchronously never
 /// settled (its entry was registered after the pump had already rejected nothing). A WebSocket
 /// whose `send` throws makes that happen: with `reconnect: false` the failure closes the client
-/// inside the very `send()` call, and the promise must still reject, with `closed`.
+/// inside the very `send()` call, and the promise must still reject, with `closed`. (A message
+/// that fills a batch by itself is handed over inside the call; smaller ones wait for the flush
+/// at the end of the task, the next test.)
 #[wasm_bindgen_test]
 async fn a_send_failed_inside_its_own_call_still_settles() {
+    send_fails_and_settles(&"d".repeat(64 * 1024), true).await;
+}
+
+/// The same failure in the flush at the end of the task: the client closes then, and the
+/// promise rejects with `closed`.
+#[wasm_bindgen_test]
+async fn a_send_failed_in_its_flush_still_settles() {
+    send_fails_and_settles("doomed", false).await;
+}
+
+async fn send_fails_and_settles(data: &str, inside_the_call: bool) {
     let options = js_sys::JSON::parse(r#"{"transports":["websocket"],"reconnect":false}"#).unwrap();
     let client = client(&unique_room("sync-failure"), &options);
     JsFuture::from(client.connect()).await.expect("opens");
@@ -265,9 +291,18 @@ async fn a_send_failed_inside_its_own_call_still_settles() {
     let original = js_sys::Reflect::get(&prototype, &JsValue::from_str("send")).unwrap();
     let throwing = Function::new_no_args("throw new Error('send refused by the test')");
     js_sys::Reflect::set(&prototype, &JsValue::from_str("send"), &throwing).unwrap();
-    let promise = client.send(JsValue::from_str("doomed"));
+    let promise = client.send(JsValue::from_str(data));
+    let state_in_the_call = client.state().as_string();
+    if !inside_the_call {
+        wait_until(2_000, || client.state().as_string().as_deref() == Some("closed")).await;
+    }
     js_sys::Reflect::set(&prototype, &JsValue::from_str("send"), &original).unwrap();
-    assert_eq!(client.state().as_string().as_deref(), Some("closed"), "the failure closed the client at once");
+    if inside_the_call {
+        assert_eq!(state_in_the_call.as_deref(), Some("closed"), "the failure closed the client at once");
+    } else {
+        assert_eq!(state_in_the_call.as_deref(), Some("open"), "a small send waits for the flush");
+        assert_eq!(client.state().as_string().as_deref(), Some("closed"), "the failed flush closed the client");
+    }
     // Bounded: a promise that never settles fails here instead of hanging the suite.
     let timeout = js_sys::Promise::new(&mut |resolve, _| {
         let window = web_sys::window().unwrap();
@@ -304,4 +339,37 @@ async fn close_inside_a_listener_still_delivers_the_close_event() {
     publish(&room, None, "text/plain", "bye").await;
     closes.wait_for(1).await;
     assert_eq!(holder.borrow().as_ref().unwrap().state().as_string().as_deref(), Some("closed"));
+}
+
+#[wasm_bindgen_test]
+async fn freeing_a_client_with_a_flush_pending_throws_nothing_and_sends_nothing_afterwards() {
+    forget_rungs();
+    let room = unique_room("flush-free");
+    let catcher = Function::new_no_args(CATCH).call0(&JsValue::NULL).expect("the error recorder installs");
+    let witness = client(&room, &only("websocket"));
+    let heard = Recorder::attach(&witness, "message");
+    JsFuture::from(witness.connect()).await.expect("witness connects");
+
+    let doomed = client(&room, &only("websocket"));
+    let doomed_heard = Recorder::attach(&doomed, "message");
+    JsFuture::from(doomed.connect()).await.expect("connects");
+    // Three sends wait for the flush at the end of this task; free() comes first.
+    let sends: Vec<JsFuture> = (0..3).map(|index| JsFuture::from(doomed.send(JsValue::from_str(&format!("pending {index}"))))).collect();
+    free(doomed);
+    for send in sends {
+        let error = send.await.expect_err("a send of a freed client rejects");
+        assert_eq!(get(&error, "code").as_string().as_deref(), Some("closed"), "{}", describe(&error, &JsValue::UNDEFINED));
+    }
+    // free() said goodbye with them in the same message (as close() does); the flush that ran
+    // after it found no client. Then a publish: the room hears each message once, in order.
+    heard.wait_for(3).await;
+    publish(&room, None, "text/plain", "after free").await;
+    heard.wait_for(4).await;
+    assert_eq!(texts(&heard.take()), ["pending 0", "pending 1", "pending 2", "after free"]);
+    assert_eq!(doomed_heard.len(), 0, "a freed client's listener fired");
+    let errors: js_sys::Array = get(&catcher, "errors").unchecked_into();
+    let stop: Function = get(&catcher, "stop").unchecked_into();
+    stop.call0(&catcher).expect("the error recorder stops");
+    assert_eq!(errors.length(), 0, "the page saw errors: {:?}", errors.to_vec());
+    witness.close();
 }

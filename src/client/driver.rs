@@ -8,10 +8,11 @@
 //! - Events are drained into a local list and dispatched with no borrow held, so a listener may
 //!   call any client method.
 //! - At most one timer is armed, at the session's `poll_timeout`.
+//! - At most one flush of deferred sends is pending (the session asks once per batch), and it
+//!   holds only a weak handle on the driver.
 
 use crate::prelude::*;
 use core::cell::{Cell, RefCell};
-use alloc::collections::VecDeque;
 use alloc::rc::{Rc, Weak};
 
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -24,7 +25,7 @@ use crate::core::Millis;
 use crate::transport::event_source::EventSourceTransport;
 use crate::transport::long_poll::LongPollTransport;
 use crate::transport::listener::Listener;
-use crate::transport::timer::Timeout;
+use crate::transport::timer::{queue_microtask, Timeout};
 use crate::transport::websocket::WebSocketTransport;
 use crate::transport::{InputSink, Transport};
 
@@ -64,7 +65,7 @@ pub trait EventHandler {
 /// See the module docs.
 pub struct Driver {
     core: RefCell<Core>,
-    inbox: RefCell<VecDeque<Input>>,
+    inbox: RefCell<Vec<Input>>,
     running: Cell<bool>,
     myself: Weak<Driver>,
     handler: RefCell<Option<Weak<dyn EventHandler>>>,
@@ -86,7 +87,7 @@ impl Driver {
     pub fn new(session: Session) -> Rc<Driver> {
         Rc::new_cyclic(|myself| Driver {
             core: RefCell::new(Core { session, transports: Vec::new(), timer: None, fired_timer: None }),
-            inbox: RefCell::new(VecDeque::new()),
+            inbox: RefCell::new(Vec::new()),
             running: Cell::new(false),
             myself: myself.clone(),
             handler: RefCell::new(None),
@@ -149,7 +150,9 @@ impl Driver {
         let driver = self.myself.clone();
         Rc::new(move |input| {
             if let Some(driver) = driver.upgrade() {
-                driver.inbox.borrow_mut().push_back(input);
+                if let Ok(mut inbox) = driver.inbox.try_borrow_mut() {
+                    inbox.push(input);
+                }
                 driver.pump();
             }
         })
@@ -162,25 +165,25 @@ impl Driver {
             return;
         }
         loop {
-            let events = {
+            let (events, flush) = {
                 let Ok(mut core) = self.core.try_borrow_mut() else { break };
                 let now = now_ms();
-                loop {
-                    let input = self.inbox.borrow_mut().pop_front();
-                    match input {
-                        Some(input) => core.session.handle_input(now, input),
-                        None => break,
-                    }
+                let inputs = self.inbox.try_borrow_mut().map(|mut inbox| core::mem::take(&mut *inbox)).unwrap_or_default();
+                for input in inputs {
+                    core.session.handle_input(now, input);
                 }
                 while let Some(effect) = core.session.poll_effect() {
                     self.apply(&mut core, effect);
                 }
                 let events: Vec<Event> = core::iter::from_fn(|| core.session.poll_event()).collect();
                 self.arm_timer(&mut core, now);
-                events
+                (events, core.session.poll_flush())
             };
+            if flush {
+                self.schedule_flush();
+            }
             if events.is_empty() {
-                if self.inbox.borrow().is_empty() {
+                if self.inbox.try_borrow().map_or(true, |inbox| inbox.is_empty()) {
                     break;
                 }
                 continue;
@@ -257,6 +260,29 @@ impl Driver {
             });
             (at, timeout)
         });
+    }
+
+    /// Runs the session's flush of deferred sends at the end of the current task, so that every
+    /// `send()` of the task shares one WebSocket message or POST.
+    ///
+    /// The microtask (`transport::timer::queue_microtask`, whose docs prove its closure is
+    /// freed exactly once, after it ran) owns only a weak handle: a client freed before it runs
+    /// is not kept alive; the microtask finds nothing, does nothing and frees itself, so nothing
+    /// leaks and nothing throws.
+    fn schedule_flush(&self) {
+        let driver = self.myself.clone();
+        queue_microtask(move || {
+            if let Some(driver) = driver.upgrade() {
+                driver.on_flush();
+            }
+        });
+    }
+
+    fn on_flush(&self) {
+        if let Ok(mut core) = self.core.try_borrow_mut() {
+            core.session.handle_flush(now_ms());
+        }
+        self.pump();
     }
 
     fn on_timer(&self) {

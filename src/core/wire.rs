@@ -334,10 +334,11 @@ pub fn encode_message(seq: u64, event: Option<&str>, payload: &Payload, carrier:
     }
 }
 
-/// An upper bound of the encoded size of a message frame, for batching decisions.
-pub fn message_size_bound(event: Option<&str>, payload: &Payload) -> usize {
+/// An upper bound of the encoded size of a message frame on `carrier`, for batching decisions.
+pub fn message_size_bound(event: Option<&str>, payload: &Payload, carrier: Carrier) -> usize {
     // Header fields are at most ~70 bytes plus the event name; base64 grows the body by 4/3.
-    96 + event.map_or(0, str::len) + payload.len() / 3 * 4 + 4 + payload.len() % 3
+    let body = if carrier.needs_base64(payload) { payload.len() / 3 * 4 + 4 } else { payload.len() };
+    96 + event.map_or(0, str::len) + body
 }
 
 /// Encodes one frame into a fresh buffer.

@@ -1,5 +1,9 @@
-//! A `setTimeout` that is cancelled when dropped (gloo-timers' `Timeout` in spirit, with the
-//! crate's one closure type, so it adds no closure shims of its own).
+//! A `setTimeout` that is cancelled when dropped (gloo-timers' `Timeout` in spirit), and a
+//! one-shot `queueMicrotask`; both with the crate's one closure type, so they add no closure
+//! shims of their own.
+
+use alloc::rc::Rc;
+use core::cell::Cell;
 
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -35,4 +39,33 @@ impl Drop for Timeout {
     fn drop(&mut self) {
         clear_timeout(&self.handle);
     }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    // The global, present in windows and workers alike.
+    #[wasm_bindgen(js_name = queueMicrotask)]
+    fn queue_microtask_js(callback: &Closure<dyn FnMut(JsValue)>);
+}
+
+/// Calls `callback` once, at the end of the current task (a microtask).
+///
+/// Ownership of the closure: it is kept alive by a slot that the closure itself holds (a cycle),
+/// so that nothing can free it while the microtask is queued. A queued microtask always runs,
+/// and when it does the closure takes itself out of the slot and drops itself: wasm-bindgen's
+/// glue frees a closure dropped during its own call once that call returns, and the cycle is
+/// gone. What `callback` captures must not keep its owner alive (callers pass a `Weak`).
+pub fn queue_microtask(callback: impl FnOnce() + 'static) {
+    let slot: Rc<Cell<Option<Closure<dyn FnMut(JsValue)>>>> = Rc::new(Cell::new(None));
+    let held = slot.clone();
+    let mut callback = Some(callback);
+    let closure = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+        let this = held.take();
+        if let Some(callback) = callback.take() {
+            callback();
+        }
+        drop(this);
+    });
+    queue_microtask_js(&closure);
+    slot.set(Some(closure));
 }

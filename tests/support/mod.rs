@@ -250,6 +250,12 @@ pub fn http_count(stats: &JsValue, endpoint: &str, version: &str) -> f64 {
     get(&get(stats, endpoint), version).as_f64().unwrap_or_else(|| panic!("stats lack {endpoint}.{version}"))
 }
 
+/// The WebSocket messages the server at `base` received from clients since it started.
+pub async fn websocket_messages(base: &str) -> f64 {
+    let stats = http_versions(base).await;
+    get(&stats, "websocketMessages").as_f64().expect("stats count websocketMessages")
+}
+
 /// POSTs a text message to `{base}/publish` and checks the 202.
 pub async fn publish_to(base: &str, room: &str, body: &str) {
     let status = publish_status_at(base, room, None, "text/plain", body).await;

@@ -138,7 +138,7 @@ impl Session {
         let presented_last = resume.map(|(_, _, last)| last);
         let probe = attach == Attach::HelloOnly;
         let url = self.endpoint.connect_url(kind, ConnectParams { conn: id.0, resume, probe });
-        self.effects.push_back(Effect::Open { conn: id, kind, url });
+        self.effects.push(Effect::Open { conn: id, kind, url });
         self.conns.list.push(Connection {
             id,
             kind,
@@ -159,14 +159,14 @@ impl Session {
     /// Closes and forgets a connection.
     pub(super) fn drop_conn(&mut self, id: ConnId) {
         if self.conns.remove(id) {
-            self.effects.push_back(Effect::Close { conn: id });
+            self.effects.push(Effect::Close { conn: id });
         }
     }
 
     /// Closes every connection; whatever was batched for the active one is void.
     pub(super) fn drop_all_conns(&mut self) {
         for conn in self.conns.take_all() {
-            self.effects.push_back(Effect::Close { conn: conn.id });
+            self.effects.push(Effect::Close { conn: conn.id });
         }
         self.batch.clear();
     }

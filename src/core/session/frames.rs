@@ -49,7 +49,7 @@ impl Session {
             return;
         }
         if hello.version != wire::PROTOCOL_VERSION {
-            self.events.push_back(Event::Error {
+            self.events.push(Event::Error {
                 code: ErrorCode::UnsupportedVersion,
                 message: String::from("server speaks an unsupported protocol version"),
             });
@@ -143,12 +143,12 @@ impl Session {
             } else {
                 (TransportCause::Connected, String::from("connected"))
             };
-            self.events.push_back(Event::Transport { from, to: kind, cause, reason });
+            self.events.push(Event::Transport { from, to: kind, cause, reason });
         }
         self.last_transport = Some(kind);
         self.last_failure.clear();
         if role == Role::Candidate || !resumed {
-            self.events.push_back(Event::Open { session_id: hello.session_id, transport: kind, resumed });
+            self.events.push(Event::Open { session_id: hello.session_id, transport: kind, resumed });
         }
         self.outbox.mark_all_unsent();
         // A long poll continues from `after_poll_response`, once the whole response is handled.
@@ -172,7 +172,7 @@ impl Session {
         self.inbox = Default::default();
         self.timers.clear(Timer::Ack);
         self.renumber_outbox_for_reset();
-        self.events.push_back(Event::Reset { reason: "the server could not resume the session" });
+        self.events.push(Event::Reset { reason: "the server could not resume the session" });
     }
 
     /// A close on the active connection: the end, or a reconnect on the server's advice.
@@ -217,7 +217,7 @@ impl Session {
                 _ => "server closed the session and asked not to reconnect: ",
             });
             message.push_str(&close.reason);
-            self.events.push_back(Event::Error { code: cause, message });
+            self.events.push(Event::Error { code: cause, message });
         }
         self.finish(close.code, close.reason, cause, "server closed the session");
     }
@@ -229,7 +229,7 @@ impl Session {
         self.untried.clear();
         self.fail_outbox(ErrorCode::Closed, failure);
         self.set_state(State::Closed);
-        self.events.push_back(Event::Closed { code, reason, cause });
+        self.events.push(Event::Closed { code, reason, cause });
     }
 }
 

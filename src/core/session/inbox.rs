@@ -34,7 +34,7 @@ impl Session {
         self.stats.bytes_in += message.payload.len() as u64;
         let delay = self.ack_delay(self.active().map(|conn| conn.kind));
         self.timers.set_if_unset(Timer::Ack, after(now, delay));
-        self.events.push_back(Event::Message { seq: message.seq, event: message.event, payload: message.payload });
+        self.events.push(Event::Message { seq: message.seq, event: message.event, payload: message.payload });
     }
 
     /// How long acks are debounced on a transport (over HTTP every ack costs a POST).

@@ -98,7 +98,7 @@ impl Session {
         if protocol {
             let mut message = String::from("protocol error: ");
             message.push_str(reason);
-            self.events.push_back(Event::Error { code: ErrorCode::Protocol, message });
+            self.events.push(Event::Error { code: ErrorCode::Protocol, message });
         }
         match role {
             Role::Active => {
@@ -116,7 +116,7 @@ impl Session {
                 self.last_failure.push_str(reason);
                 if !protocol {
                     // A rung that fails says why (a protocol error has said so already).
-                    self.events.push_back(Event::Error { code: failure.code(), message: self.last_failure.clone() });
+                    self.events.push(Event::Error { code: failure.code(), message: self.last_failure.clone() });
                 }
                 let racing = self.conns.any(Role::Candidate);
                 if !racing && !self.untried.is_empty() {
@@ -169,7 +169,7 @@ impl Session {
             // The app learns why the client stopped, as for every other end that is not its own.
             let mut message = String::from("gave up reconnecting: ");
             message.push_str(&reason);
-            self.events.push_back(Event::Error { code: ErrorCode::RetriesExhausted, message });
+            self.events.push(Event::Error { code: ErrorCode::RetriesExhausted, message });
             self.finish(1006, reason, ErrorCode::RetriesExhausted, "gave up reconnecting");
             return;
         };
@@ -179,7 +179,7 @@ impl Session {
         let delay = delay.max(1);
         self.timers.set(Timer::Reconnect, after(now, delay));
         self.set_state(State::Reconnecting);
-        self.events.push_back(Event::Reconnecting { attempt, delay_ms: delay, reason });
+        self.events.push(Event::Reconnecting { attempt, delay_ms: delay, reason });
     }
 
     /// The rank of a rung in the ladder (0 is the preferred one).

@@ -44,7 +44,7 @@ impl Session {
         self.timers.clear_all();
         self.untried.clear();
         self.set_state(State::Reconnecting);
-        self.events.push_back(Event::Reconnecting {
+        self.events.push(Event::Reconnecting {
             attempt: self.backoff.as_ref().map_or(0, Backoff::attempt),
             delay_ms: 0,
             reason: String::from("page hidden: resuming when it is shown again"),

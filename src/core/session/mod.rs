@@ -34,8 +34,6 @@
 //!   replaces the connection.
 
 use crate::prelude::*;
-use alloc::collections::VecDeque;
-
 use crate::core::backoff::{Backoff, Jitter};
 use crate::core::endpoint::{Endpoint, TransportKind};
 use crate::core::wire::{self, close_code, Close, Frame, Retry};
@@ -95,8 +93,37 @@ pub struct Session {
     last_step: Millis,
     batch: Batch,
     stats: Stats,
-    effects: VecDeque<Effect>,
-    events: VecDeque<Event>,
+    effects: Queue<Effect>,
+    events: Queue<Event>,
+}
+
+/// A first-in first-out queue of two `Vec`s (a `VecDeque` costs kilobytes of wasm per element
+/// type): `push` appends to `incoming`; `pop` takes from `outgoing`, which, once empty, trades
+/// places with `incoming` and is reversed. Every item waiting in `outgoing` was pushed before
+/// any in `incoming`, so the order is kept.
+struct Queue<T> {
+    incoming: Vec<T>,
+    outgoing: Vec<T>,
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Queue<T> {
+        Queue { incoming: Vec::new(), outgoing: Vec::new() }
+    }
+}
+
+impl<T> Queue<T> {
+    fn push(&mut self, item: T) {
+        self.incoming.push(item);
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        if self.outgoing.is_empty() {
+            core::mem::swap(&mut self.incoming, &mut self.outgoing);
+            self.outgoing.reverse();
+        }
+        self.outgoing.pop()
+    }
 }
 
 impl Session {
@@ -123,8 +150,8 @@ impl Session {
             last_step: 0,
             batch: Batch::default(),
             stats: Stats::default(),
-            effects: VecDeque::new(),
-            events: VecDeque::new(),
+            effects: Queue::default(),
+            events: Queue::default(),
             config,
         }
     }
@@ -188,7 +215,8 @@ impl Session {
         // Over HTTP the goodbye would be a POST that the teardown aborts at once; the server
         // expires the session instead.
         if self.transport() == Some(TransportKind::WebSocket) {
-            self.batch.clear();
+            // Sends of this task that wait for their flush go first, in the goodbye's message.
+            self.encode_unsent(now);
             self.queue_frame(&Frame::Close(Close {
                 code: close_code::NORMAL,
                 reason: String::from("client closed"),
@@ -241,7 +269,8 @@ impl Session {
                     Err(error) => self.conn_failed(now, id, error.as_str(), Failure::Protocol),
                 }
                 self.after_poll_response(now, id);
-                self.flush(now);
+                // An ack in the data may have opened the window for messages still held.
+                self.pump_out(now);
             }
             Input::Closed { reason, .. } => self.conn_failed(now, id, &reason, Failure::Transport),
             Input::Refused { reason, .. } => {
@@ -250,7 +279,7 @@ impl Session {
                 } else {
                     let mut message = String::from("server refused the client: ");
                     message.push_str(&reason);
-                    self.events.push_back(Event::Error { code: ErrorCode::Unauthorized, message });
+                    self.events.push(Event::Error { code: ErrorCode::Unauthorized, message });
                     self.finish(close_code::UNAUTHORIZED, reason, ErrorCode::Unauthorized, "server refused the client");
                 }
             }
@@ -313,18 +342,18 @@ impl Session {
 
     /// The next effect to carry out.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        self.effects.pop()
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     fn set_state(&mut self, state: State) {
         if self.state != state {
             self.state = state;
-            self.events.push_back(Event::State(state));
+            self.events.push(Event::State(state));
         }
     }
 }

@@ -4,10 +4,12 @@
 //! form a prefix (sending goes in order, and a new connection marks everything unsent); an entry
 //! leaves only by an ack, by a reset that cannot prove it was not delivered, or by `close`, and
 //! each of those settles its `send()` exactly once (a `Delivered` or `SendFailed` event).
+//!
+//! The queue is a `Vec` with a read index (a `VecDeque` costs kilobytes of wasm per element
+//! type): acked entries at its front are skipped, and dropped in one pass once they are half of
+//! it, so an ack costs amortised O(1) per message.
 
 use crate::prelude::*;
-use alloc::collections::VecDeque;
-
 use crate::core::session::ladder::Failure;
 use crate::core::session::{ErrorCode, Event, SendError, Session};
 use crate::core::wire::{self, Payload};
@@ -23,7 +25,9 @@ pub(super) struct Outgoing {
 }
 
 pub(super) struct Outbox {
-    pub(super) queue: VecDeque<Outgoing>,
+    /// The entries from `acked` on are held; those before it were acked and wait to be dropped.
+    queue: Vec<Outgoing>,
+    acked: usize,
     /// Payload bytes held.
     pub(super) bytes: usize,
     /// The sequence number the next message gets.
@@ -34,23 +38,38 @@ pub(super) struct Outbox {
 
 impl Default for Outbox {
     fn default() -> Outbox {
-        Outbox { queue: VecDeque::new(), bytes: 0, next_seq: 1, next_id: 1 }
+        Outbox { queue: Vec::new(), acked: 0, bytes: 0, next_seq: 1, next_id: 1 }
     }
 }
 
 impl Outbox {
     pub(super) fn len(&self) -> usize {
-        self.queue.len()
+        self.queue.len().saturating_sub(self.acked)
     }
 
-    /// The index of the first message not yet handed to a transport.
+    /// The messages held, oldest first.
+    pub(super) fn held(&self) -> &[Outgoing] {
+        self.queue.get(self.acked..).unwrap_or_default()
+    }
+
+    pub(super) fn held_mut(&mut self) -> &mut [Outgoing] {
+        self.queue.get_mut(self.acked..).unwrap_or_default()
+    }
+
+    /// Empties the outbox, returning what it held, oldest first.
+    fn take_held(&mut self) -> impl Iterator<Item = Outgoing> {
+        let acked = core::mem::replace(&mut self.acked, 0);
+        core::mem::take(&mut self.queue).into_iter().skip(acked)
+    }
+
+    /// The index (in [`Outbox::held`]) of the first message not yet handed to a transport.
     pub(super) fn first_untransmitted(&self) -> usize {
-        self.queue.partition_point(|message| message.transmitted)
+        self.held().partition_point(|message| message.transmitted)
     }
 
     /// After a resume the unacked tail goes again, in order: the server drops what it has.
     pub(super) fn mark_all_unsent(&mut self) {
-        for message in self.queue.iter_mut() {
+        for message in self.held_mut() {
             message.transmitted = false;
         }
     }
@@ -59,12 +78,21 @@ impl Outbox {
     /// the count and bytes removed.
     fn take_acked(&mut self, seq: u64) -> Option<(u64, u64, u64)> {
         let mut acked: Option<(u64, u64, u64)> = None;
-        while self.queue.front().is_some_and(|message| message.seq <= seq) {
-            if let Some(message) = self.queue.pop_front() {
-                self.bytes -= message.payload.len();
-                let (_, count, bytes) = acked.unwrap_or((0, 0, 0));
-                acked = Some((message.id, count + 1, bytes + message.payload.len() as u64));
-            }
+        while let Some(message) = self.queue.get_mut(self.acked).filter(|message| message.seq <= seq) {
+            // The entry stays until the next compaction; its payload goes now.
+            let length = core::mem::replace(&mut message.payload, Payload::Text(String::new())).len();
+            self.bytes -= length;
+            self.acked += 1;
+            let (_, count, bytes) = acked.unwrap_or((0, 0, 0));
+            acked = Some((message.id, count + 1, bytes + length as u64));
+        }
+        if self.acked * 2 >= self.queue.len() {
+            let mut index = 0;
+            let acked = core::mem::replace(&mut self.acked, 0);
+            self.queue.retain(|_| {
+                index += 1;
+                index > acked
+            });
         }
         acked
     }
@@ -85,7 +113,7 @@ impl Session {
             return Err(SendError::TooLarge);
         }
         let outbox = &mut self.outbox;
-        if outbox.queue.len() >= self.config.outbox_max_messages
+        if outbox.len() >= self.config.outbox_max_messages
             || outbox.bytes + payload.len() > self.config.outbox_max_bytes
         {
             return Err(SendError::OutboxFull);
@@ -95,8 +123,11 @@ impl Session {
         let seq = outbox.next_seq;
         outbox.next_seq += 1;
         outbox.bytes += payload.len();
-        outbox.queue.push_back(Outgoing { id, seq, event, payload, transmitted: false });
-        self.pump_out(now);
+        let bound = self.size_bound(event.as_deref(), &payload);
+        // A batch that this message would overflow goes now; the rest waits for the flush.
+        self.before_deferred_send(now, bound);
+        self.outbox.queue.push(Outgoing { id, seq, event, payload, transmitted: false });
+        self.defer_send(now, bound);
         Ok(id)
     }
 
@@ -109,19 +140,19 @@ impl Session {
         if let Some((up_to_id, count, bytes)) = self.outbox.take_acked(seq) {
             self.stats.messages_out += count;
             self.stats.bytes_out += bytes;
-            self.events.push_back(Event::Delivered { up_to_id });
+            self.events.push(Event::Delivered { up_to_id });
         }
     }
 
     /// A fresh session: a message that went out may or may not have reached the old one, so it
     /// is rejected rather than risk a double. Messages never sent are renumbered and kept.
     pub(super) fn renumber_outbox_for_reset(&mut self) {
-        let mut kept = VecDeque::with_capacity(self.outbox.queue.len());
+        let mut kept = Vec::with_capacity(self.outbox.len());
         let mut next_seq = 1;
-        for mut message in self.outbox.queue.drain(..) {
+        for mut message in self.outbox.take_held() {
             if message.transmitted {
                 self.outbox.bytes -= message.payload.len();
-                self.events.push_back(Event::SendFailed {
+                self.events.push(Event::SendFailed {
                     id: message.id,
                     code: ErrorCode::Reset,
                     reason: "session reset: the message may not have been delivered",
@@ -129,7 +160,7 @@ impl Session {
             } else {
                 message.seq = next_seq;
                 next_seq += 1;
-                kept.push_back(message);
+                kept.push(message);
             }
         }
         self.outbox.queue = kept;
@@ -144,17 +175,17 @@ impl Session {
     pub(super) fn reject_oversize(&mut self) {
         let limit = self.max_body_bytes;
         let first_unsent = self.outbox.first_untransmitted();
-        if !self.outbox.queue.iter().skip(first_unsent).any(|message| message.payload.len() > limit) {
+        if !self.outbox.held().iter().skip(first_unsent).any(|message| message.payload.len() > limit) {
             return;
         }
-        let Some(mut next_seq) = self.outbox.queue.get(first_unsent).map(|message| message.seq) else { return };
-        let mut kept = VecDeque::with_capacity(self.outbox.queue.len());
-        for (index, mut message) in self.outbox.queue.drain(..).enumerate() {
+        let Some(mut next_seq) = self.outbox.held().get(first_unsent).map(|message| message.seq) else { return };
+        let mut kept = Vec::with_capacity(self.outbox.len());
+        for (index, mut message) in self.outbox.take_held().enumerate() {
             if index < first_unsent {
-                kept.push_back(message);
+                kept.push(message);
             } else if message.payload.len() > limit {
                 self.outbox.bytes -= message.payload.len();
-                self.events.push_back(Event::SendFailed {
+                self.events.push(Event::SendFailed {
                     id: message.id,
                     code: ErrorCode::TooLarge,
                     reason: SendError::TooLarge.as_str(),
@@ -162,7 +193,7 @@ impl Session {
             } else {
                 message.seq = next_seq;
                 next_seq += 1;
-                kept.push_back(message);
+                kept.push(message);
             }
         }
         self.outbox.queue = kept;
@@ -171,8 +202,8 @@ impl Session {
 
     /// Fails every message still held (the client closed).
     pub(super) fn fail_outbox(&mut self, code: ErrorCode, reason: &'static str) {
-        for message in self.outbox.queue.drain(..) {
-            self.events.push_back(Event::SendFailed { id: message.id, code, reason });
+        for message in self.outbox.take_held() {
+            self.events.push(Event::SendFailed { id: message.id, code, reason });
         }
         self.outbox.bytes = 0;
     }

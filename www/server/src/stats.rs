@@ -1,6 +1,7 @@
 //! Which HTTP version carried each realtime request: one counter per endpoint and version, bumped
 //! by a middleware and read at `GET /realtime/stats`, so tests (and people) can see that a browser
-//! really multiplexed its streams over HTTP/2. Relaxed atomics; nothing else is recorded.
+//! really multiplexed its streams over HTTP/2; and how many WebSocket messages clients sent, so
+//! they can see that sends are batched. Relaxed atomics; nothing else is recorded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,10 +23,11 @@ const ENDPOINTS: [(&str, &str); 5] = [
 ];
 const VERSIONS: [&str; 2] = ["http1", "http2"];
 
-/// Requests per endpoint and HTTP version.
+/// Requests per endpoint and HTTP version, and WebSocket messages received.
 #[derive(Debug, Default)]
 pub struct HttpVersions {
     counts: [[AtomicU64; VERSIONS.len()]; ENDPOINTS.len()],
+    websocket_messages: AtomicU64,
 }
 
 impl HttpVersions {
@@ -41,7 +43,13 @@ impl HttpVersions {
         self.counts[endpoint][column].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `{"websocket":{"http1":N,"http2":N},"sse":{...},"poll":{...},"send":{...},"publish":{...}}`
+    /// Counts one text or binary WebSocket message from a client (a batch of frames).
+    pub fn record_websocket_message(&self) {
+        self.websocket_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `{"websocketMessages":N,"websocket":{"http1":N,"http2":N},"sse":{...},"poll":{...},
+    /// "send":{...},"publish":{...}}`
     pub fn to_json(&self) -> String {
         let endpoints: Vec<String> = ENDPOINTS
             .iter()
@@ -55,7 +63,7 @@ impl HttpVersions {
                 format!("\"{name}\":{{{}}}", versions.join(","))
             })
             .collect();
-        format!("{{{}}}", endpoints.join(","))
+        format!("{{\"websocketMessages\":{},{}}}", self.websocket_messages.load(Ordering::Relaxed), endpoints.join(","))
     }
 }
 
@@ -90,9 +98,11 @@ mod tests {
         versions.record("/realtime", Version::HTTP_10);
         versions.record("/realtime/stats", Version::HTTP_2);
         versions.record("/elsewhere", Version::HTTP_2);
+        versions.record_websocket_message();
+        versions.record_websocket_message();
         assert_eq!(
             versions.to_json(),
-            r#"{"websocket":{"http1":1,"http2":0},"sse":{"http1":0,"http2":2},"poll":{"http1":1,"http2":0},"send":{"http1":0,"http2":0},"publish":{"http1":0,"http2":0}}"#
+            r#"{"websocketMessages":2,"websocket":{"http1":1,"http2":0},"sse":{"http1":0,"http2":2},"poll":{"http1":1,"http2":0},"send":{"http1":0,"http2":0},"publish":{"http1":0,"http2":0}}"#
         );
     }
 }

@@ -137,6 +137,7 @@ async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<At
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Close(_) => break,
         };
+        state.http_versions.record_websocket_message();
         let frames = match wire::decode_all(&bytes, max) {
             Ok(frames) => frames,
             Err(error) => {

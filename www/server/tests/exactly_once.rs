@@ -461,6 +461,11 @@ impl Sim {
 
     /// Carries out the client's effects (as the adapters would) and checks its events.
     fn drain_client(&mut self) -> Outcome {
+        // Each step is one task: the flush of deferred sends runs at its end (a microtask).
+        if self.client.poll_flush() {
+            self.note("flush", &"");
+            self.client.handle_flush(self.now);
+        }
         while let Some(effect) = self.client.poll_effect() {
             self.note("effect", &effect);
             match &effect {

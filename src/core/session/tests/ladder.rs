@@ -132,6 +132,8 @@ fn a_probe_proves_the_better_rung_then_the_session_migrates_without_loss_or_doub
     let sse = on_sse_after_fallback(&mut h);
     h.data(sse, &[text(1, "a"), text(2, "b")]);
     let unacked = h.session.send(h.now, None, Payload::Text("up".into())).unwrap();
+    // The task ends: its flush posts the message, with the ack that was due.
+    h.effects();
     h.events();
     // The probe comes within the first upgrade delay (1 to 2 s).
     let probe_at = h.session.poll_timeout().unwrap();

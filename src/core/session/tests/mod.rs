@@ -3,9 +3,10 @@
 
 use super::*;
 use crate::core::backoff::BackoffConfig;
-use crate::core::session::batch::MAX_BATCH_BYTES;
+use crate::core::session::batch::{MAX_BATCH_BYTES, MAX_IN_FLIGHT};
 use crate::core::wire::{Carrier, Hello, Message, Payload};
 
+mod batching;
 mod head_start;
 mod ladder;
 mod properties;
@@ -24,7 +25,17 @@ impl Harness {
         Harness { session: Session::new(Endpoint::parse(URL).unwrap(), config), now: 1_000 }
     }
 
+    /// The effects of the task that ends now: a flush it asked for runs first, as the driver's
+    /// microtask does.
     fn effects(&mut self) -> Vec<Effect> {
+        if self.session.poll_flush() {
+            self.session.handle_flush(self.now);
+        }
+        self.pending_effects()
+    }
+
+    /// The effects so far, with the task still running (no flush).
+    fn pending_effects(&mut self) -> Vec<Effect> {
         std::iter::from_fn(|| self.session.poll_effect()).collect()
     }
 

@@ -183,6 +183,10 @@ fn run(steps: &[Step], seed: u64) -> Result<(), TestCaseError> {
                 session.connect(now);
             }
         }
+        // The end of the task: the flush the sends asked for, as the driver's microtask.
+        if session.poll_flush() {
+            session.handle_flush(now);
+        }
         while let Some(effect) = session.poll_effect() {
             if let Effect::Open { conn, .. } = effect {
                 conns.push(conn);
