@@ -1,0 +1,75 @@
+//! The TypeScript types of the public API, emitted into the generated `.d.ts` (the methods'
+//! signatures come from the `#[wasm_bindgen]` attributes in `mod.rs`).
+
+use wasm_bindgen::prelude::wasm_bindgen;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPESCRIPT: &'static str = r#"
+export type TransportName = 'websocket' | 'sse' | 'long-polling';
+export type ClientState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+export interface ReconnectOptions {
+  /** Upper bound of the first (random) delay. Default 500. */
+  initialDelayMs?: number;
+  /** Cap of any delay. Default 30000. */
+  maxDelayMs?: number;
+  /** Growth per attempt. Default 2. */
+  multiplier?: number;
+  /** Attempts before giving up; null or Infinity for unlimited (the default). */
+  maxAttempts?: number | null;
+}
+export interface RealtimeClientOptions {
+  /** Allowed transports, in preference order. Default all three. */
+  transports?: TransportName[];
+  /** How long a connection may take to deliver the server's hello. Default 5000. */
+  connectTimeoutMs?: number;
+  /** Reconnect policy, or false to never reconnect. */
+  reconnect?: ReconnectOptions | boolean;
+  /** Bounds of the queue of unacknowledged messages. Defaults 10000 messages, 16 MiB. */
+  outbox?: { maxMessages?: number; maxBytes?: number };
+}
+/** The stable code of every error the client reports (README: "Errors"). Branch on it, never on the message. */
+export type ErrorCode =
+  | 'closed' | 'outbox-full' | 'too-large' | 'reset' | 'unauthorized' | 'unsupported-version'
+  | 'transport-failed' | 'protocol' | 'timeout' | 'listener-threw' | 'server-closed'
+  | 'retries-exhausted' | 'invalid-argument';
+/** An Error from the client: thrown, rejected or passed to 'error' listeners. */
+export interface RealtimeError extends Error {
+  code: ErrorCode;
+  /** For 'listener-threw': what the listener threw. */
+  cause?: unknown;
+}
+export type MessageData = string | Uint8Array | unknown;
+export interface MessageInfo { event: string | null; seq: number; kind: 'text' | 'json' | 'binary'; }
+export interface OpenInfo { sessionId: string; transport: TransportName; resumed: boolean; }
+export interface CloseInfo { code: number; reason: string; }
+export interface TransportInfo { from: TransportName | null; to: TransportName; reason: string; }
+export interface ReconnectingInfo { attempt: number; delayMs: number; reason: string; }
+export interface ResetInfo { reason: string; }
+export interface ClientStats {
+  messagesIn: number; messagesOut: number; bytesIn: number; bytesOut: number;
+  reconnects: number; fallbacks: number; upgrades: number;
+  rttMs: number | null; transport: TransportName | null; outbox: number;
+}
+export interface RealtimeEventMap {
+  open: (info: OpenInfo) => void;
+  close: (info: CloseInfo) => void;
+  error: (error: RealtimeError) => void;
+  state: (state: ClientState) => void;
+  transport: (info: TransportInfo) => void;
+  reconnecting: (info: ReconnectingInfo) => void;
+  reset: (info: ResetInfo) => void;
+  message: (data: MessageData, info: MessageInfo) => void;
+}
+export type LifecycleEvent = Exclude<keyof RealtimeEventMap, 'message'>;
+/** Listener of a named event (any name that is not a lifecycle name). */
+export type NamedEventListener = (data: MessageData, info: MessageInfo) => void;
+export interface RealtimeClient {
+  /** Adds a listener; returns a function that removes it. */
+  on<K extends keyof RealtimeEventMap>(event: K, listener: RealtimeEventMap[K]): () => void;
+  /** Adds a listener for a named event; returns a function that removes it. */
+  on(event: string, listener: NamedEventListener): () => void;
+  /** Removes a listener added with `on()`. */
+  off<K extends keyof RealtimeEventMap>(event: K, listener: RealtimeEventMap[K]): void;
+  off(event: string, listener: NamedEventListener): void;
+}
+"#;
