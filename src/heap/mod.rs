@@ -58,12 +58,14 @@ impl<S: Source> Heap<S> {
     /// `GlobalAlloc::alloc`'s contract; the source must keep its promise.
     pub unsafe fn alloc(&mut self, layout: Layout) -> *mut u8 {
         let Some((class, size)) = class_of(layout) else { return core::ptr::null_mut() };
-        let head = self.free[class];
-        if head != 0 {
-            // SAFETY: `head` is a free block of this class (invariant), at least 16 bytes and
+        // `get_mut`, not indexing: `class_of` bounds it, but a bounds check would be a panic site.
+        let Some(head) = self.free.get_mut(class) else { return core::ptr::null_mut() };
+        if *head != 0 {
+            let block = *head;
+            // SAFETY: `block` is a free block of this class (invariant), at least 16 bytes and
             // 16-aligned, whose first word holds the next free block's address.
-            self.free[class] = unsafe { *(head as *const usize) };
-            return head as *mut u8;
+            *head = unsafe { *(block as *const usize) };
+            return block as *mut u8;
         }
         let align = size.min(PAGE);
         loop {
@@ -119,9 +121,10 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// `block` is unused memory of class `class`'s size and alignment.
     unsafe fn push(&mut self, class: usize, block: usize) {
+        let Some(head) = self.free.get_mut(class) else { return };
         // SAFETY: the caller's promise; the block is 16-aligned and holds a word.
-        unsafe { *(block as *mut usize) = self.free[class] };
-        self.free[class] = block;
+        unsafe { *(block as *mut usize) = *head };
+        *head = block;
     }
 
     /// Puts unused memory `start..end` (both multiples of 16) on the free lists as the largest

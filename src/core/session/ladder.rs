@@ -48,7 +48,8 @@ impl Session {
             .last_transport
             .or(self.remembered)
             .filter(|kind| self.config.transports.contains(kind))
-            .unwrap_or(self.config.transports[0]);
+            .or(self.config.transports.first().copied())
+            .unwrap_or(TransportKind::WebSocket);
         self.untried = core::iter::once(first)
             .chain(self.config.transports.iter().copied().filter(|&kind| kind != first))
             .collect();
@@ -61,7 +62,10 @@ impl Session {
         if self.untried.is_empty() {
             return;
         }
-        let kind = self.untried.remove(0);
+        // Taken from the front without `Vec::remove` (an assertion, so a panic site).
+        let mut rest = core::mem::take(&mut self.untried).into_iter();
+        let Some(kind) = rest.next() else { return };
+        self.untried = rest.collect();
         // At most one connection of a round presents the resume: the server attaches the last
         // one to arrive and retires the other, so two would fight over the session. The others
         // race with a hello only; if one of them wins, the session resumes on its rung.

@@ -97,18 +97,19 @@ pub struct Session {
     events: Queue<Event>,
 }
 
-/// A first-in first-out queue of two `Vec`s (a `VecDeque` costs kilobytes of wasm per element
-/// type): `push` appends to `incoming`; `pop` takes from `outgoing`, which, once empty, trades
-/// places with `incoming` and is reversed. Every item waiting in `outgoing` was pushed before
-/// any in `incoming`, so the order is kept.
+/// A first-in first-out queue (a `VecDeque` costs kilobytes of wasm per element type): `push`
+/// appends to `incoming`; `pop` takes from `outgoing`, an iterator over an earlier `incoming`,
+/// and once it is spent takes the current `incoming` whole. Every item left in `outgoing` was
+/// pushed before any in `incoming`, so the order is kept; nothing is indexed, so nothing can
+/// panic.
 struct Queue<T> {
     incoming: Vec<T>,
-    outgoing: Vec<T>,
+    outgoing: alloc::vec::IntoIter<T>,
 }
 
 impl<T> Default for Queue<T> {
     fn default() -> Queue<T> {
-        Queue { incoming: Vec::new(), outgoing: Vec::new() }
+        Queue { incoming: Vec::new(), outgoing: Vec::new().into_iter() }
     }
 }
 
@@ -118,11 +119,11 @@ impl<T> Queue<T> {
     }
 
     fn pop(&mut self) -> Option<T> {
-        if self.outgoing.is_empty() {
-            core::mem::swap(&mut self.incoming, &mut self.outgoing);
-            self.outgoing.reverse();
+        if let Some(item) = self.outgoing.next() {
+            return Some(item);
         }
-        self.outgoing.pop()
+        self.outgoing = core::mem::take(&mut self.incoming).into_iter();
+        self.outgoing.next()
     }
 }
 
