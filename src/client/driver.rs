@@ -68,10 +68,12 @@ pub struct Driver {
     inbox: RefCell<Vec<Input>>,
     running: Cell<bool>,
     myself: Weak<Driver>,
-    handler: RefCell<Option<Weak<dyn EventHandler>>>,
+    // Cells replaced whole rather than RefCells: no borrow, so no borrow panic site (each
+    // keeps the formatter in the wasm).
+    handler: Cell<Option<Weak<dyn EventHandler>>>,
     /// Window and document listeners for the page lifecycle (none in a worker), held only
     /// while the session is not closed.
-    lifecycle: RefCell<Vec<Listener>>,
+    lifecycle: Cell<Vec<Listener>>,
     /// `(Date.now(), performance.now())` when the last timer fired, to spot a clock jump.
     clocks: Cell<(f64, f64)>,
 }
@@ -90,18 +92,19 @@ impl Driver {
             inbox: RefCell::new(Vec::new()),
             running: Cell::new(false),
             myself: myself.clone(),
-            handler: RefCell::new(None),
-            lifecycle: RefCell::new(Vec::new()),
+            handler: Cell::new(None),
+            lifecycle: Cell::new(Vec::new()),
             clocks: Cell::new((js_sys::Date::now(), performance_now())),
         })
     }
 
     /// Connects (or reconnects a closed client), listening to the page lifecycle meanwhile.
     pub fn connect(&self) {
-        if self.lifecycle.borrow().is_empty() {
-            let listeners = lifecycle_listeners(&self.myself);
-            *self.lifecycle.borrow_mut() = listeners;
+        let mut listeners = self.lifecycle.take();
+        if listeners.is_empty() {
+            listeners = lifecycle_listeners(&self.myself);
         }
+        self.lifecycle.set(listeners);
         self.command(|session, now| session.connect(now));
     }
 
@@ -121,29 +124,32 @@ impl Driver {
 
     /// Sets who receives events (held weakly: the facade owns the driver, not the reverse).
     pub fn set_handler(&self, handler: Weak<dyn EventHandler>) {
-        *self.handler.borrow_mut() = Some(handler);
+        self.handler.set(Some(handler));
     }
 
-    /// Reads the session.
-    pub fn with_session<T>(&self, read: impl FnOnce(&Session) -> T) -> T {
-        read(&self.core.borrow().session)
+    /// Reads the session. The session is never borrowed while JS runs (module docs), so the
+    /// default answer for a session that is borrowed is never given; it replaces a panic site.
+    pub fn with_session<T: Default>(&self, read: impl FnOnce(&Session) -> T) -> T {
+        self.core.try_borrow().map(|core| read(&core.session)).unwrap_or_default()
     }
 
     /// Runs a user command against the session, then pumps.
-    pub fn command<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T) -> T {
+    pub fn command<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T) -> Option<T> {
         self.command_then(command, |_| {})
     }
 
     /// Runs a user command, lets the caller record its result (with no borrow held), then
     /// pumps: whatever the pump settles (a send failing at once) finds the record in place.
-    pub fn command_then<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T, record: impl FnOnce(&T)) -> T {
+    ///
+    /// `None` only if the session were borrowed, which the module's invariant rules out.
+    pub fn command_then<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T, record: impl FnOnce(&T)) -> Option<T> {
         let result = {
-            let mut core = self.core.borrow_mut();
+            let mut core = self.core.try_borrow_mut().ok()?;
             command(&mut core.session, now_ms())
         };
         record(&result);
         self.pump();
-        result
+        Some(result)
     }
 
     fn sink(&self) -> InputSink {
@@ -188,7 +194,9 @@ impl Driver {
                 }
                 continue;
             }
-            let handler = self.handler.borrow().as_ref().and_then(Weak::upgrade);
+            let weak = self.handler.take();
+            let handler = weak.as_ref().and_then(Weak::upgrade);
+            self.handler.set(weak);
             if let Some(handler) = handler {
                 handler.handle_events(events);
             }
@@ -197,7 +205,7 @@ impl Driver {
         if self.with_session(|session| session.state() == State::Closed) {
             // A closed client holds nothing of the page: no window listeners, no timer (the
             // session has no deadline, so `arm_timer` dropped it), no transports.
-            let released = core::mem::take(&mut *self.lifecycle.borrow_mut());
+            let released = self.lifecycle.take();
             drop(released);
         }
     }

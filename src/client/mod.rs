@@ -300,9 +300,9 @@ impl RealtimeClient {
             },
         );
         match (result, promise) {
-            (Ok(_), Some(promise)) => promise,
-            (Err(error), _) => rejected(error.code(), error.as_str()),
-            (Ok(_), None) => rejected(ErrorCode::Closed, "client is closed"),
+            (Some(Ok(_)), Some(promise)) => promise,
+            (Some(Err(error)), _) => rejected(error.code(), error.as_str()),
+            (_, _) => rejected(ErrorCode::Closed, "client is closed"),
         }
     }
 }
