@@ -18,7 +18,8 @@ DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_SCHEME := http
 DEMO_FLAGS :=
 endif
-WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/pkg
+# --no-default-features: the shipped wasm is no_std with a trapping panic handler (src/lib.rs).
+WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/pkg -- --no-default-features
 
 .PHONY: help setup demo test test-host test-browser size clean
 

@@ -171,8 +171,7 @@ export WASM_BINDGEN_TEST_WEBDRIVER_JSON=$tls_webdriver_json
 
 status=0
 started=$SECONDS
-# `--features std`: the test harness links std, which then owns the panic handler (src/lib.rs).
-wasm-pack test --headless --chrome --features std "$@" || status=$?
+wasm-pack test --headless --chrome "$@" || status=$?
 echo "browser-tests: all test files against plain http (and tests/h2.rs over TLS): $((SECONDS - started))s"
 # The behaviour suite again, against the TLS server: REALTIME_TEST_URL is read at compile time,
 # so this recompiles tests/browser.rs (only it). Skipped when arguments select something else.
@@ -189,7 +188,7 @@ if [ "$status" -eq 0 ] && [ "$#" -eq 0 ]; then
     started=$SECONDS
     sse_before=$(tls_h2_count sse)
     poll_before=$(tls_h2_count poll)
-    REALTIME_TEST_URL=$REALTIME_TLS_URL wasm-pack test --headless --chrome --features std --test browser || status=$?
+    REALTIME_TEST_URL=$REALTIME_TLS_URL wasm-pack test --headless --chrome --test browser || status=$?
     echo "browser-tests: tests/browser.rs against $REALTIME_TLS_URL (HTTP/2): $((SECONDS - started))s"
     sse_after=$(tls_h2_count sse)
     poll_after=$(tls_h2_count poll)

@@ -40,7 +40,7 @@ if [ -f "$wasm" ] && [ -f www/pkg/realtime_client.js ] &&
     [ -z "$(find src Cargo.toml Cargo.lock -newer "$wasm" -print -quit)" ]; then
     say "www/pkg is up to date: reusing it"
 else
-    wasm-pack build --release --target web --out-dir www/pkg
+    wasm-pack build --release --target web --out-dir www/pkg -- --no-default-features
     .ci/post-build.sh www/pkg
 fi
 timed "wasm package"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-wasm-pack build --release --target web --out-dir www/pkg
+wasm-pack build --release --target web --out-dir www/pkg -- --no-default-features
 .ci/post-build.sh www/pkg
 
 gzipped_bytes() {

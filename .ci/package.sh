@@ -44,7 +44,8 @@ cargo_home=${CARGO_HOME:-$HOME/.cargo}
 export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--remap-path-prefix=$cargo_home/registry/src/=/cargo/ --remap-path-prefix=$sysroot/lib/rustlib/src/rust/=/rust/ --remap-path-prefix=$repo_root/="
 export CARGO_TARGET_DIR=${PACKAGE_TARGET_DIR:-$repo_root/target/package}
 rm -rf pkg
-wasm-pack build --release --target web --out-dir pkg
+# --no-default-features: no_std with a trapping panic handler, what ships (src/lib.rs).
+wasm-pack build --release --target web --out-dir pkg -- --no-default-features
 if grep -aqF -e "$repo_root/" -e "$cargo_home/" -e "$sysroot/" pkg/realtime_client_bg.wasm; then
     fail "pkg/realtime_client_bg.wasm still holds a path of this machine: $(grep -aoF -e "$repo_root/" -e "$cargo_home/" -e "$sysroot/" pkg/realtime_client_bg.wasm | head -n 1)"
 fi

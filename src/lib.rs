@@ -5,13 +5,14 @@
 //! (wasm32 only) adapts browser APIs to core inputs; `client` (wasm32 only) is the
 //! `#[wasm_bindgen]` facade. The reference server depends on [`core::wire`] for the codec.
 //!
-//! The wasm build is `no_std` (`core` and `alloc` only), with a panic handler that traps:
-//! std's panic machinery keeps the whole formatting library in the wasm, and a panic here is a
-//! bug that must not happen anyway (the wasm instance is dead after one, with std or without).
-//! The browser tests link std through their harness, so they build with the `std` feature,
-//! which leaves the panic handler to std. The host build (tests, the reference server) is std.
+//! The npm package's wasm is built without the default `std` feature: `no_std` (`core` and
+//! `alloc` only), with a panic handler that traps. std's panic machinery keeps the whole
+//! formatting library in the wasm, and a panic here is a bug that must not happen anyway (the
+//! wasm instance is dead after one, with std or without). With `std` (the default: a Rust app
+//! depending on this crate, the browser tests) std is linked and owns the panic handler; the
+//! code is the same, written against `core` and `alloc`. The host build is always std.
 
-#![cfg_attr(target_arch = "wasm32", no_std)]
+#![cfg_attr(all(target_arch = "wasm32", not(feature = "std")), no_std)]
 
 extern crate alloc;
 

@@ -127,29 +127,32 @@ impl Driver {
         self.handler.set(Some(handler));
     }
 
-    /// Reads the session. The session is never borrowed while JS runs (module docs), so the
-    /// default answer for a session that is borrowed is never given; it replaces a panic site.
-    pub fn with_session<T: Default>(&self, read: impl FnOnce(&Session) -> T) -> T {
-        self.core.try_borrow().map(|core| read(&core.session)).unwrap_or_default()
+    /// Reads the session. The session is never borrowed while JS runs (module docs); should it
+    /// be (only after an earlier trap inside the pump) this throws: `throw_str`, not a panic,
+    /// whose site would keep the formatter in the wasm.
+    pub fn with_session<T>(&self, read: impl FnOnce(&Session) -> T) -> T {
+        match self.core.try_borrow() {
+            Ok(core) => read(&core.session),
+            Err(_) => wasm_bindgen::throw_str(crate::client::BROKEN),
+        }
     }
 
     /// Runs a user command against the session, then pumps.
-    pub fn command<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T) -> Option<T> {
+    pub fn command<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T) -> T {
         self.command_then(command, |_| {})
     }
 
     /// Runs a user command, lets the caller record its result (with no borrow held), then
     /// pumps: whatever the pump settles (a send failing at once) finds the record in place.
-    ///
-    /// `None` only if the session were borrowed, which the module's invariant rules out.
-    pub fn command_then<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T, record: impl FnOnce(&T)) -> Option<T> {
-        let result = {
-            let mut core = self.core.try_borrow_mut().ok()?;
-            command(&mut core.session, now_ms())
+    /// Throws, as `with_session` does, if the session is still borrowed after an earlier trap.
+    pub fn command_then<T>(&self, command: impl FnOnce(&mut Session, Millis) -> T, record: impl FnOnce(&T)) -> T {
+        let result = match self.core.try_borrow_mut() {
+            Ok(mut core) => command(&mut core.session, now_ms()),
+            Err(_) => wasm_bindgen::throw_str(crate::client::BROKEN),
         };
         record(&result);
         self.pump();
-        Some(result)
+        result
     }
 
     fn sink(&self) -> InputSink {

@@ -36,6 +36,10 @@ extern "C" {
     fn console_error(value: &JsValue);
 }
 
+/// What a method throws if it finds the client's state still borrowed, which can only happen
+/// after an earlier trap inside the client: the instance is then broken, and says so.
+pub(crate) const BROKEN: &str = "realtime-client is broken by an earlier fatal error; create a new client";
+
 /// Event names with a fixed meaning: `emit()` refuses them.
 const LIFECYCLE_EVENTS: [&str; 8] = ["open", "close", "error", "state", "transport", "reconnecting", "reset", "message"];
 
@@ -160,7 +164,7 @@ impl RealtimeClient {
             return Err(invalid_argument("listener must be a function"));
         }
         let listener = listener.unchecked_into::<Function>();
-        let Some(mut hooks) = self.facade.hooks() else { return Err(invalid_argument("on() called while the client is busy")) };
+        let mut hooks = self.facade.hooks();
         // Forget the subscriptions whose unsubscribe function ran since.
         let listeners = hooks.listeners.clone();
         hooks.subscriptions.retain(|subscription| !listeners.get(&JsValue::from(subscription.id)).is_undefined());
@@ -179,7 +183,7 @@ impl RealtimeClient {
     /// Removes a listener added with `on()`.
     #[wasm_bindgen(skip_typescript)]
     pub fn off(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "(...args: any[]) => void")] listener: JsValue) {
-        let Some(mut hooks) = self.facade.hooks() else { return };
+        let mut hooks = self.facade.hooks();
         let listeners = hooks.listeners.clone();
         hooks.subscriptions.retain(|subscription| {
             let key = JsValue::from(subscription.id);
@@ -198,7 +202,8 @@ impl RealtimeClient {
             return Promise::new(&mut |resolve, _| call(&resolve, &JsValue::UNDEFINED));
         }
         let promise = Promise::new(&mut |resolve, reject| {
-            if let Some(mut hooks) = self.facade.hooks() {
+            {
+                let mut hooks = self.facade.hooks();
                 hooks.connect_waiters.push((resolve, reject));
             }
         });
@@ -233,7 +238,8 @@ impl RealtimeClient {
     /// dropped and everything the client registered in the page is released. Idempotent.
     pub fn close(&self) {
         if self.driver.with_session(|session| session.state() != crate::core::session::State::Closed) {
-            if let Some(mut hooks) = self.facade.hooks() {
+            {
+                let mut hooks = self.facade.hooks();
                 hooks.drop_listeners_at_close = true;
             }
         }
@@ -292,7 +298,8 @@ impl RealtimeClient {
             |result| {
                 if let Ok(id) = result {
                     promise = Some(Promise::new(&mut |resolve, reject| {
-                        if let Some(mut hooks) = self.facade.hooks() {
+                        {
+                let mut hooks = self.facade.hooks();
                             hooks.pending_sends.push(Some(PendingSend { id: *id, resolve, reject }));
                         }
                     }));
@@ -300,9 +307,9 @@ impl RealtimeClient {
             },
         );
         match (result, promise) {
-            (Some(Ok(_)), Some(promise)) => promise,
-            (Some(Err(error)), _) => rejected(error.code(), error.as_str()),
-            (_, _) => rejected(ErrorCode::Closed, "client is closed"),
+            (Ok(_), Some(promise)) => promise,
+            (Err(error), _) => rejected(error.code(), error.as_str()),
+            (Ok(_), None) => rejected(ErrorCode::Closed, "client is closed"),
         }
     }
 }
@@ -313,9 +320,9 @@ impl Drop for RealtimeClient {
         self.driver.command(|session, now| session.close(now));
         // Freed inside one of its own listeners, the close events are still queued in the outer
         // pump, which will find no facade to give them to: settle the promises here.
-        let (sends, waiters) = match self.facade.hooks() {
-            Some(mut hooks) => (core::mem::take(&mut hooks.pending_sends), core::mem::take(&mut hooks.connect_waiters)),
-            None => (Vec::new(), Vec::new()),
+        let (sends, waiters) = {
+            let mut hooks = self.facade.hooks();
+            (core::mem::take(&mut hooks.pending_sends), core::mem::take(&mut hooks.connect_waiters))
         };
         let error = error_value(ErrorCode::Closed, "client was freed");
         for pending in sends.into_iter().flatten() {
@@ -336,17 +343,18 @@ impl EventHandler for Facade {
 }
 
 impl Facade {
-    /// The hooks, borrowed without a panic site: no borrow of them is ever held across a call
-    /// out, so this never finds one (and a panic site would keep the formatter in the wasm).
-    fn hooks(&self) -> Option<core::cell::RefMut<'_, Hooks>> {
-        self.hooks.try_borrow_mut().ok()
+    /// The hooks. No borrow of them is ever held across a call out, so this finds none; should
+    /// it (only after an earlier trap left one behind) it throws rather than carry on quietly.
+    /// `throw_str`, not a panic: a panic site would keep the formatter in the wasm.
+    fn hooks(&self) -> core::cell::RefMut<'_, Hooks> {
+        self.hooks.try_borrow_mut().unwrap_or_else(|_| wasm_bindgen::throw_str(BROKEN))
     }
 
     fn dispatch(&self, event: Event) {
         match event {
             Event::State(state) => self.emit("state", &[JsValue::from_str(state.as_str())]),
             Event::Open { session_id, transport, resumed } => {
-                let waiters = self.hooks().map(|mut hooks| core::mem::take(&mut hooks.connect_waiters)).unwrap_or_default();
+                let waiters = core::mem::take(&mut self.hooks().connect_waiters);
                 for (resolve, _) in waiters {
                     call(&resolve, &JsValue::UNDEFINED);
                 }
@@ -387,7 +395,8 @@ impl Facade {
             }
             Event::Delivered { up_to_id } => {
                 let mut settled = Vec::new();
-                if let Some(mut hooks) = self.hooks() {
+                {
+                    let mut hooks = self.hooks();
                     let mut head = hooks.settled_head;
                     while let Some(slot) = hooks.pending_sends.get_mut(head) {
                         match slot {
@@ -407,10 +416,11 @@ impl Facade {
                 }
             }
             Event::SendFailed { id, code, reason } => {
-                let pending = self.hooks().and_then(|mut hooks| {
+                let pending = {
+                    let mut hooks = self.hooks();
                     let slot = hooks.pending_sends.iter_mut().find(|slot| slot.as_ref().is_some_and(|pending| pending.id == id));
                     slot.and_then(Option::take)
-                });
+                };
                 if let Some(pending) = pending {
                     call(&pending.reject, &error_value(code, reason));
                 }
@@ -452,7 +462,7 @@ impl Facade {
                     // Still in use until now: its memory counts from here.
                     self.remember(rung);
                 }
-                let waiters = self.hooks().map(|mut hooks| core::mem::take(&mut hooks.connect_waiters)).unwrap_or_default();
+                let waiters = core::mem::take(&mut self.hooks().connect_waiters);
                 let mut message = String::from("closed before the session opened: ");
                 message.push_str(&reason);
                 for (_, reject) in waiters {
@@ -462,10 +472,10 @@ impl Facade {
                 set(&info, "code", &number(u64::from(code)));
                 set(&info, "reason", &JsValue::from_str(&reason));
                 self.emit("close", &[info.into()]);
-                let Some(mut hooks) = self.hooks() else { return };
+                let mut hooks = self.hooks();
                 if core::mem::replace(&mut hooks.drop_listeners_at_close, false) {
                     hooks.subscriptions.clear();
-                    hooks.listeners = js_sys::Map::new();
+                    hooks.listeners.clear();
                 }
             }
         }
@@ -474,7 +484,7 @@ impl Facade {
     /// Calls every listener of `event`. The list is copied first: a listener may unsubscribe.
     fn emit(&self, event: &str, args: &[JsValue]) {
         let (ids, listeners): (Vec<JsValue>, js_sys::Map) = {
-            let Ok(hooks) = self.hooks.try_borrow() else { return };
+            let hooks = self.hooks();
             let ids = hooks
                 .subscriptions
                 .iter()

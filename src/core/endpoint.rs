@@ -90,8 +90,9 @@ pub struct ConnectParams<'a> {
 impl Endpoint {
     /// Parses and checks the user's URL.
     pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
-        // ASCII whitespace, as the URL parser strips it (`str::trim` ships Unicode tables).
-        let url = url.trim_matches(|c: char| c.is_ascii_whitespace());
+        // What the URL parser strips (C0 controls and space), and the Unicode spaces a paste
+        // brings along, matched by hand: `str::trim` ships the Unicode tables.
+        let url = url.trim_matches(|c: char| c <= ' ' || matches!(c, '\u{85}' | '\u{a0}' | '\u{1680}' | '\u{2000}'..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{feff}'));
         let (secure, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "https://") {
             (true, rest)
         } else if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
@@ -219,6 +220,20 @@ fn push_param(url: &mut String, name: &str, value: u64) {
 #[cfg(not(target_arch = "wasm32"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn surrounding_whitespace_is_trimmed_as_str_trim_would() {
+        let plain = Endpoint::parse("https://h.example/rt").unwrap();
+        for padded in ["\u{a0}https://h.example/rt\u{3000}", " \t\nhttps://h.example/rt\u{2028}\u{feff}", "\u{2003}https://h.example/rt\u{85}"] {
+            let endpoint = Endpoint::parse(padded).unwrap();
+            assert_eq!((endpoint.secure, endpoint.authority_and_path.as_str()), (plain.secure, plain.authority_and_path.as_str()), "{padded:?}");
+        }
+        // Whatever str::trim strips, this strips too.
+        for c in (0..=0x10ffff_u32).filter_map(char::from_u32).filter(|c| c.is_whitespace()) {
+            let padded = format!("{c}https://h.example/rt{c}");
+            assert_eq!(Endpoint::parse(&padded).unwrap().authority_and_path, "h.example/rt", "U+{:04X}", c as u32);
+        }
+    }
 
     #[test]
     fn urls_keep_the_user_query_on_every_transport() {
