@@ -65,7 +65,9 @@ pub trait EventHandler {
 /// See the module docs.
 pub struct Driver {
     core: RefCell<Core>,
-    inbox: RefCell<Vec<Input>>,
+    /// Inputs that arrived while the pump ran; a `Cell` taken and set back, never borrowed, so
+    /// no input can be refused for a borrow in progress.
+    inbox: Cell<Vec<Input>>,
     running: Cell<bool>,
     myself: Weak<Driver>,
     // Cells replaced whole rather than RefCells: no borrow, so no borrow panic site (each
@@ -89,7 +91,7 @@ impl Driver {
     pub fn new(session: Session) -> Rc<Driver> {
         Rc::new_cyclic(|myself| Driver {
             core: RefCell::new(Core { session, transports: Vec::new(), timer: None, fired_timer: None }),
-            inbox: RefCell::new(Vec::new()),
+            inbox: Cell::new(Vec::new()),
             running: Cell::new(false),
             myself: myself.clone(),
             handler: Cell::new(None),
@@ -159,9 +161,9 @@ impl Driver {
         let driver = self.myself.clone();
         Rc::new(move |input| {
             if let Some(driver) = driver.upgrade() {
-                if let Ok(mut inbox) = driver.inbox.try_borrow_mut() {
-                    inbox.push(input);
-                }
+                let mut inbox = driver.inbox.take();
+                inbox.push(input);
+                driver.inbox.set(inbox);
                 driver.pump();
             }
         })
@@ -177,7 +179,7 @@ impl Driver {
             let (events, flush) = {
                 let Ok(mut core) = self.core.try_borrow_mut() else { break };
                 let now = now_ms();
-                let inputs = self.inbox.try_borrow_mut().map(|mut inbox| core::mem::take(&mut *inbox)).unwrap_or_default();
+                let inputs = self.inbox.take();
                 for input in inputs {
                     core.session.handle_input(now, input);
                 }
@@ -192,7 +194,10 @@ impl Driver {
                 self.schedule_flush();
             }
             if events.is_empty() {
-                if self.inbox.try_borrow().map_or(true, |inbox| inbox.is_empty()) {
+                let inbox = self.inbox.take();
+                let idle = inbox.is_empty();
+                self.inbox.set(inbox);
+                if idle {
                     break;
                 }
                 continue;
