@@ -24,8 +24,13 @@ use realtime_client::core::wire::{self, MAX_HEADER_BYTES};
 use tokio::sync::watch;
 use tower_http::services::ServeDir;
 
+pub mod admin;
+pub mod client_ip;
 pub mod cors;
+pub mod edge;
 pub mod kick;
+pub mod limits;
+pub mod metrics;
 pub mod params;
 pub mod poll;
 pub mod probe;
@@ -69,6 +74,14 @@ pub struct Config {
     pub probe_hold: Duration,
     /// TEST AND DEMO ONLY: `POST /realtime/kick` breaks off a session's transport (see [`kick`]).
     pub allow_kick: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (see [`client_ip`]); none by default.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Connection limits and timeouts ([`edge`]).
+    pub edge: edge::EdgeConfig,
+    /// Session and rate limits ([`limits`]).
+    pub limits: limits::LimitConfig,
+    /// The admin surface ([`admin`]).
+    pub admin: admin::AdminConfig,
 }
 
 impl Default for Config {
@@ -89,6 +102,10 @@ impl Default for Config {
             max_probes: 1_000,
             probe_hold: Duration::from_secs(30),
             allow_kick: false,
+            trusted_proxies: Vec::new(),
+            edge: edge::EdgeConfig::default(),
+            limits: limits::LimitConfig::default(),
+            admin: admin::AdminConfig::default(),
         }
     }
 }
@@ -121,6 +138,8 @@ pub struct AppState {
     probes: AtomicUsize,
     /// Realtime requests per endpoint and HTTP version (`GET /realtime/stats`).
     pub http_versions: stats::HttpVersions,
+    /// Everything `GET /metrics` exports, and the count of every limit trip.
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -133,6 +152,7 @@ impl AppState {
             live: watch::channel(0).0,
             probes: AtomicUsize::new(0),
             http_versions: stats::HttpVersions::default(),
+            metrics: metrics::Metrics::default(),
         });
         let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -251,6 +271,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/realtime/kick", post(kick::handle))
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::check_origin))
         .layer(axum::middleware::from_fn_with_state(state.clone(), stats::record))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), client_ip::resolve))
         .with_state(state.clone());
     let static_dir = state.config.static_dir.clone();
     Router::new()

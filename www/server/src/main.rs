@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::serve::{Listener, ListenerExt};
+use axum::serve::Listener;
 use clap::Parser;
 use realtime_server::tls::{Identity, TlsListener};
 use realtime_server::{app, default_static_dir, AppState, Config};
@@ -55,6 +55,16 @@ struct Flags {
     /// transport (no secret needed); off by default.
     #[arg(long)]
     allow_kick: bool,
+    /// A proxy whose X-Forwarded-For header names the client address for per-IP limits
+    /// (repeatable); without it the TCP peer is the client.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
+    #[command(flatten)]
+    edge: realtime_server::edge::EdgeFlags,
+    #[command(flatten)]
+    limits: realtime_server::limits::LimitFlags,
+    #[command(flatten)]
+    admin: realtime_server::admin::AdminFlags,
 }
 
 #[tokio::main]
@@ -77,7 +87,7 @@ async fn main() -> std::process::ExitCode {
         eprintln!("error: --static-dir {} is not a directory", static_dir.display());
         return std::process::ExitCode::from(2);
     }
-    let config = Config {
+    let mut config = Config {
         static_dir,
         allowed_origins: flags.allow_origins,
         allow_loopback_origins: flags.allow_loopback_origins,
@@ -86,8 +96,15 @@ async fn main() -> std::process::ExitCode {
         resume_window: Duration::from_millis(flags.resume_window_ms),
         max_sessions: flags.max_sessions as usize,
         allow_kick: flags.allow_kick,
+        trusted_proxies: flags.trusted_proxies,
         ..Config::default()
     };
+    for applied in [flags.edge.apply(&mut config), flags.limits.apply(&mut config), flags.admin.apply(&mut config)] {
+        if let Err(error) = applied {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    }
     if config.allow_loopback_origins {
         tracing::warn!("--allow-loopback-origins is on: any 127.0.0.1/localhost page may connect (test only)");
     }
@@ -126,12 +143,7 @@ async fn main() -> std::process::ExitCode {
         None => {
             println!("listening on http://{address}");
             let _ = std::io::stdout().flush();
-            // Frames are small and latency matters: no Nagle delay (which also held a WebSocket
-            // close back until the socket was already reset).
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            serve(listener, state.clone()).await
+            serve(realtime_server::edge::NoDelayListener(listener), state.clone()).await
         }
         Some((server_config, identity)) => {
             let listener = match TlsListener::new(listener, server_config) {
@@ -161,9 +173,10 @@ async fn main() -> std::process::ExitCode {
 /// Serves until a signal, then lets every transport send its close and the connections finish.
 async fn serve<L>(listener: L, state: std::sync::Arc<AppState>) -> std::io::Result<()>
 where
-    L: Listener<Addr: std::fmt::Debug>,
+    L: Listener<Addr = SocketAddr>,
+    for<'a> realtime_server::client_ip::PeerAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    axum::serve(listener, app(state.clone()))
+    axum::serve(listener, app(state.clone()).into_make_service_with_connect_info::<realtime_server::client_ip::PeerAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
