@@ -12,7 +12,9 @@
 //    names: the wasm looks its imports up by them, and the glue only builds the object.
 // 2. The glue minified by terser (pinned in .ci/npm-tools/package-lock.json). Exported names are
 //    never renamed, nor are properties (the methods and getters of RealtimeClient), and
-//    keep_classnames keeps `RealtimeClient.name`.
+//    keep_classnames keeps `RealtimeClient.name`. The JS snippets the glue imports (DIR/snippets,
+//    #[wasm_bindgen(module = ...)]: src/client/hub.js) are minified the same way; their exports
+//    are checked to stay the same.
 //
 // It refuses rather than guesses: before touching anything it checks that the glue has exactly the
 // shape this step knows (the imports object and its return, each import name exactly once in the
@@ -23,7 +25,7 @@
 // arity, static and prototype members, class names) with those of the unprocessed glue.
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -140,6 +142,29 @@ try {
     if (!minified.code) fail('terser returned no code');
     const finalGlue = minified.code + '\n';
 
+    // The snippets, minified like the glue: their export names (what the glue imports) stay.
+    const snippetsDir = join(dir, 'snippets');
+    const snippets = existsSync(snippetsDir)
+        ? readdirSync(snippetsDir, { recursive: true }).filter((name) => name.endsWith('.js')).map((name) => join(snippetsDir, name))
+        : [];
+    const minifiedSnippets = [];
+    for (const path of snippets) {
+        const source = readFileSync(path, 'utf8');
+        const result = await minify(source, { module: true, compress: { passes: 2 }, mangle: true, keep_classnames: true, format: { comments: false } });
+        if (!result.code) fail(`terser returned no code for ${path}`);
+        const exportsOf = async (text, name) => {
+            const copy = join(work, name);
+            writeFileSync(copy, text);
+            return Object.keys(await import(pathToFileURL(copy).href)).sort().join(', ');
+        };
+        const before = await exportsOf(source, `snippet-${minifiedSnippets.length}-original.mjs`);
+        const after = await exportsOf(result.code, `snippet-${minifiedSnippets.length}-minified.mjs`);
+        if (before !== after) fail(`the minified ${path} exports ${after}, the original ${before}`);
+        minifiedSnippets.push([path, result.code + '\n']);
+    }
+    // The glue imports them by relative path: the copies below find them beside themselves.
+    if (snippets.length) cpSync(snippetsDir, join(work, 'snippets'), { recursive: true });
+
     // The check: the processed pair instantiates, and the API is the same as the unprocessed one's.
     const originalCopy = join(work, 'original.mjs');
     const processedCopy = join(work, 'processed.mjs');
@@ -172,6 +197,10 @@ try {
 
     writeFileSync(wasmPath, renamedWasm);
     writeFileSync(gluePath, finalGlue);
+    for (const [path, code] of minifiedSnippets) {
+        writeFileSync(path, code);
+        say(`${path}: minified, ${gz(readFileSync(path))} B gz`);
+    }
     say(`${dir}: ${names.length} imports renamed (module "${MODULE}" -> "${NEW_MODULE}"), glue minified; exports checked: ${Object.keys(processed).sort().join(', ')}`);
     say(`${dir}: after: ${sizes(renamedWasm, finalGlue)}`);
 } finally {

@@ -1,10 +1,12 @@
-//! The facade: the only `#[wasm_bindgen]` surface. It converts JS values, validates options once,
-//! calls user listeners and turns misuse into real `Error`s.
+//! The facade: the only `#[wasm_bindgen]` surface. It converts JS values, validates options once
+//! and turns misuse into real `Error`s. Its JS half, `hub.js` (a snippet of the generated glue),
+//! keeps the listeners and the promises and shapes the objects listeners receive: the wasm calls
+//! it with plain arguments instead of building objects through `Reflect` (measured smaller).
 //!
 //! Invariants:
 //! - Only this module knows JsValue-level types of the public API and TypeScript.
 //! - A listener that throws is reported as an 'error' event (or on the console, if it was an
-//!   'error' listener) and never corrupts client state.
+//!   'error' listener) and never corrupts client state (hub.js catches it).
 //! - Promises returned by `send`/`emit` settle exactly once: resolved on the server's ack,
 //!   rejected when the message can no longer be delivered.
 
@@ -15,12 +17,10 @@ mod payload;
 mod rung_memory;
 mod typescript;
 
-use core::cell::RefCell;
 use alloc::rc::{Rc, Weak};
 
-use js_sys::{Function, Object, Promise, Reflect, Uint8Array, JSON};
+use js_sys::{Function, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 
 use crate::core::endpoint::Endpoint;
 use crate::core::endpoint::TransportKind;
@@ -30,10 +30,67 @@ use driver::{Driver, EventHandler};
 use payload::payload_from;
 use rung_memory::{recall_rung, rung_memory_key};
 
-#[wasm_bindgen]
+// The JS half of the facade (hub.js, a snippet of the generated glue): the listener registry,
+// the objects listeners receive, the promises and the Errors. Nothing in it throws into the wasm
+// (a listener's exception is caught there), so none of these imports needs `catch`.
+#[wasm_bindgen(module = "/src/client/hub.js")]
 extern "C" {
-    #[wasm_bindgen(js_namespace = console, js_name = error)]
-    fn console_error(value: &JsValue);
+    /// The registry and promises of one client (`hub()` in hub.js).
+    type Hub;
+    #[wasm_bindgen(js_name = hub)]
+    fn new_hub() -> Hub;
+    #[wasm_bindgen(method)]
+    fn on(this: &Hub, event: &str, listener: &JsValue) -> Function;
+    #[wasm_bindgen(method)]
+    fn off(this: &Hub, event: &str, listener: &JsValue);
+    #[wasm_bindgen(method)]
+    fn wait(this: &Hub, open: bool) -> Promise;
+    #[wasm_bindgen(method, js_name = send)]
+    fn track_send(this: &Hub, id: f64) -> Promise;
+    #[wasm_bindgen(method)]
+    fn delivered(this: &Hub, up_to: f64);
+    #[wasm_bindgen(method)]
+    fn failed(this: &Hub, id: f64, code: &str, reason: &str);
+    #[wasm_bindgen(method)]
+    fn free(this: &Hub);
+    #[wasm_bindgen(method)]
+    fn closing(this: &Hub);
+    #[wasm_bindgen(method)]
+    fn state(this: &Hub, state: &str);
+    #[wasm_bindgen(method)]
+    fn open(this: &Hub, session_id: &str, transport: &str, resumed: bool);
+    #[wasm_bindgen(method)]
+    fn message(this: &Hub, seq: f64, event: Option<&str>, kind: u32, data: &JsValue);
+    #[wasm_bindgen(method)]
+    fn transport(this: &Hub, from: Option<&str>, to: &str, reason: &str);
+    #[wasm_bindgen(method)]
+    fn reconnecting(this: &Hub, attempt: u32, delay_ms: f64, reason: &str);
+    #[wasm_bindgen(method)]
+    fn reset(this: &Hub, reason: &str);
+    #[wasm_bindgen(method, js_name = error)]
+    fn emit_error(this: &Hub, code: &str, message: &str);
+    #[wasm_bindgen(method)]
+    fn close(this: &Hub, code: u16, reason: &str, cause: &str);
+
+    /// An `Error` with its stable `code`.
+    #[wasm_bindgen(js_name = error)]
+    fn new_error(code: &str, message: &str) -> JsValue;
+    #[wasm_bindgen(js_name = rejected)]
+    fn rejected_with(code: &str, message: &str) -> Promise;
+    #[wasm_bindgen(js_name = stats)]
+    #[allow(clippy::too_many_arguments)]
+    fn stats_object(
+        messages_in: f64,
+        messages_out: f64,
+        bytes_in: f64,
+        bytes_out: f64,
+        reconnects: f64,
+        fallbacks: f64,
+        upgrades: f64,
+        rtt_ms: Option<f64>,
+        transport: Option<&str>,
+        outbox: f64,
+    ) -> JsValue;
 }
 
 /// What a method throws if it finds the client's state still borrowed, which can only happen
@@ -43,63 +100,10 @@ pub(crate) const BROKEN: &str = "realtime-client is broken by an earlier fatal e
 /// Event names with a fixed meaning: `emit()` refuses them.
 const LIFECYCLE_EVENTS: [&str; 8] = ["open", "close", "error", "state", "transport", "reconnecting", "reset", "message"];
 
-/// A listener added with `on()`. The listener itself lives in the facade's JS `Map` under
-/// `id`, so that the function `on()` returns can be `Map.prototype.delete` bound to the map and
-/// the id: plain JS, safe to call at any time, even after the client was freed.
-struct Subscription {
-    id: u32,
-    event: String,
-}
-
-struct PendingSend {
-    id: u64,
-    resolve: Function,
-    reject: Function,
-}
-
-#[derive(Default)]
-struct Hooks {
-    subscriptions: Vec<Subscription>,
-    /// id -> listener of every live subscription (a missing id was unsubscribed).
-    listeners: js_sys::Map,
-    next_subscription: u32,
-    /// Unsettled sends in id order from `settled_head` on; a settled one leaves `None` behind
-    /// (a Vec with a read index: no VecDeque in the wasm), compacted once half is gaps.
-    pending_sends: Vec<Option<PendingSend>>,
-    settled_head: usize,
-    connect_waiters: Vec<(Function, Function)>,
-    /// The app called `close()`: drop every listener once the `close` event has been dispatched
-    /// (which happens later when `close()` runs inside a listener, during the pump).
-    drop_listeners_at_close: bool,
-}
-
-/// The JS-facing half: listeners and promises. Owned by the client, known weakly to the driver.
-/// JS strings of the per-message `info` object, made once per client.
-struct MessageKeys {
-    event: JsValue,
-    seq: JsValue,
-    kind: JsValue,
-    text: JsValue,
-    json: JsValue,
-    binary: JsValue,
-}
-
-impl MessageKeys {
-    fn new() -> MessageKeys {
-        MessageKeys {
-            event: JsValue::from_str("event"),
-            seq: JsValue::from_str("seq"),
-            kind: JsValue::from_str("kind"),
-            text: JsValue::from_str("text"),
-            json: JsValue::from_str("json"),
-            binary: JsValue::from_str("binary"),
-        }
-    }
-}
-
+/// The Rust half of the facade: the JS half (listeners, promises), the rung memory. Owned by
+/// the client, known weakly to the driver.
 struct Facade {
-    hooks: RefCell<Hooks>,
-    keys: MessageKeys,
+    hub: Hub,
     /// The sessionStorage key under which the rung that worked for this endpoint is kept; none
     /// for a client with a restricted ladder.
     memory_key: Option<String>,
@@ -138,8 +142,7 @@ impl RealtimeClient {
         let top_rung = config.transports.first().copied();
         let driver = Driver::new(Session::new(endpoint, config));
         let facade = Rc::new(Facade {
-            hooks: RefCell::new(Hooks::default()),
-            keys: MessageKeys::new(),
+            hub: new_hub(),
             memory_key,
             top_rung,
             current_rung: core::cell::Cell::new(None),
@@ -163,51 +166,23 @@ impl RealtimeClient {
         if !listener.is_function() {
             return Err(invalid_argument("listener must be a function"));
         }
-        let listener = listener.unchecked_into::<Function>();
-        let mut hooks = self.facade.hooks();
-        // Forget the subscriptions whose unsubscribe function ran since.
-        let listeners = hooks.listeners.clone();
-        hooks.subscriptions.retain(|subscription| !listeners.get(&JsValue::from(subscription.id)).is_undefined());
-        hooks.next_subscription = hooks.next_subscription.wrapping_add(1);
-        let id = hooks.next_subscription;
-        hooks.subscriptions.push(Subscription { id, event: event.to_owned() });
-        let key = JsValue::from(id);
-        listeners.set(&key, &listener);
-        let delete = Reflect::get(&listeners, &JsValue::from_str("delete")).ok().filter(JsValue::is_function).map(JsCast::unchecked_into::<Function>);
-        match delete {
-            Some(delete) => Ok(delete.bind1(&listeners, &key).unchecked_into::<Function>()),
-            None => Err(invalid_argument("Map.prototype.delete is not a function")),
-        }
+        Ok(self.facade.hub.on(event, &listener))
     }
 
     /// Removes a listener added with `on()`.
     #[wasm_bindgen(skip_typescript)]
     pub fn off(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "(...args: any[]) => void")] listener: JsValue) {
-        let mut hooks = self.facade.hooks();
-        let listeners = hooks.listeners.clone();
-        hooks.subscriptions.retain(|subscription| {
-            let key = JsValue::from(subscription.id);
-            let matches = subscription.event == event && listeners.get(&key) == listener;
-            if matches {
-                listeners.delete(&key);
-            }
-            !matches && !listeners.get(&key).is_undefined()
-        });
+        self.facade.hub.off(event, &listener);
     }
 
     /// Connects; resolves once the session is open, rejects if the client closes first.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn connect(&self) -> Promise {
-        if self.driver.with_session(|session| session.state() == crate::core::session::State::Open) {
-            return Promise::new(&mut |resolve, _| call(&resolve, &JsValue::UNDEFINED));
+        let open = self.driver.with_session(|session| session.state() == crate::core::session::State::Open);
+        let promise = self.facade.hub.wait(open);
+        if !open {
+            self.driver.connect();
         }
-        let promise = Promise::new(&mut |resolve, reject| {
-            {
-                let mut hooks = self.facade.hooks();
-                hooks.connect_waiters.push((resolve, reject));
-            }
-        });
-        self.driver.connect();
         promise
     }
 
@@ -238,10 +213,7 @@ impl RealtimeClient {
     /// dropped and everything the client registered in the page is released. Idempotent.
     pub fn close(&self) {
         if self.driver.with_session(|session| session.state() != crate::core::session::State::Closed) {
-            {
-                let mut hooks = self.facade.hooks();
-                hooks.drop_listeners_at_close = true;
-            }
+            self.facade.hub.closing();
         }
         self.driver.command(|session, now| session.close(now));
     }
@@ -269,18 +241,18 @@ impl RealtimeClient {
     pub fn stats(&self) -> JsValue {
         let (stats, transport, outbox) =
             self.driver.with_session(|session| (session.stats(), session.transport(), session.outbox_len()));
-        let object = Object::new();
-        set(&object, "messagesIn", &number(stats.messages_in));
-        set(&object, "messagesOut", &number(stats.messages_out));
-        set(&object, "bytesIn", &number(stats.bytes_in));
-        set(&object, "bytesOut", &number(stats.bytes_out));
-        set(&object, "reconnects", &number(stats.reconnects));
-        set(&object, "fallbacks", &number(stats.fallbacks));
-        set(&object, "upgrades", &number(stats.upgrades));
-        set(&object, "rttMs", &stats.rtt_ms.map_or(JsValue::NULL, number));
-        set(&object, "transport", &transport.map_or(JsValue::NULL, |kind| JsValue::from_str(kind.as_str())));
-        set(&object, "outbox", &number(outbox as u64));
-        object.into()
+        stats_object(
+            stats.messages_in as f64,
+            stats.messages_out as f64,
+            stats.bytes_in as f64,
+            stats.bytes_out as f64,
+            stats.reconnects as f64,
+            stats.fallbacks as f64,
+            stats.upgrades as f64,
+            stats.rtt_ms.map(|rtt| rtt as f64),
+            transport.map(TransportKind::as_str),
+            outbox as f64,
+        )
     }
 }
 
@@ -297,12 +269,7 @@ impl RealtimeClient {
             |session, now| session.send(now, event, payload),
             |result| {
                 if let Ok(id) = result {
-                    promise = Some(Promise::new(&mut |resolve, reject| {
-                        {
-                let mut hooks = self.facade.hooks();
-                            hooks.pending_sends.push(Some(PendingSend { id: *id, resolve, reject }));
-                        }
-                    }));
+                    promise = Some(self.facade.hub.track_send(*id as f64));
                 }
             },
         );
@@ -320,17 +287,7 @@ impl Drop for RealtimeClient {
         self.driver.command(|session, now| session.close(now));
         // Freed inside one of its own listeners, the close events are still queued in the outer
         // pump, which will find no facade to give them to: settle the promises here.
-        let (sends, waiters) = {
-            let mut hooks = self.facade.hooks();
-            (core::mem::take(&mut hooks.pending_sends), core::mem::take(&mut hooks.connect_waiters))
-        };
-        let error = error_value(ErrorCode::Closed, "client was freed");
-        for pending in sends.into_iter().flatten() {
-            call(&pending.reject, &error);
-        }
-        for (_, reject) in waiters {
-            call(&reject, &error);
-        }
+        self.facade.hub.free();
     }
 }
 
@@ -343,88 +300,27 @@ impl EventHandler for Facade {
 }
 
 impl Facade {
-    /// The hooks. No borrow of them is ever held across a call out, so this finds none; should
-    /// it (only after an earlier trap left one behind) it throws rather than carry on quietly.
-    /// `throw_str`, not a panic: a panic site would keep the formatter in the wasm.
-    fn hooks(&self) -> core::cell::RefMut<'_, Hooks> {
-        self.hooks.try_borrow_mut().unwrap_or_else(|_| wasm_bindgen::throw_str(BROKEN))
-    }
-
     fn dispatch(&self, event: Event) {
+        let hub = &self.hub;
         match event {
-            Event::State(state) => self.emit("state", &[JsValue::from_str(state.as_str())]),
+            Event::State(state) => hub.state(state.as_str()),
             Event::Open { session_id, transport, resumed } => {
-                let waiters = core::mem::take(&mut self.hooks().connect_waiters);
-                for (resolve, _) in waiters {
-                    call(&resolve, &JsValue::UNDEFINED);
-                }
                 if let Some(rung) = self.current_rung.get() {
                     self.remember(rung);
                 }
-                let info = Object::new();
-                set(&info, "sessionId", &JsValue::from_str(&session_id));
-                set(&info, "transport", &JsValue::from_str(transport.as_str()));
-                set(&info, "resumed", &JsValue::from_bool(resumed));
-                self.emit("open", &[info.into()]);
+                hub.open(&session_id, transport.as_str(), resumed);
             }
             Event::Message { seq, event, payload } => {
+                // The JSON text is parsed by hub.js (an 'error' event if it does not parse).
                 let (kind, data) = match payload {
-                    Payload::Text(text) => ("text", JsValue::from_str(&text)),
-                    Payload::Binary(bytes) => ("binary", Uint8Array::from(bytes.as_slice()).into()),
-                    Payload::Json(text) => match JSON::parse(&text) {
-                        Ok(value) => ("json", value),
-                        Err(_) => {
-                            self.emit("error", &[error_value(ErrorCode::Protocol, "server sent a json message that does not parse")]);
-                            return;
-                        }
-                    },
+                    Payload::Text(text) => (0, JsValue::from_str(&text)),
+                    Payload::Json(text) => (1, JsValue::from_str(&text)),
+                    Payload::Binary(bytes) => (2, Uint8Array::from(bytes.as_slice()).into()),
                 };
-                // The keys and kind names are JS strings made once: converting them per message
-                // was most of the per-message glue (profiled).
-                let keys = &self.keys;
-                let kind = match kind {
-                    "text" => &keys.text,
-                    "json" => &keys.json,
-                    _ => &keys.binary,
-                };
-                let info = Object::new();
-                let _ = Reflect::set(&info, &keys.event, &event.as_deref().map_or(JsValue::NULL, JsValue::from_str));
-                let _ = Reflect::set(&info, &keys.seq, &number(seq));
-                let _ = Reflect::set(&info, &keys.kind, kind);
-                self.emit(event.as_deref().unwrap_or("message"), &[data, info.into()]);
+                hub.message(seq as f64, event.as_deref(), kind, &data);
             }
-            Event::Delivered { up_to_id } => {
-                let mut settled = Vec::new();
-                {
-                    let mut hooks = self.hooks();
-                    let mut head = hooks.settled_head;
-                    while let Some(slot) = hooks.pending_sends.get_mut(head) {
-                        match slot {
-                            Some(pending) if pending.id > up_to_id => break,
-                            _ => settled.extend(slot.take()),
-                        }
-                        head += 1;
-                    }
-                    hooks.settled_head = head;
-                    if head * 2 >= hooks.pending_sends.len() {
-                        hooks.pending_sends.retain(Option::is_some);
-                        hooks.settled_head = 0;
-                    }
-                }
-                for pending in settled {
-                    call(&pending.resolve, &JsValue::UNDEFINED);
-                }
-            }
-            Event::SendFailed { id, code, reason } => {
-                let pending = {
-                    let mut hooks = self.hooks();
-                    let slot = hooks.pending_sends.iter_mut().find(|slot| slot.as_ref().is_some_and(|pending| pending.id == id));
-                    slot.and_then(Option::take)
-                };
-                if let Some(pending) = pending {
-                    call(&pending.reject, &error_value(code, reason));
-                }
-            }
+            Event::Delivered { up_to_id } => hub.delivered(up_to_id as f64),
+            Event::SendFailed { id, code, reason } => hub.failed(id as f64, code.as_str(), reason),
             Event::Transport { from, to, cause, reason } => {
                 // Only a rung the network forced is remembered (falling back, or the remembered
                 // one working again); reaching the top rung forgets it.
@@ -434,121 +330,34 @@ impl Facade {
                     Some(rung) => self.remember(rung),
                     None => self.forget_rung(),
                 }
-                let info = Object::new();
-                set(&info, "from", &from.map_or(JsValue::NULL, |kind| JsValue::from_str(kind.as_str())));
-                set(&info, "to", &JsValue::from_str(to.as_str()));
-                set(&info, "reason", &JsValue::from_str(&reason));
-                self.emit("transport", &[info.into()]);
+                hub.transport(from.map(TransportKind::as_str), to.as_str(), &reason);
             }
             Event::Reconnecting { attempt, delay_ms, reason } => {
                 if let Some(rung) = self.current_rung.get() {
                     // Also what `pagehide` ends in: a reload starts on the rung in use now.
                     self.remember(rung);
                 }
-                let info = Object::new();
-                set(&info, "attempt", &number(u64::from(attempt)));
-                set(&info, "delayMs", &number(delay_ms));
-                set(&info, "reason", &JsValue::from_str(&reason));
-                self.emit("reconnecting", &[info.into()]);
+                hub.reconnecting(attempt, delay_ms as f64, &reason);
             }
-            Event::Reset { reason } => {
-                let info = Object::new();
-                set(&info, "reason", &JsValue::from_str(reason));
-                self.emit("reset", &[info.into()]);
-            }
-            Event::Error { code, message } => self.emit("error", &[error_value(code, &message)]),
+            Event::Reset { reason } => hub.reset(reason),
+            Event::Error { code, message } => hub.emit_error(code.as_str(), &message),
             Event::Closed { code, reason, cause } => {
                 if let Some(rung) = self.current_rung.get() {
                     // Still in use until now: its memory counts from here.
                     self.remember(rung);
                 }
-                let waiters = core::mem::take(&mut self.hooks().connect_waiters);
-                let mut message = String::from("closed before the session opened: ");
-                message.push_str(&reason);
-                for (_, reject) in waiters {
-                    call(&reject, &error_value(cause, &message));
-                }
-                let info = Object::new();
-                set(&info, "code", &number(u64::from(code)));
-                set(&info, "reason", &JsValue::from_str(&reason));
-                self.emit("close", &[info.into()]);
-                let mut hooks = self.hooks();
-                if core::mem::replace(&mut hooks.drop_listeners_at_close, false) {
-                    hooks.subscriptions.clear();
-                    hooks.listeners.clear();
-                }
+                // Rejects the waiting connect()s, dispatches 'close', then drops the listeners
+                // if the app closed.
+                hub.close(code, &reason, cause.as_str());
             }
         }
     }
-
-    /// Calls every listener of `event`. The list is copied first: a listener may unsubscribe.
-    fn emit(&self, event: &str, args: &[JsValue]) {
-        let (ids, listeners): (Vec<JsValue>, js_sys::Map) = {
-            let hooks = self.hooks();
-            let ids = hooks
-                .subscriptions
-                .iter()
-                .filter(|subscription| subscription.event == event)
-                .map(|subscription| JsValue::from(subscription.id))
-                .collect();
-            (ids, hooks.listeners.clone())
-        };
-        for id in ids {
-            // Unsubscribed meanwhile (perhaps by an earlier listener of this very event).
-            let listener = listeners.get(&id);
-            if !listener.is_function() {
-                continue;
-            }
-            let listener = listener.unchecked_into::<Function>();
-            let result = match args {
-                [first, second] => listener.call2(&JsValue::UNDEFINED, first, second),
-                [first, ..] => listener.call2(&JsValue::UNDEFINED, first, &JsValue::UNDEFINED),
-                [] => listener.call2(&JsValue::UNDEFINED, &JsValue::UNDEFINED, &JsValue::UNDEFINED),
-            };
-            if let Err(thrown) = result {
-                if event == "error" {
-                    console_error(&thrown);
-                } else {
-                    let mut message = String::from("a listener of '");
-                    message.push_str(event);
-                    message.push_str("' threw: ");
-                    message.push_str(&crate::transport::js_error_message(&thrown));
-                    let error = error_value(ErrorCode::ListenerThrew, &message);
-                    let _ = Reflect::set(&error, &JsValue::from_str("cause"), &thrown);
-                    self.emit("error", &[error]);
-                }
-            }
-        }
-    }
-}
-
-/// Calls `function(value)`, ignoring what it returns or throws (a promise's resolve or reject).
-/// Every call from the facade goes through `call2`: one import instead of three.
-fn call(function: &Function, value: &JsValue) {
-    let _ = function.call2(&JsValue::UNDEFINED, value, &JsValue::UNDEFINED);
 }
 
 fn rejected(code: ErrorCode, message: &str) -> Promise {
-    // Through the constructor, like every other promise: `Promise.reject` would be one more import.
-    let error = error_value(code, message);
-    Promise::new(&mut |_, reject| call(&reject, &error))
-}
-
-/// An `Error` with its stable `code` (the README's error table; `ErrorCode` in index.d.ts).
-fn error_value(code: ErrorCode, message: &str) -> JsValue {
-    let error: JsValue = JsError::new(message).into();
-    let _ = Reflect::set(&error, &JsValue::from_str("code"), &JsValue::from_str(code.as_str()));
-    error
+    rejected_with(code.as_str(), message)
 }
 
 fn invalid_argument(message: &str) -> JsValue {
-    error_value(ErrorCode::InvalidArgument, message)
-}
-
-fn set(object: &Object, key: &str, value: &JsValue) {
-    let _ = Reflect::set(object, &JsValue::from_str(key), value);
-}
-
-fn number(value: u64) -> JsValue {
-    JsValue::from_f64(value as f64)
+    new_error(ErrorCode::InvalidArgument.as_str(), message)
 }
