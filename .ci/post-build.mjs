@@ -12,9 +12,9 @@
 //    names: the wasm looks its imports up by them, and the glue only builds the object.
 // 2. The glue minified by terser (pinned in .ci/npm-tools/package-lock.json). Exported names are
 //    never renamed, nor are properties (the methods and getters of RealtimeClient), and
-//    keep_classnames keeps `RealtimeClient.name`. The JS snippets the glue imports (DIR/snippets,
-//    #[wasm_bindgen(module = ...)]: src/client/hub.js) are minified the same way; their exports
-//    are checked to stay the same.
+//    keep_classnames keeps `RealtimeClient.name`. Before that, the JS snippets the glue imports
+//    (DIR/snippets, #[wasm_bindgen(module = ...)]: src/client/hub.js) are inlined into it (1c
+//    below) and DIR/snippets is removed.
 //
 // It refuses rather than guesses: before touching anything it checks that the glue has exactly the
 // shape this step knows (the imports object and its return, each import name exactly once in the
@@ -130,9 +130,41 @@ try {
         if (token(name).test(renamedGlue)) fail(`${name} is still in the glue after renaming`);
     }
 
+    // 1c. The JS snippets (#[wasm_bindgen(module = ...)]: src/client/hub.js) inlined into the glue,
+    // which then needs no DIR/snippets/: one file fewer to fetch and to gzip. Each import
+    // `import { a, b as c } from './snippets/...';` becomes `const { a, b: c } = (() => { <the
+    // snippet, its `export function`s plain functions> return { a, b }; })();`, evaluated where
+    // the import stood. A snippet of another shape (an import of its own, another kind of
+    // export, a name it does not export) fails here.
+    const snippetsDir = join(dir, 'snippets');
+    const snippetImport = /^import \{([^}]*)\} from '(\.\/snippets\/[^']+\.js)';\n/gm;
+    let inlinedGlue = renamedGlue;
+    const snippetPaths = [];
+    for (const [statement, list, relative] of renamedGlue.matchAll(snippetImport)) {
+        const path = join(dir, relative);
+        snippetPaths.push(path);
+        const source = readFileSync(path, 'utf8');
+        if (/^\s*import\b/m.test(source)) fail(`${relative} imports something: only self-contained snippets are inlined`);
+        const exported = [...source.matchAll(/^export function ([A-Za-z_$][\w$]*)\(/gm)].map((match) => match[1]);
+        const body = source.replace(/^export function /gm, 'function ');
+        if (/^\s*export\b/m.test(body)) fail(`${relative} has an export other than \`export function name(\``);
+        const specifiers = list.split(',').map((item) => item.trim()).filter(Boolean).map((item) => {
+            const match = /^([A-Za-z_$][\w$]*)(?: as ([A-Za-z_$][\w$]*))?$/.exec(item);
+            if (!match) fail(`cannot read the import specifier "${item}" of ${relative}`);
+            if (!exported.includes(match[1])) fail(`the glue imports ${match[1]} from ${relative}, which does not export it`);
+            return [match[1], match[2] ?? match[1]];
+        });
+        const bindings = specifiers.map(([name, local]) => (name === local ? name : `${name}: ${local}`)).join(', ');
+        const replacement = `const { ${bindings} } = (() => {\n${body}\nreturn { ${exported.join(', ')} };\n})();\n`;
+        inlinedGlue = inlinedGlue.replace(statement, () => replacement);
+    }
+    if (inlinedGlue.includes('./snippets/')) fail('the glue still refers to ./snippets/ after inlining');
+    const snippetFiles = existsSync(snippetsDir) ? readdirSync(snippetsDir, { recursive: true }).filter((name) => name.endsWith('.js')) : [];
+    if (snippetFiles.length !== snippetPaths.length) fail(`${dir}/snippets holds ${snippetFiles.length} scripts, the glue imports ${snippetPaths.length}`);
+
     // 2. Minified, comments dropped (also the @ts-self-types pointer to the .d.ts, which only Deno
     // reads: npm consumers get the types from package.json; 28 B gzipped).
-    const minified = await minify(renamedGlue, {
+    const minified = await minify(inlinedGlue, {
         module: true,
         compress: { passes: 2 },
         mangle: true,
@@ -141,29 +173,8 @@ try {
     });
     if (!minified.code) fail('terser returned no code');
     const finalGlue = minified.code + '\n';
-
-    // The snippets, minified like the glue: their export names (what the glue imports) stay.
-    const snippetsDir = join(dir, 'snippets');
-    const snippets = existsSync(snippetsDir)
-        ? readdirSync(snippetsDir, { recursive: true }).filter((name) => name.endsWith('.js')).map((name) => join(snippetsDir, name))
-        : [];
-    const minifiedSnippets = [];
-    for (const path of snippets) {
-        const source = readFileSync(path, 'utf8');
-        const result = await minify(source, { module: true, compress: { passes: 2 }, mangle: true, keep_classnames: true, format: { comments: false } });
-        if (!result.code) fail(`terser returned no code for ${path}`);
-        const exportsOf = async (text, name) => {
-            const copy = join(work, name);
-            writeFileSync(copy, text);
-            return Object.keys(await import(pathToFileURL(copy).href)).sort().join(', ');
-        };
-        const before = await exportsOf(source, `snippet-${minifiedSnippets.length}-original.mjs`);
-        const after = await exportsOf(result.code, `snippet-${minifiedSnippets.length}-minified.mjs`);
-        if (before !== after) fail(`the minified ${path} exports ${after}, the original ${before}`);
-        minifiedSnippets.push([path, result.code + '\n']);
-    }
-    // The glue imports them by relative path: the copies below find them beside themselves.
-    if (snippets.length) cpSync(snippetsDir, join(work, 'snippets'), { recursive: true });
+    // The generated glue (compared below) imports the snippets by relative path.
+    if (snippetPaths.length) cpSync(snippetsDir, join(work, 'snippets'), { recursive: true });
 
     // The check: the processed pair instantiates, and the API is the same as the unprocessed one's.
     const originalCopy = join(work, 'original.mjs');
@@ -197,9 +208,9 @@ try {
 
     writeFileSync(wasmPath, renamedWasm);
     writeFileSync(gluePath, finalGlue);
-    for (const [path, code] of minifiedSnippets) {
-        writeFileSync(path, code);
-        say(`${path}: minified, ${gz(readFileSync(path))} B gz`);
+    if (snippetPaths.length) {
+        rmSync(snippetsDir, { recursive: true, force: true });
+        say(`${dir}: inlined into the glue, ${dir}/snippets removed: ${snippetFiles.join(', ')}`);
     }
     say(`${dir}: ${names.length} imports renamed (module "${MODULE}" -> "${NEW_MODULE}"), glue minified; exports checked: ${Object.keys(processed).sort().join(', ')}`);
     say(`${dir}: after: ${sizes(renamedWasm, finalGlue)}`);

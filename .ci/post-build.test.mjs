@@ -3,7 +3,7 @@
 // fails, writing nothing, on each kind of change of wasm-bindgen's output it checks for.
 // Run by `.ci/post-build.sh --test` (`make test-host`), which passes the tools in the environment.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
@@ -83,6 +83,59 @@ test('renames the imports, minifies the glue, and the pair still works', async (
         rmSync(dir, { recursive: true, force: true });
     }
 });
+
+// A glue that imports a snippet (#[wasm_bindgen(module = ...)]), as wasm-bindgen writes it.
+const SNIPPET = './snippets/fixture-0123456789abcdef/src/tag.js';
+const snippetGlue = () =>
+    `import { tag, untag as local } from '${SNIPPET}';\n` +
+    glue().replace('return wasm.fixture_run(x);', 'return local(tag(wasm.fixture_run(x)));');
+const snippetSource = `// A snippet.
+function secret(x) { return x * 1000; }
+export function tag(x) { return secret(1) + x; }
+export function untag(x) { return x - 1; }
+`;
+function withSnippet(dir, source = snippetSource) {
+    mkdirSync(join(dir, dirname(SNIPPET)), { recursive: true });
+    writeFileSync(join(dir, SNIPPET), source);
+    return dir;
+}
+
+test('inlines a snippet into the glue and removes snippets/', async () => {
+    const dir = withSnippet(fixture({ glueText: snippetGlue() }));
+    try {
+        const result = run(dir);
+        assert.equal(result.status, 0, result.stderr);
+        assert.ok(!existsSync(join(dir, 'snippets')), 'snippets/ left behind');
+        const processed = readFileSync(join(dir, 'fixture.js'), 'utf8');
+        assert.ok(!processed.includes('snippets'), 'the glue still imports the snippet');
+        const module = await import(pathToFileURL(join(dir, 'fixture.js')).href);
+        module.initSync({ module: readFileSync(join(dir, 'fixture_bg.wasm')) });
+        assert.equal(new module.Fixture().run(5), 1011); // (5 + 1) * 2 + 1000 - 1
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+});
+
+const snippetRefusals = {
+    'a snippet with another kind of export': { source: snippetSource + 'export const other = 1;\n', error: /an export other than/ },
+    'a snippet that imports': { source: "import './x.js';\n" + snippetSource, error: /imports something/ },
+    'a name the snippet does not export': { source: snippetSource.replace('export function untag', 'function untag'), error: /does not export it/ },
+};
+for (const [what, { source, error }] of Object.entries(snippetRefusals)) {
+    test(`fails, writing nothing, on ${what}`, () => {
+        const dir = withSnippet(fixture({ glueText: snippetGlue() }), source);
+        try {
+            const before = files(dir);
+            const result = run(dir);
+            assert.notEqual(result.status, 0, result.stdout);
+            assert.match(result.stderr, error);
+            assert.deepEqual(files(dir), before);
+            assert.ok(existsSync(join(dir, SNIPPET)));
+        } finally {
+            rmSync(dir, { recursive: true, force: true });
+        }
+    });
+}
 
 const refusals = {
     'an import name used outside the imports object': {
