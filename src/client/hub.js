@@ -27,6 +27,91 @@ export function stats(messagesIn, messagesOut, bytesIn, bytesOut, reconnects, fa
     return { messagesIn, messagesOut, bytesIn, bytesOut, reconnects, fallbacks, upgrades, rttMs: rttMs ?? null, transport: transport ?? null, outbox };
 }
 
+const TRANSPORTS = ['websocket', 'sse', 'long-polling'];
+
+/**
+ * The constructor's options, validated in one pass over the object in key order (the first
+ * problem found is thrown, as error('invalid-argument', ...), with a message that names the
+ * option and what it must be) and flattened for the wasm (src/client/options.rs), NaN where an
+ * option was not given: [3 transport indexes into TRANSPORTS, connectTimeoutMs, reconnect (0
+ * never, 1 on), initialDelayMs, maxDelayMs, multiplier, maxAttempts (Infinity: unlimited),
+ * outbox maxMessages, outbox maxBytes]. The default reconnect delays come from the wasm, for
+ * the check that maxDelayMs is not below initialDelayMs.
+ */
+export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
+    const flat = new Float64Array(11).fill(NaN);
+    const fail = (message) => {
+        throw error('invalid-argument', message);
+    };
+    // Calls each(key, value) for every own enumerable key whose value is not undefined (which
+    // means the default, as in most JS APIs; a getter that throws counts as undefined); false
+    // from it is an unknown key.
+    const entries = (object, name, known, each) => {
+        if (typeof object !== 'object' || object === null || Array.isArray(object)) {
+            fail(name ? "option '" + name + "' must be an object" : 'options must be an object');
+        }
+        for (const key of Object.keys(object)) {
+            let item;
+            try {
+                item = object[key];
+            } catch {}
+            if (item === undefined) continue;
+            if (!each(key, item)) fail("unknown option '" + (name ? name + '.' : '') + key + "' (expected one of " + known + ')');
+        }
+    };
+    const integer = (item, name, min, max, slot) => {
+        if (!(typeof item === 'number' && item >= min && item <= max && Number.isInteger(item))) {
+            fail("option '" + name + "' must be a whole number from " + min + ' to ' + max);
+        }
+        flat[slot] = item;
+    };
+    if (value === undefined || value === null) return flat;
+    entries(value, '', 'transports, connectTimeoutMs, reconnect, outbox', (key, item) => {
+        if (key === 'transports') {
+            if (!Array.isArray(item)) fail("option 'transports' must be an array of 'websocket', 'sse', 'long-polling'");
+            const length = item.length;
+            if (length === 0) fail("option 'transports' must name at least one transport");
+            const seen = [];
+            for (let at = 0; at < length; at++) {
+                const name = typeof item[at] === 'string' ? item[at] : '';
+                const index = TRANSPORTS.indexOf(name);
+                if (index < 0) fail("unknown transport '" + name + "' (expected one of 'websocket', 'sse', 'long-polling')");
+                if (seen.includes(index)) fail("option 'transports' names '" + name + "' twice");
+                flat[seen.push(index) - 1] = index;
+            }
+        } else if (key === 'connectTimeoutMs') {
+            integer(item, key, 1, 600000, 3);
+        } else if (key === 'reconnect') {
+            flat[4] = item === false ? 0 : 1;
+            if (typeof item === 'boolean') return true;
+            entries(item, key, 'initialDelayMs, maxDelayMs, multiplier, maxAttempts', (key, item) => {
+                if (key === 'initialDelayMs') integer(item, 'reconnect.initialDelayMs', 0, 3600000, 5);
+                else if (key === 'maxDelayMs') integer(item, 'reconnect.maxDelayMs', 0, 3600000, 6);
+                else if (key === 'multiplier') {
+                    if (!(typeof item === 'number' && item >= 1 && item <= 100)) fail("option 'reconnect.multiplier' must be a number from 1 to 100");
+                    flat[7] = item;
+                } else if (key === 'maxAttempts') {
+                    if (item === null || item === Infinity) flat[8] = Infinity;
+                    else integer(item, 'reconnect.maxAttempts', 0, 4294967295, 8);
+                } else return false;
+                return true;
+            });
+            const initial = flat[5] === flat[5] ? flat[5] : defaultInitialDelayMs;
+            const max = flat[6] === flat[6] ? flat[6] : defaultMaxDelayMs;
+            if (max < initial) fail("option 'reconnect.maxDelayMs' must not be below 'reconnect.initialDelayMs'");
+        } else if (key === 'outbox') {
+            entries(item, key, 'maxMessages, maxBytes', (key, item) => {
+                if (key === 'maxMessages') integer(item, 'outbox.maxMessages', 1, 1000000, 9);
+                else if (key === 'maxBytes') integer(item, 'outbox.maxBytes', 1, 1073741824, 10);
+                else return false;
+                return true;
+            });
+        } else return false;
+        return true;
+    });
+    return flat;
+}
+
 // What a listener threw, as a message: its `message` if it is an object with a string one (an
 // Error, a DOMException), else the value if it is a string (js_error_message in
 // src/transport/mod.rs).

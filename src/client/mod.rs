@@ -133,7 +133,7 @@ impl RealtimeClient {
             return Err(invalid_argument("url must be a string"));
         };
         let endpoint = Endpoint::parse(&url).map_err(|error| invalid_argument(error.as_str()))?;
-        let mut config = options::parse(&options).map_err(|message| invalid_argument(&message))?;
+        let mut config = options::parse(&options)?;
         config.jitter_seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
         // Only a client with the whole default ladder shares the rung memory: a restricted one
         // would remember (and be steered by) a rung it chose, not one the network forced.

@@ -1,161 +1,57 @@
-//! Options validation: one pass over the JS object, with an error that names what is wrong.
-//!
-//! Hand-written against `Reflect` rather than serde: the messages can say exactly which option
-//! and what was expected, and it keeps serde's formatting machinery out of the wasm.
+//! Options: validated by `options()` in hub.js (one pass over the JS object, with an error that
+//! names what is wrong), which hands the wasm a flat list of numbers; here they become the
+//! session configuration. Validation in JS rather than through `Reflect` here: the same checks
+//! and messages, and a smaller package (the README's size section).
 
 use crate::prelude::*;
-use js_sys::{Array, Object, Reflect};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
 
 use crate::core::backoff::BackoffConfig;
 use crate::core::endpoint::TransportKind;
 use crate::core::session::SessionConfig;
 
-/// Builds the session configuration from the constructor's `options` argument.
-pub fn parse(options: &JsValue) -> Result<SessionConfig, String> {
+#[wasm_bindgen(module = "/src/client/hub.js")]
+extern "C" {
+    /// The validated options, flattened (hub.js says the layout), or the `Error` to throw.
+    #[wasm_bindgen(catch, js_name = options)]
+    fn flat_options(options: &JsValue, default_initial_delay_ms: f64, default_max_delay_ms: f64) -> Result<Vec<f64>, JsValue>;
+}
+
+/// Builds the session configuration from the constructor's `options` argument, or returns the
+/// `Error` (code `invalid-argument`) to throw.
+pub fn parse(options: &JsValue) -> Result<SessionConfig, JsValue> {
     let mut config = SessionConfig::default();
-    if options.is_undefined() || options.is_null() {
-        return Ok(config);
+    let defaults = BackoffConfig::default();
+    let flat = flat_options(options, defaults.initial_delay_ms as f64, defaults.max_delay_ms as f64)?;
+    // A slot holds NaN for an option that was not given (and is absent if the list is short).
+    let slot = |index: usize| flat.get(index).copied().filter(|value| !value.is_nan());
+    let transports: Vec<TransportKind> =
+        (0..3).filter_map(|index| slot(index).and_then(|kind| TransportKind::ALL.get(kind as usize).copied())).collect();
+    if !transports.is_empty() {
+        config.transports = transports;
     }
-    let object = plain_object(options, "options")?;
-    for key in Object::keys(object).iter() {
-        let name = key.as_string().unwrap_or_default();
-        let value = Reflect::get(object, &key).unwrap_or(JsValue::UNDEFINED);
-        if value.is_undefined() {
-            continue; // `{ reconnect: undefined }` means the default, as in most JS APIs.
+    if let Some(timeout) = slot(3) {
+        config.connect_timeout_ms = timeout as u64;
+    }
+    match slot(4) {
+        Some(on) if on == 0.0 => config.reconnect = None,
+        Some(_) => {
+            config.reconnect = Some(BackoffConfig {
+                initial_delay_ms: slot(5).map_or(defaults.initial_delay_ms, |delay| delay as u64),
+                max_delay_ms: slot(6).map_or(defaults.max_delay_ms, |delay| delay as u64),
+                multiplier: slot(7).unwrap_or(defaults.multiplier),
+                // Infinity (null or Infinity given) is unlimited.
+                max_attempts: slot(8).filter(|attempts| attempts.is_finite()).map(|attempts| attempts as u32),
+            })
         }
-        match name.as_str() {
-            "transports" => config.transports = transports(&value)?,
-            "connectTimeoutMs" => config.connect_timeout_ms = integer(&value, "connectTimeoutMs", 1, 600_000)?,
-            "reconnect" => config.reconnect = reconnect(&value)?,
-            "outbox" => outbox(&value, &mut config)?,
-            _ => return Err(unknown("option", &name, "transports, connectTimeoutMs, reconnect, outbox")),
-        }
+        None => {}
+    }
+    if let Some(messages) = slot(9) {
+        config.outbox_max_messages = messages as usize;
+    }
+    if let Some(bytes) = slot(10) {
+        config.outbox_max_bytes = bytes as usize;
     }
     Ok(config)
-}
-
-fn transports(value: &JsValue) -> Result<Vec<TransportKind>, String> {
-    if !Array::is_array(value) {
-        return Err(String::from("option 'transports' must be an array of 'websocket', 'sse', 'long-polling'"));
-    }
-    let array = value.unchecked_ref::<Array>();
-    if array.length() == 0 {
-        return Err(String::from("option 'transports' must name at least one transport"));
-    }
-    let mut kinds = Vec::with_capacity(3);
-    for entry in array.iter() {
-        let name = entry.as_string().unwrap_or_default();
-        let Some(kind) = TransportKind::from_name(&name) else {
-            return Err(unknown("transport", &name, "'websocket', 'sse', 'long-polling'"));
-        };
-        if kinds.contains(&kind) {
-            let mut message = String::from("option 'transports' names '");
-            message.push_str(kind.as_str());
-            message.push_str("' twice");
-            return Err(message);
-        }
-        kinds.push(kind);
-    }
-    Ok(kinds)
-}
-
-fn reconnect(value: &JsValue) -> Result<Option<BackoffConfig>, String> {
-    if value.as_bool() == Some(false) {
-        return Ok(None);
-    }
-    if value.as_bool() == Some(true) {
-        return Ok(Some(BackoffConfig::default()));
-    }
-    let object = plain_object(value, "reconnect")?;
-    let mut config = BackoffConfig::default();
-    for key in Object::keys(object).iter() {
-        let name = key.as_string().unwrap_or_default();
-        let value = Reflect::get(object, &key).unwrap_or(JsValue::UNDEFINED);
-        if value.is_undefined() {
-            continue;
-        }
-        match name.as_str() {
-            "initialDelayMs" => config.initial_delay_ms = integer(&value, "reconnect.initialDelayMs", 0, 3_600_000)?,
-            "maxDelayMs" => config.max_delay_ms = integer(&value, "reconnect.maxDelayMs", 0, 3_600_000)?,
-            "multiplier" => {
-                config.multiplier = match value.as_f64() {
-                    Some(number) if number.is_finite() && (1.0..=100.0).contains(&number) => number,
-                    _ => return Err(String::from("option 'reconnect.multiplier' must be a number from 1 to 100")),
-                }
-            }
-            "maxAttempts" => {
-                config.max_attempts = if value.is_null() || value.as_f64() == Some(f64::INFINITY) {
-                    None
-                } else {
-                    Some(integer(&value, "reconnect.maxAttempts", 0, u64::from(u32::MAX))? as u32)
-                }
-            }
-            _ => {
-                return Err(unknown("option", &(String::from("reconnect.") + &name), "initialDelayMs, maxDelayMs, multiplier, maxAttempts"))
-            }
-        }
-    }
-    if config.max_delay_ms < config.initial_delay_ms {
-        return Err(String::from("option 'reconnect.maxDelayMs' must not be below 'reconnect.initialDelayMs'"));
-    }
-    Ok(Some(config))
-}
-
-fn outbox(value: &JsValue, config: &mut SessionConfig) -> Result<(), String> {
-    let object = plain_object(value, "outbox")?;
-    for key in Object::keys(object).iter() {
-        let name = key.as_string().unwrap_or_default();
-        let value = Reflect::get(object, &key).unwrap_or(JsValue::UNDEFINED);
-        if value.is_undefined() {
-            continue;
-        }
-        match name.as_str() {
-            "maxMessages" => config.outbox_max_messages = integer(&value, "outbox.maxMessages", 1, 1_000_000)? as usize,
-            "maxBytes" => config.outbox_max_bytes = integer(&value, "outbox.maxBytes", 1, 1 << 30)? as usize,
-            _ => return Err(unknown("option", &(String::from("outbox.") + &name), "maxMessages, maxBytes")),
-        }
-    }
-    Ok(())
-}
-
-fn plain_object<'a>(value: &'a JsValue, name: &str) -> Result<&'a Object, String> {
-    if value.is_object() && !Array::is_array(value) && !value.is_function() {
-        return Ok(value.unchecked_ref::<Object>());
-    }
-    let mut message = String::from("option '");
-    message.push_str(name);
-    message.push_str("' must be an object");
-    if name == "options" {
-        message = String::from("options must be an object");
-    }
-    Err(message)
-}
-
-fn integer(value: &JsValue, name: &str, min: u64, max: u64) -> Result<u64, String> {
-    match value.as_f64() {
-        // A whole number in range: the range check comes first, so the round trip through u64
-        // is exact (and `f64::fract` is not in `core`). NaN fails both.
-        Some(number) if number >= min as f64 && number <= max as f64 && (number as u64) as f64 == number => Ok(number as u64),
-        _ => {
-            let mut message = String::from("option '");
-            message.push_str(name);
-            message.push_str("' must be a whole number from ");
-            crate::transport::push_number(&mut message, min);
-            message.push_str(" to ");
-            crate::transport::push_number(&mut message, max);
-            Err(message)
-        }
-    }
-}
-
-fn unknown(what: &str, name: &str, known: &str) -> String {
-    let mut message = String::from("unknown ");
-    message.push_str(what);
-    message.push_str(" '");
-    message.push_str(name);
-    message.push_str("' (expected one of ");
-    message.push_str(known);
-    message.push(')');
-    message
 }
