@@ -17,9 +17,56 @@ export function error(code, message) {
     return value;
 }
 
-/** A promise rejected with error(code, message). */
-export function rejected(code, message) {
-    return Promise.reject(error(code, message));
+/** A promise rejected with `value`. */
+export function reject(value) {
+    return Promise.reject(value);
+}
+
+/**
+ * The bytes send() sends for `data` (src/client/payload.rs): a Uint8Array, an ArrayBuffer, or
+ * another view of an ArrayBuffer (a typed array, a DataView) whose buffer, byteOffset and
+ * byteLength read as such (a getter that throws reads as nothing); undefined for anything else.
+ * Returned as a Uint8Array view that the glue copies into the wasm (on a detached buffer,
+ * subarray() and the constructor throw, as they always did).
+ */
+export function bytes(data) {
+    if (data instanceof Uint8Array) return data.subarray();
+    if (data instanceof ArrayBuffer) return new Uint8Array(data);
+    if (ArrayBuffer.isView(data)) {
+        const read = (key) => {
+            try {
+                return data[key];
+            } catch {}
+        };
+        const buffer = read('buffer');
+        const offset = read('byteOffset');
+        const length = read('byteLength');
+        if (buffer instanceof ArrayBuffer && typeof offset === 'number' && typeof length === 'number') {
+            return new Uint8Array(buffer, offset, length);
+        }
+    }
+}
+
+/**
+ * The JSON text send() sends for any other value; throws the Error (code 'invalid-argument') to
+ * reject with for undefined, a function, a symbol, and a value that JSON.stringify refuses
+ * (throws on) or turns into nothing. Nothing else throws here.
+ */
+export function json(data) {
+    const fail = (message) => {
+        throw error('invalid-argument', message);
+    };
+    if (data === undefined || typeof data === 'function' || typeof data === 'symbol') {
+        fail('cannot send undefined, a function or a symbol: pass a string, bytes or a JSON value');
+    }
+    let text;
+    try {
+        text = JSON.stringify(data);
+    } catch (thrown) {
+        fail('value does not serialise to JSON: ' + messageOf(thrown));
+    }
+    if (typeof text !== 'string') fail('value does not serialise to JSON');
+    return text;
 }
 
 /** The object stats() returns; rttMs and transport are undefined (from the wasm) or a value. */

@@ -75,8 +75,8 @@ extern "C" {
     /// An `Error` with its stable `code`.
     #[wasm_bindgen(js_name = error)]
     fn new_error(code: &str, message: &str) -> JsValue;
-    #[wasm_bindgen(js_name = rejected)]
-    fn rejected_with(code: &str, message: &str) -> Promise;
+    /// A promise rejected with `value`.
+    fn reject(value: &JsValue) -> Promise;
     #[wasm_bindgen(js_name = stats)]
     #[allow(clippy::too_many_arguments)]
     fn stats_object(
@@ -260,7 +260,7 @@ impl RealtimeClient {
     fn send_message(&self, event: Option<String>, data: &JsValue) -> Promise {
         let payload = match payload_from(data) {
             Ok(payload) => payload,
-            Err(message) => return rejected(ErrorCode::InvalidArgument, &message),
+            Err(error) => return reject(&error),
         };
         // The promise's entry is registered before the pump runs: the pump may carry out a
         // transmit that fails at once and settles this very message.
@@ -355,7 +355,7 @@ impl Facade {
 }
 
 fn rejected(code: ErrorCode, message: &str) -> Promise {
-    rejected_with(code.as_str(), message)
+    reject(&new_error(code.as_str(), message))
 }
 
 fn invalid_argument(message: &str) -> JsValue {

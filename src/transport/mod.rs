@@ -17,9 +17,9 @@ pub mod websocket;
 
 use alloc::rc::Rc;
 
-use js_sys::{ArrayBuffer, Reflect, Uint8Array};
+use js_sys::{ArrayBuffer, Reflect};
 use wasm_bindgen::prelude::wasm_bindgen;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 
 use crate::core::session::{ConnId, Input};
 
@@ -80,8 +80,6 @@ extern "C" {
     type Bytes;
     #[wasm_bindgen(constructor, js_class = Uint8Array)]
     fn new(buffer: &ArrayBuffer) -> Bytes;
-    #[wasm_bindgen(constructor, js_class = Uint8Array)]
-    fn new_range(buffer: &ArrayBuffer, offset: f64, length: f64) -> Bytes;
     #[wasm_bindgen(method, js_name = subarray)]
     fn copy_into_wasm(this: &Bytes) -> Vec<u8>;
 }
@@ -89,16 +87,6 @@ extern "C" {
 /// The bytes of an `ArrayBuffer`, copied into wasm memory.
 pub fn bytes_of(buffer: &ArrayBuffer) -> Vec<u8> {
     Bytes::new(buffer).copy_into_wasm()
-}
-
-/// The bytes a `Uint8Array` views, copied into wasm memory.
-pub fn bytes_of_view(view: &Uint8Array) -> Vec<u8> {
-    view.unchecked_ref::<Bytes>().copy_into_wasm()
-}
-
-/// `length` bytes from `offset` of an `ArrayBuffer` (what a typed array or DataView views).
-pub fn bytes_in(buffer: &ArrayBuffer, offset: f64, length: f64) -> Vec<u8> {
-    Bytes::new_range(buffer, offset, length).copy_into_wasm()
 }
 
 /// The page's window, or `None` in a worker.
