@@ -234,38 +234,59 @@ export function hub() {
         send(id) {
             return new Promise((resolve, reject) => sends.set(id, [resolve, reject]));
         },
-        delivered(upTo) {
-            for (const [id, [resolve]] of sends) {
-                if (id > upTo) break;
-                sends.delete(id);
-                resolve();
+        // Every other event of the session, and what the client tells its JS half, through one
+        // import (src/client/mod.rs, `Js`, numbers the kinds in this order): strings a, b, c
+        // (undefined where absent) and numbers x, y.
+        event(kind, a, b, c, x, y) {
+            switch (kind) {
+                case 0: // state: a the state
+                    return emit('state', a);
+                case 1: // open: a session id, b transport, x resumed (0 or 1)
+                    settle();
+                    return emit('open', { sessionId: a, transport: b, resumed: x === 1 });
+                case 2: // transport: a from (absent: null), b to, c reason
+                    return emit('transport', { from: a ?? null, to: b, reason: c });
+                case 3: // reconnecting: x attempt, y delay, a reason
+                    return emit('reconnecting', { attempt: x, delayMs: y, reason: a });
+                case 4: // reset: a reason
+                    return emit('reset', { reason: a });
+                case 5: // error: a code, b message
+                    return emit('error', error(a, b));
+                case 6: // close: x code, a reason, b the error code of why (for waiting connects)
+                    settle(b, 'closed before the session opened: ' + a);
+                    emit('close', { code: x, reason: a });
+                    if (dropAtClose) {
+                        dropAtClose = false;
+                        listeners.clear();
+                    }
+                    return;
+                case 7: // delivered: every send with an id up to x
+                    for (const [id, [resolve]] of sends) {
+                        if (id > x) break;
+                        sends.delete(id);
+                        resolve();
+                    }
+                    return;
+                case 8: { // failed: the send with id x, a code, b reason
+                    const pending = sends.get(x);
+                    if (pending) {
+                        sends.delete(x);
+                        pending[1](error(a, b));
+                    }
+                    return;
+                }
+                case 9: { // freed: nothing can settle the promises any more
+                    const value = error('closed', 'client was freed');
+                    for (const [, [, reject]] of sends) reject(value);
+                    sends.clear();
+                    const settled = waiters;
+                    waiters = [];
+                    for (const [, reject] of settled) reject(value);
+                    return;
+                }
+                case 10: // closing: the app called close(), drop the listeners after 'close'
+                    dropAtClose = true;
             }
-        },
-        failed(id, code, reason) {
-            const pending = sends.get(id);
-            if (pending) {
-                sends.delete(id);
-                pending[1](error(code, reason));
-            }
-        },
-        // The client is freed: nothing can settle its promises any more.
-        free() {
-            const value = error('closed', 'client was freed');
-            for (const [, [, reject]] of sends) reject(value);
-            sends.clear();
-            const settled = waiters;
-            waiters = [];
-            for (const [, reject] of settled) reject(value);
-        },
-        closing() {
-            dropAtClose = true;
-        },
-        state(state) {
-            emit('state', state);
-        },
-        open(sessionId, transport, resumed) {
-            settle();
-            emit('open', { sessionId, transport, resumed });
         },
         // kind: 0 text, 1 json (data the text, parsed here), 2 binary; event undefined if unnamed.
         message(seq, event, kind, data) {
@@ -279,26 +300,6 @@ export function hub() {
             }
             event = event ?? null;
             emit(event ?? 'message', data, { event, seq, kind: KINDS[kind] });
-        },
-        transport(from, to, reason) {
-            emit('transport', { from: from ?? null, to, reason });
-        },
-        reconnecting(attempt, delayMs, reason) {
-            emit('reconnecting', { attempt, delayMs, reason });
-        },
-        reset(reason) {
-            emit('reset', { reason });
-        },
-        error(code, message) {
-            emit('error', error(code, message));
-        },
-        close(code, reason, cause) {
-            settle(cause, 'closed before the session opened: ' + reason);
-            emit('close', { code, reason });
-            if (dropAtClose) {
-                dropAtClose = false;
-                listeners.clear();
-            }
         },
     };
 }

@@ -48,29 +48,10 @@ extern "C" {
     #[wasm_bindgen(method, js_name = send)]
     fn track_send(this: &Hub, id: f64) -> Promise;
     #[wasm_bindgen(method)]
-    fn delivered(this: &Hub, up_to: f64);
-    #[wasm_bindgen(method)]
-    fn failed(this: &Hub, id: f64, code: &str, reason: &str);
-    #[wasm_bindgen(method)]
-    fn free(this: &Hub);
-    #[wasm_bindgen(method)]
-    fn closing(this: &Hub);
-    #[wasm_bindgen(method)]
-    fn state(this: &Hub, state: &str);
-    #[wasm_bindgen(method)]
-    fn open(this: &Hub, session_id: &str, transport: &str, resumed: bool);
-    #[wasm_bindgen(method)]
     fn message(this: &Hub, seq: f64, event: Option<&str>, kind: u32, data: &JsValue);
+    /// Every other event and notice, by `Js` kind (hub.js says what a, b, c, x and y are).
     #[wasm_bindgen(method)]
-    fn transport(this: &Hub, from: Option<&str>, to: &str, reason: &str);
-    #[wasm_bindgen(method)]
-    fn reconnecting(this: &Hub, attempt: u32, delay_ms: f64, reason: &str);
-    #[wasm_bindgen(method)]
-    fn reset(this: &Hub, reason: &str);
-    #[wasm_bindgen(method, js_name = error)]
-    fn emit_error(this: &Hub, code: &str, message: &str);
-    #[wasm_bindgen(method)]
-    fn close(this: &Hub, code: u16, reason: &str, cause: &str);
+    fn event(this: &Hub, kind: u32, a: Option<&str>, b: Option<&str>, c: Option<&str>, x: f64, y: f64);
 
     /// An `Error` with its stable `code`.
     #[wasm_bindgen(js_name = error)]
@@ -91,6 +72,23 @@ extern "C" {
         transport: Option<&str>,
         outbox: f64,
     ) -> JsValue;
+}
+
+/// The kinds of `Hub::event`, numbered as hub.js's `event()` expects them (passed as a plain
+/// number: an exported enum would show in the package's types).
+#[derive(Clone, Copy)]
+enum Js {
+    State = 0,
+    Open = 1,
+    Transport = 2,
+    Reconnecting = 3,
+    Reset = 4,
+    Error = 5,
+    Close = 6,
+    Delivered = 7,
+    Failed = 8,
+    Freed = 9,
+    Closing = 10,
 }
 
 /// What a method throws if it finds the client's state still borrowed, which can only happen
@@ -213,7 +211,7 @@ impl RealtimeClient {
     /// dropped and everything the client registered in the page is released. Idempotent.
     pub fn close(&self) {
         if self.driver.with_session(|session| session.state() != crate::core::session::State::Closed) {
-            self.facade.hub.closing();
+            self.facade.notify(Js::Closing, None, None, 0.0);
         }
         self.driver.command(|session, now| session.close(now));
     }
@@ -287,7 +285,7 @@ impl Drop for RealtimeClient {
         self.driver.command(|session, now| session.close(now));
         // Freed inside one of its own listeners, the close events are still queued in the outer
         // pump, which will find no facade to give them to: settle the promises here.
-        self.facade.hub.free();
+        self.facade.notify(Js::Freed, None, None, 0.0);
     }
 }
 
@@ -300,15 +298,19 @@ impl EventHandler for Facade {
 }
 
 impl Facade {
+    /// Tells the JS half (`Hub::event`) with up to two strings and one number.
+    fn notify(&self, kind: Js, a: Option<&str>, b: Option<&str>, x: f64) {
+        self.hub.event(kind as u32, a, b, None, x, 0.0);
+    }
+
     fn dispatch(&self, event: Event) {
-        let hub = &self.hub;
         match event {
-            Event::State(state) => hub.state(state.as_str()),
+            Event::State(state) => self.notify(Js::State, Some(state.as_str()), None, 0.0),
             Event::Open { session_id, transport, resumed } => {
                 if let Some(rung) = self.current_rung.get() {
                     self.remember(rung);
                 }
-                hub.open(&session_id, transport.as_str(), resumed);
+                self.notify(Js::Open, Some(&session_id), Some(transport.as_str()), f64::from(u8::from(resumed)));
             }
             Event::Message { seq, event, payload } => {
                 // The JSON text is parsed by hub.js (an 'error' event if it does not parse).
@@ -317,10 +319,10 @@ impl Facade {
                     Payload::Json(text) => (1, JsValue::from_str(&text)),
                     Payload::Binary(bytes) => (2, Uint8Array::from(bytes.as_slice()).into()),
                 };
-                hub.message(seq as f64, event.as_deref(), kind, &data);
+                self.hub.message(seq as f64, event.as_deref(), kind, &data);
             }
-            Event::Delivered { up_to_id } => hub.delivered(up_to_id as f64),
-            Event::SendFailed { id, code, reason } => hub.failed(id as f64, code.as_str(), reason),
+            Event::Delivered { up_to_id } => self.notify(Js::Delivered, None, None, up_to_id as f64),
+            Event::SendFailed { id, code, reason } => self.notify(Js::Failed, Some(code.as_str()), Some(reason), id as f64),
             Event::Transport { from, to, cause, reason } => {
                 // Only a rung the network forced is remembered (falling back, or the remembered
                 // one working again); reaching the top rung forgets it.
@@ -330,17 +332,17 @@ impl Facade {
                     Some(rung) => self.remember(rung),
                     None => self.forget_rung(),
                 }
-                hub.transport(from.map(TransportKind::as_str), to.as_str(), &reason);
+                self.hub.event(Js::Transport as u32, from.map(TransportKind::as_str), Some(to.as_str()), Some(&reason), 0.0, 0.0);
             }
             Event::Reconnecting { attempt, delay_ms, reason } => {
                 if let Some(rung) = self.current_rung.get() {
                     // Also what `pagehide` ends in: a reload starts on the rung in use now.
                     self.remember(rung);
                 }
-                hub.reconnecting(attempt, delay_ms as f64, &reason);
+                self.hub.event(Js::Reconnecting as u32, Some(&reason), None, None, f64::from(attempt), delay_ms as f64);
             }
-            Event::Reset { reason } => hub.reset(reason),
-            Event::Error { code, message } => hub.emit_error(code.as_str(), &message),
+            Event::Reset { reason } => self.notify(Js::Reset, Some(reason), None, 0.0),
+            Event::Error { code, message } => self.notify(Js::Error, Some(code.as_str()), Some(&message), 0.0),
             Event::Closed { code, reason, cause } => {
                 if let Some(rung) = self.current_rung.get() {
                     // Still in use until now: its memory counts from here.
@@ -348,7 +350,7 @@ impl Facade {
                 }
                 // Rejects the waiting connect()s, dispatches 'close', then drops the listeners
                 // if the app closed.
-                hub.close(code, &reason, cause.as_str());
+                self.notify(Js::Close, Some(&reason), Some(cause.as_str()), f64::from(code));
             }
         }
     }
