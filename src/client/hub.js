@@ -159,10 +159,13 @@ export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
     return flat;
 }
 
-// What a listener threw, as a message: its `message` if it is an object with a string one (an
-// Error, a DOMException), else the value if it is a string (js_error_message in
-// src/transport/mod.rs).
-function messageOf(thrown) {
+/**
+ * What was thrown, as a message: its `message` if it is an object with a string one (an Error,
+ * a DOMException; a getter that throws reads as none), else the value if it is a string, else
+ * 'unknown error'. For listener errors here and for the transports (js_error_message in
+ * src/transport/mod.rs).
+ */
+export function messageOf(thrown) {
     let message;
     if (typeof thrown === 'object' && thrown !== null) {
         try {

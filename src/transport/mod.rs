@@ -17,7 +17,7 @@ pub mod websocket;
 
 use alloc::rc::Rc;
 
-use js_sys::{ArrayBuffer, Reflect};
+use js_sys::ArrayBuffer;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
@@ -94,11 +94,14 @@ pub fn window() -> Option<web_sys::Window> {
     WINDOW.with(Clone::clone)
 }
 
-/// The message of a JS exception, for events and errors (gloo's `js_to_js_error` in spirit):
-/// its `message` (an `Error`, a `DOMException`), or the value itself if it is a string.
-pub fn js_error_message(error: &JsValue) -> String {
-    let message = if error.is_object() { Reflect::get(error, &JsValue::from_str("message")).ok() } else { None };
-    message.and_then(|message| message.as_string()).or_else(|| error.as_string()).unwrap_or_else(|| String::from("unknown error"))
+#[wasm_bindgen(module = "/src/client/hub.js")]
+extern "C" {
+    /// The message of a JS exception, for events and errors (gloo's `js_to_js_error` in
+    /// spirit): its `message` (an `Error`, a `DOMException`) if that is a string, or the value
+    /// itself if it is a string, else "unknown error". In hub.js (`messageOf`), which the
+    /// facade's listener errors use too: one copy, and no `Reflect.get` import.
+    #[wasm_bindgen(js_name = messageOf)]
+    pub fn js_error_message(error: &JsValue) -> String;
 }
 
 /// Appends `value` in decimal to `text` (no `core::fmt` in the shipped path).
