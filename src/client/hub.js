@@ -74,6 +74,17 @@ export function stats(messagesIn, messagesOut, bytesIn, bytesOut, reconnects, fa
     return { messagesIn, messagesOut, bytesIn, bytesOut, reconnects, fallbacks, upgrades, rttMs: rttMs ?? null, transport: transport ?? null, outbox };
 }
 
+/**
+ * The init object of the transports' fetch() (src/transport/http.rs): the fields in this order,
+ * signal and body only when given (undefined from the wasm when absent).
+ */
+export function fetchInit(method, signal, body) {
+    const init = { method, cache: 'no-store' };
+    if (signal !== undefined) init.signal = signal;
+    if (body !== undefined) init.body = body;
+    return init;
+}
+
 const TRANSPORTS = ['websocket', 'sse', 'long-polling'];
 
 /**

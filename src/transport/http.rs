@@ -21,7 +21,7 @@ use crate::prelude::*;
 use core::cell::Cell;
 use alloc::rc::Rc;
 
-use js_sys::{ArrayBuffer, Object, Promise, Reflect};
+use js_sys::{ArrayBuffer, Promise};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
@@ -29,11 +29,18 @@ use web_sys::{AbortController, Response};
 
 use crate::transport::{js_error_message, push_number};
 
+#[wasm_bindgen(module = "/src/client/hub.js")]
+extern "C" {
+    /// `{ method, cache: 'no-store', signal?, body? }` (`fetchInit` in hub.js).
+    #[wasm_bindgen(js_name = fetchInit)]
+    fn fetch_init(method: &str, signal: Option<web_sys::AbortSignal>, body: Option<&str>) -> JsValue;
+}
+
 #[wasm_bindgen]
 extern "C" {
     // The global `fetch`, present in windows and workers alike.
     #[wasm_bindgen(js_name = fetch)]
-    fn global_fetch(url: &str, init: &Object) -> Promise;
+    fn global_fetch(url: &str, init: &JsValue) -> Promise;
 }
 
 /// What a request must answer with to count as a success.
@@ -84,21 +91,11 @@ impl HttpRequest {
         done: impl FnOnce(Result<Vec<u8>, Failure>) + 'static,
     ) -> HttpRequest {
         let controller = AbortController::new().ok();
-        // A plain init object: `RequestInit`'s setters would be one import each.
-        let init = Object::new();
-        let field = |name: &str, value: &JsValue| {
-            let _ = Reflect::set(&init, &JsValue::from_str(name), value);
-        };
-        field("method", &JsValue::from_str(method));
-        field("cache", &JsValue::from_str("no-store"));
-        if let Some(controller) = &controller {
-            field("signal", &controller.signal());
-        }
-        if let Some(body) = body {
-            // A string body is sent as `text/plain;charset=UTF-8` (Fetch: extract a body), which
-            // keeps the POST a "simple request": no CORS preflight round trip.
-            field("body", &JsValue::from_str(body));
-        }
+        // A plain init object, shaped by hub.js: `RequestInit`'s setters would be one import
+        // each, and `Reflect.set` with a key string per field costs more than one call.
+        // A string body is sent as `text/plain;charset=UTF-8` (Fetch: extract a body), which
+        // keeps the POST a "simple request": no CORS preflight round trip.
+        let init = fetch_init(method, controller.as_ref().map(AbortController::signal), body);
         let state = Rc::new(State {
             expect,
             what,
