@@ -75,6 +75,31 @@ export function stats(messagesIn, messagesOut, bytesIn, bytesOut, reconnects, fa
 }
 
 /**
+ * The storage of the rung memory (src/client/rung_memory.rs decides what is kept, when, and for
+ * how long): "<name>|<expiry ms>" under `key` in sessionStorage. rung 0-2 stores that transport
+ * (an index into TRANSPORTS) as in use now, trusted for ttl ms; -1 returns the stored index if
+ * the entry is well-formed (a decimal expiry that fits 64 bits) and not expired, else -1; -2
+ * removes it. Without storage (a worker, storage disabled: every access may throw, a full one
+ * refuses to store) there is no memory, and nothing throws.
+ */
+export function rungMemory(key, rung, ttl) {
+    try {
+        const storage = typeof window === 'undefined' ? null : window.sessionStorage;
+        if (!storage) return -1;
+        if (rung === -2) return storage.removeItem(key), -1;
+        if (rung >= 0) return storage.setItem(key, TRANSPORTS[rung] + '|' + (Date.now() + ttl)), -1;
+        const value = storage.getItem(key);
+        if (typeof value !== 'string') return -1;
+        const bar = value.indexOf('|');
+        const expiry = bar < 0 ? '' : value.slice(bar + 1);
+        if (!/^[0-9]{1,20}$/.test(expiry) || BigInt(expiry) > 18446744073709551615n || Number(expiry) < Date.now()) return -1;
+        return TRANSPORTS.indexOf(bar < 0 ? value : value.slice(0, bar));
+    } catch {
+        return -1;
+    }
+}
+
+/**
  * The init object of the transports' fetch() (src/transport/http.rs): the fields in this order,
  * signal and body only when given (undefined from the wasm when absent).
  */

@@ -8,6 +8,7 @@
 use crate::prelude::*;
 use crate::client::Facade;
 use crate::core::endpoint::TransportKind;
+use wasm_bindgen::prelude::wasm_bindgen;
 
 /// How long a remembered rung is trusted: long enough for the reloads of one visit, short
 /// enough that a changed network is re-tested soon (background upgrades re-test it anyway).
@@ -21,20 +22,23 @@ pub(super) fn rung_memory_key(url: &str) -> String {
     key
 }
 
-fn session_storage() -> Option<web_sys::Storage> {
-    // Absent in workers, and access throws when storage is disabled: then there is no memory.
-    crate::transport::window()?.session_storage().ok().flatten()
+#[wasm_bindgen(module = "/src/client/hub.js")]
+extern "C" {
+    /// The storage of the memory (`rungMemory` in hub.js, which says the format): `rung` 0-2
+    /// stores that transport (its index in `TransportKind::ALL`) as in use now, trusted for
+    /// `ttl_ms`; `RECALL` returns the stored index if fresh, else -1; `FORGET` removes it.
+    /// Without sessionStorage (a worker, storage disabled) there is no memory and nothing throws.
+    #[wasm_bindgen(js_name = rungMemory)]
+    fn rung_memory(key: &str, rung: i32, ttl_ms: f64) -> i32;
 }
 
-/// The rung stored by an earlier page of this tab, if fresh: `"<name>|<expiry ms>"`.
+const RECALL: i32 = -1;
+const FORGET: i32 = -2;
+
+/// The rung stored by an earlier page of this tab, if fresh.
 pub(super) fn recall_rung(key: &str) -> Option<TransportKind> {
-    let value = session_storage()?.get_item(key).ok().flatten()?;
-    let (name, expiry) = crate::core::endpoint::split_at_byte(&value, b'|');
-    let expiry = crate::core::wire::parse_number(expiry.as_bytes()).ok()? as f64;
-    if expiry < js_sys::Date::now() {
-        return None;
-    }
-    TransportKind::from_name(name)
+    let index = usize::try_from(rung_memory(key, RECALL, RUNG_MEMORY_TTL_MS)).ok()?;
+    TransportKind::ALL.get(index).copied()
 }
 
 impl Facade {
@@ -46,17 +50,13 @@ impl Facade {
     }
 
     pub(super) fn forget_rung(&self) {
-        if let (Some(key), Some(storage)) = (&self.memory_key, session_storage()) {
-            let _ = storage.remove_item(key);
+        if let Some(key) = &self.memory_key {
+            rung_memory(key, FORGET, RUNG_MEMORY_TTL_MS);
         }
     }
 }
 
 fn remember_rung(key: &str, kind: TransportKind) {
-    let Some(storage) = session_storage() else { return };
-    let mut value = String::from(kind.as_str());
-    value.push('|');
-    crate::transport::push_number(&mut value, (js_sys::Date::now() + RUNG_MEMORY_TTL_MS) as u64);
-    let _ = storage.set_item(key, &value);
+    // The enum's order is ALL's (its discriminants are the indexes hub.js knows).
+    rung_memory(key, kind as i32, RUNG_MEMORY_TTL_MS);
 }
-
