@@ -212,6 +212,17 @@ export function messageOf(thrown) {
 }
 
 const KINDS = ['text', 'json', 'binary'];
+// Event names with a fixed meaning, which emit() refuses; and what a name must be otherwise
+// (is_valid_event_name in src/core/wire.rs: 1-64 bytes, all of them in the class).
+const LIFECYCLE = ['open', 'close', 'error', 'state', 'transport', 'reconnecting', 'reset', 'message'];
+const NAME = /^[A-Za-z0-9_.:/-]{1,64}$/;
+const BAD_NAME = 'event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -';
+
+/** Throws the Error for an event name that emit() refuses. */
+export function emittable(event) {
+    if (LIFECYCLE.includes(event)) throw error('invalid-argument', "'" + event + "' is a lifecycle event name and cannot be emitted");
+    if (!NAME.test(event)) throw error('invalid-argument', BAD_NAME);
+}
 
 /** The registry and promises of one client. */
 export function hub() {
@@ -255,7 +266,11 @@ export function hub() {
     };
 
     return {
+        // Throws the Error for a name that is neither a lifecycle name nor valid, or a listener
+        // that is not a function.
         on(event, listener) {
+            if (!LIFECYCLE.includes(event) && !NAME.test(event)) throw error('invalid-argument', BAD_NAME);
+            if (typeof listener !== 'function') throw error('invalid-argument', 'listener must be a function');
             const id = ++next;
             listeners.set(id, [event, listener]);
             return listeners.delete.bind(listeners, id);

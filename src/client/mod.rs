@@ -25,7 +25,7 @@ use wasm_bindgen::prelude::*;
 use crate::core::endpoint::Endpoint;
 use crate::core::endpoint::TransportKind;
 use crate::core::session::{ErrorCode, Event, Session, TransportCause};
-use crate::core::wire::{self, Payload};
+use crate::core::wire::Payload;
 use driver::{Driver, EventHandler};
 use payload::payload_from;
 use rung_memory::{recall_rung, rung_memory_key};
@@ -39,8 +39,12 @@ extern "C" {
     type Hub;
     #[wasm_bindgen(js_name = hub)]
     fn new_hub() -> Hub;
-    #[wasm_bindgen(method)]
-    fn on(this: &Hub, event: &str, listener: &JsValue) -> Function;
+    /// Adds a listener, or returns the `Error` for a bad name or a listener that is not a function.
+    #[wasm_bindgen(method, catch)]
+    fn on(this: &Hub, event: &str, listener: &JsValue) -> Result<Function, JsValue>;
+    /// The `Error` for an event name that `emit()` refuses (a lifecycle name, an invalid name).
+    #[wasm_bindgen(catch)]
+    fn emittable(event: &str) -> Result<(), JsValue>;
     #[wasm_bindgen(method)]
     fn off(this: &Hub, event: &str, listener: &JsValue);
     #[wasm_bindgen(method)]
@@ -94,9 +98,6 @@ enum Js {
 /// What a method throws if it finds the client's state still borrowed, which can only happen
 /// after an earlier trap inside the client: the instance is then broken, and says so.
 pub(crate) const BROKEN: &str = "realtime-client is broken by an earlier fatal error; create a new client";
-
-/// Event names with a fixed meaning: `emit()` refuses them.
-const LIFECYCLE_EVENTS: [&str; 8] = ["open", "close", "error", "state", "transport", "reconnecting", "reset", "message"];
 
 /// The Rust half of the facade: the JS half (listeners, promises), the rung memory. Owned by
 /// the client, known weakly to the driver.
@@ -158,13 +159,7 @@ impl RealtimeClient {
         event: &str,
         #[wasm_bindgen(unchecked_param_type = "(...args: any[]) => void")] listener: JsValue,
     ) -> Result<Function, JsValue> {
-        if !LIFECYCLE_EVENTS.contains(&event) && !wire::is_valid_event_name(event) {
-            return Err(invalid_argument("event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -"));
-        }
-        if !listener.is_function() {
-            return Err(invalid_argument("listener must be a function"));
-        }
-        Ok(self.facade.hub.on(event, &listener))
+        self.facade.hub.on(event, &listener)
     }
 
     /// Removes a listener added with `on()`.
@@ -195,15 +190,7 @@ impl RealtimeClient {
     /// lifecycle names and invalid names.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn emit(&self, event: &str, #[wasm_bindgen(unchecked_param_type = "string | Uint8Array | ArrayBuffer | unknown")] data: JsValue) -> Result<Promise, JsValue> {
-        if LIFECYCLE_EVENTS.contains(&event) {
-            let mut message = String::from("'");
-            message.push_str(event);
-            message.push_str("' is a lifecycle event name and cannot be emitted");
-            return Err(invalid_argument(&message));
-        }
-        if !wire::is_valid_event_name(event) {
-            return Err(invalid_argument("event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -"));
-        }
+        emittable(event)?;
         Ok(self.send_message(Some(event.to_owned()), &data))
     }
 
