@@ -36,7 +36,10 @@ if (!dirArg || !helper || !npmTools) {
     console.error('usage: node .ci/post-build.mjs DIR WASM_IMPORT_NAMES_BIN NPM_TOOLS_DIR');
     process.exit(2);
 }
-const { minify } = createRequire(join(resolve(npmTools), 'package.json'))('terser');
+const requireTool = createRequire(join(resolve(npmTools), 'package.json'));
+const { minify } = requireTool('terser');
+// terser's parser, pinned by the same lock file: the top-level names of a snippet (1c).
+const acorn = requireTool('acorn');
 const dir = resolve(dirArg);
 const say = (message) => console.log(`post-build: ${message}`);
 const fail = (message) => {
@@ -132,9 +135,10 @@ try {
 
     // 1c. The JS snippets (#[wasm_bindgen(module = ...)]: src/client/hub.js) inlined into the glue,
     // which then needs no DIR/snippets/: one file fewer to fetch and to gzip. Each import
-    // `import { a, b as c } from './snippets/...';` becomes `const { a, b: c } = (() => { <the
-    // snippet, its `export function`s plain functions> return { a, b }; })();`, evaluated where
-    // the import stood. A snippet of another shape (an import of its own, another kind of
+    // `import { a, b as c } from './snippets/...';` becomes the snippet, its `export function`s
+    // plain functions, where the import stood (and `const c = b;`), or, should one of its
+    // top-level names occur in the glue otherwise, `const { a, b: c } = (() => { <the same>
+    // return { a, b }; })();`. A snippet of another shape (an import of its own, another kind of
     // export, a name it does not export) fails here.
     const snippetsDir = join(dir, 'snippets');
     const snippetImport = /^import \{([^}]*)\} from '(\.\/snippets\/[^']+\.js)';\n/gm;
@@ -154,8 +158,29 @@ try {
             if (!exported.includes(match[1])) fail(`the glue imports ${match[1]} from ${relative}, which does not export it`);
             return [match[1], match[2] ?? match[1]];
         });
-        const bindings = specifiers.map(([name, local]) => (name === local ? name : `${name}: ${local}`)).join(', ');
-        const replacement = `const { ${bindings} } = (() => {\n${body}\nreturn { ${exported.join(', ')} };\n})();\n`;
+        // Declared at the glue's top level when none of the snippet's top-level names occurs in
+        // the glue but as a binding the glue imports under that very name (it refers to the
+        // same function then); in a function of its own otherwise.
+        // (A declaration that is not a plain name, `const { a } = ...`, counts as a clash.)
+        const declared = [];
+        let patterns = false;
+        for (const node of acorn.parse(body, { ecmaVersion: 'latest', sourceType: 'module' }).body) {
+            if (node.type === 'FunctionDeclaration' || node.type === 'ClassDeclaration') declared.push(node.id.name);
+            if (node.type === 'VariableDeclaration') {
+                for (const { id } of node.declarations) id.type === 'Identifier' ? declared.push(id.name) : (patterns = true);
+            }
+        }
+        const rest = inlinedGlue.replace(statement, '');
+        const shared = declared.filter((name) => token(name).test(rest));
+        const clash = patterns || shared.some((name) => !specifiers.some(([imported, local]) => imported === name && local === name));
+        let replacement;
+        if (clash) {
+            const bindings = specifiers.map(([name, local]) => (name === local ? name : `${name}: ${local}`)).join(', ');
+            replacement = `const { ${bindings} } = (() => {\n${body}\nreturn { ${exported.join(', ')} };\n})();\n`;
+        } else {
+            const aliases = specifiers.filter(([name, local]) => name !== local).map(([name, local]) => `const ${local} = ${name};\n`);
+            replacement = `${body}\n${aliases.join('')}`;
+        }
         inlinedGlue = inlinedGlue.replace(statement, () => replacement);
     }
     if (inlinedGlue.includes('./snippets/')) fail('the glue still refers to ./snippets/ after inlining');

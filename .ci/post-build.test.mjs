@@ -116,6 +116,22 @@ test('inlines a snippet into the glue and removes snippets/', async () => {
     }
 });
 
+test('inlines a snippet whose names clash with the glue\'s in a function of its own', async () => {
+    // `wasm` and `initSync` are the glue's too: declared at the top level, they would collide.
+    const source = snippetSource.replace('function secret(x) { return x * 1000; }', 'const wasm = 1000;\nfunction initSync() { return wasm; }\nfunction secret(x) { return x * initSync(); }');
+    const dir = withSnippet(fixture({ glueText: snippetGlue() }), source);
+    try {
+        const result = run(dir);
+        assert.equal(result.status, 0, result.stderr);
+        assert.ok(!existsSync(join(dir, 'snippets')), 'snippets/ left behind');
+        const module = await import(pathToFileURL(join(dir, 'fixture.js')).href);
+        module.initSync({ module: readFileSync(join(dir, 'fixture_bg.wasm')) });
+        assert.equal(new module.Fixture().run(5), 1011);
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+});
+
 const snippetRefusals = {
     'a snippet with another kind of export': { source: snippetSource + 'export const other = 1;\n', error: /an export other than/ },
     'a snippet that imports': { source: "import './x.js';\n" + snippetSource, error: /imports something/ },
