@@ -18,6 +18,8 @@ DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_SCHEME := http
 DEMO_FLAGS :=
 endif
+# The demo's admin token (made at each `make demo`; see the demo target).
+DEMO_TOKEN_FILE := $(or $(CARGO_TARGET_DIR),target)/demo-admin-token
 # --no-default-features: the shipped wasm is no_std with a trapping panic handler (src/lib.rs).
 WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/pkg -- --no-default-features
 
@@ -46,21 +48,29 @@ demo: setup
 	$(WASM_PACK_BUILD)
 	.ci/post-build.sh www/pkg
 	cargo build --release -p realtime-server
+	@# The "Drop connection" button calls POST /realtime/kick, which needs --allow-kick and the
+	@# admin token: a fresh random one at every start, in a file only this user reads. The page
+	@# gets it in the URL's fragment (#admin=...), which a browser never sends to the server.
+	@# LOOPBACK DEMO ONLY: never give a public server's admin token to a page.
+	@mkdir -p $(dir $(DEMO_TOKEN_FILE)) && (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d " \n" >$(DEMO_TOKEN_FILE))
 	@echo
-	@echo "  Demo: open $(DEMO_SCHEME)://$(DEMO_ADDR)/ (two tabs in the same room chat with each other)."
+	@echo "  Demo: open $(DEMO_SCHEME)://$(DEMO_ADDR)/#admin=$$(cat $(DEMO_TOKEN_FILE))"
+	@echo "  (two tabs in the same room chat with each other; the #admin= part makes \"Drop connection\" work)."
 	@echo "  Stop the server with Ctrl-C."
 	@echo
 ifeq ($(TLS),1)
 	@# The certificate is new at every start: show how to trust this one, as soon as it exists.
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick $(DEMO_FLAGS) | \
-		awk '{ print; fflush() } /^spki sha256 / { \
+	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick \
+		--admin-token-file $(DEMO_TOKEN_FILE) $(DEMO_FLAGS) | \
+		awk -v token="$$(cat $(DEMO_TOKEN_FILE))" '{ print; fflush() } /^spki sha256 / { \
 			print ""; \
 			print "  Development certificate, SPKI sha256 " $$3 ". Let Chromium trust it (and nothing else new):"; \
-			print "    chromium --user-data-dir=$$(mktemp -d) --ignore-certificate-errors-spki-list=" $$3 " $(DEMO_SCHEME)://$(DEMO_ADDR)/"; \
+			print "    chromium --user-data-dir=$$(mktemp -d) --ignore-certificate-errors-spki-list=" $$3 " $(DEMO_SCHEME)://$(DEMO_ADDR)/#admin=" token; \
 			print "  (other browsers: accept the warning once; HTTP/2 then carries every stream on one connection)"; \
 			print ""; fflush() }'
 else
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick $(DEMO_FLAGS)
+	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick \
+		--admin-token-file $(DEMO_TOKEN_FILE) $(DEMO_FLAGS)
 endif
 
 # The sub-steps run in sequence, in this order, whatever -j says.
