@@ -38,23 +38,19 @@ pub async fn connect(source: IpAddr, target: SocketAddr) -> io::Result<TcpStream
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
-    /// The header block, lower-cased names, as text.
+    /// The header block as text (shown in error messages).
     pub head: String,
     pub body: Vec<u8>,
 }
 
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
-}
 
 /// The bytes of one HTTP/1.1 request (`Connection: close` unless `extra` says otherwise).
 pub fn request_bytes(method: &str, target: SocketAddr, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: {target}\r\n");
+    let mut out = format!("{method} {path} HTTP/1.1\r\n");
+    // The target's address as Host, unless the caller brings its own (the rebinding attack).
+    if !extra.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        out.push_str(&format!("Host: {target}\r\n"));
+    }
     if !extra.iter().any(|(name, _)| name.eq_ignore_ascii_case("connection")) {
         out.push_str("Connection: close\r\n");
     }
@@ -246,7 +242,8 @@ mod tests {
     #[test]
     fn parses_plain_and_chunked_responses() {
         let plain = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
-        assert_eq!((plain.status, plain.body.as_slice(), plain.header("content-length")), (200, &b"hi"[..], Some("2")));
+        assert_eq!((plain.status, plain.body.as_slice()), (200, &b"hi"[..]));
+        assert!(plain.head.contains("Content-Length: 2"));
         let chunked = parse(b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n3\r\nyou\r\n0\r\n\r\n").unwrap();
         assert_eq!(chunked.body, b"hiyou");
         assert!(complete(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi").unwrap().is_none());

@@ -110,7 +110,7 @@ async fn poll(proxy: SocketAddr, query: &str) -> io::Result<Vec<Frame>> {
     // A held poll lasts up to the server's hold (25 s by default): the step limit plus that.
     let response = net::request(LOCAL, proxy, "GET", &format!("/realtime/poll?{query}"), &[], b"", STEP * 4).await?;
     if response.status != 200 {
-        return Err(fail(format!("poll answered {}: {}", response.status, String::from_utf8_lossy(&response.body))));
+        return Err(fail(format!("poll answered {} ({}): {}", response.status, response.head, String::from_utf8_lossy(&response.body))));
     }
     net::frames(&response.body)
 }
