@@ -7,7 +7,8 @@
 #   - tests/soak's proxy-check: a WebSocket upgrade reaches the hello (and a ping its pong); SSE
 #     events published after the stream opened arrive within 100 ms, measured; a long poll, a held
 #     poll answered by a publish, and a POST /realtime/send whose echo and ack come back;
-#   - curl: a poll answers 200 with the frames content type and a hello;
+#   - curl: a poll answers 200 with the frames content type and a hello; the admin paths
+#     (/metrics, /realtime/stats, /realtime/kick, %-encoded too) answer 404 at the proxy;
 #   - curl from 127.0.0.2 through a second instance of the same config whose upstream is a header
 #     echo (node): X-Forwarded-For carries the client address after what the client sent,
 #     X-Forwarded-Host the public host, X-Forwarded-Proto the scheme, Host the upstream address.
@@ -60,12 +61,17 @@ on_failure() { # shows every log of this run
     done
 }
 
-# The server as deployed behind a proxy: on loopback, trusting that proxy's forwarded headers.
+# The server as deployed behind a proxy: on loopback, trusting that proxy's forwarded headers,
+# with an admin token (so that the admin paths are really open on the server itself, and the
+# proxy is what closes them).
+admin_token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 : >"$work/server.log"
-"$server_bin" --listen 127.0.0.1:0 --trusted-proxy 127.0.0.1 >"$work/server.log" 2>&1 &
+REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --trusted-proxy 127.0.0.1 >"$work/server.log" 2>&1 &
 pids+=($!)
 server=$(wait_for_address "${pids[-1]}" "$work/server.log" 30) || fail "the server did not start"
 say "server on http://$server"
+answer=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $admin_token" "http://$server/metrics")
+[ "$answer" = 200 ] || fail "GET /metrics on the server itself answered $answer"
 
 # A header echo: answers every request with its headers as JSON.
 : >"$work/echo.log"
@@ -148,6 +154,14 @@ check_proxy() {
     [ "$answer" = "200 application/x-realtime-frames" ] || { on_failure; fail "$name: curl poll answered '$answer'"; }
     head -c 6 "$work/poll-body" | grep -q '^hello ' || fail "$name: the poll body does not start with a hello"
     say "$name: curl GET /realtime/poll -> $answer, hello"
+    for path in /metrics /realtime/stats /%6detrics; do
+        answer=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $admin_token" \
+            "http://127.0.0.1:$port$path")
+        [ "$answer" = 404 ] || fail "$name: the admin path $path answered $answer through the proxy (expected 404)"
+    done
+    answer=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/realtime/kick?sid=x")
+    [ "$answer" = 404 ] || fail "$name: POST /realtime/kick answered $answer through the proxy (expected 404)"
+    say "$name: the admin paths answer 404 through the proxy, even with the token"
     headers=$(curl -sS --max-time 10 --interface 127.0.0.2 -H 'X-Forwarded-For: 203.0.113.9' \
         "http://127.0.0.1:$echo_port/realtime/x")
     for expected in "\"x-forwarded-for\":\"203.0.113.9, 127.0.0.2\"" "\"x-forwarded-host\":\"127.0.0.1:$echo_port\"" \
