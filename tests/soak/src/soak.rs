@@ -5,6 +5,14 @@
 //! keeps a WebSocket doing ping round trips every 50 ms and opens a new session by long poll every
 //! 250 ms; its p99 latencies and failures are reported beside the attack.
 //!
+//! The attacks, in order: 10,000 sessions and 5,000 SSE streams from one IP; 100 POSTs of 163k
+//! pings to a session without transport and the same pings from a WebSocket that never reads; a
+//! 170 KB batch publish to 1,000 idle sessions, 5 publishes of 1 MiB to 300, two concurrent batch
+//! publishes; 12,000 messages into a room with 10 idle members (are they still resumable?); 20 SSE
+//! clients that never read; 1,074 idle sockets against `ulimit -n 1024`; slowloris and idle
+//! keep-alive sockets; DNS rebinding (Host and Origin `evil.example`); the static path tricks; and
+//! 5,000 WebSocket sessions in rooms of 100 sending every 5 s and acking, for 60 s.
+//!
 //! Environment: `SOAK_SCALE` (0 < x <= 1, default 1: multiplies every count), `SOAK_TRAFFIC_SECS`
 //! (default 60: the traffic phase), `SOAK_SERVER_FLAGS` (extra server flags, split on
 //! whitespace), `SOAK_SERVER_NOFILE` (the server's `ulimit -n`, default 65536; the idle-socket
@@ -346,6 +354,7 @@ enum Attack {
     PongPosts,
     PongWebSocket,
     BatchFanout,
+    BigPublishes,
     ConcurrentBatches,
     RoomFlood,
     SlowSse,
@@ -356,12 +365,13 @@ enum Attack {
     Traffic,
 }
 
-const ATTACKS: [Attack; 13] = [
+const ATTACKS: [Attack; 14] = [
     Attack::Sessions,
     Attack::SseStreams,
     Attack::PongPosts,
     Attack::PongWebSocket,
     Attack::BatchFanout,
+    Attack::BigPublishes,
     Attack::ConcurrentBatches,
     Attack::RoomFlood,
     Attack::SlowSse,
@@ -380,6 +390,7 @@ impl Attack {
             Attack::PongPosts => format!("{} POSTs of {}k pings, no transport", settings.n(100), PINGS_PER_BATCH / 1000),
             Attack::PongWebSocket => format!("WebSocket: {} messages of {}k pings, never reads", settings.n(100), PINGS_PER_BATCH / 1000),
             Attack::BatchFanout => format!("170 KB batch publish to {} idle sessions", settings.n(1_000)),
+            Attack::BigPublishes => format!("{} publishes of 1 MiB to {} idle sessions", settings.n(5), settings.n(300)),
             Attack::ConcurrentBatches => format!("2 concurrent 170 KB batch publishes, {} sessions", settings.n(1_000)),
             Attack::RoomFlood => format!("{} messages into a room with 10 idle members", settings.n(12_000)),
             Attack::SlowSse => format!("20 non-reading SSE clients, {} × 100 KB published", settings.n(200)),
@@ -491,6 +502,18 @@ impl Attack {
                     slowest.as_secs_f64(),
                     started.elapsed().as_secs_f64()
                 )
+            }
+            Attack::BigPublishes => {
+                let sessions = idle_sessions(addr, "big", settings.n(300)).await;
+                let body = vec![b'z'; 1 << 20];
+                let started = Instant::now();
+                let mut statuses = Vec::new();
+                for _ in 0..settings.n(5) {
+                    statuses.push(publish(addr, "big", "text/plain", &body).await);
+                }
+                let took = started.elapsed();
+                sleep(Duration::from_secs(2)).await;
+                format!("{} idle sessions; publishes {} in {:.1} s", sessions.len(), tally(&statuses), took.as_secs_f64())
             }
             Attack::RoomFlood => {
                 let members = idle_sessions(addr, "flooded", 10).await;
