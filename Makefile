@@ -18,10 +18,12 @@ DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_SCHEME := http
 DEMO_FLAGS :=
 endif
+# The demo's admin token (made at each `make demo`; see the demo target).
+DEMO_TOKEN_FILE := $(or $(CARGO_TARGET_DIR),target)/demo-admin-token
 # --no-default-features: the shipped wasm is no_std with a trapping panic handler (src/lib.rs).
 WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/pkg -- --no-default-features
 
-.PHONY: help setup demo test test-host test-browser size clean
+.PHONY: help setup demo test test-host test-proxies soak test-browser size clean
 
 help:
 	@echo "make demo          build the client and serve the demo page on http://127.0.0.1:8080/"
@@ -30,6 +32,8 @@ help:
 	@echo "                   that trusts it (--ignore-certificate-errors-spki-list=...)"
 	@echo "make test          host tests, browser tests (headless Chromium), release size"
 	@echo "make test-host     cargo test --workspace, and the post-build step's tests"
+	@echo "make test-proxies  the nginx and haproxy configs of www/deploy/ in front of a release server"
+	@echo "make soak          the attacks at full size against a release server (minutes; not in make test)"
 	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
 	@echo "make size          release build into www/pkg (post-build step included) and its gzipped size"
 	@echo "make package       the npm package in pkg/ and its tarball; checks the size budget"
@@ -46,26 +50,35 @@ demo: setup
 	$(WASM_PACK_BUILD)
 	.ci/post-build.sh www/pkg
 	cargo build --release -p realtime-server
+	@# The "Drop connection" button calls POST /realtime/kick, which needs --allow-kick and the
+	@# admin token: a fresh random one at every start, in a file only this user reads. The page
+	@# gets it in the URL's fragment (#admin=...), which a browser never sends to the server.
+	@# LOOPBACK DEMO ONLY: never give a public server's admin token to a page.
+	@mkdir -p $(dir $(DEMO_TOKEN_FILE)) && (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d " \n" >$(DEMO_TOKEN_FILE))
 	@echo
-	@echo "  Demo: open $(DEMO_SCHEME)://$(DEMO_ADDR)/ (two tabs in the same room chat with each other)."
+	@echo "  Demo: open $(DEMO_SCHEME)://$(DEMO_ADDR)/#admin=$$(cat $(DEMO_TOKEN_FILE))"
+	@echo "  (two tabs in the same room chat with each other; the #admin= part makes \"Drop connection\" work)."
 	@echo "  Stop the server with Ctrl-C."
 	@echo
 ifeq ($(TLS),1)
 	@# The certificate is new at every start: show how to trust this one, as soon as it exists.
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick $(DEMO_FLAGS) | \
-		awk '{ print; fflush() } /^spki sha256 / { \
+	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick \
+		--admin-token-file $(DEMO_TOKEN_FILE) $(DEMO_FLAGS) | \
+		awk -v token="$$(cat $(DEMO_TOKEN_FILE))" '{ print; fflush() } /^spki sha256 / { \
 			print ""; \
 			print "  Development certificate, SPKI sha256 " $$3 ". Let Chromium trust it (and nothing else new):"; \
-			print "    chromium --user-data-dir=$$(mktemp -d) --ignore-certificate-errors-spki-list=" $$3 " $(DEMO_SCHEME)://$(DEMO_ADDR)/"; \
+			print "    chromium --user-data-dir=$$(mktemp -d) --ignore-certificate-errors-spki-list=" $$3 " $(DEMO_SCHEME)://$(DEMO_ADDR)/#admin=" token; \
 			print "  (other browsers: accept the warning once; HTTP/2 then carries every stream on one connection)"; \
 			print ""; fflush() }'
 else
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick $(DEMO_FLAGS)
+	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick \
+		--admin-token-file $(DEMO_TOKEN_FILE) $(DEMO_FLAGS)
 endif
 
 # The sub-steps run in sequence, in this order, whatever -j says.
 test: setup
 	$(MAKE) --no-print-directory test-host
+	$(MAKE) --no-print-directory test-proxies
 	$(MAKE) --no-print-directory test-browser
 	$(MAKE) --no-print-directory size
 	$(MAKE) --no-print-directory test-consumers
@@ -76,6 +89,18 @@ test-host:
 	.ci/check-invariants.sh
 	cargo test --workspace
 	.ci/post-build.sh --test
+
+# www/deploy/nginx.conf and haproxy.cfg in front of a release server: WebSocket, SSE within
+# 100 ms, long poll, send and the forwarded headers through each (.ci/proxy-tests.sh).
+test-proxies:
+	.ci/proxy-tests.sh
+
+# The issue's attacks at full size, one after another against a fresh release server each, plus
+# 5,000 sessions with traffic for 60 s: peak RSS, refusals (/metrics) and a legitimate client's
+# p99 per attack (.ci/soak.sh). Not part of 'make test' (minutes, not seconds). SOAK_SCALE=0.1 for
+# a tenth of every size, SOAK_SERVER_FLAGS for extra server flags.
+soak:
+	.ci/soak.sh
 
 test-browser:
 	.ci/browser-tests.sh

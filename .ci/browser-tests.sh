@@ -22,6 +22,9 @@
 #                                                            and GET /upstream
 #   REALTIME_CHAOS_UPSTREAM=http://127.0.0.1:UPSTREAMPORT/realtime   that server, direct (for
 #                                                            publishing around the proxy)
+#   REALTIME_ADMIN_TOKEN=HEX                                  the admin token of every server here
+#                                                            (GET /realtime/stats needs it); the
+#                                                            servers read the same variable
 #   REALTIME_TLS_URL=https://127.0.0.1:TLSPORT/realtime      a server over TLS with a development
 #                                                            certificate (tests/h2.rs); Chromium
 #                                                            trusts it only through its SPKI
@@ -56,6 +59,19 @@ if [ "${#build_packages[@]}" -gt 0 ]; then
 fi
 server_bin=${REALTIME_SERVER_BIN:-$target_dir/debug/realtime-server}
 proxy_bin=${FAULT_PROXY_BIN:-$target_dir/debug/fault-proxy}
+
+# The tests read the server's own counters (GET /realtime/stats), an admin endpoint: one random
+# admin token for every server started here (exported, so the chaos proxy's server inherits it),
+# compiled into the tests by option_env!. Kept in the target directory so that it stays the same
+# from run to run: a new value would recompile the test crates each time. Loopback test servers
+# only.
+admin_token_file=$target_dir/browser-tests-admin-token
+if [ ! -s "$admin_token_file" ]; then
+    mkdir -p "$target_dir"
+    (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$admin_token_file")
+fi
+REALTIME_ADMIN_TOKEN=$(cat "$admin_token_file")
+export REALTIME_ADMIN_TOKEN
 
 server_log=$(mktemp -t realtime-server.XXXXXX.log)
 tls_log=$(mktemp -t realtime-server-tls.XXXXXX.log)
@@ -179,7 +195,8 @@ echo "browser-tests: all test files against plain http (and tests/h2.rs over TLS
 # the suite really ran there, and over h2.
 # (--insecure only lets the pin stand in for the CA check: a certificate with another key fails.)
 tls_stats() {
-    curl -sS --http2 --insecure --pinnedpubkey "sha256//$spki" "$REALTIME_TLS_URL/stats"
+    curl -sS --http2 --insecure --pinnedpubkey "sha256//$spki" -H "Authorization: Bearer $REALTIME_ADMIN_TOKEN" \
+        "$REALTIME_TLS_URL/stats"
 }
 tls_h2_count() { # ENDPOINT: its http2 counter
     tls_stats | sed -n "s/.*\"$1\":{\"http1\":[0-9]*,\"http2\":\([0-9]*\)}.*/\1/p"

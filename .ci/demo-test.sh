@@ -9,7 +9,8 @@
 #   of `make test`, `make size` has just built it); otherwise it is built here, as `make demo` does
 #   (wasm-pack, then the post-build step of .ci/post-build.sh: the demo runs what ships).
 # - The reference server (debug build; REALTIME_SERVER_BIN overrides it) listens on a free port with
-#   --allow-kick and is stopped on exit, failures included.
+#   --allow-kick and a random admin token (kick needs both; the pages get the token in the URL's
+#   fragment, as from `make demo`), and is stopped on exit, failures included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/lib.sh
@@ -65,12 +66,13 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$server_bin" --listen 127.0.0.1:0 --static-dir www --allow-kick >"$server_log" 2>&1 &
+admin_token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --static-dir www --allow-kick >"$server_log" 2>&1 &
 server_pid=$!
 address=$(wait_for_address "$server_pid" "$server_log" 20) || fail "the server did not start"
-say "server on http://$address (--allow-kick)"
+say "server on http://$address (--allow-kick, admin token)"
 
-if ! node "$demo/run-demo.mjs" "http://$address" "$shots"; then
+if ! ADMIN_TOKEN=$admin_token node "$demo/run-demo.mjs" "http://$address" "$shots"; then
     echo "demo-test: server log (last 40 lines):" >&2
     tail -n 40 "$server_log" >&2
     fail "FAILED (screenshots, if any, in $shots)"

@@ -53,13 +53,26 @@ missing_packages=()
 command -v chromium >/dev/null || missing_packages+=(chromium)
 command -v chromedriver >/dev/null || missing_packages+=(chromium-driver)
 command -v wasm-opt >/dev/null || missing_packages+=(binaryen)
+# The reverse-proxy tests (.ci/proxy-tests.sh) run Debian's nginx and haproxy in the foreground
+# on loopback ports; both live in /usr/sbin.
+PATH=$PATH:/usr/sbin:/sbin command -v nginx >/dev/null || missing_packages+=(nginx)
+PATH=$PATH:/usr/sbin:/sbin command -v haproxy >/dev/null || missing_packages+=(haproxy)
 if [ ${#missing_packages[@]} -eq 0 ]; then
-    say "chromium, chromedriver and wasm-opt present"
+    say "chromium, chromedriver, wasm-opt, nginx and haproxy present"
 else
     sudo_prefix=()
     if [ "$(id -u)" -ne 0 ]; then sudo_prefix=(sudo); fi
     say "installing Debian packages: ${missing_packages[*]}"
+    # nginx and haproxy must not start as system services (port 80, left running): a
+    # policy-rc.d that denies every start, only for this install, unless one is already there.
+    own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo_prefix[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${sudo_prefix[@]}" chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
     "${sudo_prefix[@]}" apt-get update
     "${sudo_prefix[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y "${missing_packages[@]}"
+    if [ -n "$own_policy" ]; then "${sudo_prefix[@]}" rm -f /usr/sbin/policy-rc.d; fi
 fi

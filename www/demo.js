@@ -392,8 +392,37 @@ async function sendChat(text) {
   }
 }
 
+// The admin token that `POST /realtime/kick` needs. `make demo` makes a fresh one at each start
+// and prints the page's URL with it in the fragment (`#admin=TOKEN`): a browser never sends the
+// fragment to the server nor puts it in a Referer. It is read once, kept for this tab only
+// (sessionStorage, so a reload keeps the button working) and taken out of the address bar, so
+// the share link and a copied URL never carry it. LOOPBACK DEMO ONLY: a public server must not
+// hand its admin token to pages.
+const ADMIN_TOKEN_KEY = 'realtime-demo-admin-token';
+const adminToken = (() => {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const fromUrl = fragment.get('admin');
+  if (fromUrl) {
+    fragment.delete('admin');
+    const rest = fragment.toString();
+    history.replaceState(null, '', `${location.pathname}${location.search}${rest ? `#${rest}` : ''}`);
+    try {
+      sessionStorage.setItem(ADMIN_TOKEN_KEY, fromUrl);
+    } catch {
+      // Storage can be disabled: the token then lasts until a reload.
+    }
+    return fromUrl;
+  }
+  try {
+    return sessionStorage.getItem(ADMIN_TOKEN_KEY);
+  } catch {
+    return null;
+  }
+})();
+
 // Breaks the live transport on the server (`POST /realtime/kick`, only on a server started with
-// --allow-kick, as `make demo` does): no close frame, so the client sees a real network failure.
+// --allow-kick and an admin token, as `make demo` does): no close frame, so the client sees a
+// real network failure.
 async function dropConnection() {
   const target = client;
   const sessionId = target && target.state === 'open' ? target.sessionId : null;
@@ -407,6 +436,7 @@ async function dropConnection() {
   try {
     const response = await fetch(`${location.origin}/realtime/kick?sid=${encodeURIComponent(sessionId)}`, {
       method: 'POST',
+      headers: adminToken ? { authorization: `Bearer ${adminToken}` } : {},
     });
     if (response.status === 204) {
       logEvent('drop', `the server broke off the ${transport} connection`);
@@ -414,8 +444,16 @@ async function dropConnection() {
     }
     dropPending = false;
     const reason = (await response.text()).trim();
-    if (response.status === 403) {
-      setStatus('This server does not allow dropping connections (start it with --allow-kick; `make demo` does).', 'warn');
+    if (response.status === 401) {
+      setStatus(
+        'Dropping a connection needs the admin token: open the URL with #admin=… that `make demo` printed.',
+        'warn',
+      );
+    } else if (response.status === 403) {
+      setStatus(
+        'This server does not allow dropping connections (start it with --allow-kick and an admin token; `make demo` does).',
+        'warn',
+      );
     } else if (response.status === 409) {
       setStatus('The connection is already down; the client is reconnecting.', 'info');
     } else {

@@ -4,8 +4,11 @@
 // reconnects, B sends 5; A is open again with a resumed session and shows each of B's messages
 // exactly once and in order, and B shows A's once. Screenshots of both pages go to SHOT_DIR.
 //
-// Usage: node run-demo.mjs BASE_URL SHOT_DIR
-//   BASE_URL  a reference server started with --static-dir www --allow-kick, e.g. http://127.0.0.1:8080
+// Usage: ADMIN_TOKEN=TOKEN node run-demo.mjs BASE_URL SHOT_DIR
+//   BASE_URL     a reference server started with --static-dir www --allow-kick and that admin token
+//                (kick needs it), e.g. http://127.0.0.1:8080
+//   ADMIN_TOKEN  handed to the pages as `make demo` does, in the URL's fragment (#admin=TOKEN);
+//                the run checks that the page takes it out of its address and its share link.
 // Every wait is bounded and fails with a message that says what did not happen.
 
 import { mkdir, readFile } from 'node:fs/promises';
@@ -13,8 +16,9 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [baseUrl, shotDir] = process.argv.slice(2);
-if (!baseUrl || !shotDir) {
-  console.error('usage: node run-demo.mjs BASE_URL SHOT_DIR');
+const adminToken = process.env.ADMIN_TOKEN || '';
+if (!baseUrl || !shotDir || !adminToken) {
+  console.error('usage: ADMIN_TOKEN=TOKEN node run-demo.mjs BASE_URL SHOT_DIR');
   process.exit(2);
 }
 
@@ -83,7 +87,8 @@ async function openPage(browser, room, name) {
   page.on('console', (message) => {
     if (message.type() === 'error') problems.push(`console: ${message.text()}`);
   });
-  const response = await page.goto(`${baseUrl}/?room=${encodeURIComponent(room)}`, { timeout: WAIT_MS });
+  const fragment = `#admin=${encodeURIComponent(adminToken)}`;
+  const response = await page.goto(`${baseUrl}/?room=${encodeURIComponent(room)}${fragment}`, { timeout: WAIT_MS });
   if (!response || !response.ok()) fail(`${name}: the demo page answered ${response ? response.status() : 'nothing'}`);
   await page.fill('#name-input', name);
   return { page, name, problems };
@@ -140,6 +145,12 @@ async function run(browser) {
 
   for (const { page, name } of [a, b]) {
     await waitInPage(page, `${name}: the client connecting`, () => document.getElementById('state-pill').dataset.state === 'open', null, snapshot);
+  }
+  for (const { page, name } of [a, b]) {
+    const shareLink = await page.evaluate(() => document.getElementById('share-link').href);
+    if (page.url().includes(adminToken) || shareLink.includes(adminToken)) {
+      fail(`${name}: the admin token is still in the page's address or share link (${page.url()}, ${shareLink})`);
+    }
   }
   const [sessionA, sessionB] = await Promise.all([a.page.evaluate(snapshot), b.page.evaluate(snapshot)]);
   if (sessionA.session === sessionB.session) fail('both pages show the same session id');

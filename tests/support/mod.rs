@@ -235,12 +235,21 @@ pub fn client_of(base: &str, room: &str, options: &JsValue) -> RealtimeClient {
     RealtimeClient::new(JsValue::from_str(&format!("{base}?room={room}")), Some(options.clone())).expect("valid client")
 }
 
-/// GETs `{base}/stats`: realtime requests per endpoint and HTTP version,
+/// The admin token of the reference servers that .ci/browser-tests.sh starts: `GET .../stats` is
+/// an admin endpoint (`Authorization: Bearer <token>`).
+pub fn admin_token() -> &'static str {
+    option_env!("REALTIME_ADMIN_TOKEN")
+        .expect("REALTIME_ADMIN_TOKEN is not set: run the browser tests through `make test`, which gives the servers one")
+}
+
+/// GETs `{base}/stats` with the admin token: realtime requests per endpoint and HTTP version,
 /// `{"sse":{"http1":N,"http2":N},...}`.
 pub async fn http_versions(base: &str) -> JsValue {
     let window = web_sys::window().expect("a window");
+    let request = Request::new_with_str(&format!("{base}/stats")).unwrap();
+    request.headers().set("Authorization", &format!("Bearer {}", admin_token())).unwrap();
     let response: Response =
-        JsFuture::from(window.fetch_with_str(&format!("{base}/stats"))).await.expect("stats request").unchecked_into();
+        JsFuture::from(window.fetch_with_request(&request)).await.expect("stats request").unchecked_into();
     assert_eq!(response.status(), 200, "{base}/stats");
     JsFuture::from(response.json().unwrap()).await.expect("stats are JSON")
 }

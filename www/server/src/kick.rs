@@ -1,7 +1,8 @@
 //! `POST /realtime/kick?sid=<session id>`: breaks off a session's current transport as a failed
 //! network would, for the demo's "Drop connection" button and for tests. Enabled only by
-//! `--allow-kick` (TEST AND DEMO ONLY, off by default): it takes no secret, so anyone who knows a
-//! session id could disrupt that session.
+//! `--allow-kick` (TEST AND DEMO ONLY, off by default), and like every admin endpoint it needs the
+//! admin token ([`crate::admin`]): without both, anyone who knows a session id could disrupt
+//! that session. The token is checked before this handler runs.
 //!
 //! The transport ends without a goodbye: a WebSocket's TCP connection is dropped without a close
 //! frame, an SSE stream just ends, a held poll (or the next poll of that connection) is aborted
@@ -31,7 +32,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
     };
     match session.kick() {
         Some(kind) => {
-            tracing::info!(session = %session.id, transport = kind.as_str(), "kicked");
+            // Session ids only at debug level: with the resume secret they name a session, and
+            // logs travel further than the server.
+            tracing::debug!(session = %session.id, transport = kind.as_str(), "kicked");
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response

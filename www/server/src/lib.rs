@@ -258,6 +258,9 @@ pub fn text_error(status: StatusCode, message: &str) -> Response {
 /// The whole application: realtime endpoints under `/realtime`, static files elsewhere.
 pub fn app(state: Arc<AppState>) -> Router {
     let batch_limit = state.config.max_batch_bytes();
+    // The admin routes (token required, see [`admin`]) live here unless `--admin-listen` moves them.
+    let (admin_realtime, admin_metrics) = admin::routes(state.clone());
+    let admin_here = state.config.admin.listen.is_none();
     let realtime = Router::new()
         .route("/realtime", any(ws::handle))
         .route("/realtime/sse", get(sse::handle))
@@ -267,8 +270,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/realtime/publish",
             post(publish::handle).layer(DefaultBodyLimit::max(batch_limit)),
         )
-        .route("/realtime/stats", get(stats::handle))
-        .route("/realtime/kick", post(kick::handle))
+        .merge(if admin_here { admin_realtime } else { Router::new() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::check_origin))
         .layer(axum::middleware::from_fn_with_state(state.clone(), stats::record))
         .layer(axum::middleware::from_fn_with_state(state.clone(), client_ip::resolve))
@@ -276,6 +278,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let static_dir = state.config.static_dir.clone();
     Router::new()
         .merge(realtime)
+        .merge(if admin_here { admin_metrics } else { Router::new() })
         // The server's own sources sit inside the demo directory; they are not part of the site.
         .route("/server", any(not_found))
         .route("/server/{*rest}", any(not_found))

@@ -139,6 +139,10 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let state = AppState::new(config);
+    if let Err(error) = realtime_server::admin::spawn_listener(state.clone()).await {
+        eprintln!("error: cannot listen on --admin-listen: {error}");
+        return std::process::ExitCode::from(1);
+    }
     let served = match tls {
         None => {
             println!("listening on http://{address}");

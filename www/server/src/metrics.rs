@@ -47,6 +47,38 @@ pub enum LimitKind {
 
 pub const LIMIT_KINDS: usize = LimitKind::panic as usize + 1;
 
+/// Every [`LimitKind`], in order: each gets its series at 0 from the start, so a scrape shows every
+/// limit and `rate()` has a baseline before the first trip. (Its length is `LIMIT_KINDS`: a new
+/// variant must be added here too, or this does not compile.)
+pub const ALL_LIMIT_KINDS: [LimitKind; LIMIT_KINDS] = {
+    use LimitKind::*;
+    [
+        sessions_total,
+        sessions_per_ip,
+        streams_per_ip,
+        connections_total,
+        connections_per_ip,
+        new_session_rate,
+        message_rate,
+        byte_rate,
+        frames_per_batch,
+        control_queue,
+        replay_budget,
+        replay_overflow,
+        slow_consumer,
+        header_timeout,
+        idle_timeout,
+        handshake_timeout,
+        handshake_slots,
+        write_timeout,
+        file_descriptors,
+        host_refused,
+        origin_refused,
+        admin_refused,
+        panic,
+    ]
+};
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct LimitLabels {
     pub kind: LimitKind,
@@ -96,10 +128,16 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("realtime");
         let limit_trips = Family::<LimitLabels, Counter>::default();
+        for kind in ALL_LIMIT_KINDS {
+            let _ = limit_trips.get_or_create(&LimitLabels { kind });
+        }
         registry.register("limit_trips", "Requests or connections refused or cut by a limit, by kind", limit_trips.clone());
         let sessions = Gauge::default();
         registry.register("sessions", "Sessions held", sessions.clone());
         let transports = Family::<TransportLabels, Gauge>::default();
+        for transport in [TransportLabel::websocket, TransportLabel::sse, TransportLabel::poll] {
+            let _ = transports.get_or_create(&TransportLabels { transport });
+        }
         registry.register("transports", "Live transports (streams and held polls) by kind", transports.clone());
         let messages_in = Counter::default();
         registry.register("messages_in", "Client messages accepted", messages_in.clone());
@@ -172,5 +210,10 @@ mod tests {
         assert_eq!(metrics.trips(LimitKind::byte_rate), 0);
         let text = metrics.encode();
         assert!(text.contains("realtime_limit_trips_total{kind=\"sessions_per_ip\"} 2"), "{text}");
+        // Every kind is exported from the start, in declaration order.
+        assert!(text.contains("realtime_limit_trips_total{kind=\"panic\"} 0"), "{text}");
+        for (index, kind) in ALL_LIMIT_KINDS.iter().enumerate() {
+            assert_eq!(*kind as usize, index);
+        }
     }
 }

@@ -73,7 +73,8 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
     next.run(request).await
 }
 
-/// `GET /realtime/stats`: the counters as JSON, never cached.
+/// `GET /realtime/stats`: the counters as JSON, never cached. Behind the admin token
+/// ([`crate::admin::require_token`]): load figures are not for the public.
 pub async fn handle(State(state): State<Arc<AppState>>) -> Response {
     (
         [

@@ -1,23 +1,30 @@
 //! `POST /realtime/kick` (`--allow-kick`, test and demo only) over real sockets: the current
 //! transport breaks off without a goodbye (a WebSocket's TCP connection ends without a close
 //! frame, an SSE stream just ends, a held poll is aborted) and the session resumes with every
-//! message published meanwhile. Off by default (403); 404 for an unknown session.
+//! message published meanwhile. Off by default (403); 404 for an unknown session. Every kick
+//! here carries the admin token (tests/admin.rs: what happens without it).
 
 mod common;
 
 use common::{parse_event, poll, Server, SseReader, WsClient, LIMIT};
 use futures_util::StreamExt;
 use realtime_client::core::wire::{self, Frame, Hello, Message, Payload};
+use realtime_server::admin::AdminConfig;
 use realtime_server::Config;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
+/// Kick is an admin endpoint: it needs this token as well as `--allow-kick`.
+const ADMIN_TOKEN: &str = "kick-test-admin-token";
+
 fn kick_config() -> Config {
-    Config { allow_kick: true, ..Config::default() }
+    Config { allow_kick: true, admin: AdminConfig::with_token(ADMIN_TOKEN), ..Config::default() }
 }
 
 async fn kick(server: &Server, query: &str, origin: Option<&str>) -> reqwest::Response {
-    let mut request = reqwest::Client::new().post(server.url(&format!("/realtime/kick?{query}")));
+    let mut request = reqwest::Client::new()
+        .post(server.url(&format!("/realtime/kick?{query}")))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
     if let Some(origin) = origin {
         request = request.header("origin", origin);
     }
@@ -140,7 +147,8 @@ async fn kicked_poll_is_aborted_and_resumes() {
 
 #[tokio::test]
 async fn kick_is_off_by_default() {
-    let server = Server::default().await;
+    // Even with the admin token: kick is its own switch.
+    let server = Server::start(Config { admin: AdminConfig::with_token(ADMIN_TOKEN), ..Config::default() }).await;
     let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=1&rt_conn=1")).await;
     let hello = client.hello().await;
     let response = kick(&server, &format!("sid={}", hello.session_id), None).await;

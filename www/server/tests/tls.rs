@@ -24,6 +24,9 @@ use tokio_rustls::TlsConnector;
 const LIMIT: Duration = Duration::from_secs(10);
 
 /// The server process, killed on drop.
+/// The admin token of the servers started here (GET /realtime/stats needs it).
+const ADMIN_TOKEN: &str = "tls-test-admin-token";
+
 struct Server {
     child: Child,
     address: String,
@@ -44,6 +47,8 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
+            // The stats below are behind the admin token.
+            .env("REALTIME_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -139,7 +144,9 @@ async fn read_until(response: Response<hyper::body::Incoming>, needle: &str) -> 
 }
 
 async fn stats(sender: &mut hyper::client::conn::http2::SendRequest<Body>) -> String {
-    let response = sender.send_request(get("/realtime/stats")).await.unwrap();
+    let mut request = get("/realtime/stats");
+    request.headers_mut().insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     read_until(response, "}}").await
 }
