@@ -19,7 +19,7 @@ DEMO_SCHEME := http
 DEMO_FLAGS :=
 endif
 # --no-default-features: the shipped wasm is no_std with a trapping panic handler (src/lib.rs).
-WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/pkg -- --no-default-features
+WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/public/pkg -- --no-default-features
 
 .PHONY: help setup demo test test-host test-browser size clean
 
@@ -31,28 +31,28 @@ help:
 	@echo "make test          host tests, browser tests (headless Chromium), release size"
 	@echo "make test-host     cargo test --workspace, and the post-build step's tests"
 	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
-	@echo "make size          release build into www/pkg (post-build step included) and its gzipped size"
+	@echo "make size          release build into www/public/pkg (post-build step included) and its gzipped size"
 	@echo "make package       the npm package in pkg/ and its tarball; checks the size budget"
 	@echo "make test-consumers  the tarball in Vite, webpack, a plain page and tsc --strict"
 	@echo "make test-demo     the demo clicked through by Playwright (screenshots in target/)"
 	@echo "make bench         benchmarks: browser (vs raw WebSocket, socket.io), server, size, targets"
 	@echo "make setup         install missing tools only"
-	@echo "make clean         remove build output (target/, www/pkg/, pkg/, npm installs)"
+	@echo "make clean         remove build output (target/, www/public/pkg/, pkg/, npm installs)"
 
 setup:
 	.ci/setup.sh
 
 demo: setup
 	$(WASM_PACK_BUILD)
-	.ci/post-build.sh www/pkg
-	cargo build --release -p realtime-server
+	.ci/post-build.sh www/public/pkg
+	cargo build --profile server -p realtime-server
 	@echo
 	@echo "  Demo: open $(DEMO_SCHEME)://$(DEMO_ADDR)/ (two tabs in the same room chat with each other)."
 	@echo "  Stop the server with Ctrl-C."
 	@echo
 ifeq ($(TLS),1)
 	@# The certificate is new at every start: show how to trust this one, as soon as it exists.
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick $(DEMO_FLAGS) | \
+	cargo run --profile server -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www/public --allow-kick $(DEMO_FLAGS) | \
 		awk '{ print; fflush() } /^spki sha256 / { \
 			print ""; \
 			print "  Development certificate, SPKI sha256 " $$3 ". Let Chromium trust it (and nothing else new):"; \
@@ -60,7 +60,7 @@ ifeq ($(TLS),1)
 			print "  (other browsers: accept the warning once; HTTP/2 then carries every stream on one connection)"; \
 			print ""; fflush() }'
 else
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick $(DEMO_FLAGS)
+	cargo run --profile server -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www/public --allow-kick $(DEMO_FLAGS)
 endif
 
 # The sub-steps run in sequence, in this order, whatever -j says.
@@ -85,7 +85,7 @@ size:
 
 clean:
 	cargo clean
-	rm -rf www/pkg pkg .tools tests/consumers/*/node_modules tests/consumers/app/dist \
+	rm -rf www/public/pkg pkg .tools tests/consumers/*/node_modules tests/consumers/app/dist \
 		tests/demo/node_modules tests/bench/node_modules tests/bench-server/node_modules
 
 # The npm package: wasm-pack into pkg/ (wasm-opt 12x from npm), the post-build step (short import

@@ -1,11 +1,11 @@
-// The demo page (www/index.html) in headless Chromium, clicked through like a person would:
+// The demo page (www/public/index.html) in headless Chromium, clicked through like a person would:
 // two pages (separate browser contexts) chat in a fresh room; A sends 3 messages and B sees them;
 // A clicks "Drop connection" (the server breaks its transport off, POST /realtime/kick); while A
 // reconnects, B sends 5; A is open again with a resumed session and shows each of B's messages
 // exactly once and in order, and B shows A's once. Screenshots of both pages go to SHOT_DIR.
 //
 // Usage: node run-demo.mjs BASE_URL SHOT_DIR
-//   BASE_URL  a reference server started with --static-dir www --allow-kick, e.g. http://127.0.0.1:8080
+//   BASE_URL  a reference server started with --static-dir www/public --allow-kick, e.g. http://127.0.0.1:8080
 // Every wait is bounded and fails with a message that says what did not happen.
 
 import { mkdir, readFile } from 'node:fs/promises';
