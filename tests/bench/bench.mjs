@@ -268,7 +268,9 @@ const rounds = []; // per round: metric id -> client -> { value, detail, samples
 const raw = [];
 try {
     [proxies.rc, proxies.ws, proxies.sio] = await Promise.all([
-        startProxy('rc', [serverBin, '--listen', '127.0.0.1:0', '--allow-loopback-origins']),
+        // Every bench client connects from 127.0.0.1 (through the proxy): the per-IP connection
+        // cap of a public server (256) is lifted; the total cap still holds.
+        startProxy('rc', [serverBin, '--listen', '127.0.0.1:0', '--allow-loopback-origins', '--max-connections-per-ip', '1000000']),
         startProxy('ws', [process.execPath, join(here, 'servers.mjs'), '--kind', 'ws', '--listen', '127.0.0.1:0']),
         startProxy('sio', [process.execPath, join(here, 'servers.mjs'), '--kind', 'socketio', '--listen', '127.0.0.1:0']),
     ]);
