@@ -21,7 +21,7 @@ endif
 # The demo's admin token (made at each `make demo`; see the demo target).
 DEMO_TOKEN_FILE := $(or $(CARGO_TARGET_DIR),target)/demo-admin-token
 # --no-default-features: the shipped wasm is no_std with a trapping panic handler (src/lib.rs).
-WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/pkg -- --no-default-features
+WASM_PACK_BUILD := wasm-pack build --release --target web --out-dir www/public/pkg -- --no-default-features
 
 .PHONY: help setup demo test test-host test-proxies soak test-browser size clean
 
@@ -35,21 +35,21 @@ help:
 	@echo "make test-proxies  the nginx and haproxy configs of www/deploy/ in front of a release server"
 	@echo "make soak          the attacks at full size against a release server (minutes; not in make test)"
 	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
-	@echo "make size          release build into www/pkg (post-build step included) and its gzipped size"
+	@echo "make size          release build into www/public/pkg (post-build step included) and its gzipped size"
 	@echo "make package       the npm package in pkg/ and its tarball; checks the size budget"
 	@echo "make test-consumers  the tarball in Vite, webpack, a plain page and tsc --strict"
 	@echo "make test-demo     the demo clicked through by Playwright (screenshots in target/)"
 	@echo "make bench         benchmarks: browser (vs raw WebSocket, socket.io), server, size, targets"
 	@echo "make setup         install missing tools only"
-	@echo "make clean         remove build output (target/, www/pkg/, pkg/, npm installs)"
+	@echo "make clean         remove build output (target/, www/public/pkg/, pkg/, npm installs)"
 
 setup:
 	.ci/setup.sh
 
 demo: setup
 	$(WASM_PACK_BUILD)
-	.ci/post-build.sh www/pkg
-	cargo build --release -p realtime-server
+	.ci/post-build.sh www/public/pkg
+	cargo build --profile server -p realtime-server
 	@# The "Drop connection" button calls POST /realtime/kick, which needs --allow-kick and the
 	@# admin token: a fresh random one at every start, in a file only this user reads. The page
 	@# gets it in the URL's fragment (#admin=...), which a browser never sends to the server.
@@ -62,7 +62,7 @@ demo: setup
 	@echo
 ifeq ($(TLS),1)
 	@# The certificate is new at every start: show how to trust this one, as soon as it exists.
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick \
+	cargo run --profile server -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www/public --allow-kick \
 		--admin-token-file $(DEMO_TOKEN_FILE) $(DEMO_FLAGS) | \
 		awk -v token="$$(cat $(DEMO_TOKEN_FILE))" '{ print; fflush() } /^spki sha256 / { \
 			print ""; \
@@ -71,7 +71,7 @@ ifeq ($(TLS),1)
 			print "  (other browsers: accept the warning once; HTTP/2 then carries every stream on one connection)"; \
 			print ""; fflush() }'
 else
-	cargo run --release -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www --allow-kick \
+	cargo run --profile server -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www/public --allow-kick \
 		--admin-token-file $(DEMO_TOKEN_FILE) $(DEMO_FLAGS)
 endif
 
@@ -110,7 +110,7 @@ size:
 
 clean:
 	cargo clean
-	rm -rf www/pkg pkg .tools tests/consumers/*/node_modules tests/consumers/app/dist \
+	rm -rf www/public/pkg pkg .tools tests/consumers/*/node_modules tests/consumers/app/dist \
 		tests/demo/node_modules tests/bench/node_modules tests/bench-server/node_modules
 
 # The npm package: wasm-pack into pkg/ (wasm-opt 12x from npm), the post-build step (short import

@@ -7,7 +7,7 @@
 #                        tarball pkg/realtime-client-<version>.tgz installed (built by
 #                        .ci/package.sh when missing), socket.io-client bundled, scripts
 #                        syntax-checked, the page type-checked. Fast; runs no benchmark.
-#   .ci/bench.sh         the same, then builds target/release/realtime-server and the fault proxy
+#   .ci/bench.sh         the same, then builds target/server/realtime-server and the fault proxy
 #                        and runs every benchmark: a table on stdout, JSON in
 #                        target/bench/results.json (BENCH_OUT overrides). BENCH_QUICK=1: 10x fewer
 #                        messages and connections. BENCH_ROUNDS=N (default 3): every case N times,
@@ -54,10 +54,10 @@ installed=$(cd "$bench" && node -p 'require("./node_modules/realtime-client/pack
 (cd "$bench" && node build.mjs)
 [ "$mode" = build ] && exit 0
 
-cargo build --release -p realtime-server
+cargo build --profile server -p realtime-server
 cargo build -p fault-proxy
 target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
-export REALTIME_SERVER_BIN=${REALTIME_SERVER_BIN:-$target_dir/release/realtime-server}
+export REALTIME_SERVER_BIN=${REALTIME_SERVER_BIN:-$target_dir/server/realtime-server}
 export FAULT_PROXY_BIN=${FAULT_PROXY_BIN:-$target_dir/debug/fault-proxy}
 export BENCH_COMMAND=${BENCH_COMMAND:-"${BENCH_QUICK:+BENCH_QUICK=$BENCH_QUICK }${BENCH_ROUNDS:+BENCH_ROUNDS=$BENCH_ROUNDS }make bench"}
 say "realtime-server $REALTIME_SERVER_BIN, fault-proxy $FAULT_PROXY_BIN, Chromium ${CHROMIUM:-/usr/bin/chromium}"

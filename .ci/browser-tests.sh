@@ -32,7 +32,8 @@
 #                                                            of the webdriver capabilities
 #                                                            (--ignore-certificate-errors-spki-list)
 # The test page is served by wasm-bindgen-test-runner from another loopback port,
-# hence --allow-loopback-origins (a test-only server flag); the proxy's control port
+# hence --allow-loopback-origins (a test-only server flag; and --max-connections-per-ip, since
+# every browser and proxy connection comes from 127.0.0.1); the proxy's control port
 # answers CORS for loopback origins by itself.
 #
 # REALTIME_SERVER_BIN and FAULT_PROXY_BIN override the executables (default: debug builds
@@ -131,7 +132,7 @@ wait_for_port() {
     echo "$port"
 }
 
-"$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins >"$server_log" 2>&1 &
+"$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins --max-connections-per-ip 100000 >"$server_log" 2>&1 &
 server_pid=$!
 # The server prints `listening on http://ADDR` once it has bound its socket.
 port=$(wait_for_port server "$server_pid" "$server_log" '.*')
@@ -151,7 +152,7 @@ echo "browser-tests: fault proxy at $REALTIME_PROXY_URL, control $REALTIME_PROXY
 # The chaos proxy starts its own server and prints a third line,
 # `upstream listening on http://ADDR`; the server's output goes to the proxy's stderr.
 "$proxy_bin" --listen 127.0.0.1:0 --control 127.0.0.1:0 --spawn-upstream -- \
-    "$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins --heartbeat-ms 1000 --resume-window-ms 60000 \
+    "$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins --max-connections-per-ip 100000 --heartbeat-ms 1000 --resume-window-ms 60000 \
     >"$chaos_log" 2>&1 &
 chaos_pid=$!
 chaos_proxy_port=$(wait_for_port "chaos proxy" "$chaos_pid" "$chaos_log" 'proxy ')
@@ -164,7 +165,7 @@ echo "browser-tests: chaos proxy at $REALTIME_CHAOS_URL, control $REALTIME_CHAOS
 
 # The TLS server prints `spki sha256 <BASE64>` (its development certificate's fingerprint), then
 # `listening on https://ADDR`.
-"$server_bin" --tls-self-signed --listen 127.0.0.1:0 --allow-loopback-origins >"$tls_log" 2>&1 &
+"$server_bin" --tls-self-signed --listen 127.0.0.1:0 --allow-loopback-origins --max-connections-per-ip 100000 >"$tls_log" 2>&1 &
 tls_pid=$!
 tls_port=$(wait_for_port "TLS server" "$tls_pid" "$tls_log" '.*')
 spki=$(sed -n 's#^spki sha256 \([A-Za-z0-9+/=]\{44\}\)$#\1#p' "$tls_log" | head -n 1)

@@ -5,7 +5,7 @@
 # or doubled. Screenshots go to target/demo-screenshots/.
 #
 # - npm ci runs only when tests/demo/node_modules is missing or was installed from another lock.
-# - The wasm package in www/pkg is reused when it is newer than every input of the crate (at the end
+# - The wasm package in www/public/pkg is reused when it is newer than every input of the crate (at the end
 #   of `make test`, `make size` has just built it); otherwise it is built here, as `make demo` does
 #   (wasm-pack, then the post-build step of .ci/post-build.sh: the demo runs what ships).
 # - The reference server (debug build; REALTIME_SERVER_BIN overrides it) listens on a free port with
@@ -36,13 +36,13 @@ else
 fi
 timed "npm"
 
-wasm=www/pkg/realtime_client_bg.wasm
-if [ -f "$wasm" ] && [ -f www/pkg/realtime_client.js ] &&
+wasm=www/public/pkg/realtime_client_bg.wasm
+if [ -f "$wasm" ] && [ -f www/public/pkg/realtime_client.js ] &&
     [ -z "$(find src Cargo.toml Cargo.lock -newer "$wasm" -print -quit)" ]; then
-    say "www/pkg is up to date: reusing it"
+    say "www/public/pkg is up to date: reusing it"
 else
-    wasm-pack build --release --target web --out-dir www/pkg -- --no-default-features
-    .ci/post-build.sh www/pkg
+    wasm-pack build --release --target web --out-dir www/public/pkg -- --no-default-features
+    .ci/post-build.sh www/public/pkg
 fi
 timed "wasm package"
 
@@ -67,7 +67,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 admin_token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --static-dir www --allow-kick >"$server_log" 2>&1 &
+REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --static-dir www/public --allow-kick >"$server_log" 2>&1 &
 server_pid=$!
 address=$(wait_for_address "$server_pid" "$server_log" 20) || fail "the server did not start"
 say "server on http://$address (--allow-kick, admin token)"

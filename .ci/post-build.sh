@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The post-build step of a wasm-pack output directory (`--target web`), in place:
 #
-#   .ci/post-build.sh DIR      (pkg for `make package`, www/pkg for `make size`, `make demo` and the demo test)
+#   .ci/post-build.sh DIR      (pkg for `make package`, www/public/pkg for `make size`, `make demo` and the demo test)
 #   .ci/post-build.sh --test   its tests (.ci/post-build.test.mjs, node --test; `make test-host` runs them)
 #
 # gives wasm-bindgen's imports short names in the wasm and in the glue, and minifies the glue

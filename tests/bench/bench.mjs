@@ -11,7 +11,7 @@
 // Chromium is killed. One Chromium per case.
 //
 // Servers, all on 127.0.0.1, each run by its own fault proxy (tests/fault-proxy, spawn mode):
-//   rc    target/release/realtime-server --allow-loopback-origins   (the reference server)
+//   rc    target/server/realtime-server --allow-loopback-origins   (the reference server)
 //   ws    node servers.mjs --kind ws        a minimal `ws` echo server: the limit
 //   sio   node servers.mjs --kind socketio  socket.io 4
 // Latency and throughput go to the servers directly (the proxy's address printed as `upstream`);
@@ -57,7 +57,7 @@ if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 20) {
 // i.e. at most two batches in flight: a flow-controlled backend.
 const BURST_WINDOW_BATCH = 4000;
 const CASE_TIMEOUT_MS = quick ? 60000 : 240000;
-const serverBin = process.env.REALTIME_SERVER_BIN ?? join(repoRoot, 'target/release/realtime-server');
+const serverBin = process.env.REALTIME_SERVER_BIN ?? join(repoRoot, 'target/server/realtime-server');
 const proxyBin = process.env.FAULT_PROXY_BIN ?? join(repoRoot, 'target/debug/fault-proxy');
 const chromiumBin = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const outPath = resolve(repoRoot, process.env.BENCH_OUT ?? 'target/bench/results.json');
@@ -268,7 +268,9 @@ const rounds = []; // per round: metric id -> client -> { value, detail, samples
 const raw = [];
 try {
     [proxies.rc, proxies.ws, proxies.sio] = await Promise.all([
-        startProxy('rc', [serverBin, '--listen', '127.0.0.1:0', '--allow-loopback-origins']),
+        // Every bench client connects from 127.0.0.1 (through the proxy): the per-IP connection
+        // cap of a public server (256) is lifted; the total cap still holds.
+        startProxy('rc', [serverBin, '--listen', '127.0.0.1:0', '--allow-loopback-origins', '--max-connections-per-ip', '1000000']),
         startProxy('ws', [process.execPath, join(here, 'servers.mjs'), '--kind', 'ws', '--listen', '127.0.0.1:0']),
         startProxy('sio', [process.execPath, join(here, 'servers.mjs'), '--kind', 'socketio', '--listen', '127.0.0.1:0']),
     ]);

@@ -1,11 +1,11 @@
-// The demo page (www/index.html) in headless Chromium, clicked through like a person would:
+// The demo page (www/public/index.html) in headless Chromium, clicked through like a person would:
 // two pages (separate browser contexts) chat in a fresh room; A sends 3 messages and B sees them;
 // A clicks "Drop connection" (the server breaks its transport off, POST /realtime/kick); while A
 // reconnects, B sends 5; A is open again with a resumed session and shows each of B's messages
 // exactly once and in order, and B shows A's once. Screenshots of both pages go to SHOT_DIR.
 //
 // Usage: ADMIN_TOKEN=TOKEN node run-demo.mjs BASE_URL SHOT_DIR
-//   BASE_URL     a reference server started with --static-dir www --allow-kick and that admin token
+//   BASE_URL     a reference server started with --static-dir www/public --allow-kick and that admin token
 //                (kick needs it), e.g. http://127.0.0.1:8080
 //   ADMIN_TOKEN  handed to the pages as `make demo` does, in the URL's fragment (#admin=TOKEN);
 //                the run checks that the page takes it out of its address and its share link.

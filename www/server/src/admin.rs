@@ -243,12 +243,10 @@ pub async fn spawn_listener(state: Arc<AppState>) -> std::io::Result<Option<Sock
         tracing::warn!(%address, "the admin listener is not on loopback and has no token: metrics and stats are open to that network");
     }
     println!("admin listening on http://{address}");
-    let service = router(state).into_make_service_with_connect_info::<crate::client_ip::PeerAddr>();
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(crate::edge::NoDelayListener(listener), service).await {
-            tracing::error!(%error, "admin listener failed");
-        }
-    });
+    // The same edge as the public listener (timeouts, connection caps); it never drains on its
+    // own: the process ends with the public listener.
+    let admin = router(state.clone());
+    tokio::spawn(crate::edge::serve(listener, None, admin, state, std::future::pending(), std::time::Duration::ZERO));
     Ok(Some(address))
 }
 

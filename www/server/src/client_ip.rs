@@ -5,7 +5,7 @@
 //!
 //! [`resolve`] stores a [`ClientIp`] in every request's extensions; handlers take it with
 //! `Extension<ClientIp>`. A request served without connect info (a test mounting the router on
-//! `axum::serve` without `into_make_service_with_connect_info::<PeerAddr>`) counts as the unspecified address.
+//! `axum::serve`, which inserts no `ConnectInfo<PeerAddr>`) counts as the unspecified address.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -17,22 +17,10 @@ use axum::response::Response;
 
 use crate::AppState;
 
-/// The TCP peer of a connection, as connect info (`into_make_service_with_connect_info::<PeerAddr>`)
-/// for any listener whose address is a socket address (plain TCP, TLS).
+/// The TCP peer of a connection, inserted as `ConnectInfo<PeerAddr>` into every request by the
+/// accept loop ([`crate::edge::serve`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::edge::NoDelayListener>> for PeerAddr {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::edge::NoDelayListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
 
 /// The address the per-IP limits count against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,7 +1,9 @@
 //! realtime-server: the reference server of wire protocol v1 (see `www/PROTOCOL.md`).
 //!
 //! Bird's-eye view: [`app`] builds the axum router. Realtime endpoints live under `/realtime`
-//! behind the [`cors`] origin check; `/` and `/pkg/` serve the demo files. Transports
+//! behind the [`cors`] origin check; `/` and `/pkg/` serve the demo files from a directory holding
+//! nothing else. [`edge`] accepts connections (timeouts, connection caps, write deadlines) and
+//! every request passes the Host check ([`cors::check_host`]) and a catch-panic layer. Transports
 //! ([`ws`], [`sse`], [`poll`]) attach to sessions in the [`session::Registry`] and run the
 //! shared [`writer`] loop; upstream frames go through `Session::handle_client_frames`, and
 //! accepted messages are broadcast to the sender's room. [`tls`] serves all of it over HTTPS
@@ -45,7 +47,7 @@ pub mod ws;
 /// Server configuration: every limit in one place.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Directory served at `/` (and its `pkg/` at `/pkg/`).
+    /// Directory served at `/` (and its `pkg/` at `/pkg/`); it must hold only public files.
     pub static_dir: PathBuf,
     /// Origins allowed to use the realtime endpoints cross-origin (exact match).
     pub allowed_origins: Vec<String>,
@@ -122,9 +124,10 @@ impl Config {
     }
 }
 
-/// The demo directory `www`, found from this crate's directory so any cwd works.
+/// The demo directory `www/public` (the demo page and its `pkg/`, nothing else), found from this
+/// crate's directory so any cwd works.
 pub fn default_static_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("public")
 }
 
 /// Shared server state.
@@ -275,17 +278,13 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), stats::record))
         .layer(axum::middleware::from_fn_with_state(state.clone(), client_ip::resolve))
         .with_state(state.clone());
+    // The static directory holds only the demo and the package (www/public by default), so no
+    // path trick can reach anything else: ServeDir decodes the path once and refuses `..`.
     let static_dir = state.config.static_dir.clone();
-    Router::new()
-        .merge(realtime)
+    let site = Router::new().merge(realtime)
         .merge(if admin_here { admin_metrics } else { Router::new() })
-        // The server's own sources sit inside the demo directory; they are not part of the site.
-        .route("/server", any(not_found))
-        .route("/server/{*rest}", any(not_found))
-        .nest_service("/pkg", ServeDir::new(static_dir.join("pkg")))
-        .fallback_service(ServeDir::new(static_dir))
-}
-
-async fn not_found() -> Response {
-    text_error(StatusCode::NOT_FOUND, "not found")
+        .fallback_service(ServeDir::new(static_dir));
+    // Outermost: the Host check (DNS rebinding) before anything, and panics caught everywhere.
+    edge::catch_panics(site, state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, cors::check_host))
 }

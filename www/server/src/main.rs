@@ -7,9 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::serve::Listener;
 use clap::Parser;
-use realtime_server::tls::{Identity, TlsListener};
+use realtime_server::tls::Identity;
 use realtime_server::{app, default_static_dir, AppState, Config};
 
 /// Reference server for realtime-client (wire protocol v1, see www/PROTOCOL.md).
@@ -19,7 +18,8 @@ struct Flags {
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Directory served at / (its pkg/ at /pkg/); default: the repository's www directory.
+    /// Directory served at / (its pkg/ at /pkg/): it must hold only public files (the demo and
+    /// the wasm package); default: the repository's www/public.
     #[arg(long)]
     static_dir: Option<PathBuf>,
     /// An origin allowed to use /realtime cross-origin, exact match (repeatable).
@@ -143,50 +143,25 @@ async fn main() -> std::process::ExitCode {
         eprintln!("error: cannot listen on --admin-listen: {error}");
         return std::process::ExitCode::from(1);
     }
-    let served = match tls {
+    let acceptor = match tls {
         None => {
             println!("listening on http://{address}");
-            let _ = std::io::stdout().flush();
-            serve(realtime_server::edge::NoDelayListener(listener), state.clone()).await
+            None
         }
         Some((server_config, identity)) => {
-            let listener = match TlsListener::new(listener, server_config) {
-                Ok(listener) => listener,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return std::process::ExitCode::from(1);
-                }
-            };
             println!("spki sha256 {}", identity.spki_sha256);
             println!("listening on https://{address}");
-            let _ = std::io::stdout().flush();
-            serve(listener, state.clone()).await
+            Some(realtime_server::tls::acceptor(server_config))
         }
     };
+    let _ = std::io::stdout().flush();
+    // Serves until a signal; then every transport gets its going-away close
+    // (`state.begin_shutdown()`) and the connections finish their responses.
+    let drain = Duration::from_secs(5);
+    realtime_server::edge::serve(listener, acceptor, app(state.clone()), state.clone(), shutdown_signal(), drain).await;
     // Upgraded WebSockets are not tracked by the HTTP server: wait for them to send their close.
     state.drain(Duration::from_secs(5)).await;
-    match served {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::ExitCode::from(1)
-        }
-    }
-}
-
-/// Serves until a signal, then lets every transport send its close and the connections finish.
-async fn serve<L>(listener: L, state: std::sync::Arc<AppState>) -> std::io::Result<()>
-where
-    L: Listener<Addr = SocketAddr>,
-    for<'a> realtime_server::client_ip::PeerAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    axum::serve(listener, app(state.clone()).into_make_service_with_connect_info::<realtime_server::client_ip::PeerAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            state.begin_shutdown();
-        })
-        .await
+    std::process::ExitCode::SUCCESS
 }
 
 async fn shutdown_signal() {

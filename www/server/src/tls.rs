@@ -1,4 +1,4 @@
-//! HTTPS: a TLS listener for `axum::serve` whose ALPN offers `h2` and `http/1.1`, so browsers
+//! HTTPS: TLS whose ALPN offers `h2` and `http/1.1`, so browsers
 //! multiplex every stream of a host on one HTTP/2 connection (over HTTP/1.1 they open at most six
 //! connections per host, and a page holding more event streams stalls).
 //!
@@ -6,30 +6,19 @@
 //! (`--tls-self-signed`, for 127.0.0.1 and localhost). [`spki_sha256`] gives the base64 SHA-256 of
 //! its SubjectPublicKeyInfo, the form Chromium's `--ignore-certificate-errors-spki-list` takes.
 //!
-//! Handshakes run in their own tasks (bounded by [`HANDSHAKE_TIMEOUT`] and
-//! [`MAX_PENDING_HANDSHAKES`]), so a slow client never holds up the accept loop; finished
-//! connections are handed to `axum::serve`, which keeps its HTTP/1.1 + HTTP/2 connection
-//! builder (with RFC 8441 extended CONNECT for WebSocket over HTTP/2) and its graceful shutdown.
+//! Handshakes run in each connection's own task of [`crate::edge::serve`], after accept, bounded
+//! by a timeout and by handshake slots per client IP and in total (`--tls-handshake-timeout-ms`,
+//! `--max-handshakes-per-ip`): a slow or silent client never holds up the accept loop, and a
+//! flood of silent sockets from one address takes only its own slots, never another client's.
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-
-/// Longest a TLS handshake may take before the connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most handshakes in progress at once; further connections wait in the kernel's backlog.
-pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// A certificate chain with its private key, and the chain's leaf SPKI fingerprint.
 pub struct Identity {
@@ -153,76 +142,9 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..length], &rest[length..]))
 }
 
-/// An `axum::serve` listener that yields TLS connections whose handshake has finished.
-pub struct TlsListener {
-    local_addr: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-}
-
-impl TlsListener {
-    /// Starts accepting on `listener` (a task that ends when this value is dropped).
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<TlsListener> {
-        let local_addr = listener.local_addr()?;
-        let (sender, ready) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(config);
-        let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-        tokio::spawn(async move {
-            loop {
-                let permit = tokio::select! {
-                    permit = pending.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => return,
-                    },
-                    _ = sender.closed() => return,
-                };
-                let (tcp, remote) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            // Out of file descriptors and the like: as axum's own listener does.
-                            tracing::warn!(%error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    _ = sender.closed() => return,
-                };
-                // Frames are small and latency matters: no Nagle delay.
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                    drop(permit);
-                    match handshake {
-                        Ok(Ok(stream)) => {
-                            let _ = sender.send((stream, remote)).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { local_addr, ready })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept task only ends once this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local_addr)
-    }
+/// The acceptor for [`crate::edge::serve`].
+pub fn acceptor(config: Arc<ServerConfig>) -> TlsAcceptor {
+    TlsAcceptor::from(config)
 }
 
 #[cfg(test)]

@@ -343,10 +343,15 @@ async fn origins_are_checked() {
     let server = Server::start(config).await;
     let mut request = tungstenite::client::IntoClientRequest::into_client_request(server.ws_url("rt_conn=1")).unwrap();
     request.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
-        other => panic!("expected 403, got {:?}", other.map(|_| ())),
-    }
+    // Refused in-protocol, where the client reads it: upgraded, then `close code=4001 retry=no`
+    // "origin not allowed" and the WebSocket close with the same code and reason (no session).
+    let (mut refused, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let Some(Ok(tungstenite::Message::Text(text))) = futures_util::StreamExt::next(&mut refused).await else { panic!("expected a frame") };
+    let frames = realtime_client::core::wire::decode_all(text.as_bytes(), 4096).unwrap();
+    let [Frame::Close(close)] = &frames[..] else { panic!("expected close, got {frames:?}") };
+    assert_eq!((close.code, close.reason.as_str(), close.retry), (4001, "origin not allowed", Retry::Never));
+    let Some(Ok(tungstenite::Message::Close(Some(frame)))) = futures_util::StreamExt::next(&mut refused).await else { panic!("expected a close") };
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4001, "origin not allowed"));
     let mut request = tungstenite::client::IntoClientRequest::into_client_request(server.ws_url("rt_conn=1")).unwrap();
     request.headers_mut().insert("origin", "https://app.example".parse().unwrap());
     let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();

@@ -527,7 +527,7 @@ async function main() {
     await init();
   } catch (error) {
     ui.connectButton.disabled = true;
-    showError('could not load the wasm client (run `make demo` to build www/pkg)', error);
+    showError('could not load the wasm client (run `make demo` to build www/public/pkg)', error);
     return;
   }
   setStatus('Client loaded.', 'info');
