@@ -4,7 +4,8 @@
 #   .ci/post-build.sh DIR      (pkg for `make package`, www/public/pkg for `make size`, `make demo` and the demo test)
 #   .ci/post-build.sh --test   its tests (.ci/post-build.test.mjs, node --test; `make test-host` runs them)
 #
-# gives wasm-bindgen's imports short names in the wasm and in the glue, and minifies the glue
+# gives wasm-bindgen's imports short names in the wasm and in the glue, inlines the JS snippets
+# (src/client/hub.js) into the glue and removes DIR/snippets, and minifies the glue
 # (.ci/post-build.mjs says how, and what it checks before and after). Run it once, right after
 # wasm-pack: a second run fails, since the imports are no longer wasm-bindgen's.
 #
