@@ -77,7 +77,7 @@ pub struct Config {
     /// TEST AND DEMO ONLY: `POST /realtime/kick` breaks off a session's transport (see [`kick`]).
     pub allow_kick: bool,
     /// Proxies whose `X-Forwarded-For` names the client (see [`client_ip`]); none by default.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: client_ip::TrustedProxies,
     /// Connection limits and timeouts ([`edge`]).
     pub edge: edge::EdgeConfig,
     /// Session and rate limits ([`limits`]).
@@ -104,7 +104,7 @@ impl Default for Config {
             max_probes: 1_000,
             probe_hold: Duration::from_secs(30),
             allow_kick: false,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: client_ip::TrustedProxies::default(),
             edge: edge::EdgeConfig::default(),
             limits: limits::LimitConfig::default(),
             admin: admin::AdminConfig::default(),

@@ -55,10 +55,10 @@ struct Flags {
     /// transport (no secret needed); off by default.
     #[arg(long)]
     allow_kick: bool,
-    /// A proxy whose X-Forwarded-For header names the client address for per-IP limits
-    /// (repeatable); without it the TCP peer is the client.
-    #[arg(long = "trusted-proxy", value_name = "IP")]
-    trusted_proxies: Vec<std::net::IpAddr>,
+    /// A proxy (an address, or a network like 10.0.0.0/8) whose X-Forwarded-For header names the
+    /// client address for per-IP limits (repeatable); without it the TCP peer is the client.
+    #[arg(long = "trusted-proxy", value_name = "IP|CIDR")]
+    trusted_proxies: Vec<realtime_server::client_ip::ProxyNet>,
     #[command(flatten)]
     edge: realtime_server::edge::EdgeFlags,
     #[command(flatten)]
@@ -96,7 +96,7 @@ async fn main() -> std::process::ExitCode {
         resume_window: Duration::from_millis(flags.resume_window_ms),
         max_sessions: flags.max_sessions as usize,
         allow_kick: flags.allow_kick,
-        trusted_proxies: flags.trusted_proxies,
+        trusted_proxies: realtime_server::client_ip::TrustedProxies(flags.trusted_proxies),
         ..Config::default()
     };
     for applied in [flags.edge.apply(&mut config), flags.limits.apply(&mut config), flags.admin.apply(&mut config)] {

@@ -402,7 +402,7 @@ async fn behind_a_proxy_the_origin_is_judged_the_same_on_every_endpoint() {
     assert!(status == 200 || status == 202, "{text}");
 
     // A trusted proxy's X-Forwarded-Host/Proto, and only a trusted proxy's.
-    let mut config = Config { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..Config::default() };
+    let mut config = Config { trusted_proxies: realtime_server::client_ip::TrustedProxies::parse(&["127.0.0.1"]).unwrap(), ..Config::default() };
     config.edge.allowed_hosts = vec!["app.example".into()];
     let (addr, _) = start(config).await;
     let forwarded = format!(
