@@ -157,6 +157,32 @@ async fn a_failed_rung_says_why_in_an_error_event() {
 }
 
 #[wasm_bindgen_test]
+async fn an_upload_refused_for_origin_says_so_in_the_error_and_the_close() {
+    // A proxy that rewrites Host makes the server judge the page foreign: the event stream opens
+    // (no Origin on a same-origin GET), the first POST gets 403. The app must learn why.
+    forget_rungs();
+    proxy("/reset").await;
+    proxy("/mode?http=forbid").await;
+    let room = unique_room("forbid");
+    let options = JSON::parse(r#"{"transports":["sse"]}"#).unwrap();
+    let client = proxied_client(&room, &options);
+    let errors = Recorder::attach(&client, "error");
+    let closes = Recorder::attach(&client, "close");
+    JsFuture::from(client.connect()).await.expect("the event stream opens");
+    let sent = JsFuture::from(client.send(JsValue::from_str("hello"))).await;
+    assert!(sent.is_err(), "the refused message's promise rejects");
+    errors.wait_for(1).await;
+    let error = &errors.take()[0].0;
+    assert_eq!(get(error, "code").as_string().as_deref(), Some("unauthorized"));
+    assert_eq!(error_message(error), "server refused the client: upload failed: HTTP 403: origin not allowed");
+    closes.wait_for(1).await;
+    let close = &closes.take()[0].0;
+    assert_eq!(get(close, "reason").as_string().as_deref(), Some("upload failed: HTTP 403: origin not allowed"));
+    assert_eq!(client.state().as_string().as_deref(), Some("closed"));
+    proxy("/reset").await;
+}
+
+#[wasm_bindgen_test]
 async fn the_session_upgrades_back_to_websocket_without_losing_doubling_or_reordering() {
     forget_rungs();
     proxy("/reset").await;

@@ -100,14 +100,27 @@ export function rungMemory(key, rung, ttl) {
 }
 
 /**
- * The init object of the transports' fetch() (src/transport/http.rs): the fields in this order,
+ * The transports' fetch() (src/transport/http.rs): the init object's fields in this order,
  * signal and body only when given (undefined from the wasm when absent).
  */
-export function fetchInit(method, signal, body) {
+export function request(url, method, signal, body) {
     const init = { method, cache: 'no-store' };
     if (signal !== undefined) init.signal = signal;
     if (body !== undefined) init.body = body;
-    return init;
+    // A refusal (401, 403) rejects with a string, 'HTTP 403: <the server's reason>' (its first
+    // 200 characters): the reason tells a developer why (a proxy that rewrites Host makes a
+    // same-origin page look foreign). The wasm reads a string rejection as a refusal.
+    return fetch(url, init).then((response) =>
+        response.status != 401 && response.status != 403
+            ? response
+            : response
+                  .text()
+                  .catch(() => '')
+                  .then((text) => {
+                      text = text.trim().slice(0, 200);
+                      throw 'HTTP ' + response.status + (text ? ': ' + text : '');
+                  }),
+    );
 }
 
 const TRANSPORTS = ['websocket', 'sse', 'long-polling'];

@@ -31,16 +31,9 @@ use crate::transport::{js_error_message, push_number};
 
 #[wasm_bindgen(module = "/src/client/hub.js")]
 extern "C" {
-    /// `{ method, cache: 'no-store', signal?, body? }` (`fetchInit` in hub.js).
-    #[wasm_bindgen(js_name = fetchInit)]
-    fn fetch_init(method: &str, signal: Option<web_sys::AbortSignal>, body: Option<&str>) -> JsValue;
-}
-
-#[wasm_bindgen]
-extern "C" {
-    // The global `fetch`, present in windows and workers alike.
-    #[wasm_bindgen(js_name = fetch)]
-    fn global_fetch(url: &str, init: &JsValue) -> Promise;
+    /// `fetch(url, { method, cache: 'no-store', signal?, body? })` (`request` in hub.js); a
+    /// 401 or 403 rejects with a string: `HTTP <status>: <the server's reason, printable>`.
+    fn request(url: &str, method: &str, signal: Option<web_sys::AbortSignal>, body: Option<&str>) -> Promise;
 }
 
 /// What a request must answer with to count as a success.
@@ -56,7 +49,8 @@ pub enum Expect {
 pub struct Failure {
     /// For the app's events.
     pub reason: String,
-    /// The server refused the client (HTTP 401 or 403): retrying cannot help.
+    /// The server refused the client (HTTP 401 or 403, told by hub.js's `request`): retrying
+    /// cannot help.
     pub refused: bool,
 }
 
@@ -91,11 +85,6 @@ impl HttpRequest {
         done: impl FnOnce(Result<Vec<u8>, Failure>) + 'static,
     ) -> HttpRequest {
         let controller = AbortController::new().ok();
-        // A plain init object, shaped by hub.js: `RequestInit`'s setters would be one import
-        // each, and `Reflect.set` with a key string per field costs more than one call.
-        // A string body is sent as `text/plain;charset=UTF-8` (Fetch: extract a body), which
-        // keeps the POST a "simple request": no CORS preflight round trip.
-        let init = fetch_init(method, controller.as_ref().map(AbortController::signal), body);
         let state = Rc::new(State {
             expect,
             what,
@@ -105,8 +94,13 @@ impl HttpRequest {
         });
         let held = state.clone();
         let step = Closure::<dyn FnMut(JsValue)>::new(move |value: JsValue| on_settled(&held, value));
-        // `fetch` itself rejects (never throws) on a bad URL or a network error.
-        wait(&global_fetch(url, &init), &step);
+        // The init object is shaped by hub.js: `RequestInit`'s setters would be one import each,
+        // and `Reflect.set` with a key string per field costs more than one call. A string body
+        // is sent as `text/plain;charset=UTF-8` (Fetch: extract a body), which keeps the POST a
+        // "simple request": no CORS preflight round trip. `fetch` rejects (never throws) on a
+        // bad URL or a network error.
+        let signal = controller.as_ref().map(AbortController::signal);
+        wait(&request(url, method, signal, body), &step);
         state.step.set(Some(step));
         HttpRequest { controller, state }
     }
@@ -170,13 +164,16 @@ fn on_settled(state: &Rc<State>, value: JsValue) {
             _ => {
                 let mut detail = String::from("HTTP ");
                 push_number(&mut detail, u64::from(status));
-                let mut failure = failed(&detail);
-                if let Err(failure) = &mut failure {
-                    failure.refused = status == 401 || status == 403;
-                }
-                failure
+                failed(&detail)
             }
         }
+    } else if let Some(refusal) = value.as_string() {
+        // Only hub.js's `request` rejects with a string: the server refused the client.
+        let mut failure = failed(&refusal);
+        if let Err(failure) = &mut failure {
+            failure.refused = true;
+        }
+        failure
     } else {
         failed(&js_error_message(&value))
     };

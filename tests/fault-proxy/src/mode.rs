@@ -47,6 +47,9 @@ pub enum Mode {
     Silent,
     /// SSE only: hold the whole response until upstream closes, then write it at once.
     Buffer,
+    /// Plain HTTP (upstream POSTs) only: 403 "origin not allowed", as the server answers a page
+    /// it judges foreign (a proxy that rewrites Host makes a same-origin page look so).
+    Forbid,
 }
 
 impl Mode {
@@ -57,6 +60,7 @@ impl Mode {
             Mode::Hang => "hang",
             Mode::Silent => "silent",
             Mode::Buffer => "buffer",
+            Mode::Forbid => "forbid",
         }
     }
 
@@ -64,7 +68,8 @@ impl Mode {
         match class {
             Class::WebSocket => &[Mode::Pass, Mode::Refuse, Mode::Hang, Mode::Silent],
             Class::Sse => &[Mode::Pass, Mode::Refuse, Mode::Buffer],
-            Class::Poll | Class::Http => &[Mode::Pass, Mode::Refuse],
+            Class::Poll => &[Mode::Pass, Mode::Refuse],
+            Class::Http => &[Mode::Pass, Mode::Refuse, Mode::Forbid],
         }
     }
 }
@@ -138,10 +143,14 @@ mod tests {
         assert_eq!(m.get(Class::Sse), Mode::Buffer);
         let before = m;
         assert!(m.apply_query("poll=refuse&sse=hang").unwrap_err().contains("sse cannot be"));
+        assert!(m.apply_query("poll=forbid").unwrap_err().contains("poll cannot be"));
         assert!(m.apply_query("bogus=1").unwrap_err().contains("unknown key"));
         assert!(m.apply_query("cut_after_bytes=-1").is_err());
         assert!(m.apply_query("http=refuse&http=pass").unwrap_err().contains("twice"));
         assert_eq!(m, before);
+        m.apply_query("http=forbid").unwrap();
+        assert_eq!(m.get(Class::Http), Mode::Forbid);
+        m.apply_query("http=pass").unwrap();
         m.apply_query("cut_after_bytes=none").unwrap();
         assert_eq!(m.cut_after_bytes, None);
         assert_eq!(

@@ -113,6 +113,12 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, permit: OwnedSemaphorePer
             reply_and_close(cr, cw, response).await;
             return;
         }
+        Mode::Forbid => {
+            shared.class_stats(class).refused.fetch_add(1, Ordering::Relaxed);
+            let response = simple_response(403, "Forbidden", "text/plain", "origin not allowed", head.loopback_origin(), "X-Fault-Proxy: forbid\r\n");
+            reply_and_close(cr, cw, response).await;
+            return;
+        }
         Mode::Hang => {
             // Never contact upstream; keep reading (and dropping) so a client that gives up
             // ends the connection.
