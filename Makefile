@@ -40,6 +40,7 @@ help:
 	@echo "make test-consumers  the tarball in Vite, webpack, a plain page and tsc --strict"
 	@echo "make test-demo     the demo clicked through by Playwright (screenshots in target/)"
 	@echo "make bench         benchmarks: browser (vs raw WebSocket, socket.io), server, size, targets"
+	@echo "make bench-profile the round trip cases under the JS Self-Profiling API: where the samples fell"
 	@echo "make setup         install missing tools only"
 	@echo "make clean         remove build output (target/, www/public/pkg/, pkg/, npm installs)"
 
@@ -138,12 +139,16 @@ test-demo: setup
 # beside its ratio (tests/bench/targets.mjs, from the JSON files). Not part of 'make test', which
 # runs only bench-build (installs, bundles and type-checks the harness so it cannot rot; runs no
 # benchmark).
-.PHONY: bench bench-build
+.PHONY: bench bench-build bench-profile
 bench: package
 	.ci/bench.sh
 	.ci/bench-server.sh
 	.ci/bench-size.sh
 	node tests/bench/targets.mjs
+
+# Where a round trip's time goes: the round trip cases alone, under the JS Self-Profiling API.
+bench-profile: package
+	BENCH_PROFILE=1 BENCH_ONLY='^rtt-p50/(raw|sio-ws|rc-websocket)$$' .ci/bench.sh
 
 bench-build:
 	.ci/bench.sh build

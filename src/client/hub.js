@@ -107,20 +107,23 @@ export function request(url, method, signal, body) {
     const init = { method, cache: 'no-store' };
     if (signal !== undefined) init.signal = signal;
     if (body !== undefined) init.body = body;
-    // A refusal (401, 403) rejects with a string, 'HTTP 403: <the server's reason>' (its first
-    // 200 characters): the reason tells a developer why (a proxy that rewrites Host makes a
-    // same-origin page look foreign). The wasm reads a string rejection as a refusal.
-    return fetch(url, init).then((response) =>
-        response.status != 401 && response.status != 403
-            ? response
-            : response
-                  .text()
-                  .catch(() => '')
-                  .then((text) => {
-                      text = text.trim().slice(0, 200);
-                      throw 'HTTP ' + response.status + (text ? ': ' + text : '');
-                  }),
-    );
+    // Any other status than 2xx rejects, with an Error 'HTTP 503'; a refusal (401, 403) with a
+    // string, 'HTTP 403: <the server's reason>' (its first 200 characters), which the wasm reads
+    // as a refusal. The reason tells a developer why (a proxy that rewrites Host makes a
+    // same-origin page look foreign).
+    return fetch(url, init).then((response) => {
+        const status = response.status;
+        const head = 'HTTP ' + status;
+        if (response.ok) return response;
+        if (status != 401 && status != 403) throw Error(head);
+        return response
+            .text()
+            .catch(() => '')
+            .then((text) => {
+                text = text.trim().slice(0, 200);
+                throw text ? head + ': ' + text : head;
+            });
+    });
 }
 
 const TRANSPORTS = ['websocket', 'sse', 'long-polling'];

@@ -27,7 +27,7 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{AbortController, Response};
 
-use crate::transport::{js_error_message, push_number};
+use crate::transport::js_error_message;
 
 #[wasm_bindgen(module = "/src/client/hub.js")]
 extern "C" {
@@ -41,7 +41,7 @@ extern "C" {
 pub enum Expect {
     /// Any 2xx; the body is ignored.
     Success,
-    /// A 200 with this content type; the body is returned.
+    /// A 2xx with this content type; the body is returned.
     Body(&'static str),
 }
 
@@ -132,10 +132,10 @@ fn on_settled(state: &Rc<State>, value: JsValue) {
     let result = if let Some(buffer) = value.dyn_ref::<ArrayBuffer>() {
         Ok(crate::transport::bytes_of(buffer))
     } else if let Some(response) = value.dyn_ref::<Response>() {
-        let status = response.status();
+        // Only a 2xx gets here: hub.js's `request` rejects every other status.
         match state.expect {
-            Expect::Success if response.ok() => Ok(Vec::new()),
-            Expect::Body(content_type) if status == 200 => {
+            Expect::Success => Ok(Vec::new()),
+            Expect::Body(content_type) => {
                 let actual = response.headers().get("content-type").ok().flatten().unwrap_or_default();
                 if actual.starts_with(content_type) {
                     let pending = response.array_buffer();
@@ -160,11 +160,6 @@ fn on_settled(state: &Rc<State>, value: JsValue) {
                     detail.push_str(content_type);
                     failed(&detail)
                 }
-            }
-            _ => {
-                let mut detail = String::from("HTTP ");
-                push_number(&mut detail, u64::from(status));
-                failed(&detail)
             }
         }
     } else if let Some(refusal) = value.as_string() {

@@ -26,7 +26,9 @@
 //
 // Usage: node bench.mjs   env: BENCH_QUICK=1 (10x fewer messages and connections), BENCH_ROUNDS,
 //   REALTIME_SERVER_BIN, FAULT_PROXY_BIN, CHROMIUM, BENCH_OUT (JSON path), BENCH_ONLY (a regex on
-//   case ids, for development), BENCH_COMMAND (the command line to print).
+//   case ids, for development), BENCH_COMMAND (the command line to print), BENCH_PROFILE=1 (the
+//   round trip cases run under the JS Self-Profiling API; a table of where the samples fell, by
+//   client, summed over the rounds; `make bench-profile`).
 import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -62,6 +64,7 @@ const proxyBin = process.env.FAULT_PROXY_BIN ?? join(repoRoot, 'target/debug/fau
 const chromiumBin = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const outPath = resolve(repoRoot, process.env.BENCH_OUT ?? 'target/bench/results.json');
 const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : null;
+const profiling = process.env.BENCH_PROFILE === '1';
 const CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
     '--disable-sync', '--no-first-run'];
 
@@ -106,7 +109,7 @@ function serveFile(pathname, response) {
     // than 100 µs: a loopback round trip takes 100-200 µs.
     response.writeHead(200, { 'content-type': CONTENT_TYPES[extname(file)] ?? 'application/octet-stream',
         'cache-control': 'no-store', 'cross-origin-opener-policy': 'same-origin',
-        'cross-origin-embedder-policy': 'require-corp' });
+        'cross-origin-embedder-policy': 'require-corp', ...(profiling ? { 'document-policy': 'js-profiling' } : {}) });
     response.end(body);
 }
 
@@ -302,6 +305,7 @@ try {
                     try {
                         page = await runInChromium({ case: metric.case, client, url: urlFor(client, via === 'proxy' ? proxy.proxy : proxy.upstream),
                             n: String(n), reps: String(reps), control: proxy.control, batch: String(BURST_WINDOW_BATCH),
+                            ...(profiling && metric.case === 'rtt' ? { profile: '1' } : {}),
                             timeout: String(metric.case === 'reconnect' ? 10000 : metric.id === 'first' ? 3000 : 2000) });
                     } finally {
                         if (metric.mode) await control(proxy, '/reset');
@@ -390,6 +394,32 @@ for (const metric of METRICS) {
         lines.push(`  ${CLIENT_LABELS[client].padEnd(40)} ${format(median(values), metric.unit).padStart(12)} ${ratioText(vsRaw).padStart(ratioWidth)}` +
             ` ${(client.startsWith('rc') ? ratioText(vsSocketIo) : '').padStart(ratioWidth)}  ${note}`);
     }
+}
+// The profile (BENCH_PROFILE=1): per client, where the samples of its round trip runs fell,
+// summed over the rounds, as shares of all samples and of the busy (non-idle) ones.
+const profileLines = [];
+for (const client of ['raw', 'sio-ws', ...RC_TRANSPORTS]) {
+    const runs = raw.filter((run) => run.case === `rtt-p50/${client}` && run.result?.profile);
+    if (runs.length === 0) continue;
+    const counts = {};
+    let samples = 0;
+    let inClient = 0;
+    let trips = 0;
+    for (const { result } of runs) {
+        samples += result.profile.samples;
+        inClient += result.profile.inClient;
+        trips += result.n;
+        for (const [kind, count] of Object.entries(result.profile.counts)) counts[kind] = (counts[kind] ?? 0) + count;
+    }
+    const busy = samples - counts.idle;
+    const pct = (count, of) => (of ? `${((100 * count) / of).toFixed(1)}%` : '—');
+    const parts = Object.entries(counts).filter(([kind, count]) => kind !== 'idle' && count > 0).map(([kind, count]) => `${kind} ${pct(count, busy)}`);
+    profileLines.push(`  ${CLIENT_LABELS[client].padEnd(28)} ${String(samples).padStart(7)} samples (${(samples / trips).toFixed(2)} per round trip); ` +
+        `idle ${pct(counts.idle, samples)}; of the busy ones: ${parts.join(', ')}; package on the stack ${pct(inClient, busy)}`);
+}
+if (profileLines.length) {
+    lines.push('', `round trip profile (BENCH_PROFILE=1, JS Self-Profiling API, top frame of each sample, summed over ${ROUNDS} round(s); ` +
+        'idle: no JS on the stack, i.e. the event loop waiting or the browser working):', ...profileLines);
 }
 const targets = browserTargetRows(rounds, Object.fromEntries(METRICS.map((metric) => [metric.id, { unit: metric.unit }])));
 console.log(`\nrealtime-client browser benchmarks (${quick ? 'BENCH_QUICK=1' : 'full'}, ${ROUNDS} round(s)); ratios are value / raw WebSocket value and RealtimeClient / socket.io, ` +

@@ -6,7 +6,9 @@
 // Query parameters: run (id), case (rtt | burst | echo | send | first | reconnect), client
 // (raw | sio | sio-ws | rc | rc-websocket | rc-sse | rc-long-polling), url (the server), n
 // (messages), reps (connections for first/reconnect), control (the fault proxy's control URL,
-// reconnect only), timeout (ms per connection for first/reconnect).
+// reconnect only), timeout (ms per connection for first/reconnect), profile (1: run the case under
+// the JS Self-Profiling API and add the samples' shares to the result; the harness then serves
+// the page with `Document-Policy: js-profiling`).
 import { RealtimeClient } from 'realtime-client';
 import { io } from 'socket.io-client';
 
@@ -165,6 +167,43 @@ async function roundTrips(adapter) {
     const sorted = Array.from(samples).sort((a, b) => a - b);
     const at = (/** @type {number} */ q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
     return { p50Ms: at(0.5), p99Ms: at(0.99), meanMs: sorted.reduce((a, b) => a + b, 0) / sorted.length, n };
+}
+
+/**
+ * Runs `body` under the JS Self-Profiling API (1 ms asked; Chromium samples at its own floor) and
+ * returns its result with `profile`: sample counts by where the sampled top frame was (the
+ * package's wasm, its JS glue, socket.io, this page, other) and `idle` (no JS on the stack: the
+ * event loop waiting, or the browser's own work), plus `inClient`: samples with a frame of the
+ * package (wasm or glue) anywhere on the stack.
+ * @template T
+ * @param {() => Promise<T>} body
+ */
+async function profiled(body) {
+    // @ts-ignore: not in TypeScript's DOM library
+    const profiler = new Profiler({ sampleInterval: 1, maxBufferSize: 1000000 });
+    const result = await body();
+    const trace = await profiler.stop();
+    /** @param {string} url */
+    const kind = (url) => url.endsWith('.wasm') ? 'wasm'
+        : url.includes('/realtime-client/') ? 'glue'
+        : url.includes('/vendor/') ? 'socket.io'
+        : url.includes('bench.js') ? 'page' : 'other';
+    /** @type {Record<string, number>} */
+    const counts = { idle: 0, wasm: 0, glue: 0, 'socket.io': 0, page: 0, other: 0 };
+    let inClient = 0;
+    for (const sample of trace.samples) {
+        if (sample.stackId === undefined) { counts.idle += 1; continue; }
+        let stack = trace.stacks[sample.stackId];
+        const top = trace.frames[stack.frameId];
+        counts[top.resourceId === undefined ? 'other' : kind(trace.resources[top.resourceId])] += 1;
+        for (;;) {
+            const frame = trace.frames[stack.frameId];
+            if (frame.resourceId !== undefined && ['wasm', 'glue'].includes(kind(trace.resources[frame.resourceId]))) { inClient += 1; break; }
+            if (stack.parentId === undefined) break;
+            stack = trace.stacks[stack.parentId];
+        }
+    }
+    return { ...result, profile: { samples: trace.samples.length, counts, inClient, resources: trace.resources } };
 }
 
 /**
@@ -398,7 +437,7 @@ async function run() {
     const adapter = await openAdapter(clientName);
     try {
         switch (benchCase) {
-            case 'rtt': return await roundTrips(adapter);
+            case 'rtt': return params.get('profile') === '1' ? await profiled(() => roundTrips(adapter)) : await roundTrips(adapter);
             case 'burst': return await burst(adapter);
             case 'echo': return await echoStream(adapter);
             case 'send': return await sendRate(adapter);
