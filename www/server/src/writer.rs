@@ -1,6 +1,10 @@
 //! The downstream loop shared by the streaming transports (WebSocket, SSE): send the hello,
 //! then whatever the session has for this attachment, a ping after `hb` of silence, keep-alives
 //! where the carrier wants them, and a going-away close at shutdown.
+//!
+//! Every write has a deadline (`stream_write_timeout`): a stream whose write stalls past it is a
+//! slow consumer and is cut (counted as `slow_consumer`); the session stays resumable, and the
+//! messages its transport held are dropped with it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,13 +13,19 @@ use std::time::Duration;
 use realtime_client::core::wire::{close_code, Close, Frame, Retry};
 use tokio::time::{sleep_until, Instant};
 
-use crate::session::{close, unix_millis, Attachment, Pull, Session, Stop};
+use crate::metrics::LimitKind;
+use crate::session::{close, unix_millis, Attachment, Outgoing, Pull, Session, Stop};
 use crate::AppState;
 
 /// Where a streaming transport writes frames.
 pub trait FrameSink: Send {
-    /// Sends frames; false when the peer is gone.
-    fn send_frames(&mut self, frames: &[Frame]) -> impl Future<Output = bool> + Send;
+    /// Sends frames (messages as shared by their publish); false when the peer is gone.
+    fn send_outgoing(&mut self, frames: &[Outgoing]) -> impl Future<Output = bool> + Send;
+    /// Sends owned frames; false when the peer is gone.
+    fn send_frames(&mut self, frames: &[Frame]) -> impl Future<Output = bool> + Send {
+        let frames: Vec<Outgoing> = frames.iter().cloned().map(Outgoing::Frame).collect();
+        async move { self.send_outgoing(&frames).await }
+    }
     /// Sends a carrier-level keep-alive (SSE comment); false when the peer is gone.
     fn keep_alive(&mut self) -> impl Future<Output = bool> + Send {
         async { true }
@@ -27,6 +37,26 @@ pub trait FrameSink: Send {
 /// The close sent to every transport at shutdown: going away, come back in a second.
 pub fn going_away() -> Close {
     close(close_code::GOING_AWAY, "server shutting down", Retry::AfterMs(1000))
+}
+
+/// Sends within the write deadline; a stalled write is a slow-consumer cut (false).
+async fn send<S: FrameSink>(state: &AppState, sink: &mut S, frames: &[Outgoing]) -> bool {
+    match tokio::time::timeout(state.config.limits.stream_write_timeout, sink.send_outgoing(frames)).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            state.metrics.trip(LimitKind::slow_consumer);
+            state.metrics.slow_consumer_cuts.inc();
+            false
+        }
+    }
+}
+
+/// Sends the close and ends the carrier, both within the write deadline.
+async fn send_close<S: FrameSink>(state: &AppState, sink: &mut S, close: Close) {
+    if send(state, sink, &[Outgoing::Frame(Frame::Close(close.clone()))]).await {
+        let _ = tokio::time::timeout(state.config.limits.stream_write_timeout, sink.finish(Some(&close))).await;
+    }
+    // A stalled close is not finished: dropping the carrier is all a slow consumer gets.
 }
 
 /// Runs until the attachment stops, the peer goes away or the server shuts down.
@@ -41,7 +71,8 @@ pub async fn run<S: FrameSink>(
     let heartbeat = state.config.heartbeat();
     let mut changed = session.subscribe();
     let mut shutdown = state.shutdown_receiver();
-    if !sink.send_frames(&first).await {
+    let first: Vec<Outgoing> = first.into_iter().map(Outgoing::Frame).collect();
+    if !send(&state, &mut sink, &first).await {
         return;
     }
     // Pings follow protocol silence; keep-alive comments follow silence on the carrier.
@@ -52,9 +83,9 @@ pub async fn run<S: FrameSink>(
         if attachment.is_aborted() {
             return; // Kicked: drop the carrier without a word, as a broken network would.
         }
-        match session.pull(&attachment, None) {
+        match session.pull_shared(&attachment, None) {
             Pull::Frames(frames) if !frames.is_empty() => {
-                if !sink.send_frames(&frames).await {
+                if !send(&state, &mut sink, &frames).await {
                     return;
                 }
                 last_sent = Instant::now();
@@ -62,33 +93,30 @@ pub async fn run<S: FrameSink>(
                 continue;
             }
             Pull::Frames(_) => {}
-            Pull::Stop(Stop::Silent) => return sink.finish(None).await,
-            Pull::Stop(Stop::Close(close)) => {
-                sink.send_frames(&[Frame::Close(close.clone())]).await;
-                return sink.finish(Some(&close)).await;
+            Pull::Stop(Stop::Silent) => {
+                let _ = tokio::time::timeout(state.config.limits.stream_write_timeout, sink.finish(None)).await;
+                return;
             }
+            Pull::Stop(Stop::Close(close)) => return send_close(&state, &mut sink, close).await,
         }
         let keep_alive_at = keep_alive.map(|interval| last_written + interval);
         tokio::select! {
             result = changed.changed() => if result.is_err() { return },
             _ = sleep_until(last_sent + heartbeat) => {
-                if !sink.send_frames(&[Frame::Ping { time: unix_millis() }]).await {
+                if !send(&state, &mut sink, &[Outgoing::Frame(Frame::Ping { time: unix_millis() })]).await {
                     return;
                 }
                 last_sent = Instant::now();
                 last_written = last_sent;
             }
             _ = sleep_until(keep_alive_at.unwrap_or(last_sent + heartbeat)), if keep_alive_at.is_some() => {
-                if !sink.keep_alive().await {
+                let deadline = state.config.limits.stream_write_timeout;
+                if !tokio::time::timeout(deadline, sink.keep_alive()).await.unwrap_or(false) {
                     return;
                 }
                 last_written = Instant::now();
             }
-            _ = AppState::shutting_down(&mut shutdown) => {
-                let close = going_away();
-                sink.send_frames(&[Frame::Close(close.clone())]).await;
-                return sink.finish(Some(&close)).await;
-            }
+            _ = AppState::shutting_down(&mut shutdown) => return send_close(&state, &mut sink, going_away()).await,
         }
     }
 }
