@@ -160,6 +160,11 @@ impl FrameSink for SseSink {
         self.sender.send(Bytes::from_static(b": ka\n\n")).await.is_ok()
     }
 
+    /// The body is dropped when its connection closes, which closes the channel.
+    async fn gone(&self) {
+        self.sender.closed().await
+    }
+
     async fn finish(&mut self, _close: Option<&Close>) {}
 }
 

@@ -30,6 +30,10 @@ pub trait FrameSink: Send {
     fn keep_alive(&mut self) -> impl Future<Output = bool> + Send {
         async { true }
     }
+    /// Resolves when the peer is known to be gone without a write (the default: never).
+    fn gone(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
     /// Ends the carrier after `close` (if any) was sent.
     fn finish(&mut self, close: Option<&Close>) -> impl Future<Output = ()> + Send;
 }
@@ -37,6 +41,14 @@ pub trait FrameSink: Send {
 /// The close sent to every transport at shutdown: going away, come back in a second.
 pub fn going_away() -> Close {
     close(close_code::GOING_AWAY, "server shutting down", Retry::AfterMs(1000))
+}
+
+/// Why the writer loop woke up.
+enum Wake {
+    Changed,
+    Ping,
+    KeepAlive,
+    Shutdown,
 }
 
 /// Sends within the write deadline; a stalled write is a slow-consumer cut (false).
@@ -100,23 +112,31 @@ pub async fn run<S: FrameSink>(
             Pull::Stop(Stop::Close(close)) => return send_close(&state, &mut sink, close).await,
         }
         let keep_alive_at = keep_alive.map(|interval| last_written + interval);
-        tokio::select! {
-            result = changed.changed() => if result.is_err() { return },
-            _ = sleep_until(last_sent + heartbeat) => {
+        let wake = tokio::select! {
+            result = changed.changed() => if result.is_err() { return } else { Wake::Changed },
+            _ = sleep_until(last_sent + heartbeat) => Wake::Ping,
+            _ = sleep_until(keep_alive_at.unwrap_or(last_sent + heartbeat)), if keep_alive_at.is_some() => Wake::KeepAlive,
+            _ = AppState::shutting_down(&mut shutdown) => Wake::Shutdown,
+            // The peer went away while nothing was being written: free the stream at once.
+            _ = sink.gone() => return,
+        };
+        match wake {
+            Wake::Changed => {}
+            Wake::Ping => {
                 if !send(&state, &mut sink, &[Outgoing::Frame(Frame::Ping { time: unix_millis() })]).await {
                     return;
                 }
                 last_sent = Instant::now();
                 last_written = last_sent;
             }
-            _ = sleep_until(keep_alive_at.unwrap_or(last_sent + heartbeat)), if keep_alive_at.is_some() => {
+            Wake::KeepAlive => {
                 let deadline = state.config.limits.stream_write_timeout;
                 if !tokio::time::timeout(deadline, sink.keep_alive()).await.unwrap_or(false) {
                     return;
                 }
                 last_written = Instant::now();
             }
-            _ = AppState::shutting_down(&mut shutdown) => return send_close(&state, &mut sink, going_away()).await,
+            Wake::Shutdown => return send_close(&state, &mut sink, going_away()).await,
         }
     }
 }
