@@ -158,3 +158,29 @@ impl LimitFlags {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: LimitFlags,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_config_defaults_and_flags_apply() {
+        let mut config = Config::default();
+        Flags::parse_from(["test"]).limits.apply(&mut config).unwrap();
+        let defaults = LimitConfig::default();
+        assert_eq!(format!("{:?}", config.limits), format!("{defaults:?}"));
+        let flags = Flags::parse_from(["test", "--max-sessions-per-ip", "3", "--stream-write-timeout-ms", "500", "--limit-retry-after-ms", "0"]);
+        flags.limits.apply(&mut config).unwrap();
+        assert_eq!(config.limits.max_sessions_per_ip, 3);
+        assert_eq!(config.limits.stream_write_timeout, Duration::from_millis(500));
+        assert_eq!(config.limits.retry_after_secs(), 1, "Retry-After is at least 1 s");
+        assert!(Flags::try_parse_from(["test", "--messages-per-sec", "0"]).is_err());
+    }
+}
