@@ -211,6 +211,24 @@ mod tests {
         held.push(limits.admit_session(ip("192.0.2.2"), &config).unwrap());
         assert_eq!(limits.rate_keys(), 2);
         limits.prune();
-        assert!(limits.rate_keys() <= 2);
+        assert_eq!(limits.rate_keys(), 2, "IPs that used their burst are remembered");
+    }
+
+    #[test]
+    fn pruning_forgets_ips_back_at_a_full_burst() {
+        let config = LimitConfig { new_sessions_per_sec: 1_000, new_sessions_burst: 3, ..LimitConfig::default() };
+        let limits = IpLimits::new(&config);
+        for index in 0..50u8 {
+            drop(limits.admit_session(IpAddr::from([192, 0, 2, index]), &config).unwrap());
+        }
+        assert_eq!(limits.rate_keys(), 50);
+        // At 1,000/s a used cell is back within a millisecond; look again until then (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while limits.rate_keys() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the keyed limiter was never pruned");
+            std::thread::yield_now();
+            limits.prune();
+        }
+        assert_eq!(limits.tracked_ips(), 0);
     }
 }
