@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_client::core::wire::{close_code, Close, Frame, Retry};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use crate::metrics::LimitKind;
@@ -51,21 +52,39 @@ enum Wake {
     Shutdown,
 }
 
-/// Sends within the write deadline; a stalled write is a slow-consumer cut (false).
-async fn send<S: FrameSink>(state: &AppState, sink: &mut S, frames: &[Outgoing]) -> bool {
-    match tokio::time::timeout(state.config.limits.stream_write_timeout, sink.send_outgoing(frames)).await {
-        Ok(sent) => sent,
-        Err(_) => {
-            state.metrics.trip(LimitKind::slow_consumer);
-            state.metrics.slow_consumer_cuts.inc();
-            false
+/// What a stalled write watches besides its deadline.
+struct Watch<'a> {
+    attachment: &'a Attachment,
+    changed: &'a mut watch::Receiver<u64>,
+}
+
+/// Sends within the write deadline; a stalled write is a slow-consumer cut (false). A stop
+/// requested while the write is stalled (the session ended because its unsent messages passed
+/// the replay bounds, or a newer transport replaced this one) cuts the write at once.
+async fn send<S: FrameSink>(state: &AppState, sink: &mut S, frames: &[Outgoing], watching: &mut Watch<'_>) -> bool {
+    let deadline = tokio::time::sleep(state.config.limits.stream_write_timeout);
+    let write = sink.send_outgoing(frames);
+    tokio::pin!(deadline, write);
+    loop {
+        tokio::select! {
+            sent = &mut write => return sent,
+            _ = &mut deadline => {
+                state.metrics.trip(LimitKind::slow_consumer);
+                state.metrics.slow_consumer_cuts.inc();
+                return false;
+            }
+            changed = watching.changed.changed() => {
+                if changed.is_err() || watching.attachment.stop_requested() || watching.attachment.is_aborted() {
+                    return false;
+                }
+            }
         }
     }
 }
 
 /// Sends the close and ends the carrier, both within the write deadline.
-async fn send_close<S: FrameSink>(state: &AppState, sink: &mut S, close: Close) {
-    if send(state, sink, &[Outgoing::Frame(Frame::Close(close.clone()))]).await {
+async fn send_close<S: FrameSink>(state: &AppState, sink: &mut S, close: Close, watching: &mut Watch<'_>) {
+    if send(state, sink, &[Outgoing::Frame(Frame::Close(close.clone()))], watching).await {
         let _ = tokio::time::timeout(state.config.limits.stream_write_timeout, sink.finish(Some(&close))).await;
     }
     // A stalled close is not finished: dropping the carrier is all a slow consumer gets.
@@ -84,20 +103,21 @@ pub async fn run<S: FrameSink>(
     let mut changed = session.subscribe();
     let mut shutdown = state.shutdown_receiver();
     let first: Vec<Outgoing> = first.into_iter().map(Outgoing::Frame).collect();
-    if !send(&state, &mut sink, &first).await {
+    let mut watching = Watch { attachment: &attachment, changed: &mut changed };
+    if !send(&state, &mut sink, &first, &mut watching).await {
         return;
     }
     // Pings follow protocol silence; keep-alive comments follow silence on the carrier.
     let mut last_sent = Instant::now();
     let mut last_written = last_sent;
     loop {
-        changed.mark_unchanged();
+        watching.changed.mark_unchanged();
         if attachment.is_aborted() {
             return; // Kicked: drop the carrier without a word, as a broken network would.
         }
         match session.pull_shared(&attachment, None) {
             Pull::Frames(frames) if !frames.is_empty() => {
-                if !send(&state, &mut sink, &frames).await {
+                if !send(&state, &mut sink, &frames, &mut watching).await {
                     return;
                 }
                 last_sent = Instant::now();
@@ -109,11 +129,11 @@ pub async fn run<S: FrameSink>(
                 let _ = tokio::time::timeout(state.config.limits.stream_write_timeout, sink.finish(None)).await;
                 return;
             }
-            Pull::Stop(Stop::Close(close)) => return send_close(&state, &mut sink, close).await,
+            Pull::Stop(Stop::Close(close)) => return send_close(&state, &mut sink, close, &mut watching).await,
         }
         let keep_alive_at = keep_alive.map(|interval| last_written + interval);
         let wake = tokio::select! {
-            result = changed.changed() => if result.is_err() { return } else { Wake::Changed },
+            result = watching.changed.changed() => if result.is_err() { return } else { Wake::Changed },
             _ = sleep_until(last_sent + heartbeat) => Wake::Ping,
             _ = sleep_until(keep_alive_at.unwrap_or(last_sent + heartbeat)), if keep_alive_at.is_some() => Wake::KeepAlive,
             _ = AppState::shutting_down(&mut shutdown) => Wake::Shutdown,
@@ -123,7 +143,7 @@ pub async fn run<S: FrameSink>(
         match wake {
             Wake::Changed => {}
             Wake::Ping => {
-                if !send(&state, &mut sink, &[Outgoing::Frame(Frame::Ping { time: unix_millis() })]).await {
+                if !send(&state, &mut sink, &[Outgoing::Frame(Frame::Ping { time: unix_millis() })], &mut watching).await {
                     return;
                 }
                 last_sent = Instant::now();
@@ -136,7 +156,7 @@ pub async fn run<S: FrameSink>(
                 }
                 last_written = Instant::now();
             }
-            Wake::Shutdown => return send_close(&state, &mut sink, going_away()).await,
+            Wake::Shutdown => return send_close(&state, &mut sink, going_away(), &mut watching).await,
         }
     }
 }

@@ -210,3 +210,31 @@ async fn a_websocket_that_never_reads_is_cut_and_its_socket_closed() {
     });
     ended.await.expect("the socket is closed");
 }
+
+#[tokio::test]
+async fn a_stalled_stream_whose_session_overflows_is_cut_at_once() {
+    // The write deadline is far away: only the overflow can cut this stream within the test.
+    let config = Config {
+        replay_max_bytes: 1 << 20,
+        limits: LimitConfig { stream_write_timeout: Duration::from_secs(600), ..LimitConfig::default() },
+        ..Config::default()
+    };
+    let server = start_edge(config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.42:0".parse().unwrap()).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let connect = tokio_tungstenite::client_async(server.ws_url("room=overflow"), tokio_tungstenite::MaybeTlsStream::Plain(stream));
+    let (ws, _) = tokio::time::timeout(LIMIT, connect).await.unwrap().unwrap();
+    let mut client = common::WsClient::from_stream(ws);
+    client.hello().await;
+    let payload = "o".repeat(64 * 1024);
+    let started = Instant::now();
+    while server.state.metrics.trips(LimitKind::replay_overflow) == 0 {
+        assert!(started.elapsed() < LIMIT, "never overflowed");
+        assert_eq!(server.publish("room=overflow", "text/plain", payload.clone()).await.status(), 202);
+    }
+    eventually("the stalled stream is cut", || *server.state.live_transports().borrow() == 0).await;
+    assert_eq!(server.state.metrics.trips(LimitKind::slow_consumer), 0, "cut by the overflow, not the deadline");
+    eventually("the ended session's replay bytes are given back", || server.state.registry.replay_bytes() == 0).await;
+}

@@ -87,6 +87,11 @@ impl Attachment {
         lock(&self.stop).take()
     }
 
+    /// Whether a stop was requested and not yet taken by the transport.
+    pub fn stop_requested(&self) -> bool {
+        lock(&self.stop).is_some()
+    }
+
     /// Whether [`Session::kick`] broke this transport off.
     pub fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
