@@ -6,12 +6,15 @@
 //! long-poll connection), pulls frames from it with [`Session::pull`], and detaches when it ends.
 //! Outgoing messages are appended to the replay buffer (never sent from here), and every change
 //! bumps a `watch` counter that the attached transport waits on, so no wake-up can be lost.
+//! A message is an `Arc<SharedMessage>` shared by every member it was published to, and it stays
+//! shared on its way out ([`Outgoing`]) until a transport encodes it.
 //!
 //! Invariants:
 //! - at most one transport is attached; attaching another stops the old one with close 4004
 //!   (set under the session lock, so the old one always finds it in [`Session::pull`]); the old
 //!   conn, if it differs, is retired: late requests from it get [`Connect::Retired`];
 //! - an ended session sends nothing more and can no longer be resumed;
+//! - the pings of one upstream batch get one pong; at most `max_control_frames` wait;
 //! - lock order: the registry lock, then a session lock, then an attachment's stop slot, never
 //!   the reverse; no lock is held across an `.await` or while another session's lock is taken.
 

@@ -13,6 +13,9 @@
 //!   resumes), `acked < next_seq`. Acks are cumulative, so an `rt_last` below `acked` (a URL
 //!   built before a later ack on another request, say a migrating WebSocket while the old poll
 //!   connection kept polling) still means the client has everything up to `acked`: no gap.
+//! - every buffered entry is charged `ENTRY_BYTES` to the global [`ReplayBudget`] and given back
+//!   when it leaves (ack, trim, discard, drop); its message's payload is charged once, by the
+//!   message itself, however many buffers hold it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
