@@ -135,10 +135,15 @@ start_server() {
     : >"$log.err"
     case "$kind" in
         realtime)
-            # Every loadgen session comes from 127.0.0.1: the per-IP connection cap (256 by
-            # default, for a public server) is lifted here; the total cap and fd limit still hold.
+            # Every loadgen session comes from 127.0.0.1: the per-IP caps and rates of a public
+            # server (256 connections, sessions and streams per IP, 10 new sessions/s, 200
+            # messages/s and 1 MiB/s per session) are lifted here (TEST-ONLY loosening); the
+            # total caps and the fd limit still hold.
             RUST_LOG=warn "$realtime_server" --listen 127.0.0.1:0 --heartbeat-ms "$heartbeat_ms" \
-                --max-connections-per-ip 1000000 >"$log.out" 2>"$log.err" &
+                --max-connections-per-ip 1000000 --max-sessions-per-ip 1000000 --max-streams-per-ip 1000000 \
+                --new-sessions-per-sec 1000000 --new-sessions-burst 1000000 \
+                --messages-per-sec 1000000 --messages-burst 1000000 \
+                --bytes-per-sec 1073741824 --bytes-burst 1073741824 >"$log.out" 2>"$log.err" &
             ;;
         socketio)
             node --expose-gc "$bench_dir/socketio-server.mjs" --listen 127.0.0.1:0 --ping-interval-ms "$heartbeat_ms" >"$log.out" 2>"$log.err" &

@@ -132,7 +132,15 @@ wait_for_port() {
     echo "$port"
 }
 
-"$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins --max-connections-per-ip 100000 >"$server_log" 2>&1 &
+# TEST-ONLY loosening: every browser, proxy and test connection comes from 127.0.0.1, and the
+# suites open many sessions and send bursts quickly, so the per-IP caps and rates of a public
+# server (256 connections, sessions and streams; 10 new sessions/s; 200 messages/s and 1 MiB/s per
+# session) are lifted here. The total caps still hold.
+test_limits=(--max-connections-per-ip 100000 --max-sessions-per-ip 100000 --max-streams-per-ip 100000
+    --new-sessions-per-sec 100000 --new-sessions-burst 100000 --messages-per-sec 1000000 --messages-burst 1000000
+    --bytes-per-sec 1073741824 --bytes-burst 1073741824)
+
+"$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins "${test_limits[@]}" >"$server_log" 2>&1 &
 server_pid=$!
 # The server prints `listening on http://ADDR` once it has bound its socket.
 port=$(wait_for_port server "$server_pid" "$server_log" '.*')
@@ -152,7 +160,7 @@ echo "browser-tests: fault proxy at $REALTIME_PROXY_URL, control $REALTIME_PROXY
 # The chaos proxy starts its own server and prints a third line,
 # `upstream listening on http://ADDR`; the server's output goes to the proxy's stderr.
 "$proxy_bin" --listen 127.0.0.1:0 --control 127.0.0.1:0 --spawn-upstream -- \
-    "$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins --max-connections-per-ip 100000 --heartbeat-ms 1000 --resume-window-ms 60000 \
+    "$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins "${test_limits[@]}" --heartbeat-ms 1000 --resume-window-ms 60000 \
     >"$chaos_log" 2>&1 &
 chaos_pid=$!
 chaos_proxy_port=$(wait_for_port "chaos proxy" "$chaos_pid" "$chaos_log" 'proxy ')
@@ -165,7 +173,7 @@ echo "browser-tests: chaos proxy at $REALTIME_CHAOS_URL, control $REALTIME_CHAOS
 
 # The TLS server prints `spki sha256 <BASE64>` (its development certificate's fingerprint), then
 # `listening on https://ADDR`.
-"$server_bin" --tls-self-signed --listen 127.0.0.1:0 --allow-loopback-origins --max-connections-per-ip 100000 >"$tls_log" 2>&1 &
+"$server_bin" --tls-self-signed --listen 127.0.0.1:0 --allow-loopback-origins "${test_limits[@]}" >"$tls_log" 2>&1 &
 tls_pid=$!
 tls_port=$(wait_for_port "TLS server" "$tls_pid" "$tls_log" '.*')
 spki=$(sed -n 's#^spki sha256 \([A-Za-z0-9+/=]\{44\}\)$#\1#p' "$tls_log" | head -n 1)

@@ -271,9 +271,13 @@ const rounds = []; // per round: metric id -> client -> { value, detail, samples
 const raw = [];
 try {
     [proxies.rc, proxies.ws, proxies.sio] = await Promise.all([
-        // Every bench client connects from 127.0.0.1 (through the proxy): the per-IP connection
-        // cap of a public server (256) is lifted; the total cap still holds.
-        startProxy('rc', [serverBin, '--listen', '127.0.0.1:0', '--allow-loopback-origins', '--max-connections-per-ip', '1000000']),
+        // Every bench client connects from 127.0.0.1 (through the proxy): the per-IP caps and
+        // rates of a public server are lifted (test-only loosening); the total caps still hold.
+        startProxy('rc', [serverBin, '--listen', '127.0.0.1:0', '--allow-loopback-origins', '--max-connections-per-ip', '1000000',
+            '--max-sessions-per-ip', '1000000', '--max-streams-per-ip', '1000000',
+            '--new-sessions-per-sec', '1000000', '--new-sessions-burst', '1000000',
+            '--messages-per-sec', '1000000', '--messages-burst', '1000000',
+            '--bytes-per-sec', '1073741824', '--bytes-burst', '1073741824']),
         startProxy('ws', [process.execPath, join(here, 'servers.mjs'), '--kind', 'ws', '--listen', '127.0.0.1:0']),
         startProxy('sio', [process.execPath, join(here, 'servers.mjs'), '--kind', 'socketio', '--listen', '127.0.0.1:0']),
     ]);

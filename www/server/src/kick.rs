@@ -34,7 +34,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
         Some(kind) => {
             // Session ids only at debug level: with the resume secret they name a session, and
             // logs travel further than the server.
-            tracing::debug!(session = %session.id, transport = kind.as_str(), "kicked");
+            tracing::debug!(session = %session.tag(), transport = kind.as_str(), "kicked");
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response

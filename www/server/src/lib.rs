@@ -143,19 +143,24 @@ pub struct AppState {
     pub http_versions: stats::HttpVersions,
     /// Everything `GET /metrics` exports, and the count of every limit trip.
     pub metrics: metrics::Metrics,
+    /// Sessions and streams per client IP, and the new-session rate per IP ([`limits`]).
+    pub ip_limits: limits::IpLimits,
 }
 
 impl AppState {
     /// Creates the state and starts the session sweeper (needs a tokio runtime).
     pub fn new(config: Config) -> Arc<Self> {
+        let metrics = metrics::Metrics::default();
+        let budget = Arc::new(limits::ReplayBudget::new(metrics.replay_bytes.clone()));
         let state = Arc::new(AppState {
+            ip_limits: limits::IpLimits::new(&config.limits),
             config,
-            registry: session::Registry::default(),
+            registry: session::Registry::with_budget(budget),
             shutdown: watch::channel(false).0,
             live: watch::channel(0).0,
             probes: AtomicUsize::new(0),
             http_versions: stats::HttpVersions::default(),
-            metrics: metrics::Metrics::default(),
+            metrics,
         });
         let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -165,6 +170,9 @@ impl AppState {
                 interval.tick().await;
                 let Some(state) = weak.upgrade() else { return };
                 let dropped = state.registry.sweep(&state.config);
+                // Keeps the keyed limiter's memory bounded by the IPs of the last burst window.
+                state.ip_limits.prune();
+                state.metrics.sessions.set(i64::try_from(state.registry.len()).unwrap_or(i64::MAX));
                 if dropped > 0 {
                     tracing::debug!(dropped, remaining = state.registry.len(), "sessions dropped");
                 }
@@ -224,6 +232,54 @@ impl AppState {
         self.probes.load(Ordering::Acquire)
     }
 
+    /// Connects under the total and per-IP session caps and the new-session rate of `ip`.
+    pub fn connect(&self, request: &session::ConnectRequest, kind: session::TransportKind, ip: client_ip::ClientIp) -> session::Connect {
+        self.registry.connect_admitted(request, kind, &self.config, || {
+            self.ip_limits.admit_session(ip.0, &self.config.limits).map(Some)
+        })
+    }
+
+    /// Counts a live stream or held poll of `ip`; None (the trip counted) over its cap.
+    pub fn stream_slot(&self, ip: client_ip::ClientIp) -> Option<limits::StreamSlot> {
+        match self.ip_limits.admit_stream(ip.0, &self.config.limits) {
+            Ok(slot) => Some(slot),
+            Err(kind) => {
+                self.metrics.trip(kind);
+                None
+            }
+        }
+    }
+
+    /// Broadcasts `messages` to `room` in order. A fan-out of more member deliveries than
+    /// `fanout_blocking_threshold` runs on a blocking thread, so the runtime workers keep serving.
+    pub async fn fan_out(self: &Arc<Self>, room: &str, messages: Vec<(Option<String>, realtime_client::core::wire::Payload)>) -> usize {
+        if messages.is_empty() {
+            return 0;
+        }
+        let deliveries = messages.len().saturating_mul(self.registry.room_size(room));
+        let delivered = if deliveries > self.config.limits.fanout_blocking_threshold {
+            let state = self.clone();
+            let room = room.to_owned();
+            tokio::task::spawn_blocking(move || state.registry.broadcast_all(&room, messages, &state.config))
+                .await
+                .unwrap_or_default()
+        } else {
+            self.registry.broadcast_all(room, messages, &self.config)
+        };
+        self.metrics.messages_out.inc_by(delivered.delivered as u64);
+        // A member whose unsent messages passed the replay bounds was ended (it does not read).
+        for _ in 0..delivered.overflowed {
+            self.metrics.trip(metrics::LimitKind::replay_overflow);
+            self.metrics.slow_consumer_cuts.inc();
+        }
+        delivered.delivered
+    }
+
+    /// Whether the replay buffers together hold more than the global budget.
+    pub fn over_replay_budget(&self) -> bool {
+        self.registry.replay_bytes() > self.config.limits.replay_budget_bytes
+    }
+
     /// Counts a live transport until the guard drops.
     pub fn live_guard(self: &Arc<Self>) -> LiveGuard {
         self.live.send_modify(|count| *count += 1);
@@ -251,6 +307,21 @@ impl Drop for ProbeGuard {
     fn drop(&mut self) {
         self.state.probes.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A refusal by a limit: `status` (503 or 429) with `Retry-After`, the trip counted.
+pub fn refusal(state: &AppState, kind: metrics::LimitKind, status: StatusCode, message: &str) -> Response {
+    state.metrics.trip(kind);
+    busy(state, status, message)
+}
+
+/// `status` with `Retry-After` (the trip already counted).
+pub fn busy(state: &AppState, status: StatusCode, message: &str) -> Response {
+    let mut response = text_error(status, message);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&state.config.limits.retry_after_secs().to_string()) {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// A plain-text error response.

@@ -9,22 +9,25 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use realtime_client::core::wire::{self, close_code, Carrier, Frame, Retry};
+use realtime_client::core::wire::{close_code, Carrier, Frame, Retry};
 use tokio::time::{sleep_until, Instant};
 
+use crate::client_ip::ClientIp;
+use crate::limits::{decode_batch, BatchError, Throttle};
+use crate::metrics::LimitKind;
 use crate::params::{ParamError, Params};
 use crate::probe;
-use crate::session::{close, close_for_wire_error, Connect, Pull, Session, Stop, TransportKind};
+use crate::session::{close, close_for_wire_error, Connect, Outgoing, Pull, Session, Stop, TransportKind};
 use crate::writer::going_away;
-use crate::{text_error, AppState};
+use crate::{busy, refusal, text_error, AppState};
 
 /// MIME type of a poll response body: a batch of frames, binary carrier.
 pub const FRAMES_CONTENT_TYPE: &str = "application/x-realtime-frames";
 
-pub async fn handle_poll(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
+pub async fn handle_poll(State(state): State<Arc<AppState>>, Extension(ip): Extension<ClientIp>, RawQuery(query): RawQuery) -> Response {
     let params = Params::parse(query.as_deref());
     let (request, probe) = match params.connect_request().and_then(|request| Ok((request, params.is_probe()?))) {
         Ok(parsed) => parsed,
@@ -47,22 +50,27 @@ pub async fn handle_poll(State(state): State<Arc<AppState>>, RawQuery(query): Ra
         if let Some(session) = state.registry.get(&resume.session_id) {
             if session.key_matches(&resume.key) {
                 if let Some(attachment) = session.poll_attachment(request.conn) {
-                    return continue_poll(state, session, attachment, resume.last).await;
+                    // A held poll counts as a stream of its IP.
+                    let Some(slot) = state.stream_slot(ip) else {
+                        return busy(&state, StatusCode::SERVICE_UNAVAILABLE, "too many streams from this address");
+                    };
+                    return continue_poll(state, session, attachment, resume.last, slot).await;
                 }
             }
         }
     }
-    match state.registry.connect(&request, TransportKind::Poll, &state.config) {
+    match state.connect(&request, TransportKind::Poll, ip) {
         Connect::Attached { session, attachment, hello } => {
-            tracing::info!(session = %session.id, room = %session.room, resumed = hello.resumed, transport = "poll", "attached");
-            let mut frames = vec![Frame::Hello(hello)];
-            if let Pull::Frames(replay) = session.pull(&attachment, None) {
+            tracing::info!(session = %session.tag(), room = %session.room, resumed = hello.resumed, transport = "poll", "attached");
+            let mut frames = vec![Outgoing::Frame(Frame::Hello(hello))];
+            if let Pull::Frames(replay) = session.pull_shared(&attachment, None) {
                 frames.extend(replay);
             }
-            frames_response(&frames)
+            outgoing_response(&frames)
         }
         Connect::Retired => frames_response(&[Frame::Close(close(close_code::REPLACED, "replaced", Retry::Never))]),
-        Connect::Full => text_error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
+        Connect::Full => refusal(&state, LimitKind::sessions_total, StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
+        Connect::Refused(kind) => refusal(&state, kind, StatusCode::SERVICE_UNAVAILABLE, "too many sessions from this address"),
     }
 }
 
@@ -83,6 +91,7 @@ async fn continue_poll(
     session: Arc<Session>,
     attachment: Arc<crate::session::Attachment>,
     last: u64,
+    _slot: crate::limits::StreamSlot,
 ) -> Response {
     let _live = state.live_guard();
     let mut changed = session.subscribe();
@@ -95,8 +104,8 @@ async fn continue_poll(
         if attachment.is_aborted() {
             return broken_response(); // Kicked (`POST /realtime/kick`).
         }
-        match session.pull(&attachment, Some(generation)) {
-            Pull::Frames(frames) if !frames.is_empty() => return frames_response(&frames),
+        match session.pull_shared(&attachment, Some(generation)) {
+            Pull::Frames(frames) if !frames.is_empty() => return outgoing_response(&frames),
             Pull::Frames(_) => {}
             Pull::Stop(Stop::Silent) => return frames_response(&[]),
             Pull::Stop(Stop::Close(close)) => return frames_response(&[Frame::Close(close)]),
@@ -126,9 +135,15 @@ fn broken_response() -> Response {
 }
 
 fn frames_response(frames: &[Frame]) -> Response {
+    let frames: Vec<Outgoing> = frames.iter().cloned().map(Outgoing::Frame).collect();
+    outgoing_response(&frames)
+}
+
+/// A poll answer; its body is handed to the connection, whose writes have the edge's deadline.
+fn outgoing_response(frames: &[Outgoing]) -> Response {
     let mut body = Vec::new();
     for frame in frames {
-        wire::encode(frame, Carrier::Binary, &mut body);
+        frame.encode(Carrier::Binary, &mut body);
     }
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
@@ -154,23 +169,41 @@ pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): Ra
     if !session.key_matches(&resume.key) {
         return text_error(StatusCode::FORBIDDEN, "wrong session key");
     }
-    let frames = match wire::decode_all(&body, state.config.max_message_bytes) {
+    let limits = &state.config.limits;
+    let frames = match decode_batch(&body, state.config.max_message_bytes, limits.max_frames_per_batch) {
         Ok(frames) => frames,
-        Err(error) => {
-            tracing::info!(session = %session.id, error = error.as_str(), "malformed upstream batch");
+        Err(BatchError::Wire(error)) => {
+            tracing::info!(session = %session.tag(), error = error.as_str(), "malformed upstream batch");
             let close = close_for_wire_error(error);
             let status = if close.code == close_code::LIMIT_EXCEEDED { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
             session.end(Stop::Close(close));
             return text_error(status, error.as_str());
         }
+        Err(error @ BatchError::TooManyFrames) => {
+            state.metrics.trip(LimitKind::frames_per_batch);
+            session.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, error.as_str(), Retry::Default)));
+            return text_error(StatusCode::PAYLOAD_TOO_LARGE, error.as_str());
+        }
     };
+    // Over its rates the answer is delayed (bounded), then the batch is refused, not processed.
+    let messages = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).count();
+    match session.rates.admit(messages.max(1), messages > 0, body.len(), limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {
+        Throttle::Admitted => {}
+        Throttle::Refused(LimitKind::replay_budget) => {
+            return refusal(&state, LimitKind::replay_budget, StatusCode::SERVICE_UNAVAILABLE, "server busy");
+        }
+        Throttle::Refused(kind) => return refusal(&state, kind, StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded"),
+    }
+    drop(body);
     let _serial = session.upstream.lock().await;
     let outcome = session.handle_client_frames(frames);
-    for (event, payload) in outcome.accepted {
-        state.registry.broadcast(&session.room, event, payload, &state.config);
+    if outcome.control_dropped {
+        state.metrics.trip(LimitKind::control_queue);
     }
+    state.metrics.messages_in.inc_by(outcome.accepted.len() as u64);
+    state.fan_out(&session.room, outcome.accepted).await;
     if let Some(error) = outcome.error {
-        tracing::info!(session = %session.id, reason = %error.reason, "protocol error");
+        tracing::info!(session = %session.tag(), reason = %error.reason, "protocol error");
         return text_error(StatusCode::BAD_REQUEST, &error.reason);
     }
     let mut response = Response::new(Body::empty());

@@ -9,10 +9,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use realtime_client::core::wire::{self, is_valid_event_name, Frame, Payload};
+use realtime_client::core::wire::{is_valid_event_name, Frame, Payload};
 
+use crate::limits::{decode_batch, BatchError};
+use crate::metrics::LimitKind;
 use crate::params::{is_valid_room, Params};
-use crate::{text_error, AppState};
+use crate::{refusal, text_error, AppState};
 
 pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
     let params = Params::parse(query.as_deref());
@@ -32,8 +34,12 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
         .and_then(|value| value.to_str().ok())
         .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
         .unwrap_or_default();
+    // Over the global replay budget nothing more is stored: the backend retries later.
+    if state.over_replay_budget() {
+        return refusal(&state, LimitKind::replay_budget, StatusCode::SERVICE_UNAVAILABLE, "replay budget exhausted");
+    }
     if content_type == "application/x-realtime-frames" {
-        return publish_batch(&state, room, params.event.as_deref(), &body);
+        return publish_batch(&state, room, params.event.as_deref(), &body).await;
     }
     if body.len() > state.config.max_message_bytes {
         return text_error(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
@@ -60,7 +66,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
             )
         }
     };
-    let delivered = state.registry.broadcast(room, params.event.clone(), payload, &state.config);
+    let delivered = state.fan_out(room, vec![(params.event.clone(), payload)]).await;
     tracing::debug!(room, delivered, "published");
     let mut response = Response::new(Body::from(delivered.to_string()));
     *response.status_mut() = StatusCode::ACCEPTED;
@@ -73,14 +79,15 @@ const MAX_BATCH_MESSAGES: usize = 10_000;
 /// A batch of `msg` frames (wire protocol v1; their `s` is ignored), each published in order. A
 /// frame's own event name wins over the `event` parameter. Nothing is published unless the whole
 /// batch decodes.
-fn publish_batch(state: &AppState, room: &str, default_event: Option<&str>, body: &[u8]) -> Response {
-    let frames = match wire::decode_all(body, state.config.max_message_bytes) {
+async fn publish_batch(state: &Arc<AppState>, room: &str, default_event: Option<&str>, body: &[u8]) -> Response {
+    let frames = match decode_batch(body, state.config.max_message_bytes, MAX_BATCH_MESSAGES) {
         Ok(frames) => frames,
-        Err(error) => return text_error(StatusCode::BAD_REQUEST, &format!("bad batch: {error}")),
+        Err(BatchError::Wire(error)) => return text_error(StatusCode::BAD_REQUEST, &format!("bad batch: {error}")),
+        Err(BatchError::TooManyFrames) => {
+            state.metrics.trip(LimitKind::frames_per_batch);
+            return text_error(StatusCode::PAYLOAD_TOO_LARGE, "batch too large: at most 10000 messages");
+        }
     };
-    if frames.len() > MAX_BATCH_MESSAGES {
-        return text_error(StatusCode::PAYLOAD_TOO_LARGE, "batch too large: at most 10000 messages");
-    }
     let mut messages = Vec::with_capacity(frames.len());
     for frame in frames {
         match frame {
@@ -88,11 +95,11 @@ fn publish_batch(state: &AppState, room: &str, default_event: Option<&str>, body
             _ => return text_error(StatusCode::BAD_REQUEST, "bad batch: only msg frames can be published"),
         }
     }
-    let mut delivered = 0;
-    for message in messages {
-        let event = message.event.or_else(|| default_event.map(str::to_owned));
-        delivered += state.registry.broadcast(room, event, message.payload, &state.config);
-    }
+    let messages = messages
+        .into_iter()
+        .map(|message| (message.event.or_else(|| default_event.map(str::to_owned)), message.payload))
+        .collect();
+    let delivered = state.fan_out(room, messages).await;
     let mut response = Response::new(Body::from(delivered.to_string()));
     *response.status_mut() = StatusCode::ACCEPTED;
     response

@@ -6,20 +6,27 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Retry};
 use tokio::sync::mpsc;
 
+use crate::client_ip::ClientIp;
+use crate::metrics::LimitKind;
 use crate::params::{ParamError, Params};
 use crate::probe;
-use crate::session::{close, Connect, TransportKind};
+use crate::session::{close, Connect, Outgoing, TransportKind};
 use crate::writer::{self, FrameSink};
-use crate::{text_error, AppState};
+use crate::{busy, refusal, text_error, AppState};
 
-pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
+/// Chunks of at most this many bytes go into the body channel (a larger frame goes alone), and
+/// the channel holds at most [`CHANNEL_CHUNKS`]: what a stalled stream holds is bounded.
+const CHUNK_BYTES: usize = 64 * 1024;
+const CHANNEL_CHUNKS: usize = 4;
+
+pub async fn handle(State(state): State<Arc<AppState>>, Extension(ip): Extension<ClientIp>, RawQuery(query): RawQuery) -> Response {
     let params = Params::parse(query.as_deref());
     let (request, probe) = match params.connect_request().and_then(|request| Ok((request, params.is_probe()?))) {
         Ok(parsed) => parsed,
@@ -44,24 +51,28 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
         });
         return sse_response(channel_body(receiver));
     }
-    let (session, attachment, hello) = match state.registry.connect(&request, TransportKind::Sse, &state.config) {
+    let Some(stream_slot) = state.stream_slot(ip) else {
+        return busy(&state, StatusCode::SERVICE_UNAVAILABLE, "too many streams from this address");
+    };
+    let (session, attachment, hello) = match state.connect(&request, TransportKind::Sse, ip) {
         Connect::Attached { session, attachment, hello } => (session, attachment, hello),
-        Connect::Full => return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
+        Connect::Full => return refusal(&state, LimitKind::sessions_total, StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
+        Connect::Refused(kind) => return refusal(&state, kind, StatusCode::SERVICE_UNAVAILABLE, "too many sessions from this address"),
         Connect::Retired => {
             let close = close(close_code::REPLACED, "replaced", Retry::Never);
             return stream_response(Bytes::from(encode_event(&Frame::Close(close))));
         }
     };
-    tracing::info!(session = %session.id, room = %session.room, resumed = hello.resumed, transport = "sse", "attached");
-    let (sender, receiver) = mpsc::channel::<Bytes>(16);
+    tracing::info!(session = %session.tag(), room = %session.room, resumed = hello.resumed, transport = "sse", "attached");
+    let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
     let live = state.live_guard();
     tokio::spawn(async move {
-        let _live = live;
+        let _held = (live, stream_slot);
         let sink = SseSink { sender };
         let keep_alive = Some(state.config.sse_keepalive);
         writer::run(state.clone(), session.clone(), attachment.clone(), sink, vec![Frame::Hello(hello)], keep_alive).await;
         session.detach(&attachment);
-        tracing::info!(session = %session.id, transport = "sse", "detached");
+        tracing::info!(session = %session.tag(), transport = "sse", "detached");
     });
     sse_response(channel_body(receiver))
 }
@@ -99,15 +110,26 @@ pub fn frame_type(frame: &Frame) -> &'static str {
 
 /// One SSE event holding exactly one frame.
 pub fn encode_event(frame: &Frame) -> Vec<u8> {
-    let encoded = wire::encode_to_vec(frame, Carrier::Sse);
+    let mut out = Vec::new();
+    encode_outgoing_event(&Outgoing::Frame(frame.clone()), &mut out);
+    out
+}
+
+/// Appends one SSE event holding `frame` (a shared message is encoded from its one copy).
+pub fn encode_outgoing_event(frame: &Outgoing, out: &mut Vec<u8>) {
+    let mut encoded = Vec::new();
+    frame.encode(Carrier::Sse, &mut encoded);
     debug_assert!(!encoded.contains(&b'\r'));
-    let mut out = Vec::with_capacity(encoded.len() + 64);
+    out.reserve(encoded.len() + 64);
     out.extend_from_slice(b"event: ");
-    out.extend_from_slice(frame_type(frame).as_bytes());
+    out.extend_from_slice(match frame {
+        Outgoing::Frame(frame) => frame_type(frame),
+        Outgoing::Message { .. } => "msg",
+    }.as_bytes());
     out.push(b'\n');
-    if let Frame::Message(message) = frame {
+    if let Some(seq) = frame.message_seq() {
         out.extend_from_slice(b"id: ");
-        wire::push_decimal(&mut out, message.seq);
+        wire::push_decimal(out, seq);
         out.push(b'\n');
     }
     for line in encoded.split(|&byte| byte == b'\n') {
@@ -116,7 +138,6 @@ pub fn encode_event(frame: &Frame) -> Vec<u8> {
         out.push(b'\n');
     }
     out.push(b'\n');
-    out
 }
 
 struct SseSink {
@@ -124,16 +145,24 @@ struct SseSink {
 }
 
 impl FrameSink for SseSink {
-    async fn send_frames(&mut self, frames: &[Frame]) -> bool {
+    async fn send_outgoing(&mut self, frames: &[Outgoing]) -> bool {
         let mut out = Vec::new();
         for frame in frames {
-            out.extend_from_slice(&encode_event(frame));
+            encode_outgoing_event(frame, &mut out);
+            if out.len() >= CHUNK_BYTES && self.sender.send(Bytes::from(std::mem::take(&mut out))).await.is_err() {
+                return false;
+            }
         }
-        self.sender.send(Bytes::from(out)).await.is_ok()
+        out.is_empty() || self.sender.send(Bytes::from(out)).await.is_ok()
     }
 
     async fn keep_alive(&mut self) -> bool {
         self.sender.send(Bytes::from_static(b": ka\n\n")).await.is_ok()
+    }
+
+    /// The body is dropped when its connection closes, which closes the channel.
+    async fn gone(&self) {
+        self.sender.closed().await
     }
 
     async fn finish(&mut self, _close: Option<&Close>) {}

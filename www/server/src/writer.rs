@@ -1,24 +1,39 @@
 //! The downstream loop shared by the streaming transports (WebSocket, SSE): send the hello,
 //! then whatever the session has for this attachment, a ping after `hb` of silence, keep-alives
 //! where the carrier wants them, and a going-away close at shutdown.
+//!
+//! Every write has a deadline (`stream_write_timeout`): a stream whose write stalls past it is a
+//! slow consumer and is cut (counted as `slow_consumer`); the session stays resumable, and the
+//! messages its transport held are dropped with it.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_client::core::wire::{close_code, Close, Frame, Retry};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
-use crate::session::{close, unix_millis, Attachment, Pull, Session, Stop};
+use crate::metrics::LimitKind;
+use crate::session::{close, unix_millis, Attachment, Outgoing, Pull, Session, Stop};
 use crate::AppState;
 
 /// Where a streaming transport writes frames.
 pub trait FrameSink: Send {
-    /// Sends frames; false when the peer is gone.
-    fn send_frames(&mut self, frames: &[Frame]) -> impl Future<Output = bool> + Send;
+    /// Sends frames (messages as shared by their publish); false when the peer is gone.
+    fn send_outgoing(&mut self, frames: &[Outgoing]) -> impl Future<Output = bool> + Send;
+    /// Sends owned frames; false when the peer is gone.
+    fn send_frames(&mut self, frames: &[Frame]) -> impl Future<Output = bool> + Send {
+        let frames: Vec<Outgoing> = frames.iter().cloned().map(Outgoing::Frame).collect();
+        async move { self.send_outgoing(&frames).await }
+    }
     /// Sends a carrier-level keep-alive (SSE comment); false when the peer is gone.
     fn keep_alive(&mut self) -> impl Future<Output = bool> + Send {
         async { true }
+    }
+    /// Resolves when the peer is known to be gone without a write (the default: never).
+    fn gone(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
     }
     /// Ends the carrier after `close` (if any) was sent.
     fn finish(&mut self, close: Option<&Close>) -> impl Future<Output = ()> + Send;
@@ -27,6 +42,52 @@ pub trait FrameSink: Send {
 /// The close sent to every transport at shutdown: going away, come back in a second.
 pub fn going_away() -> Close {
     close(close_code::GOING_AWAY, "server shutting down", Retry::AfterMs(1000))
+}
+
+/// Why the writer loop woke up.
+enum Wake {
+    Changed,
+    Ping,
+    KeepAlive,
+    Shutdown,
+}
+
+/// What a stalled write watches besides its deadline.
+struct Watch<'a> {
+    attachment: &'a Attachment,
+    changed: &'a mut watch::Receiver<u64>,
+}
+
+/// Sends within the write deadline; a stalled write is a slow-consumer cut (false). A stop
+/// requested while the write is stalled (the session ended because its unsent messages passed
+/// the replay bounds, or a newer transport replaced this one) cuts the write at once.
+async fn send<S: FrameSink>(state: &AppState, sink: &mut S, frames: &[Outgoing], watching: &mut Watch<'_>) -> bool {
+    let deadline = tokio::time::sleep(state.config.limits.stream_write_timeout);
+    let write = sink.send_outgoing(frames);
+    tokio::pin!(deadline, write);
+    loop {
+        tokio::select! {
+            sent = &mut write => return sent,
+            _ = &mut deadline => {
+                state.metrics.trip(LimitKind::slow_consumer);
+                state.metrics.slow_consumer_cuts.inc();
+                return false;
+            }
+            changed = watching.changed.changed() => {
+                if changed.is_err() || watching.attachment.stop_requested() || watching.attachment.is_aborted() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Sends the close and ends the carrier, both within the write deadline.
+async fn send_close<S: FrameSink>(state: &AppState, sink: &mut S, close: Close, watching: &mut Watch<'_>) {
+    if send(state, sink, &[Outgoing::Frame(Frame::Close(close.clone()))], watching).await {
+        let _ = tokio::time::timeout(state.config.limits.stream_write_timeout, sink.finish(Some(&close))).await;
+    }
+    // A stalled close is not finished: dropping the carrier is all a slow consumer gets.
 }
 
 /// Runs until the attachment stops, the peer goes away or the server shuts down.
@@ -41,20 +102,22 @@ pub async fn run<S: FrameSink>(
     let heartbeat = state.config.heartbeat();
     let mut changed = session.subscribe();
     let mut shutdown = state.shutdown_receiver();
-    if !sink.send_frames(&first).await {
+    let first: Vec<Outgoing> = first.into_iter().map(Outgoing::Frame).collect();
+    let mut watching = Watch { attachment: &attachment, changed: &mut changed };
+    if !send(&state, &mut sink, &first, &mut watching).await {
         return;
     }
     // Pings follow protocol silence; keep-alive comments follow silence on the carrier.
     let mut last_sent = Instant::now();
     let mut last_written = last_sent;
     loop {
-        changed.mark_unchanged();
+        watching.changed.mark_unchanged();
         if attachment.is_aborted() {
             return; // Kicked: drop the carrier without a word, as a broken network would.
         }
-        match session.pull(&attachment, None) {
+        match session.pull_shared(&attachment, None) {
             Pull::Frames(frames) if !frames.is_empty() => {
-                if !sink.send_frames(&frames).await {
+                if !send(&state, &mut sink, &frames, &mut watching).await {
                     return;
                 }
                 last_sent = Instant::now();
@@ -62,33 +125,38 @@ pub async fn run<S: FrameSink>(
                 continue;
             }
             Pull::Frames(_) => {}
-            Pull::Stop(Stop::Silent) => return sink.finish(None).await,
-            Pull::Stop(Stop::Close(close)) => {
-                sink.send_frames(&[Frame::Close(close.clone())]).await;
-                return sink.finish(Some(&close)).await;
+            Pull::Stop(Stop::Silent) => {
+                let _ = tokio::time::timeout(state.config.limits.stream_write_timeout, sink.finish(None)).await;
+                return;
             }
+            Pull::Stop(Stop::Close(close)) => return send_close(&state, &mut sink, close, &mut watching).await,
         }
         let keep_alive_at = keep_alive.map(|interval| last_written + interval);
-        tokio::select! {
-            result = changed.changed() => if result.is_err() { return },
-            _ = sleep_until(last_sent + heartbeat) => {
-                if !sink.send_frames(&[Frame::Ping { time: unix_millis() }]).await {
+        let wake = tokio::select! {
+            result = watching.changed.changed() => if result.is_err() { return } else { Wake::Changed },
+            _ = sleep_until(last_sent + heartbeat) => Wake::Ping,
+            _ = sleep_until(keep_alive_at.unwrap_or(last_sent + heartbeat)), if keep_alive_at.is_some() => Wake::KeepAlive,
+            _ = AppState::shutting_down(&mut shutdown) => Wake::Shutdown,
+            // The peer went away while nothing was being written: free the stream at once.
+            _ = sink.gone() => return,
+        };
+        match wake {
+            Wake::Changed => {}
+            Wake::Ping => {
+                if !send(&state, &mut sink, &[Outgoing::Frame(Frame::Ping { time: unix_millis() })], &mut watching).await {
                     return;
                 }
                 last_sent = Instant::now();
                 last_written = last_sent;
             }
-            _ = sleep_until(keep_alive_at.unwrap_or(last_sent + heartbeat)), if keep_alive_at.is_some() => {
-                if !sink.keep_alive().await {
+            Wake::KeepAlive => {
+                let deadline = state.config.limits.stream_write_timeout;
+                if !tokio::time::timeout(deadline, sink.keep_alive()).await.unwrap_or(false) {
                     return;
                 }
                 last_written = Instant::now();
             }
-            _ = AppState::shutting_down(&mut shutdown) => {
-                let close = going_away();
-                sink.send_frames(&[Frame::Close(close.clone())]).await;
-                return sink.finish(Some(&close)).await;
-            }
+            Wake::Shutdown => return send_close(&state, &mut sink, going_away(), &mut watching).await,
         }
     }
 }

@@ -4,23 +4,31 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Payload, Retry};
+use realtime_client::core::wire::{close_code, Carrier, Close, Frame, Retry};
 
+use crate::client_ip::ClientIp;
+use crate::limits::{decode_batch, BatchError, Throttle};
+use crate::metrics::LimitKind;
 use crate::params::{ParamError, Params};
-use crate::session::{close, close_for_wire_error, Attachment, Connect, ConnectRequest, Session, Stop, TransportKind};
+use crate::session::{close, close_for_wire_error, Attachment, Connect, ConnectRequest, Outgoing, Session, Stop, TransportKind};
 use crate::writer::{self, FrameSink};
 use crate::probe;
-use crate::{text_error, AppState, ProbeGuard};
+use crate::{refusal, text_error, AppState, ProbeGuard};
 
 /// Most bytes of frames batched into one WebSocket message (a larger frame goes alone).
 const BATCH_BYTES: usize = 256 * 1024;
 
-pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, upgrade: WebSocketUpgrade) -> Response {
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    Extension(ip): Extension<ClientIp>,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let params = Params::parse(query.as_deref());
     let probe = match params.is_probe() {
         Ok(probe) => probe,
@@ -44,7 +52,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
         && request.as_ref().is_ok_and(|request| request.resume.is_none())
         && state.registry.len() >= state.config.max_sessions
     {
-        return text_error(StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
+        return refusal(&state, LimitKind::sessions_total, StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
     }
     let limit = state.config.max_batch_bytes();
     // A 4 KiB read buffer instead of tungstenite's 128 KiB, which it zero-fills on the first read:
@@ -52,7 +60,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
     upgrade.read_buffer_size(4096).max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
         match (request, probe_guard) {
             (Ok(_), Some(guard)) => serve_probe(state, socket, guard).await,
-            (Ok(request), None) => serve(state, socket, request).await,
+            (Ok(request), None) => serve(state, socket, request, ip).await,
             (Err(()), _) => {
                 let close = close(close_code::UNSUPPORTED_VERSION, "unsupported protocol version", Retry::Never);
                 let (sink, _) = socket.split();
@@ -78,24 +86,35 @@ async fn serve_probe(state: Arc<AppState>, socket: WebSocket, guard: ProbeGuard)
     probe::hold(state, guard, WsSink { sink }, gone, None, probe::AtDeadline::Close).await;
 }
 
-async fn serve(state: Arc<AppState>, socket: WebSocket, request: ConnectRequest) {
+/// Refuses a connect in-protocol: close 4003 with the retry advice, so the client backs off
+/// (a browser cannot read the status of a refused upgrade).
+async fn refuse(state: &AppState, mut sink: WsSink, kind: LimitKind, reason: &str) {
+    state.metrics.trip(kind);
+    let close = close(close_code::LIMIT_EXCEEDED, reason, state.config.limits.retry());
+    sink.send_frames(&[Frame::Close(close.clone())]).await;
+    sink.finish(Some(&close)).await;
+}
+
+async fn serve(state: Arc<AppState>, socket: WebSocket, request: ConnectRequest, ip: ClientIp) {
     let _live = state.live_guard();
     let (sink, stream) = socket.split();
     let mut sink = WsSink { sink };
-    let (session, attachment, hello) = match state.registry.connect(&request, TransportKind::WebSocket, &state.config) {
+    let Some(_stream_slot) = state.stream_slot(ip) else {
+        let close = close(close_code::LIMIT_EXCEEDED, "too many streams from this address", state.config.limits.retry());
+        sink.send_frames(&[Frame::Close(close.clone())]).await;
+        return sink.finish(Some(&close)).await;
+    };
+    let (session, attachment, hello) = match state.connect(&request, TransportKind::WebSocket, ip) {
         Connect::Attached { session, attachment, hello } => (session, attachment, hello),
         Connect::Retired => {
             let close = close(close_code::REPLACED, "replaced", Retry::Never);
             sink.send_frames(&[Frame::Close(close.clone())]).await;
             return sink.finish(Some(&close)).await;
         }
-        Connect::Full => {
-            let close = close(close_code::LIMIT_EXCEEDED, "too many sessions", Retry::Default);
-            sink.send_frames(&[Frame::Close(close.clone())]).await;
-            return sink.finish(Some(&close)).await;
-        }
+        Connect::Full => return refuse(&state, sink, LimitKind::sessions_total, "too many sessions").await,
+        Connect::Refused(kind) => return refuse(&state, sink, kind, "too many sessions from this address").await,
     };
-    tracing::info!(session = %session.id, room = %session.room, resumed = hello.resumed, transport = "websocket", "attached");
+    tracing::info!(session = %session.tag(), room = %session.room, resumed = hello.resumed, transport = "websocket", "attached");
     let first = vec![Frame::Hello(hello)];
     let mut send_task = tokio::spawn(writer::run(state.clone(), session.clone(), attachment.clone(), sink, first, None));
     let mut receive_task = tokio::spawn(receive(state.clone(), session.clone(), attachment.clone(), stream));
@@ -108,17 +127,18 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, request: ConnectRequest)
         }
     }
     session.detach(&attachment);
-    tracing::info!(session = %session.id, transport = "websocket", "detached");
+    tracing::info!(session = %session.tag(), transport = "websocket", "detached");
 }
 
 /// Reads client messages until the socket ends, an error, or `2 × hb` without traffic.
 async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<Attachment>, mut stream: SplitStream<WebSocket>) {
     let idle_limit = state.config.heartbeat() * 2;
     let max = state.config.max_message_bytes;
+    let limits = &state.config.limits;
     loop {
         let message = match tokio::time::timeout(idle_limit, stream.next()).await {
             Err(_) => {
-                tracing::info!(session = %session.id, "websocket idle too long");
+                tracing::info!(session = %session.tag(), "websocket idle too long");
                 break;
             }
             Ok(None) => break,
@@ -138,25 +158,45 @@ async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<At
             Message::Close(_) => break,
         };
         state.http_versions.record_websocket_message();
-        let frames = match wire::decode_all(&bytes, max) {
+        let frames = match decode_batch(&bytes, max, limits.max_frames_per_batch) {
             Ok(frames) => frames,
-            Err(error) => {
-                tracing::info!(session = %session.id, error = error.as_str(), "malformed frame");
+            Err(BatchError::Wire(error)) => {
+                tracing::info!(session = %session.tag(), error = error.as_str(), "malformed frame");
                 session.end(Stop::Close(close_for_wire_error(error)));
                 return;
             }
+            Err(error @ BatchError::TooManyFrames) => {
+                state.metrics.trip(LimitKind::frames_per_batch);
+                session.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, error.as_str(), Retry::Default)));
+                return;
+            }
         };
+        // Over its rates the session's next message is read later (bounded), then refused.
+        let messages = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).count();
+        match session.rates.admit(messages.max(1), messages > 0, bytes.len(), limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {
+            Throttle::Admitted => {}
+            Throttle::Refused(kind) => {
+                state.metrics.trip(kind);
+                let reason = if kind == LimitKind::replay_budget { "server busy" } else { "rate limit exceeded" };
+                let close = close(close_code::LIMIT_EXCEEDED, reason, limits.retry());
+                session.stop_transport(&attachment, Stop::Close(close));
+                return;
+            }
+        }
+        drop(bytes);
         let _serial = session.upstream.lock().await;
         let outcome = session.handle_client_frames(frames);
-        for (event, payload) in outcome.accepted {
-            state.registry.broadcast(&session.room, event, payload, &state.config);
+        if outcome.control_dropped {
+            state.metrics.trip(LimitKind::control_queue);
         }
+        state.metrics.messages_in.inc_by(outcome.accepted.len() as u64);
+        state.fan_out(&session.room, outcome.accepted).await;
         if let Some(error) = outcome.error {
-            tracing::info!(session = %session.id, reason = %error.reason, "protocol error");
+            tracing::info!(session = %session.tag(), reason = %error.reason, "protocol error");
             return;
         }
         if outcome.client_closed {
-            tracing::info!(session = %session.id, "client closed the session");
+            tracing::info!(session = %session.tag(), "client closed the session");
             return;
         }
     }
@@ -175,16 +215,16 @@ struct WsSink {
 }
 
 impl FrameSink for WsSink {
-    async fn send_frames(&mut self, frames: &[Frame]) -> bool {
+    async fn send_outgoing(&mut self, frames: &[Outgoing]) -> bool {
         let mut start = 0;
         while start < frames.len() {
             let mut bytes = Vec::new();
             let mut binary = false;
             let mut end = start;
             while end < frames.len() && (end == start || bytes.len() < BATCH_BYTES) {
-                let frame = &frames[end];
-                binary |= matches!(frame, Frame::Message(message) if matches!(message.payload, Payload::Binary(_)));
-                wire::encode(frame, Carrier::Binary, &mut bytes);
+                let Some(frame) = frames.get(end) else { break };
+                binary |= frame.is_binary();
+                frame.encode(Carrier::Binary, &mut bytes);
                 end += 1;
             }
             start = end;

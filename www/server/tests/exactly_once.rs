@@ -805,7 +805,7 @@ impl Sim {
                 self.down.push_back((conn, Delivery::Closed(String::from("closed by the server"))));
                 self.set_side(conn, Side::Gone);
             }
-            Connect::Full => return Err(String::from("server full")),
+            Connect::Full | Connect::Refused(_) => return Err(String::from("server full")),
         }
         Ok(())
     }
@@ -842,7 +842,7 @@ impl Sim {
                 let replaced = close(close_code::REPLACED, "replaced", Retry::Never);
                 self.respond(conn, vec![Frame::Close(replaced)], Some(request_number));
             }
-            Connect::Full => return Err(String::from("server full")),
+            Connect::Full | Connect::Refused(_) => return Err(String::from("server full")),
         }
         Ok(())
     }

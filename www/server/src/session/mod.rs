@@ -6,12 +6,15 @@
 //! long-poll connection), pulls frames from it with [`Session::pull`], and detaches when it ends.
 //! Outgoing messages are appended to the replay buffer (never sent from here), and every change
 //! bumps a `watch` counter that the attached transport waits on, so no wake-up can be lost.
+//! A message is an `Arc<SharedMessage>` shared by every member it was published to, and it stays
+//! shared on its way out ([`Outgoing`]) until a transport encodes it.
 //!
 //! Invariants:
 //! - at most one transport is attached; attaching another stops the old one with close 4004
 //!   (set under the session lock, so the old one always finds it in [`Session::pull`]); the old
 //!   conn, if it differs, is retired: late requests from it get [`Connect::Retired`];
 //! - an ended session sends nothing more and can no longer be resumed;
+//! - the pings of one upstream batch get one pong; at most `max_control_frames` wait;
 //! - lock order: the registry lock, then a session lock, then an attachment's stop slot, never
 //!   the reverse; no lock is held across an `.await` or while another session's lock is taken.
 
@@ -20,16 +23,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use realtime_client::core::wire::{close_code, Close, Frame, Hello, Payload, Retry, PROTOCOL_VERSION};
+use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Hello, Message, Payload, Retry, PROTOCOL_VERSION};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
+use crate::limits::{ReplayBudget, SessionRates, SessionSlot, SharedMessage};
 use crate::Config;
 
 mod registry;
 mod replay;
 
-pub use registry::{random_token, Connect, ConnectRequest, Registry, ResumeRequest};
+pub use registry::{random_token, Connect, ConnectRequest, Delivery, Registry, ResumeRequest};
 use replay::Replay;
 
 /// Which kind of transport is attached.
@@ -86,19 +90,75 @@ impl Attachment {
         lock(&self.stop).take()
     }
 
+    /// Whether a stop was requested and not yet taken by the transport.
+    pub fn stop_requested(&self) -> bool {
+        lock(&self.stop).is_some()
+    }
+
     /// Whether [`Session::kick`] broke this transport off.
     pub fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
     }
 }
 
-/// What a transport gets from [`Session::pull`].
+/// What a transport gets from [`Session::pull`] (frames) or [`Session::pull_shared`].
 #[derive(Debug)]
-pub enum Pull {
+pub enum Pull<T = Frame> {
     /// Frames to send now, possibly none.
-    Frames(Vec<Frame>),
+    Frames(Vec<T>),
     /// Stop this transport.
     Stop(Stop),
+}
+
+/// A frame on its way to a transport: a message stays the shared copy of its publish until it
+/// is encoded, so a broadcast to many members never copies its payload per member.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Frame(Frame),
+    Message { seq: u64, message: Arc<SharedMessage> },
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Self {
+        Outgoing::Frame(frame)
+    }
+}
+
+impl Outgoing {
+    /// An owned frame (copies a shared payload: for tests and rare paths only).
+    pub fn into_frame(self) -> Frame {
+        match self {
+            Outgoing::Frame(frame) => frame,
+            Outgoing::Message { seq, message } => {
+                Frame::Message(Message { seq, event: message.event.clone(), payload: message.payload.clone() })
+            }
+        }
+    }
+
+    pub fn encode(&self, carrier: Carrier, out: &mut Vec<u8>) {
+        match self {
+            Outgoing::Frame(frame) => wire::encode(frame, carrier, out),
+            Outgoing::Message { seq, message } => wire::encode_message(*seq, message.event.as_deref(), &message.payload, carrier, out),
+        }
+    }
+
+    /// Whether this is a message with a binary payload.
+    pub fn is_binary(&self) -> bool {
+        match self {
+            Outgoing::Frame(Frame::Message(message)) => matches!(message.payload, Payload::Binary(_)),
+            Outgoing::Message { message, .. } => matches!(message.payload, Payload::Binary(_)),
+            Outgoing::Frame(_) => false,
+        }
+    }
+
+    /// The seq of a message frame.
+    pub fn message_seq(&self) -> Option<u64> {
+        match self {
+            Outgoing::Frame(Frame::Message(message)) => Some(message.seq),
+            Outgoing::Message { seq, .. } => Some(*seq),
+            Outgoing::Frame(_) => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -130,6 +190,13 @@ pub struct Session {
     inner: Mutex<Inner>,
     /// Serialises upstream batches of one session (a WebSocket reader, concurrent POST /send).
     pub upstream: tokio::sync::Mutex<()>,
+    /// The upstream message and byte rates of this session.
+    pub rates: SessionRates,
+    /// Most pongs queued; the oldest goes first.
+    max_control: usize,
+    budget: Arc<ReplayBudget>,
+    /// Counts this session against its client IP until the session is dropped.
+    _ip_slot: Option<SessionSlot>,
 }
 
 /// What an upstream batch produced.
@@ -141,6 +208,8 @@ pub struct Upstream {
     pub client_closed: bool,
     /// A protocol error ended the session (the transport got the close).
     pub error: Option<Close>,
+    /// The control queue was full and its oldest pong was dropped.
+    pub control_dropped: bool,
 }
 
 const RETIRED_CONNS: usize = 64;
@@ -166,14 +235,18 @@ pub fn close(code: u16, reason: &str, retry: Retry) -> Close {
 }
 
 impl Session {
-    fn new(id: String, secret: String, room: String) -> Self {
+    fn new(id: String, secret: String, room: String, config: &Config, budget: Arc<ReplayBudget>, ip_slot: Option<SessionSlot>) -> Self {
         Session {
             id,
             secret,
             room,
             changed: watch::channel(0).0,
+            rates: SessionRates::new(&config.limits),
+            max_control: config.limits.max_control_frames.max(1),
+            budget: budget.clone(),
+            _ip_slot: ip_slot,
             inner: Mutex::new(Inner {
-                replay: Replay::new(),
+                replay: Replay::new(budget),
                 client_seq: 0,
                 ack_due: false,
                 control: VecDeque::new(),
@@ -186,6 +259,15 @@ impl Session {
             }),
             upstream: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// A short tag for logs (a hash of the id): the id itself is a resume credential's half and
+    /// never goes into logs at info level.
+    pub fn tag(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.id.hash(&mut hasher);
+        format!("{:08x}", hasher.finish() as u32)
     }
 
     /// Constant-time comparison of the resume secret.
@@ -241,7 +323,7 @@ impl Session {
             }
         }
         let generation = inner.next_generation;
-        inner.next_generation += 1;
+        inner.next_generation = inner.next_generation.saturating_add(1);
         let attachment = Arc::new(Attachment { generation, kind, conn, stop: Mutex::new(None), aborted: AtomicBool::new(false) });
         inner.attached = Some(attachment.clone());
         inner.control.clear();
@@ -298,8 +380,16 @@ impl Session {
         }
     }
 
-    /// Collects what `attachment` should send now. `poll_generation` is Some for a held poll.
+    /// Collects what `attachment` should send now, as owned frames (see [`Self::pull_shared`]).
     pub fn pull(&self, attachment: &Attachment, poll_generation: Option<u64>) -> Pull {
+        match self.pull_shared(attachment, poll_generation) {
+            Pull::Frames(frames) => Pull::Frames(frames.into_iter().map(Outgoing::into_frame).collect()),
+            Pull::Stop(stop) => Pull::Stop(stop),
+        }
+    }
+
+    /// Collects what `attachment` should send now. `poll_generation` is Some for a held poll.
+    pub fn pull_shared(&self, attachment: &Attachment, poll_generation: Option<u64>) -> Pull<Outgoing> {
         // The stop is read under the session lock: `attach` and `end` detach the transport and
         // set its stop in one critical section, so a transport that is no longer current always
         // finds its stop here (a replaced one gets its 4004, never a silent end).
@@ -314,10 +404,10 @@ impl Session {
         if poll_generation.is_some_and(|generation| generation != inner.poll_generation) {
             return Pull::Stop(Stop::Silent); // A newer poll superseded this one.
         }
-        let mut frames: Vec<Frame> = inner.control.drain(..).collect();
+        let mut frames: Vec<Outgoing> = inner.control.drain(..).map(Outgoing::Frame).collect();
         if inner.ack_due {
             inner.ack_due = false;
-            frames.push(Frame::Ack { seq: inner.client_seq });
+            frames.push(Outgoing::Frame(Frame::Ack { seq: inner.client_seq }));
         }
         inner.replay.take_unsent(&mut frames);
         Pull::Frames(frames)
@@ -327,15 +417,15 @@ impl Session {
     /// Returns the poll's generation; the previous held poll is superseded.
     pub fn begin_poll(&self, last: u64) -> u64 {
         let mut inner = lock(&self.inner);
-        let last = last.min(inner.replay.next_seq() - 1);
+        let last = last.min(inner.replay.next_seq().saturating_sub(1));
         // Messages the client does not have (after `last`, or after its earlier ack if that is
         // higher: a late poll's `rt_last` is no gap) that left the replay buffer, trimmed by a
         // limit, cannot be sent again: a partial replay would be a gap, so the session ends (the
         // poll answers with the close) and the client's resume gets a fresh session.
-        let window_passed = inner.replay.known_delivered(last) + 1 < inner.replay.first_available();
+        let window_passed = inner.replay.known_delivered(last).saturating_add(1) < inner.replay.first_available();
         inner.replay.ack_through(last);
         inner.replay.set_sent_up_to(last);
-        inner.poll_generation += 1;
+        inner.poll_generation = inner.poll_generation.wrapping_add(1);
         inner.idle_since = None;
         let generation = inner.poll_generation;
         drop(inner);
@@ -356,11 +446,17 @@ impl Session {
 
     /// Queues an outgoing message. Returns false if the session had to be ended (slow consumer).
     pub fn push_message(&self, event: Option<String>, payload: Payload, config: &Config) -> bool {
+        let message = self.budget.share(event, payload);
+        self.push_shared(message, config)
+    }
+
+    /// Queues a message stored once for every member it goes to (see [`Self::push_message`]).
+    pub fn push_shared(&self, message: Arc<SharedMessage>, config: &Config) -> bool {
         let mut inner = lock(&self.inner);
         if inner.ended {
             return true;
         }
-        inner.replay.push(event, payload);
+        inner.replay.push(message);
         let healthy = inner.replay.enforce_limits(config, Instant::now());
         drop(inner);
         if !healthy {
@@ -378,6 +474,8 @@ impl Session {
         if inner.ended {
             return result;
         }
+        // One pong per batch answers its latest ping: a batch of pings is not a pong amplifier.
+        let mut ping = None;
         for frame in frames {
             match frame {
                 Frame::Message(message) => {
@@ -389,7 +487,7 @@ impl Session {
                     if message.seq <= inner.client_seq {
                         continue; // A duplicate after a resume: acked, not re-broadcast.
                     }
-                    if message.seq > inner.client_seq + 1 {
+                    if message.seq > inner.client_seq.saturating_add(1) {
                         result.error = Some(close(close_code::PROTOCOL_ERROR, "sequence gap", Retry::Default));
                         break;
                     }
@@ -403,7 +501,7 @@ impl Session {
                     }
                     inner.replay.ack_through(seq);
                 }
-                Frame::Ping { time } => inner.control.push_back(Frame::Pong { time }),
+                Frame::Ping { time } => ping = Some(time),
                 Frame::Pong { .. } => {}
                 Frame::Close(_) => {
                     result.client_closed = true;
@@ -414,6 +512,14 @@ impl Session {
                     break;
                 }
             }
+        }
+        if let Some(time) = ping {
+            // Bounded: the oldest pong goes first (its ping is the most likely to be timed out).
+            while inner.control.len() >= self.max_control {
+                inner.control.pop_front();
+                result.control_dropped = true;
+            }
+            inner.control.push_back(Frame::Pong { time });
         }
         drop(inner);
         if let Some(error) = &result.error {

@@ -16,6 +16,8 @@ use std::time::Instant;
 use realtime_client::core::wire::{Hello, Payload};
 
 use super::{lock, Attachment, Session, TransportKind};
+use crate::limits::{ReplayBudget, SessionSlot, SharedMessage};
+use crate::metrics::LimitKind;
 use crate::Config;
 
 /// The query parameters of a connect request that matter to the session logic.
@@ -40,6 +42,17 @@ pub enum Connect {
     Retired,
     /// The session limit is reached.
     Full,
+    /// A per-IP limit refuses a new session (the caller counts the trip).
+    Refused(LimitKind),
+}
+
+/// What a broadcast did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delivery {
+    /// Messages queued to members.
+    pub delivered: usize,
+    /// Members ended because their unsent messages passed the replay bounds.
+    pub overflowed: usize,
 }
 
 #[derive(Default)]
@@ -52,9 +65,30 @@ struct Maps {
 #[derive(Default)]
 pub struct Registry {
     maps: Mutex<Maps>,
+    /// Bytes held in all replay buffers (see [`ReplayBudget`]).
+    budget: Arc<ReplayBudget>,
 }
 
 impl Registry {
+    /// A registry whose replay buffers count against `budget`.
+    pub fn with_budget(budget: Arc<ReplayBudget>) -> Self {
+        Registry { maps: Mutex::default(), budget }
+    }
+
+    pub fn budget(&self) -> &Arc<ReplayBudget> {
+        &self.budget
+    }
+
+    /// Bytes held in all replay buffers now.
+    pub fn replay_bytes(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// Members of `room` now.
+    pub fn room_size(&self, room: &str) -> usize {
+        lock(&self.maps).rooms.get(room).map_or(0, Vec::len)
+    }
+
     pub fn len(&self) -> usize {
         lock(&self.maps).sessions.len()
     }
@@ -69,6 +103,18 @@ impl Registry {
 
     /// Resumes the requested session if the resume rules allow, else creates a fresh one.
     pub fn connect(&self, request: &ConnectRequest, kind: TransportKind, config: &Config) -> Connect {
+        self.connect_admitted(request, kind, config, || Ok(None))
+    }
+
+    /// [`Self::connect`], with `admit` asked before a fresh session is made (under the total cap):
+    /// it returns the session's per-IP slot, or the limit that refuses it.
+    pub fn connect_admitted(
+        &self,
+        request: &ConnectRequest,
+        kind: TransportKind,
+        config: &Config,
+        admit: impl FnOnce() -> Result<Option<SessionSlot>, LimitKind>,
+    ) -> Connect {
         if let Some(resume) = &request.resume {
             if let Some(session) = self.get(&resume.session_id) {
                 if session.key_matches(&resume.key) && session.room == request.room {
@@ -82,11 +128,18 @@ impl Registry {
                 }
             }
         }
+        if self.len() >= config.max_sessions {
+            return Connect::Full;
+        }
+        let slot = match admit() {
+            Ok(slot) => slot,
+            Err(kind) => return Connect::Refused(kind),
+        };
+        let session = Arc::new(Session::new(random_token(), random_token(), request.room.clone(), config, self.budget.clone(), slot));
         let mut maps = lock(&self.maps);
         if maps.sessions.len() >= config.max_sessions {
             return Connect::Full;
         }
-        let session = Arc::new(Session::new(random_token(), random_token(), request.room.clone()));
         maps.sessions.insert(session.id.clone(), session.clone());
         maps.rooms.entry(session.room.clone()).or_default().push(session.clone());
         drop(maps);
@@ -96,14 +149,25 @@ impl Registry {
 
     /// Delivers a message to every session of `room`. Returns how many received it.
     pub fn broadcast(&self, room: &str, event: Option<String>, payload: Payload, config: &Config) -> usize {
+        self.broadcast_all(room, vec![(event, payload)], config).delivered
+    }
+
+    /// Delivers messages in order to every session of `room`, each stored once and shared by
+    /// every member.
+    pub fn broadcast_all(&self, room: &str, messages: Vec<(Option<String>, Payload)>, config: &Config) -> Delivery {
         let members: Vec<Arc<Session>> = lock(&self.maps).rooms.get(room).cloned().unwrap_or_default();
-        let mut delivered = 0;
-        for member in &members {
-            if member.push_message(event.clone(), payload.clone(), config) {
-                delivered += 1;
+        let mut delivery = Delivery::default();
+        for (event, payload) in messages {
+            let message: Arc<SharedMessage> = self.budget.share(event, payload);
+            for member in &members {
+                if member.push_shared(message.clone(), config) {
+                    delivery.delivered += 1;
+                } else {
+                    delivery.overflowed += 1;
+                }
             }
         }
-        delivered
+        delivery
     }
 
     /// Drops ended, expired and overflowing sessions.

@@ -13,17 +13,23 @@
 //!   resumes), `acked < next_seq`. Acks are cumulative, so an `rt_last` below `acked` (a URL
 //!   built before a later ack on another request, say a migrating WebSocket while the old poll
 //!   connection kept polling) still means the client has everything up to `acked`: no gap.
+//! - every buffered entry is charged `ENTRY_BYTES` to the global [`ReplayBudget`] and given back
+//!   when it leaves (ack, trim, discard, drop); its message's payload is charged once, by the
+//!   message itself, however many buffers hold it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
-use realtime_client::core::wire::{Frame, Message, Payload};
-
+use super::Outgoing;
+use crate::limits::{ReplayBudget, SharedMessage, ENTRY_BYTES};
 use crate::Config;
 
 #[derive(Debug)]
 struct Buffered {
-    message: Message,
+    seq: u64,
+    /// Stored once per publish and shared by every member's buffer.
+    message: Arc<SharedMessage>,
     bytes: usize,
     at: Instant,
 }
@@ -37,11 +43,26 @@ pub(super) struct Replay {
     resumable: bool,
     sent_up_to: u64,
     acked: u64,
+    /// The global budget, charged [`ENTRY_BYTES`] per buffered entry.
+    budget: Arc<ReplayBudget>,
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        self.budget.release(self.entries.len().saturating_mul(ENTRY_BYTES));
+    }
 }
 
 impl Replay {
-    pub(super) fn new() -> Self {
-        Replay { next_seq: 1, entries: VecDeque::new(), bytes: 0, resumable: true, sent_up_to: 0, acked: 0 }
+    pub(super) fn new(budget: Arc<ReplayBudget>) -> Self {
+        Replay { next_seq: 1, entries: VecDeque::new(), bytes: 0, resumable: true, sent_up_to: 0, acked: 0, budget }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(front) = self.entries.pop_front() {
+            self.bytes = self.bytes.saturating_sub(front.bytes);
+            self.budget.release(ENTRY_BYTES);
+        }
     }
 
     /// The seq the next message gets; every seq below it was assigned.
@@ -56,7 +77,7 @@ impl Replay {
 
     /// The oldest seq that can still be sent: the front's, or `next_seq` when empty.
     pub(super) fn first_available(&self) -> u64 {
-        self.entries.front().map_or(self.next_seq, |entry| entry.message.seq)
+        self.entries.front().map_or(self.next_seq, |entry| entry.seq)
     }
 
     /// The highest seq the client is known to have, given it says `last`: its own earlier
@@ -69,27 +90,27 @@ impl Replay {
     /// `last` is not beyond the last assigned seq, and nothing after what the client has (`last`,
     /// or its earlier ack if higher) left the buffer unacked.
     pub(super) fn can_resume_from(&self, last: u64) -> bool {
-        self.resumable && last < self.next_seq && self.known_delivered(last) + 1 >= self.first_available()
+        self.resumable && last < self.next_seq && self.known_delivered(last).saturating_add(1) >= self.first_available()
     }
 
     /// Appends a message with the next seq (limits are the caller's, see [`Self::enforce_limits`]).
-    pub(super) fn push(&mut self, event: Option<String>, payload: Payload) {
+    pub(super) fn push(&mut self, message: Arc<SharedMessage>) {
         let seq = self.next_seq;
-        self.next_seq += 1;
-        let bytes = payload.len() + event.as_ref().map_or(0, String::len) + 32;
-        self.entries.push_back(Buffered { message: Message { seq, event, payload }, bytes, at: Instant::now() });
+        self.next_seq = self.next_seq.saturating_add(1);
+        let bytes = message.bytes + 32;
+        self.entries.push_back(Buffered { seq, message, bytes, at: Instant::now() });
         self.bytes += bytes;
+        self.budget.charge(ENTRY_BYTES);
     }
 
     /// Drops every message up to `seq`: the client has it. `seq < next_seq` (callers check).
     pub(super) fn ack_through(&mut self, seq: u64) {
         self.acked = self.acked.max(seq);
         while let Some(front) = self.entries.front() {
-            if front.message.seq > seq {
+            if front.seq > seq {
                 break;
             }
-            self.bytes -= front.bytes;
-            self.entries.pop_front();
+            self.pop_front();
         }
     }
 
@@ -99,16 +120,17 @@ impl Replay {
     }
 
     /// Appends every buffered message after the send cursor to `frames` and moves the cursor.
-    pub(super) fn take_unsent(&mut self, frames: &mut Vec<Frame>) {
+    pub(super) fn take_unsent(&mut self, frames: &mut Vec<Outgoing>) {
         let sent_up_to = self.sent_up_to;
-        let start = self.entries.partition_point(|entry| entry.message.seq <= sent_up_to);
+        let start = self.entries.partition_point(|entry| entry.seq <= sent_up_to);
         for entry in self.entries.range(start..) {
-            frames.push(Frame::Message(entry.message.clone()));
+            frames.push(Outgoing::Message { seq: entry.seq, message: entry.message.clone() });
         }
         if let Some(last) = self.entries.back() {
-            self.sent_up_to = self.sent_up_to.max(last.message.seq);
+            self.sent_up_to = self.sent_up_to.max(last.seq);
         }
     }
+
 
     /// Trims sent messages over the count, byte or age limits (the session stops being
     /// resumable). Returns false when unsent messages alone exceed the limits.
@@ -120,10 +142,9 @@ impl Replay {
         };
         while over(self) {
             match self.entries.front() {
-                Some(front) if front.message.seq <= self.sent_up_to => {
+                Some(front) if front.seq <= self.sent_up_to => {
                     self.resumable = false;
-                    self.bytes -= front.bytes;
-                    self.entries.pop_front();
+                    self.pop_front();
                 }
                 _ => break,
             }
@@ -135,6 +156,7 @@ impl Replay {
     /// The session ended: nothing is kept and nothing can be resumed.
     pub(super) fn discard(&mut self) {
         self.resumable = false;
+        self.budget.release(self.entries.len().saturating_mul(ENTRY_BYTES));
         self.entries.clear();
         self.bytes = 0;
     }

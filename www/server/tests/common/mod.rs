@@ -218,3 +218,49 @@ pub async fn poll(server: &Server, query: &str) -> Vec<Frame> {
     let body = response.bytes().await.unwrap();
     wire::decode_all(&body, 1 << 24).unwrap()
 }
+
+impl WsClient {
+    /// A client over an already upgraded stream (e.g. one bound to a chosen source address).
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
+        WsClient { ws, queue: VecDeque::new(), closed: None }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `LIMIT` passes.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A server on `edge::serve` (the binary's accept loop), so requests carry their client IP.
+pub async fn start_edge(config: Config) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::new(config);
+    let router = app(state.clone());
+    tokio::spawn(realtime_server::edge::serve(listener, None, router, state.clone(), std::future::pending(), Duration::from_secs(1)));
+    Server { addr, state }
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.0/8 is all loopback).
+pub async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A WebSocket to `server` from the loopback address `from`.
+pub async fn ws_from(from: &str, server: &Server, query: &str) -> WsClient {
+    let stream = connect_from(from, server.addr).await;
+    let connect = tokio_tungstenite::client_async(server.ws_url(query), MaybeTlsStream::Plain(stream));
+    let (ws, _) = tokio::time::timeout(LIMIT, connect).await.unwrap().unwrap();
+    WsClient::from_stream(ws)
+}
+
+/// An HTTP client whose connections come from the loopback address `from`.
+pub fn http_from(from: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(from.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+}

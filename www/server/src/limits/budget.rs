@@ -1,0 +1,83 @@
+//! The global replay budget: bytes held in every replay buffer together, and the message a
+//! publish stores once and shares between all the members it reaches.
+//!
+//! Invariants: a [`SharedMessage`]'s payload is counted once, when it is made, and given back when
+//! its last holder drops it; each replay entry pointing at it adds [`ENTRY_BYTES`] while it is
+//! buffered. So `used` is the memory replay buffers actually hold (to within allocator overhead),
+//! however many members share a payload.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::metrics::gauge::Gauge;
+use realtime_client::core::wire::Payload;
+
+/// What one replay entry costs besides its shared message (seq, time, pointer, queue slot).
+pub const ENTRY_BYTES: usize = 64;
+
+/// Bytes held in replay buffers, also exported as the `replay_bytes` gauge.
+#[derive(Debug, Default)]
+pub struct ReplayBudget {
+    used: AtomicUsize,
+    gauge: Gauge,
+}
+
+impl ReplayBudget {
+    pub fn new(gauge: Gauge) -> Self {
+        ReplayBudget { used: AtomicUsize::new(0), gauge }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub fn charge(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+        self.gauge.inc_by(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn release(&self, bytes: usize) {
+        // Saturating: a release can never wrap the counter below zero.
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(bytes)));
+        self.gauge.dec_by(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Stores a message once, counted against the budget until its last holder drops it.
+    pub fn share(self: &Arc<Self>, event: Option<String>, payload: Payload) -> Arc<SharedMessage> {
+        let bytes = payload.len() + event.as_ref().map_or(0, String::len);
+        self.charge(bytes);
+        Arc::new(SharedMessage { event, payload, bytes, budget: self.clone() })
+    }
+}
+
+/// A message stored once and shared by every replay buffer it is in.
+#[derive(Debug)]
+pub struct SharedMessage {
+    pub event: Option<String>,
+    pub payload: Payload,
+    /// Payload plus event name, in bytes.
+    pub bytes: usize,
+    budget: Arc<ReplayBudget>,
+}
+
+impl Drop for SharedMessage {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_payload_is_counted_once() {
+        let budget = Arc::new(ReplayBudget::default());
+        let message = budget.share(Some("e".into()), Payload::Text("x".repeat(1000)));
+        let copies: Vec<_> = (0..100).map(|_| message.clone()).collect();
+        assert_eq!(budget.used(), 1001);
+        drop(message);
+        drop(copies);
+        assert_eq!(budget.used(), 0);
+    }
+}

@@ -1,0 +1,193 @@
+//! Per-session rates (messages and bytes upstream, governor direct limiters) and the frame cap of
+//! one batch. A session over its rate is first slowed down: the reading of its next request or
+//! WebSocket message waits for the limiter. Only a session still over after `rate_slowdown` of
+//! continuous overage is refused, and only that request or transport is.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use realtime_client::core::wire::{self, Frame, WireError};
+
+use super::{LimitConfig, ReplayBudget};
+use crate::metrics::LimitKind;
+use crate::session::lock;
+
+/// How often a client send over the replay budget looks again.
+const BUDGET_RECHECK: Duration = Duration::from_millis(20);
+
+/// What [`SessionRates::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// Go on (possibly after a wait).
+    Admitted,
+    /// Refuse this batch: the limit stayed exceeded for the whole slowdown.
+    Refused(LimitKind),
+}
+
+/// The upstream rate limiters of one session.
+pub struct SessionRates {
+    messages: DefaultDirectRateLimiter,
+    bytes: DefaultDirectRateLimiter,
+    messages_burst: NonZeroU32,
+    bytes_burst: NonZeroU32,
+    /// When the current run of batches that each had to wait began.
+    over_since: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for SessionRates {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("SessionRates").finish_non_exhaustive()
+    }
+}
+
+fn non_zero(value: u32) -> NonZeroU32 {
+    NonZeroU32::new(value).unwrap_or(NonZeroU32::MIN)
+}
+
+impl SessionRates {
+    pub fn new(config: &LimitConfig) -> Self {
+        let messages_burst = non_zero(config.messages_burst);
+        let bytes_burst = non_zero(config.bytes_burst);
+        SessionRates {
+            messages: RateLimiter::direct(Quota::per_second(non_zero(config.messages_per_sec)).allow_burst(messages_burst)),
+            bytes: RateLimiter::direct(Quota::per_second(non_zero(config.bytes_per_sec)).allow_burst(bytes_burst)),
+            messages_burst,
+            bytes_burst,
+            over_since: Mutex::new(None),
+        }
+    }
+
+    /// Waits until a batch counting `messages` against the message rate and `bytes` against the
+    /// byte rate fits this session's rates and, if it `stores` messages, the replay budget has
+    /// room; or refuses it once the session has been over for `slowdown`.
+    pub async fn admit(
+        &self,
+        messages: usize,
+        stores: bool,
+        bytes: usize,
+        slowdown: Duration,
+        budget: &ReplayBudget,
+        budget_limit: usize,
+    ) -> Throttle {
+        let mut waited = false;
+        let checks = [
+            (&self.messages, self.messages_burst, messages, LimitKind::message_rate),
+            (&self.bytes, self.bytes_burst, bytes, LimitKind::byte_rate),
+        ];
+        for (limiter, burst, amount, kind) in checks {
+            let mut left = u32::try_from(amount).unwrap_or(u32::MAX);
+            while let Some(wanted) = NonZeroU32::new(left) {
+                // A batch above the burst is charged in burst-sized parts.
+                let part = wanted.min(burst);
+                if !matches!(limiter.check_n(part), Ok(Ok(_))) {
+                    let Some(allowance) = self.allowance(slowdown) else { return Throttle::Refused(kind) };
+                    waited = true;
+                    match tokio::time::timeout(allowance, limiter.until_n_ready(part)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) | Err(_) => return Throttle::Refused(kind),
+                    }
+                }
+                left -= part.get();
+            }
+        }
+        // Client messages go into replay buffers: over the global budget they wait too.
+        while stores && budget.used() > budget_limit {
+            let Some(allowance) = self.allowance(slowdown) else { return Throttle::Refused(LimitKind::replay_budget) };
+            waited = true;
+            tokio::time::sleep(allowance.min(BUDGET_RECHECK)).await;
+        }
+        if !waited {
+            *lock(&self.over_since) = None;
+        }
+        Throttle::Admitted
+    }
+
+    /// How much longer this session may be slowed down; None once the slowdown is used up.
+    fn allowance(&self, slowdown: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        let since = *lock(&self.over_since).get_or_insert(now);
+        slowdown.checked_sub(now.duration_since(since)).filter(|left| !left.is_zero())
+    }
+}
+
+/// Why a batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchError {
+    Wire(WireError),
+    TooManyFrames,
+}
+
+impl BatchError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchError::Wire(error) => error.as_str(),
+            BatchError::TooManyFrames => "too many frames in one batch",
+        }
+    }
+}
+
+/// Decodes a batch of at most `max_frames` frames (stopping at the first one beyond it).
+pub fn decode_batch(mut input: &[u8], max_body_bytes: usize, max_frames: usize) -> Result<Vec<Frame>, BatchError> {
+    let mut frames = Vec::new();
+    while !input.is_empty() {
+        if frames.len() >= max_frames {
+            return Err(BatchError::TooManyFrames);
+        }
+        let (frame, used) = wire::decode(input, max_body_bytes).map_err(BatchError::Wire)?;
+        frames.push(frame);
+        input = input.get(used..).ok_or(BatchError::Wire(WireError::Truncated))?;
+    }
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_over_the_frame_cap_are_refused() {
+        let mut bytes = Vec::new();
+        for time in 0..5 {
+            wire::encode(&Frame::Ping { time }, wire::Carrier::Text, &mut bytes);
+        }
+        assert_eq!(decode_batch(&bytes, 1024, 5).unwrap().len(), 5);
+        assert_eq!(decode_batch(&bytes, 1024, 4).unwrap_err(), BatchError::TooManyFrames);
+        assert!(matches!(decode_batch(b"nonsense", 1024, 4), Err(BatchError::Wire(_))));
+    }
+
+    #[tokio::test]
+    async fn a_session_over_its_rate_is_slowed_then_refused() {
+        let config = LimitConfig { messages_per_sec: 10, messages_burst: 5, ..LimitConfig::default() };
+        let rates = SessionRates::new(&config);
+        let budget = ReplayBudget::default();
+        let slowdown = Duration::from_millis(300);
+        // The burst passes at once; a batch above the burst is charged in parts (and waits).
+        assert_eq!(rates.admit(5, true, 10, slowdown, &budget, usize::MAX).await, Throttle::Admitted);
+        let started = Instant::now();
+        assert_eq!(rates.admit(1, true, 10, slowdown, &budget, usize::MAX).await, Throttle::Admitted);
+        assert!(started.elapsed() >= Duration::from_millis(50), "slowed down, not refused");
+        // Still over, on and on: refused once the slowdown is used up.
+        let mut outcome = Throttle::Admitted;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while outcome == Throttle::Admitted {
+            assert!(Instant::now() < deadline, "never refused");
+            outcome = rates.admit(5, true, 10, slowdown, &budget, usize::MAX).await;
+        }
+        assert_eq!(outcome, Throttle::Refused(LimitKind::message_rate));
+    }
+
+    #[tokio::test]
+    async fn messages_wait_for_the_replay_budget_then_are_refused() {
+        let rates = SessionRates::new(&LimitConfig::default());
+        let budget = std::sync::Arc::new(ReplayBudget::default());
+        let held = budget.share(None, realtime_client::core::wire::Payload::Text("x".repeat(100)));
+        let slowdown = Duration::from_millis(100);
+        // Acks and pings carry no message: never held back by the budget.
+        assert_eq!(rates.admit(1, false, 10, slowdown, &budget, 10).await, Throttle::Admitted);
+        assert_eq!(rates.admit(1, true, 10, slowdown, &budget, 10).await, Throttle::Refused(LimitKind::replay_budget));
+        drop(held);
+        assert_eq!(budget.used(), 0);
+    }
+}
