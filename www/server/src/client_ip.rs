@@ -84,7 +84,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &TrustedPro
     for value in headers.get_all("x-forwarded-for").iter().rev() {
         let Ok(text) = value.to_str() else { return address };
         for entry in text.rsplit(',') {
-            let Ok(hop) = entry.trim().parse::<IpAddr>() else { return address };
+            let Some(hop) = parse_hop(entry) else { return address };
             address = canonical(hop);
             if !trusted_proxies.contains(&address) {
                 return address;
@@ -94,8 +94,25 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &TrustedPro
     address
 }
 
+/// One `X-Forwarded-For` entry: an address, also as proxies write it with a port
+/// (`1.2.3.4:5678`, `[2001:db8::1]:443`) or in brackets (`[2001:db8::1]`).
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(address) = entry.parse() {
+        return Some(address);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(|port| port.parse::<u16>().is_ok());
+        return if port_ok { inside.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6) } else { None };
+    }
+    let (host, port) = entry.split_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
 /// IPv4-mapped IPv6 addresses count as the IPv4 address (a dual-stack socket reports them).
-fn canonical(address: IpAddr) -> IpAddr {
+pub fn canonical(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
         IpAddr::V4(_) => address,
@@ -140,6 +157,22 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
         assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted(&["10.0.0.1"])), ip("10.0.0.1"));
         assert_eq!(client_ip(ip("::ffff:1.2.3.4"), &HeaderMap::new(), &none), ip("1.2.3.4"));
+    }
+
+    #[test]
+    fn forwarded_entries_with_ports_or_brackets_name_the_client() {
+        let trusted = TrustedProxies::parse(&["10.0.0.1"]).unwrap();
+        for (entry, client) in [("1.2.3.4:5678", "1.2.3.4"), ("[2001:db8::1]", "2001:db8::1"), ("[2001:db8::1]:443", "2001:db8::1"), (" 1.2.3.4 ", "1.2.3.4")] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_str(entry).unwrap());
+            assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip(client), "{entry}");
+        }
+        // Not an address: the walk stops at the proxy (the operator's proxy writes garbage).
+        for entry in ["1.2.3.4:99999", "[2001:db8::1", "[1.2.3.4]", "2001:db8::1:x", "host:80"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_str(entry).unwrap());
+            assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("10.0.0.1"), "{entry}");
+        }
     }
 
     #[test]

@@ -183,11 +183,7 @@ fn request_host(request: &Request) -> Option<String> {
 /// the nearest proxy wrote). None from anyone but a trusted proxy.
 pub fn forwarded(request: &Request, config: &Config) -> Option<(Option<String>, String)> {
     let ConnectInfo(PeerAddr(peer)) = request.extensions().get::<ConnectInfo<PeerAddr>>()?;
-    let peer = match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer.ip(), IpAddr::V4),
-        ip => ip,
-    };
-    if !config.trusted_proxies.contains(&peer) {
+    if !config.trusted_proxies.contains(&peer.ip()) {
         return None;
     }
     let headers = request.headers();

@@ -447,12 +447,10 @@ pub async fn serve(
 /// Takes a connection slot for a new socket from `ip`, or refuses it (the socket is dropped).
 fn admit(edge: &Arc<Edge>, ip: IpAddr) -> Option<ConnGuard> {
     let config = &edge.state.config;
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    };
-    // A trusted proxy carries many clients: only the total cap applies to it.
-    let counted_ip = (!config.trusted_proxies.contains(&ip)).then_some(ip);
+    let ip = crate::client_ip::canonical(ip);
+    // A trusted proxy carries many clients: only the total cap applies to it. Others count by
+    // the key every per-IP limit uses (an IPv6 client per /64: one host holds a whole /64).
+    let counted_ip = (!config.trusted_proxies.contains(&ip)).then_some(crate::limits::ip_key(ip));
     if let Some(ip) = counted_ip {
         let mut per_ip = crate::session::lock(&edge.per_ip);
         let count = per_ip.entry(ip).or_insert(0);
@@ -494,6 +492,9 @@ fn evict_oldest_idle(edge: &Edge) -> bool {
 }
 
 fn handshake_slot(edge: &Arc<Edge>, ip: IpAddr) -> Option<HandshakeSlot> {
+    // Canonical first (a dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d, whose /64
+    // would be every IPv4 client at once), then the per-IP key.
+    let ip = crate::limits::ip_key(crate::client_ip::canonical(ip));
     let config = &edge.state.config.edge;
     let mut handshakes = crate::session::lock(&edge.handshakes);
     let count = handshakes.entry(ip).or_insert(0);
