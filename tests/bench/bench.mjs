@@ -418,8 +418,12 @@ for (const client of ['raw', 'sio-ws', ...RC_TRANSPORTS]) {
     const busy = samples - counts.idle;
     const pct = (count, of) => (of ? `${((100 * count) / of).toFixed(1)}%` : '—');
     const parts = Object.entries(counts).filter(([kind, count]) => kind !== 'idle' && count > 0).map(([kind, count]) => `${kind} ${pct(count, busy)}`);
+    const functions = new Map();
+    for (const { result } of runs) for (const [name, count] of result.profile.top ?? []) functions.set(name, (functions.get(name) ?? 0) + count);
+    const top = [...functions].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([name, count]) => `${name} ${pct(count, busy)}`);
     profileLines.push(`  ${CLIENT_LABELS[client].padEnd(28)} ${String(samples).padStart(7)} samples (${(samples / trips).toFixed(2)} per round trip); ` +
-        `idle ${pct(counts.idle, samples)}; of the busy ones: ${parts.join(', ')}; package on the stack ${pct(inClient, busy)}`);
+        `idle ${pct(counts.idle, samples)}; of the busy ones: ${parts.join(', ')}; package on the stack ${pct(inClient, busy)}`,
+        `    most often on top (of the busy samples): ${top.join('; ')}`);
 }
 if (profileLines.length) {
     lines.push('', `round trip profile (BENCH_PROFILE=1, JS Self-Profiling API, top frame of each sample, summed over ${ROUNDS} round(s); ` +

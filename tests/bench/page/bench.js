@@ -174,7 +174,7 @@ async function roundTrips(adapter) {
  * returns its result with `profile`: sample counts by where the sampled top frame was (the
  * package's wasm, its JS glue, socket.io, this page, other) and `idle` (no JS on the stack: the
  * event loop waiting, or the browser's own work), plus `inClient`: samples with a frame of the
- * package (wasm or glue) anywhere on the stack.
+ * package (wasm or glue) anywhere on the stack, and `top`: the 12 functions most often on top.
  * @template T
  * @param {() => Promise<T>} body
  */
@@ -191,11 +191,16 @@ async function profiled(body) {
     /** @type {Record<string, number>} */
     const counts = { idle: 0, wasm: 0, glue: 0, 'socket.io': 0, page: 0, other: 0 };
     let inClient = 0;
+    /** @type {Map<string, number>} */
+    const functions = new Map();
     for (const sample of trace.samples) {
         if (sample.stackId === undefined) { counts.idle += 1; continue; }
         let stack = trace.stacks[sample.stackId];
         const top = trace.frames[stack.frameId];
-        counts[top.resourceId === undefined ? 'other' : kind(trace.resources[top.resourceId])] += 1;
+        const where = top.resourceId === undefined ? 'other' : kind(trace.resources[top.resourceId]);
+        counts[where] += 1;
+        const name = `${where} ${top.name || '(anonymous)'}${top.line === undefined ? '' : `:${top.line}:${top.column}`}`;
+        functions.set(name, (functions.get(name) ?? 0) + 1);
         for (;;) {
             const frame = trace.frames[stack.frameId];
             if (frame.resourceId !== undefined && ['wasm', 'glue'].includes(kind(trace.resources[frame.resourceId]))) { inClient += 1; break; }
@@ -203,7 +208,8 @@ async function profiled(body) {
             stack = trace.stacks[stack.parentId];
         }
     }
-    return { ...result, profile: { samples: trace.samples.length, counts, inClient, resources: trace.resources } };
+    const top = [...functions].sort((a, b) => b[1] - a[1]).slice(0, 12);
+    return { ...result, profile: { samples: trace.samples.length, counts, inClient, top, resources: trace.resources } };
 }
 
 /**
