@@ -38,6 +38,8 @@ pub struct LimitConfig {
     pub max_frames_per_batch: usize,
     pub max_control_frames: usize,
     pub replay_budget_bytes: usize,
+    /// Most replay bytes the sessions of one client IP may hold together (None: the budget / 16).
+    pub replay_budget_per_ip_bytes: Option<usize>,
     pub stream_write_timeout: Duration,
     pub fanout_blocking_threshold: usize,
     /// The retry advice of a refusal (`retry=` of close 4003, `Retry-After` of 503 and 429).
@@ -59,6 +61,7 @@ impl Default for LimitConfig {
             max_frames_per_batch: 10_000,
             max_control_frames: 8,
             replay_budget_bytes: 1 << 30,
+            replay_budget_per_ip_bytes: None,
             stream_write_timeout: Duration::from_secs(15),
             fanout_blocking_threshold: 4_096,
             retry_after: Duration::from_secs(5),
@@ -67,6 +70,12 @@ impl Default for LimitConfig {
 }
 
 impl LimitConfig {
+    /// The replay bytes one client IP's sessions may hold together: the flag, else 1/16 of the
+    /// global budget, so one address cannot fill the budget and refuse everyone.
+    pub fn replay_share_per_ip(&self) -> usize {
+        self.replay_budget_per_ip_bytes.unwrap_or(self.replay_budget_bytes / 16).max(1)
+    }
+
     /// The `retry=` advice of a refusal close.
     pub fn retry(&self) -> realtime_client::core::wire::Retry {
         realtime_client::core::wire::Retry::AfterMs(u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX))
@@ -122,6 +131,11 @@ pub struct LimitFlags {
     /// client messages are slowed, then refused. Protects the server's memory.
     #[arg(long, default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub replay_budget_bytes: u64,
+    /// Most replay bytes the sessions of one client IP hold together (default: the budget / 16);
+    /// over it the session receiving a message overflows (close 4003 "replay buffer overflow"),
+    /// as at its own bound, so one address cannot exhaust the global budget.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub replay_budget_per_ip_bytes: Option<u64>,
     /// A stream write (WebSocket, SSE) that does not finish within this many ms cuts the stream
     /// as a slow consumer (default 15,000).
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
@@ -151,6 +165,7 @@ impl LimitFlags {
             max_frames_per_batch: size(self.max_frames_per_batch),
             max_control_frames: size(self.max_control_frames),
             replay_budget_bytes: size(self.replay_budget_bytes),
+            replay_budget_per_ip_bytes: self.replay_budget_per_ip_bytes.map(size),
             stream_write_timeout: Duration::from_millis(self.stream_write_timeout_ms),
             fanout_blocking_threshold: size(self.fanout_blocking_threshold),
             retry_after: Duration::from_millis(self.limit_retry_after_ms),
@@ -182,5 +197,8 @@ mod tests {
         assert_eq!(config.limits.stream_write_timeout, Duration::from_millis(500));
         assert_eq!(config.limits.retry_after_secs(), 1, "Retry-After is at least 1 s");
         assert!(Flags::try_parse_from(["test", "--messages-per-sec", "0"]).is_err());
+        assert_eq!(config.limits.replay_share_per_ip(), (1 << 30) / 16, "default: the budget / 16");
+        Flags::parse_from(["test", "--replay-budget-per-ip-bytes", "1000"]).limits.apply(&mut config).unwrap();
+        assert_eq!(config.limits.replay_share_per_ip(), 1000);
     }
 }

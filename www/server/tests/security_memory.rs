@@ -29,6 +29,8 @@ async fn poll_member(server: &Server, from: &str, room: &str) -> realtime_client
 async fn the_replay_budget_holds_each_payload_once_and_refuses_past_it() {
     let limits = LimitConfig {
         replay_budget_bytes: 100_000,
+        // The global refusal is the last resort: lift the per-IP share to reach it.
+        replay_budget_per_ip_bytes: Some(1 << 30),
         rate_slowdown: Duration::from_millis(300),
         retry_after: Duration::from_secs(2),
         ..LimitConfig::default()
@@ -73,6 +75,41 @@ async fn the_replay_budget_holds_each_payload_once_and_refuses_past_it() {
     }
     eventually("every replay byte is given back", || server.state.registry.replay_bytes() == 0).await;
     assert_eq!(server.publish("room=budget", "text/plain", "again").await.status(), 202);
+}
+
+#[tokio::test]
+async fn one_ip_over_its_replay_share_overflows_its_own_sessions_not_everyone() {
+    let limits = LimitConfig {
+        replay_budget_bytes: 800_000,
+        replay_budget_per_ip_bytes: Some(50_000),
+        rate_slowdown: Duration::from_millis(300),
+        ..LimitConfig::default()
+    };
+    let server = start_edge(Config { replay_max_bytes: 300_000, limits, ..Config::default() }).await;
+    // One address, four sessions each alone in a room, none reading: 4 × 250 KB, each under its
+    // session's bound, would hold more than the global budget and refuse everyone.
+    let hog = "127.0.0.50";
+    for index in 0..4 {
+        poll_member(&server, hog, &format!("hog{index}")).await;
+    }
+    let payload = "h".repeat(10_000);
+    for _ in 0..25 {
+        for index in 0..4 {
+            let response = server.publish(&format!("room=hog{index}"), "text/plain", payload.clone()).await;
+            assert_eq!(response.status(), 202, "the hog's own sessions overflow; publishes are not refused");
+        }
+    }
+    assert!(server.state.metrics.trips(LimitKind::replay_overflow) >= 1);
+    assert_eq!(server.state.metrics.trips(LimitKind::replay_budget), 0);
+    assert!(server.state.ip_limits.replay_bytes_of(hog.parse().unwrap()) <= 50_000);
+    assert!(server.state.registry.replay_bytes() <= 100_000, "{}", server.state.registry.replay_bytes());
+    // Another address's session can still send (and gets its message back), publishes succeed.
+    let mut sender = ws_from("127.0.0.51", &server, "room=fair").await;
+    sender.hello().await;
+    sender.send_frames(&[text_msg(1, "still served")], Carrier::Text).await;
+    assert_eq!(sender.message().await.payload, wire::Payload::Text("still served".into()));
+    assert_eq!(server.publish("room=fair", "text/plain", "published").await.status(), 202);
+    assert_eq!(sender.message().await.payload, wire::Payload::Text("published".into()));
 }
 
 #[tokio::test]

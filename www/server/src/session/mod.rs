@@ -195,8 +195,6 @@ pub struct Session {
     /// Most pongs queued; the oldest goes first.
     max_control: usize,
     budget: Arc<ReplayBudget>,
-    /// Counts this session against its client IP until the session is dropped.
-    _ip_slot: Option<SessionSlot>,
 }
 
 /// What an upstream batch produced.
@@ -244,9 +242,9 @@ impl Session {
             rates: SessionRates::new(&config.limits),
             max_control: config.limits.max_control_frames.max(1),
             budget: budget.clone(),
-            _ip_slot: ip_slot,
             inner: Mutex::new(Inner {
-                replay: Replay::new(budget),
+                // The replay buffer holds the IP slot: it charges the IP for what it buffers.
+                replay: Replay::new(budget, ip_slot, config.limits.replay_share_per_ip()),
                 client_seq: 0,
                 ack_due: false,
                 control: VecDeque::new(),
@@ -457,7 +455,8 @@ impl Session {
             return true;
         }
         inner.replay.push(message);
-        let healthy = inner.replay.enforce_limits(config, Instant::now());
+        // Its own bounds, then its IP's share of the budget: over either, this session overflows.
+        let healthy = inner.replay.enforce_limits(config, Instant::now()) && inner.replay.enforce_ip_share();
         drop(inner);
         if !healthy {
             self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, "replay buffer overflow", Retry::Default)));
