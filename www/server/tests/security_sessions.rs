@@ -200,6 +200,10 @@ async fn an_upload_over_its_rate_gets_429_and_the_session_lives_on() {
     assert!(server.state.metrics.trips(LimitKind::message_rate) >= 1);
     let session = server.state.registry.get(&hello.session_id).unwrap();
     assert!(!session.is_ended(), "a refused upload does not end the session");
+    // The refused batch was not processed: sent again as one message, at once, it passes (it
+    // waits for its token, the refusal does not stick).
+    let body = wire::encode_to_vec(&text_msg(seq - 9, "up"), Carrier::Text);
+    assert_eq!(client.post(&url).body(body).send().await.unwrap().status(), 204, "served again after the 429");
 }
 
 #[tokio::test]
