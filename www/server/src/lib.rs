@@ -275,6 +275,18 @@ impl AppState {
         delivered.delivered
     }
 
+    /// Reserves what publishing `messages` to `room` will store (each payload once, an entry per
+    /// member) against the replay budget, atomically; None over the budget. Held across the
+    /// fan-out, so concurrent publishes pass the budget by one publish at most.
+    pub fn reserve_publish(&self, room: &str, messages: &[(Option<String>, realtime_client::core::wire::Payload)]) -> Option<limits::Reservation> {
+        let entries = self.registry.room_size(room).saturating_mul(limits::ENTRY_BYTES);
+        let bytes = messages
+            .iter()
+            .map(|(event, payload)| payload.len().saturating_add(event.as_ref().map_or(0, String::len)).saturating_add(entries))
+            .fold(0usize, usize::saturating_add);
+        self.registry.budget().reserve(bytes, self.config.limits.replay_budget_bytes)
+    }
+
     /// Whether the replay buffers together hold more than the global budget.
     pub fn over_replay_budget(&self) -> bool {
         self.registry.replay_bytes() > self.config.limits.replay_budget_bytes

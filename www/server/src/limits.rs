@@ -18,7 +18,7 @@ mod budget;
 mod ip;
 mod rate;
 
-pub use budget::{ReplayBudget, SharedMessage, ENTRY_BYTES};
+pub use budget::{ReplayBudget, Reservation, SharedMessage, ENTRY_BYTES};
 pub use ip::{ip_key, IpLimits, SessionSlot, StreamSlot};
 pub use rate::{decode_batch, BatchError, SessionRates, Throttle};
 

@@ -77,6 +77,45 @@ async fn the_replay_budget_holds_each_payload_once_and_refuses_past_it() {
     assert_eq!(server.publish("room=budget", "text/plain", "again").await.status(), 202);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_pass_the_budget_by_one_publish_at_most() {
+    let limits = LimitConfig {
+        replay_budget_bytes: 100_000,
+        replay_budget_per_ip_bytes: Some(1 << 30),
+        // Every fan-out goes to a blocking thread: each publish awaits between its check and
+        // its charges, so the publishes overlap.
+        fanout_blocking_threshold: 1,
+        ..LimitConfig::default()
+    };
+    let server = start_edge(Config { limits, ..Config::default() }).await;
+    let members = [poll_member(&server, "127.0.0.33", "rush").await, poll_member(&server, "127.0.0.34", "rush").await];
+    // A publish in flight (its bytes reserved, not yet stored) counts at once: nothing else
+    // passes the check meanwhile.
+    let in_flight = server.state.reserve_publish("rush", &[(None, wire::Payload::Text("i".repeat(200_000)))]);
+    let in_flight = in_flight.expect("under the budget: reserved");
+    assert!(server.state.reserve_publish("rush", &[(None, wire::Payload::Text(String::new()))]).is_none());
+    assert_eq!(server.publish("room=rush", "text/plain", "late").await.status(), 503);
+    drop(in_flight);
+    assert_eq!(server.state.registry.replay_bytes(), 0, "a reservation is given back whole");
+    let payload = "r".repeat(10_000);
+    let client = reqwest::Client::new();
+    let publishes: Vec<_> = (0..40)
+        .map(|_| {
+            let request = client.post(server.url("/realtime/publish?room=rush")).header("content-type", "text/plain").body(payload.clone());
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for publish in publishes {
+        statuses.push(publish.await.unwrap());
+    }
+    assert!(statuses.iter().all(|status| *status == 202 || *status == 503), "{statuses:?}");
+    assert!(statuses.contains(&503), "the budget refused some: {statuses:?}");
+    let held = server.state.registry.replay_bytes();
+    assert!(held <= 100_000 + 10_000 + 2 * ENTRY_BYTES, "the budget plus one publish at most: {held}");
+    assert!(!server.state.registry.get(&members[0].session_id).unwrap().is_ended());
+}
+
 #[tokio::test]
 async fn one_ip_over_its_replay_share_overflows_its_own_sessions_not_everyone() {
     let limits = LimitConfig {
