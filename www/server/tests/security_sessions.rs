@@ -207,6 +207,26 @@ async fn an_upload_over_its_rate_gets_429_and_the_session_lives_on() {
 }
 
 #[tokio::test]
+async fn a_second_concurrent_send_of_one_session_gets_429_at_once() {
+    // 2/s, burst 1: the second POST waits for its token, holding the session's upstream.
+    let limits = LimitConfig { messages_per_sec: 2, messages_burst: 1, ..LimitConfig::default() };
+    let server = start_edge(config(limits)).await;
+    let hello = poll_session("127.0.0.13", &server, "serial").await;
+    let url = server.url(&format!("/realtime/send?rt_sid={}&rt_key={}", hello.session_id, hello.secret));
+    let client = http_from("127.0.0.13");
+    let send = |seq: u64| client.post(&url).body(wire::encode_to_vec(&text_msg(seq, "one"), Carrier::Text)).send();
+    assert_eq!(send(1).await.unwrap().status(), 204);
+    let parked = tokio::spawn(send(2));
+    let session = server.state.registry.get(&hello.session_id).unwrap();
+    eventually("the second send holds the session", || session.upstream.try_lock().is_err()).await;
+    let refused = send(3).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "2");
+    assert_eq!(parked.await.unwrap().unwrap().status(), 204, "the parked send goes through");
+    assert_eq!(send(3).await.unwrap().status(), 204, "then the next one");
+}
+
+#[tokio::test]
 async fn batches_over_the_frame_cap_are_refused() {
     let server = start_edge(config(LimitConfig { max_frames_per_batch: 100, ..LimitConfig::default() })).await;
     let pings: Vec<Frame> = (0..101).map(|time| Frame::Ping { time }).collect();
