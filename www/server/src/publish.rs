@@ -14,7 +14,7 @@ use realtime_client::core::wire::{is_valid_event_name, Frame, Payload};
 use crate::limits::{decode_batch, BatchError};
 use crate::metrics::LimitKind;
 use crate::params::{is_valid_room, Params};
-use crate::{refusal, text_error, AppState};
+use crate::{busy, refusal, text_error, AppState};
 
 pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
     let params = Params::parse(query.as_deref());
@@ -71,7 +71,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
     let Some(_reserved) = state.reserve_publish(room, &messages) else {
         return refusal(&state, LimitKind::replay_budget, StatusCode::SERVICE_UNAVAILABLE, "replay budget exhausted");
     };
-    let delivered = state.fan_out(room, messages).await;
+    let Ok(delivered) = state.publish_fan_out(room, messages).await else {
+        return busy(&state, StatusCode::SERVICE_UNAVAILABLE, "server busy: too many large fan-outs");
+    };
     tracing::debug!(room, delivered, "published");
     let mut response = Response::new(Body::from(delivered.to_string()));
     *response.status_mut() = StatusCode::ACCEPTED;
@@ -107,7 +109,9 @@ async fn publish_batch(state: &Arc<AppState>, room: &str, default_event: Option<
     let Some(_reserved) = state.reserve_publish(room, &messages) else {
         return refusal(state, LimitKind::replay_budget, StatusCode::SERVICE_UNAVAILABLE, "replay budget exhausted");
     };
-    let delivered = state.fan_out(room, messages).await;
+    let Ok(delivered) = state.publish_fan_out(room, messages).await else {
+        return busy(state, StatusCode::SERVICE_UNAVAILABLE, "server busy: too many large fan-outs");
+    };
     let mut response = Response::new(Body::from(delivered.to_string()));
     *response.status_mut() = StatusCode::ACCEPTED;
     response

@@ -216,7 +216,7 @@ async fn worst_latency_while(server: &Server, busy: &[tokio::task::JoinHandle<u1
     worst
 }
 
-async fn fan_out_run(threshold: usize) -> (Duration, Duration) {
+async fn fan_out_run(threshold: usize) -> (Duration, Duration, u64) {
     let limits = LimitConfig { fanout_blocking_threshold: threshold, ..LimitConfig::default() };
     let server = start_edge(Config { limits, ..Config::default() }).await;
     let request = ConnectRequest { room: String::from("big"), ..ConnectRequest::default() };
@@ -241,16 +241,45 @@ async fn fan_out_run(threshold: usize) -> (Duration, Duration) {
     for publish in publishes {
         assert_eq!(publish.await.unwrap(), 202);
     }
-    (worst, started.elapsed())
+    let blocking = server.state.blocking_fan_outs.load(std::sync::atomic::Ordering::Relaxed);
+    (worst, started.elapsed(), blocking)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_fan_outs_leave_the_workers_serving() {
     // Run inline (threshold usize::MAX), the same fan-outs held both workers: probes waited
-    // about 950 ms in a debug build; offloaded, the worst probe took about 20 ms.
-    let (worst, took) = fan_out_run(4_096).await;
+    // about 950 ms in a debug build, nearly as long as the fan-outs took; offloaded, the worst
+    // probe took about 20 ms. A relative bound, so a loaded machine (slower everything) holds.
+    let (worst, took, blocking) = fan_out_run(4_096).await;
+    assert_eq!(blocking, 2, "both fan-outs ran on a blocking thread");
     assert!(took > Duration::from_millis(100), "the fan-outs are large enough to matter: {took:?}");
-    assert!(worst < Duration::from_millis(400), "a small request waited {worst:?}");
+    assert!(worst < took / 2, "a small request waited {worst:?} of the fan-outs' {took:?}");
+}
+
+#[tokio::test]
+async fn blocking_fan_outs_are_bounded_publishes_get_503_and_client_batches_wait() {
+    let limits = LimitConfig { fanout_blocking_threshold: 1, retry_after: Duration::from_secs(2), ..LimitConfig::default() };
+    let server = start_edge(Config { limits, ..Config::default() }).await;
+    poll_member(&server, "127.0.0.35", "permits").await;
+    let mut sender = ws_from("127.0.0.36", &server, "room=permits").await;
+    sender.hello().await;
+    // Every permit taken, as by long fan-outs in progress.
+    let permits = server.state.fanout_permits.available_permits();
+    assert!(permits >= 2);
+    let held = server.state.fanout_permits.acquire_many(permits as u32).await.unwrap();
+    // A client batch (2 deliveries > 1) waits for a permit; a publish gives up after its bound.
+    sender.send_frames(&[text_msg(1, "waits")], Carrier::Text).await;
+    let started = Instant::now();
+    let refused = server.publish("room=permits", "text/plain", "refused").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "2");
+    assert!(started.elapsed() >= Duration::from_millis(1_500), "the publish waited for a permit first");
+    assert_eq!(server.state.blocking_fan_outs.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing ran without a permit");
+    drop(held);
+    // The waiting client batch goes out, and publishes work again.
+    assert_eq!(sender.message().await.payload, wire::Payload::Text("waits".into()));
+    assert_eq!(server.publish("room=permits", "text/plain", "again").await.status(), 202);
+    assert_eq!(sender.message().await.payload, wire::Payload::Text("again".into()));
 }
 
 #[tokio::test]
