@@ -301,16 +301,15 @@ impl Session {
         }
     }
 
-    /// Whether a client that has delivered every seq up to `last` can resume (see PROTOCOL.md).
-    fn can_resume_from(&self, last: u64) -> bool {
-        let inner = lock(&self.inner);
-        !inner.ended && inner.replay.can_resume_from(last)
-    }
-
     /// Attaches a new transport, replacing (close 4004) any previous one. `resume_from` is the
-    /// client's `rt_last` when resuming, None for a fresh session.
-    fn attach(&self, kind: TransportKind, conn: u32, resume_from: Option<u64>, config: &Config) -> (Arc<Attachment>, Hello) {
+    /// client's `rt_last` when resuming, None for a fresh session. A resume is checked against
+    /// the resume rules (see PROTOCOL.md) under the same lock as it attaches, so no trim can come
+    /// in between: None when the session cannot resume from there (nothing was changed).
+    fn attach(&self, kind: TransportKind, conn: u32, resume_from: Option<u64>, config: &Config) -> Option<(Arc<Attachment>, Hello)> {
         let mut inner = lock(&self.inner);
+        if resume_from.is_some_and(|last| inner.ended || !inner.replay.can_resume_from(last)) {
+            return None;
+        }
         if let Some(old) = inner.attached.take() {
             old.request_stop(Stop::Close(close(close_code::REPLACED, "replaced", Retry::Never)));
             if old.conn != conn {
@@ -345,7 +344,7 @@ impl Session {
         };
         drop(inner);
         self.bump();
-        (attachment, hello)
+        Some((attachment, hello))
     }
 
     /// Asks `attachment` to stop and wakes its writer.
