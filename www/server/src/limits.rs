@@ -22,6 +22,9 @@ pub use budget::{ReplayBudget, Reservation, SharedMessage, ENTRY_BYTES};
 pub use ip::{ip_key, IpLimits, SessionSlot, StreamSlot};
 pub use rate::{decode_batch, BatchError, SessionRates, Throttle};
 
+/// The least retry advice a refusal gives.
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Session and rate limits (see [`LimitFlags`] for what each protects).
 #[derive(Debug, Clone)]
 pub struct LimitConfig {
@@ -76,14 +79,20 @@ impl LimitConfig {
         self.replay_budget_per_ip_bytes.unwrap_or(self.replay_budget_bytes / 16).max(1)
     }
 
-    /// The `retry=` advice of a refusal close.
+    /// The retry advice of every refusal: `retry_after`, at least 1 s, so no setting (not even
+    /// `--limit-retry-after-ms 0`) sends clients into a tight reconnect loop.
+    fn advised_retry(&self) -> Duration {
+        self.retry_after.max(MIN_RETRY_AFTER)
+    }
+
+    /// The `retry=` advice of a refusal close (at least 1,000 ms).
     pub fn retry(&self) -> realtime_client::core::wire::Retry {
-        realtime_client::core::wire::Retry::AfterMs(u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX))
+        realtime_client::core::wire::Retry::AfterMs(u64::try_from(self.advised_retry().as_millis()).unwrap_or(u64::MAX))
     }
 
     /// The `Retry-After` header value of a refusal, in whole seconds (at least 1).
     pub fn retry_after_secs(&self) -> u64 {
-        self.retry_after.as_secs().max(1)
+        self.advised_retry().as_secs().max(1)
     }
 }
 
@@ -144,7 +153,8 @@ pub struct LimitFlags {
     /// so the runtime workers keep serving.
     #[arg(long, default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..))]
     pub fanout_blocking_threshold: u64,
-    /// Retry advice of a refusal, in ms (close 4003 `retry=`, `Retry-After`), default 5,000.
+    /// Retry advice of a refusal, in ms (close 4003 `retry=`, `Retry-After`), default 5,000; a
+    /// value under 1,000 advises 1,000 (no tight reconnect loop).
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub limit_retry_after_ms: u64,
 }
@@ -196,6 +206,10 @@ mod tests {
         assert_eq!(config.limits.max_sessions_per_ip, 3);
         assert_eq!(config.limits.stream_write_timeout, Duration::from_millis(500));
         assert_eq!(config.limits.retry_after_secs(), 1, "Retry-After is at least 1 s");
+        let advice = realtime_client::core::wire::Retry::AfterMs(1_000);
+        assert_eq!(config.limits.retry(), advice, "retry= agrees with Retry-After: at least 1,000 ms");
+        let limits = LimitConfig { retry_after: Duration::from_millis(2_500), ..LimitConfig::default() };
+        assert_eq!((limits.retry(), limits.retry_after_secs()), (realtime_client::core::wire::Retry::AfterMs(2_500), 2));
         assert!(Flags::try_parse_from(["test", "--messages-per-sec", "0"]).is_err());
         assert_eq!(config.limits.replay_share_per_ip(), (1 << 30) / 16, "default: the budget / 16");
         Flags::parse_from(["test", "--replay-budget-per-ip-bytes", "1000"]).limits.apply(&mut config).unwrap();
