@@ -95,6 +95,18 @@ impl Attachment {
         lock(&self.stop).is_some()
     }
 
+    /// Whether the requested stop cuts a write in progress: a replacement (4004: the newer
+    /// transport takes over), a replay overflow (the session is gone) or a silent stop (nothing
+    /// more is sent anyway). Any other close (a refusal with retry advice) waits for the write,
+    /// within its deadline, and is then sent.
+    pub fn stop_cuts_writes(&self) -> bool {
+        match &*lock(&self.stop) {
+            None => false,
+            Some(Stop::Silent) => true,
+            Some(Stop::Close(close)) => close.code == close_code::REPLACED || close.reason == REPLAY_OVERFLOW,
+        }
+    }
+
     /// Whether [`Session::kick`] broke this transport off.
     pub fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
@@ -211,6 +223,9 @@ pub struct Upstream {
 }
 
 const RETIRED_CONNS: usize = 64;
+
+/// The close reason of a session ended by its replay bounds (its own or its IP's share).
+pub const REPLAY_OVERFLOW: &str = "replay buffer overflow";
 
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock leaves plain data behind; keep serving rather than cascade.
@@ -458,7 +473,7 @@ impl Session {
         let healthy = inner.replay.enforce_limits(config, Instant::now()) && inner.replay.enforce_ip_share();
         drop(inner);
         if !healthy {
-            self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, "replay buffer overflow", Retry::Default)));
+            self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, REPLAY_OVERFLOW, Retry::Default)));
         }
         self.bump();
         healthy
@@ -548,7 +563,7 @@ impl Session {
             return Some(Stop::Silent);
         }
         if !inner.replay.enforce_limits(config, now) {
-            return Some(Stop::Close(close(close_code::LIMIT_EXCEEDED, "replay buffer overflow", Retry::Default)));
+            return Some(Stop::Close(close(close_code::LIMIT_EXCEEDED, REPLAY_OVERFLOW, Retry::Default)));
         }
         let idle_too_long = inner.idle_since.is_some_and(|since| now.duration_since(since) > config.resume_window);
         let idle_unresumable = inner.idle_since.is_some() && !inner.replay.is_resumable();
