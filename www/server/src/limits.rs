@@ -1,6 +1,7 @@
 //! Per-IP and per-session limits of the session layer: sessions and streams per client IP, the
 //! rate of new sessions per IP, message and byte rates per session, frames per batch, the control
-//! queue, the global replay budget, stream write deadlines and the fan-out threshold.
+//! queue, the global replay budget and each IP's share of it, stream write deadlines and the
+//! fan-out threshold.
 //!
 //! Every limit is a field of [`LimitConfig`] with a safe default and a flag in [`LimitFlags`].
 //! When one trips, the caller counts it with `state.metrics.trip(LimitKind::..)` (which also logs

@@ -207,6 +207,24 @@ async fn an_upload_over_its_rate_gets_429_and_the_session_lives_on() {
 }
 
 #[tokio::test]
+async fn a_post_larger_than_burst_plus_slowdown_is_paced_then_accepted() {
+    // Default rates (200/s, burst 1,000), a 1 s slowdown: 1,500 tiny messages in one POST are
+    // more than could pass within the slowdown; paced at the rate, they are accepted.
+    let server = start_edge(config(LimitConfig { rate_slowdown: Duration::from_millis(1_000), ..LimitConfig::default() })).await;
+    let hello = poll_session("127.0.0.14", &server, "big-post").await;
+    let url = server.url(&format!("/realtime/send?rt_sid={}&rt_key={}", hello.session_id, hello.secret));
+    let mut body = Vec::new();
+    for seq in 1..=1_500 {
+        wire::encode(&text_msg(seq, "t"), Carrier::Text, &mut body);
+    }
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(LIMIT, http_from("127.0.0.14").post(&url).body(body).send()).await.unwrap().unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(started.elapsed() >= Duration::from_millis(2_000), "paced at the rate: {:?}", started.elapsed());
+    assert_eq!(server.state.metrics.messages_in.get(), 1_500);
+}
+
+#[tokio::test]
 async fn a_second_concurrent_send_of_one_session_gets_429_at_once() {
     // 2/s, burst 1: the second POST waits for its token, holding the session's upstream.
     let limits = LimitConfig { messages_per_sec: 2, messages_burst: 1, ..LimitConfig::default() };
