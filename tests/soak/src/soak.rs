@@ -415,6 +415,7 @@ impl Attack {
             Attack::Traffic => &[
                 "--max-sessions-per-ip", "100000", "--max-streams-per-ip", "100000", "--new-sessions-per-sec", "100000",
                 "--new-sessions-burst", "100000", "--max-connections-per-ip", "100000",
+                "--replay-budget-per-ip-bytes", "1073741824",
             ],
             _ => &[],
         }

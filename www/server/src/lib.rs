@@ -145,7 +145,19 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Sessions and streams per client IP, and the new-session rate per IP ([`limits`]).
     pub ip_limits: limits::IpLimits,
+    /// Blocking fan-outs running at once: one per core (at least 2), so they cannot take every
+    /// blocking thread (which static files share) or queue without bound.
+    pub fanout_permits: tokio::sync::Semaphore,
+    /// Fan-outs that ran on a blocking thread.
+    pub blocking_fan_outs: std::sync::atomic::AtomicU64,
 }
+
+/// Longest a publish waits for a blocking fan-out permit before it gets 503.
+pub const PUBLISH_FANOUT_WAIT: Duration = Duration::from_secs(2);
+
+/// No blocking fan-out permit came within [`PUBLISH_FANOUT_WAIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanOutBusy;
 
 impl AppState {
     /// Creates the state and starts the session sweeper (needs a tokio runtime).
@@ -161,6 +173,8 @@ impl AppState {
             probes: AtomicUsize::new(0),
             http_versions: stats::HttpVersions::default(),
             metrics,
+            fanout_permits: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from).max(2)),
+            blocking_fan_outs: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -250,14 +264,42 @@ impl AppState {
         }
     }
 
-    /// Broadcasts `messages` to `room` in order. A fan-out of more member deliveries than
-    /// `fanout_blocking_threshold` runs on a blocking thread, so the runtime workers keep serving.
+    /// Broadcasts a client batch to `room` in order (see [`Self::publish_fan_out`]); a blocking
+    /// fan-out waits for its permit as long as it takes (the sender's reads wait with it).
     pub async fn fan_out(self: &Arc<Self>, room: &str, messages: Vec<(Option<String>, realtime_client::core::wire::Payload)>) -> usize {
+        self.fan_out_within(room, messages, None).await.unwrap_or(0)
+    }
+
+    /// Broadcasts a publish to `room` in order. A fan-out of more member deliveries than
+    /// `fanout_blocking_threshold` runs on a blocking thread, so the runtime workers keep serving,
+    /// once it has one of the `fanout_permits`: Err when none came within [`PUBLISH_FANOUT_WAIT`]
+    /// (the caller answers 503, nothing was delivered).
+    pub async fn publish_fan_out(
+        self: &Arc<Self>,
+        room: &str,
+        messages: Vec<(Option<String>, realtime_client::core::wire::Payload)>,
+    ) -> Result<usize, FanOutBusy> {
+        self.fan_out_within(room, messages, Some(PUBLISH_FANOUT_WAIT)).await
+    }
+
+    async fn fan_out_within(
+        self: &Arc<Self>,
+        room: &str,
+        messages: Vec<(Option<String>, realtime_client::core::wire::Payload)>,
+        permit_within: Option<Duration>,
+    ) -> Result<usize, FanOutBusy> {
         if messages.is_empty() {
-            return 0;
+            return Ok(0);
         }
         let deliveries = messages.len().saturating_mul(self.registry.room_size(room));
         let delivered = if deliveries > self.config.limits.fanout_blocking_threshold {
+            let permit = match permit_within {
+                Some(within) => tokio::time::timeout(within, self.fanout_permits.acquire()).await.map_err(|_| FanOutBusy)?,
+                None => self.fanout_permits.acquire().await,
+            };
+            // The semaphore is never closed; without a permit, run inline rather than drop a batch.
+            let _permit = permit.ok();
+            self.blocking_fan_outs.fetch_add(1, Ordering::Relaxed);
             let state = self.clone();
             let room = room.to_owned();
             tokio::task::spawn_blocking(move || state.registry.broadcast_all(&room, messages, &state.config))
@@ -272,7 +314,19 @@ impl AppState {
             self.metrics.trip(metrics::LimitKind::replay_overflow);
             self.metrics.slow_consumer_cuts.inc();
         }
-        delivered.delivered
+        Ok(delivered.delivered)
+    }
+
+    /// Reserves what publishing `messages` to `room` will store (each payload once, an entry per
+    /// member) against the replay budget, atomically; None over the budget. Held across the
+    /// fan-out, so concurrent publishes pass the budget by one publish at most.
+    pub fn reserve_publish(&self, room: &str, messages: &[(Option<String>, realtime_client::core::wire::Payload)]) -> Option<limits::Reservation> {
+        let entries = self.registry.room_size(room).saturating_mul(limits::ENTRY_BYTES);
+        let bytes = messages
+            .iter()
+            .map(|(event, payload)| payload.len().saturating_add(event.as_ref().map_or(0, String::len)).saturating_add(entries))
+            .fold(0usize, usize::saturating_add);
+        self.registry.budget().reserve(bytes, self.config.limits.replay_budget_bytes)
     }
 
     /// Whether the replay buffers together hold more than the global budget.

@@ -1,6 +1,7 @@
 //! Per-IP and per-session limits of the session layer: sessions and streams per client IP, the
 //! rate of new sessions per IP, message and byte rates per session, frames per batch, the control
-//! queue, the global replay budget, stream write deadlines and the fan-out threshold.
+//! queue, the global replay budget and each IP's share of it, stream write deadlines and the
+//! fan-out threshold.
 //!
 //! Every limit is a field of [`LimitConfig`] with a safe default and a flag in [`LimitFlags`].
 //! When one trips, the caller counts it with `state.metrics.trip(LimitKind::..)` (which also logs
@@ -18,9 +19,12 @@ mod budget;
 mod ip;
 mod rate;
 
-pub use budget::{ReplayBudget, SharedMessage, ENTRY_BYTES};
+pub use budget::{ReplayBudget, Reservation, SharedMessage, ENTRY_BYTES};
 pub use ip::{ip_key, IpLimits, SessionSlot, StreamSlot};
 pub use rate::{decode_batch, BatchError, SessionRates, Throttle};
+
+/// The least retry advice a refusal gives.
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Session and rate limits (see [`LimitFlags`] for what each protects).
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct LimitConfig {
     pub max_frames_per_batch: usize,
     pub max_control_frames: usize,
     pub replay_budget_bytes: usize,
+    /// Most replay bytes the sessions of one client IP may hold together (None: the budget / 16).
+    pub replay_budget_per_ip_bytes: Option<usize>,
     pub stream_write_timeout: Duration,
     pub fanout_blocking_threshold: usize,
     /// The retry advice of a refusal (`retry=` of close 4003, `Retry-After` of 503 and 429).
@@ -59,6 +65,7 @@ impl Default for LimitConfig {
             max_frames_per_batch: 10_000,
             max_control_frames: 8,
             replay_budget_bytes: 1 << 30,
+            replay_budget_per_ip_bytes: None,
             stream_write_timeout: Duration::from_secs(15),
             fanout_blocking_threshold: 4_096,
             retry_after: Duration::from_secs(5),
@@ -67,14 +74,26 @@ impl Default for LimitConfig {
 }
 
 impl LimitConfig {
-    /// The `retry=` advice of a refusal close.
+    /// The replay bytes one client IP's sessions may hold together: the flag, else 1/16 of the
+    /// global budget, so one address cannot fill the budget and refuse everyone.
+    pub fn replay_share_per_ip(&self) -> usize {
+        self.replay_budget_per_ip_bytes.unwrap_or(self.replay_budget_bytes / 16).max(1)
+    }
+
+    /// The retry advice of every refusal: `retry_after`, at least 1 s, so no setting (not even
+    /// `--limit-retry-after-ms 0`) sends clients into a tight reconnect loop.
+    fn advised_retry(&self) -> Duration {
+        self.retry_after.max(MIN_RETRY_AFTER)
+    }
+
+    /// The `retry=` advice of a refusal close (at least 1,000 ms).
     pub fn retry(&self) -> realtime_client::core::wire::Retry {
-        realtime_client::core::wire::Retry::AfterMs(u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX))
+        realtime_client::core::wire::Retry::AfterMs(u64::try_from(self.advised_retry().as_millis()).unwrap_or(u64::MAX))
     }
 
     /// The `Retry-After` header value of a refusal, in whole seconds (at least 1).
     pub fn retry_after_secs(&self) -> u64 {
-        self.retry_after.as_secs().max(1)
+        self.advised_retry().as_secs().max(1)
     }
 }
 
@@ -122,6 +141,11 @@ pub struct LimitFlags {
     /// client messages are slowed, then refused. Protects the server's memory.
     #[arg(long, default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub replay_budget_bytes: u64,
+    /// Most replay bytes the sessions of one client IP hold together (default: the budget / 16);
+    /// over it the session receiving a message overflows (close 4003 "replay buffer overflow"),
+    /// as at its own bound, so one address cannot exhaust the global budget.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub replay_budget_per_ip_bytes: Option<u64>,
     /// A stream write (WebSocket, SSE) that does not finish within this many ms cuts the stream
     /// as a slow consumer (default 15,000).
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
@@ -130,7 +154,8 @@ pub struct LimitFlags {
     /// so the runtime workers keep serving.
     #[arg(long, default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..))]
     pub fanout_blocking_threshold: u64,
-    /// Retry advice of a refusal, in ms (close 4003 `retry=`, `Retry-After`), default 5,000.
+    /// Retry advice of a refusal, in ms (close 4003 `retry=`, `Retry-After`), default 5,000; a
+    /// value under 1,000 advises 1,000 (no tight reconnect loop).
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub limit_retry_after_ms: u64,
 }
@@ -151,6 +176,7 @@ impl LimitFlags {
             max_frames_per_batch: size(self.max_frames_per_batch),
             max_control_frames: size(self.max_control_frames),
             replay_budget_bytes: size(self.replay_budget_bytes),
+            replay_budget_per_ip_bytes: self.replay_budget_per_ip_bytes.map(size),
             stream_write_timeout: Duration::from_millis(self.stream_write_timeout_ms),
             fanout_blocking_threshold: size(self.fanout_blocking_threshold),
             retry_after: Duration::from_millis(self.limit_retry_after_ms),
@@ -181,6 +207,13 @@ mod tests {
         assert_eq!(config.limits.max_sessions_per_ip, 3);
         assert_eq!(config.limits.stream_write_timeout, Duration::from_millis(500));
         assert_eq!(config.limits.retry_after_secs(), 1, "Retry-After is at least 1 s");
+        let advice = realtime_client::core::wire::Retry::AfterMs(1_000);
+        assert_eq!(config.limits.retry(), advice, "retry= agrees with Retry-After: at least 1,000 ms");
+        let limits = LimitConfig { retry_after: Duration::from_millis(2_500), ..LimitConfig::default() };
+        assert_eq!((limits.retry(), limits.retry_after_secs()), (realtime_client::core::wire::Retry::AfterMs(2_500), 2));
         assert!(Flags::try_parse_from(["test", "--messages-per-sec", "0"]).is_err());
+        assert_eq!(config.limits.replay_share_per_ip(), (1 << 30) / 16, "default: the budget / 16");
+        Flags::parse_from(["test", "--replay-budget-per-ip-bytes", "1000"]).limits.apply(&mut config).unwrap();
+        assert_eq!(config.limits.replay_share_per_ip(), 1000);
     }
 }

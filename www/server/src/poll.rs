@@ -169,7 +169,13 @@ pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): Ra
     if !session.key_matches(&resume.key) {
         return text_error(StatusCode::FORBIDDEN, "wrong session key");
     }
+    // One send at a time per session (the client sends one POST at a time): a second one is
+    // answered at once rather than parked with its body and its decoded copy.
+    let Ok(_serial) = session.upstream.try_lock() else {
+        return busy(&state, StatusCode::TOO_MANY_REQUESTS, "a send of this session is already in progress");
+    };
     let limits = &state.config.limits;
+    let body_bytes = body.len();
     let frames = match decode_batch(&body, state.config.max_message_bytes, limits.max_frames_per_batch) {
         Ok(frames) => frames,
         Err(BatchError::Wire(error)) => {
@@ -185,17 +191,16 @@ pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): Ra
             return text_error(StatusCode::PAYLOAD_TOO_LARGE, error.as_str());
         }
     };
+    drop(body);
     // Over its rates the answer is delayed (bounded), then the batch is refused, not processed.
     let messages = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).count();
-    match session.rates.admit(messages.max(1), messages > 0, body.len(), limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {
+    match session.rates.admit(messages.max(1), messages > 0, body_bytes, limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {
         Throttle::Admitted => {}
         Throttle::Refused(LimitKind::replay_budget) => {
             return refusal(&state, LimitKind::replay_budget, StatusCode::SERVICE_UNAVAILABLE, "server busy");
         }
         Throttle::Refused(kind) => return refusal(&state, kind, StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded"),
     }
-    drop(body);
-    let _serial = session.upstream.lock().await;
     let outcome = session.handle_client_frames(frames);
     if outcome.control_dropped {
         state.metrics.trip(LimitKind::control_queue);

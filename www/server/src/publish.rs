@@ -14,7 +14,7 @@ use realtime_client::core::wire::{is_valid_event_name, Frame, Payload};
 use crate::limits::{decode_batch, BatchError};
 use crate::metrics::LimitKind;
 use crate::params::{is_valid_room, Params};
-use crate::{refusal, text_error, AppState};
+use crate::{busy, refusal, text_error, AppState};
 
 pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
     let params = Params::parse(query.as_deref());
@@ -34,7 +34,8 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
         .and_then(|value| value.to_str().ok())
         .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
         .unwrap_or_default();
-    // Over the global replay budget nothing more is stored: the backend retries later.
+    // Over the global replay budget nothing more is stored: the backend retries later. (A cheap
+    // early check; the atomic one is the reservation before the fan-out.)
     if state.over_replay_budget() {
         return refusal(&state, LimitKind::replay_budget, StatusCode::SERVICE_UNAVAILABLE, "replay budget exhausted");
     }
@@ -66,7 +67,13 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
             )
         }
     };
-    let delivered = state.fan_out(room, vec![(params.event.clone(), payload)]).await;
+    let messages = vec![(params.event.clone(), payload)];
+    let Some(_reserved) = state.reserve_publish(room, &messages) else {
+        return refusal(&state, LimitKind::replay_budget, StatusCode::SERVICE_UNAVAILABLE, "replay budget exhausted");
+    };
+    let Ok(delivered) = state.publish_fan_out(room, messages).await else {
+        return busy(&state, StatusCode::SERVICE_UNAVAILABLE, "server busy: too many large fan-outs");
+    };
     tracing::debug!(room, delivered, "published");
     let mut response = Response::new(Body::from(delivered.to_string()));
     *response.status_mut() = StatusCode::ACCEPTED;
@@ -95,11 +102,16 @@ async fn publish_batch(state: &Arc<AppState>, room: &str, default_event: Option<
             _ => return text_error(StatusCode::BAD_REQUEST, "bad batch: only msg frames can be published"),
         }
     }
-    let messages = messages
+    let messages: Vec<_> = messages
         .into_iter()
         .map(|message| (message.event.or_else(|| default_event.map(str::to_owned)), message.payload))
         .collect();
-    let delivered = state.fan_out(room, messages).await;
+    let Some(_reserved) = state.reserve_publish(room, &messages) else {
+        return refusal(state, LimitKind::replay_budget, StatusCode::SERVICE_UNAVAILABLE, "replay budget exhausted");
+    };
+    let Ok(delivered) = state.publish_fan_out(room, messages).await else {
+        return busy(state, StatusCode::SERVICE_UNAVAILABLE, "server busy: too many large fan-outs");
+    };
     let mut response = Response::new(Body::from(delivered.to_string()));
     *response.status_mut() = StatusCode::ACCEPTED;
     response

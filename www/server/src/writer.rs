@@ -59,8 +59,9 @@ struct Watch<'a> {
 }
 
 /// Sends within the write deadline; a stalled write is a slow-consumer cut (false). A stop
-/// requested while the write is stalled (the session ended because its unsent messages passed
-/// the replay bounds, or a newer transport replaced this one) cuts the write at once.
+/// requested while the write is stalled cuts it at once only when the session overflowed its
+/// replay bounds or a newer transport replaced this one (`Attachment::stop_cuts_writes`); a
+/// refusal with retry advice waits for the write, so its close frame is sent after it.
 async fn send<S: FrameSink>(state: &AppState, sink: &mut S, frames: &[Outgoing], watching: &mut Watch<'_>) -> bool {
     let deadline = tokio::time::sleep(state.config.limits.stream_write_timeout);
     let write = sink.send_outgoing(frames);
@@ -74,7 +75,7 @@ async fn send<S: FrameSink>(state: &AppState, sink: &mut S, frames: &[Outgoing],
                 return false;
             }
             changed = watching.changed.changed() => {
-                if changed.is_err() || watching.attachment.stop_requested() || watching.attachment.is_aborted() {
+                if changed.is_err() || watching.attachment.stop_cuts_writes() || watching.attachment.is_aborted() {
                     return false;
                 }
             }
@@ -158,5 +159,81 @@ pub async fn run<S: FrameSink>(
             }
             Wake::Shutdown => return send_close(&state, &mut sink, going_away(), &mut watching).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Connect, ConnectRequest, TransportKind};
+    use crate::Config;
+    use realtime_client::core::wire::Payload;
+    use tokio::sync::{mpsc, Semaphore};
+
+    /// A sink whose message writes stall until the gate lets them through.
+    struct Stalling {
+        gate: Arc<Semaphore>,
+        pending: mpsc::UnboundedSender<()>,
+        sent: mpsc::UnboundedSender<Frame>,
+    }
+
+    impl FrameSink for Stalling {
+        async fn send_outgoing(&mut self, frames: &[Outgoing]) -> bool {
+            if frames.iter().any(|frame| frame.message_seq().is_some()) {
+                let _ = self.pending.send(());
+                let Ok(permit) = self.gate.acquire().await else { return false };
+                permit.forget();
+            }
+            for frame in frames {
+                let _ = self.sent.send(frame.clone().into_frame());
+            }
+            true
+        }
+
+        async fn finish(&mut self, _close: Option<&Close>) {}
+    }
+
+    /// A writer whose first message write is stalled; returns what it has sent so far.
+    async fn stalled_writer() -> (Arc<Session>, Arc<Attachment>, Arc<Semaphore>, mpsc::UnboundedReceiver<Frame>, tokio::task::JoinHandle<()>) {
+        let state = AppState::new(Config::default());
+        let request = ConnectRequest { room: "w".into(), ..ConnectRequest::default() };
+        let Connect::Attached { session, attachment, hello } = state.registry.connect(&request, TransportKind::WebSocket, &state.config) else {
+            panic!("not attached");
+        };
+        let gate = Arc::new(Semaphore::new(0));
+        let (pending, mut pending_rx) = mpsc::unbounded_channel();
+        let (sent, sent_rx) = mpsc::unbounded_channel();
+        let sink = Stalling { gate: gate.clone(), pending, sent };
+        let task = tokio::spawn(run(state.clone(), session.clone(), attachment.clone(), sink, vec![Frame::Hello(hello)], None));
+        session.push_message(None, Payload::Text("m".into()), &state.config);
+        pending_rx.recv().await.expect("the message write is pending");
+        (session, attachment, gate, sent_rx, task)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_during_a_slow_write_waits_for_it_and_sends_its_close() {
+        let (session, attachment, gate, mut sent, task) = stalled_writer().await;
+        let refusal = close(close_code::LIMIT_EXCEEDED, "rate limit exceeded", Retry::AfterMs(5_000));
+        session.stop_transport(&attachment, Stop::Close(refusal.clone()));
+        gate.add_permits(1);
+        task.await.unwrap();
+        let mut frames = Vec::new();
+        while let Ok(frame) = sent.try_recv() {
+            frames.push(frame);
+        }
+        assert!(frames.iter().any(|frame| matches!(frame, Frame::Message(_))), "the write finished: {frames:?}");
+        assert_eq!(frames.last(), Some(&Frame::Close(refusal)), "then the close with its retry advice");
+    }
+
+    #[tokio::test]
+    async fn a_replacement_during_a_slow_write_cuts_it_at_once() {
+        let (session, attachment, _gate, mut sent, task) = stalled_writer().await;
+        session.stop_transport(&attachment, Stop::Close(close(close_code::REPLACED, "replaced", Retry::Never)));
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("cut without the write").unwrap();
+        let mut frames = Vec::new();
+        while let Ok(frame) = sent.try_recv() {
+            frames.push(frame);
+        }
+        assert!(frames.iter().all(|frame| matches!(frame, Frame::Hello(_))), "nothing after the hello: {frames:?}");
     }
 }

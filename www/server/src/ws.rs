@@ -121,8 +121,9 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, request: ConnectRequest,
     tokio::select! {
         _ = &mut send_task => receive_task.abort(),
         _ = &mut receive_task => {
-            // The receiver told the attachment how to stop; let the writer send that close.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut send_task).await;
+            // The receiver told the attachment how to stop; let the writer finish a write in
+            // progress and send that close, each within the write deadline.
+            let _ = tokio::time::timeout(state.config.limits.stream_write_timeout.saturating_mul(2), &mut send_task).await;
             send_task.abort();
         }
     }

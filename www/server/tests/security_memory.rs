@@ -29,6 +29,8 @@ async fn poll_member(server: &Server, from: &str, room: &str) -> realtime_client
 async fn the_replay_budget_holds_each_payload_once_and_refuses_past_it() {
     let limits = LimitConfig {
         replay_budget_bytes: 100_000,
+        // The global refusal is the last resort: lift the per-IP share to reach it.
+        replay_budget_per_ip_bytes: Some(1 << 30),
         rate_slowdown: Duration::from_millis(300),
         retry_after: Duration::from_secs(2),
         ..LimitConfig::default()
@@ -73,6 +75,80 @@ async fn the_replay_budget_holds_each_payload_once_and_refuses_past_it() {
     }
     eventually("every replay byte is given back", || server.state.registry.replay_bytes() == 0).await;
     assert_eq!(server.publish("room=budget", "text/plain", "again").await.status(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_pass_the_budget_by_one_publish_at_most() {
+    let limits = LimitConfig {
+        replay_budget_bytes: 100_000,
+        replay_budget_per_ip_bytes: Some(1 << 30),
+        // Every fan-out goes to a blocking thread: each publish awaits between its check and
+        // its charges, so the publishes overlap.
+        fanout_blocking_threshold: 1,
+        ..LimitConfig::default()
+    };
+    let server = start_edge(Config { limits, ..Config::default() }).await;
+    let members = [poll_member(&server, "127.0.0.33", "rush").await, poll_member(&server, "127.0.0.34", "rush").await];
+    // A publish in flight (its bytes reserved, not yet stored) counts at once: nothing else
+    // passes the check meanwhile.
+    let in_flight = server.state.reserve_publish("rush", &[(None, wire::Payload::Text("i".repeat(200_000)))]);
+    let in_flight = in_flight.expect("under the budget: reserved");
+    assert!(server.state.reserve_publish("rush", &[(None, wire::Payload::Text(String::new()))]).is_none());
+    assert_eq!(server.publish("room=rush", "text/plain", "late").await.status(), 503);
+    drop(in_flight);
+    assert_eq!(server.state.registry.replay_bytes(), 0, "a reservation is given back whole");
+    let payload = "r".repeat(10_000);
+    let client = reqwest::Client::new();
+    let publishes: Vec<_> = (0..40)
+        .map(|_| {
+            let request = client.post(server.url("/realtime/publish?room=rush")).header("content-type", "text/plain").body(payload.clone());
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for publish in publishes {
+        statuses.push(publish.await.unwrap());
+    }
+    assert!(statuses.iter().all(|status| *status == 202 || *status == 503), "{statuses:?}");
+    assert!(statuses.contains(&503), "the budget refused some: {statuses:?}");
+    let held = server.state.registry.replay_bytes();
+    assert!(held <= 100_000 + 10_000 + 2 * ENTRY_BYTES, "the budget plus one publish at most: {held}");
+    assert!(!server.state.registry.get(&members[0].session_id).unwrap().is_ended());
+}
+
+#[tokio::test]
+async fn one_ip_over_its_replay_share_overflows_its_own_sessions_not_everyone() {
+    let limits = LimitConfig {
+        replay_budget_bytes: 800_000,
+        replay_budget_per_ip_bytes: Some(50_000),
+        rate_slowdown: Duration::from_millis(300),
+        ..LimitConfig::default()
+    };
+    let server = start_edge(Config { replay_max_bytes: 300_000, limits, ..Config::default() }).await;
+    // One address, four sessions each alone in a room, none reading: 4 × 250 KB, each under its
+    // session's bound, would hold more than the global budget and refuse everyone.
+    let hog = "127.0.0.50";
+    for index in 0..4 {
+        poll_member(&server, hog, &format!("hog{index}")).await;
+    }
+    let payload = "h".repeat(10_000);
+    for _ in 0..25 {
+        for index in 0..4 {
+            let response = server.publish(&format!("room=hog{index}"), "text/plain", payload.clone()).await;
+            assert_eq!(response.status(), 202, "the hog's own sessions overflow; publishes are not refused");
+        }
+    }
+    assert!(server.state.metrics.trips(LimitKind::replay_overflow) >= 1);
+    assert_eq!(server.state.metrics.trips(LimitKind::replay_budget), 0);
+    assert!(server.state.ip_limits.replay_bytes_of(hog.parse().unwrap()) <= 50_000);
+    assert!(server.state.registry.replay_bytes() <= 100_000, "{}", server.state.registry.replay_bytes());
+    // Another address's session can still send (and gets its message back), publishes succeed.
+    let mut sender = ws_from("127.0.0.51", &server, "room=fair").await;
+    sender.hello().await;
+    sender.send_frames(&[text_msg(1, "still served")], Carrier::Text).await;
+    assert_eq!(sender.message().await.payload, wire::Payload::Text("still served".into()));
+    assert_eq!(server.publish("room=fair", "text/plain", "published").await.status(), 202);
+    assert_eq!(sender.message().await.payload, wire::Payload::Text("published".into()));
 }
 
 #[tokio::test]
@@ -140,7 +216,7 @@ async fn worst_latency_while(server: &Server, busy: &[tokio::task::JoinHandle<u1
     worst
 }
 
-async fn fan_out_run(threshold: usize) -> (Duration, Duration) {
+async fn fan_out_run(threshold: usize) -> (Duration, Duration, u64) {
     let limits = LimitConfig { fanout_blocking_threshold: threshold, ..LimitConfig::default() };
     let server = start_edge(Config { limits, ..Config::default() }).await;
     let request = ConnectRequest { room: String::from("big"), ..ConnectRequest::default() };
@@ -165,16 +241,45 @@ async fn fan_out_run(threshold: usize) -> (Duration, Duration) {
     for publish in publishes {
         assert_eq!(publish.await.unwrap(), 202);
     }
-    (worst, started.elapsed())
+    let blocking = server.state.blocking_fan_outs.load(std::sync::atomic::Ordering::Relaxed);
+    (worst, started.elapsed(), blocking)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_fan_outs_leave_the_workers_serving() {
     // Run inline (threshold usize::MAX), the same fan-outs held both workers: probes waited
-    // about 950 ms in a debug build; offloaded, the worst probe took about 20 ms.
-    let (worst, took) = fan_out_run(4_096).await;
+    // about 950 ms in a debug build, nearly as long as the fan-outs took; offloaded, the worst
+    // probe took about 20 ms. A relative bound, so a loaded machine (slower everything) holds.
+    let (worst, took, blocking) = fan_out_run(4_096).await;
+    assert_eq!(blocking, 2, "both fan-outs ran on a blocking thread");
     assert!(took > Duration::from_millis(100), "the fan-outs are large enough to matter: {took:?}");
-    assert!(worst < Duration::from_millis(400), "a small request waited {worst:?}");
+    assert!(worst < took / 2, "a small request waited {worst:?} of the fan-outs' {took:?}");
+}
+
+#[tokio::test]
+async fn blocking_fan_outs_are_bounded_publishes_get_503_and_client_batches_wait() {
+    let limits = LimitConfig { fanout_blocking_threshold: 1, retry_after: Duration::from_secs(2), ..LimitConfig::default() };
+    let server = start_edge(Config { limits, ..Config::default() }).await;
+    poll_member(&server, "127.0.0.35", "permits").await;
+    let mut sender = ws_from("127.0.0.36", &server, "room=permits").await;
+    sender.hello().await;
+    // Every permit taken, as by long fan-outs in progress.
+    let permits = server.state.fanout_permits.available_permits();
+    assert!(permits >= 2);
+    let held = server.state.fanout_permits.acquire_many(permits as u32).await.unwrap();
+    // A client batch (2 deliveries > 1) waits for a permit; a publish gives up after its bound.
+    sender.send_frames(&[text_msg(1, "waits")], Carrier::Text).await;
+    let started = Instant::now();
+    let refused = server.publish("room=permits", "text/plain", "refused").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "2");
+    assert!(started.elapsed() >= Duration::from_millis(1_500), "the publish waited for a permit first");
+    assert_eq!(server.state.blocking_fan_outs.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing ran without a permit");
+    drop(held);
+    // The waiting client batch goes out, and publishes work again.
+    assert_eq!(sender.message().await.payload, wire::Payload::Text("waits".into()));
+    assert_eq!(server.publish("room=permits", "text/plain", "again").await.status(), 202);
+    assert_eq!(sender.message().await.payload, wire::Payload::Text("again".into()));
 }
 
 #[tokio::test]

@@ -200,6 +200,48 @@ async fn an_upload_over_its_rate_gets_429_and_the_session_lives_on() {
     assert!(server.state.metrics.trips(LimitKind::message_rate) >= 1);
     let session = server.state.registry.get(&hello.session_id).unwrap();
     assert!(!session.is_ended(), "a refused upload does not end the session");
+    // The refused batch was not processed: sent again as one message, at once, it passes (it
+    // waits for its token, the refusal does not stick).
+    let body = wire::encode_to_vec(&text_msg(seq - 9, "up"), Carrier::Text);
+    assert_eq!(client.post(&url).body(body).send().await.unwrap().status(), 204, "served again after the 429");
+}
+
+#[tokio::test]
+async fn a_post_larger_than_burst_plus_slowdown_is_paced_then_accepted() {
+    // Default rates (200/s, burst 1,000), a 1 s slowdown: 1,500 tiny messages in one POST are
+    // more than could pass within the slowdown; paced at the rate, they are accepted.
+    let server = start_edge(config(LimitConfig { rate_slowdown: Duration::from_millis(1_000), ..LimitConfig::default() })).await;
+    let hello = poll_session("127.0.0.14", &server, "big-post").await;
+    let url = server.url(&format!("/realtime/send?rt_sid={}&rt_key={}", hello.session_id, hello.secret));
+    let mut body = Vec::new();
+    for seq in 1..=1_500 {
+        wire::encode(&text_msg(seq, "t"), Carrier::Text, &mut body);
+    }
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(LIMIT, http_from("127.0.0.14").post(&url).body(body).send()).await.unwrap().unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(started.elapsed() >= Duration::from_millis(2_000), "paced at the rate: {:?}", started.elapsed());
+    assert_eq!(server.state.metrics.messages_in.get(), 1_500);
+}
+
+#[tokio::test]
+async fn a_second_concurrent_send_of_one_session_gets_429_at_once() {
+    // 2/s, burst 1: the second POST waits for its token, holding the session's upstream.
+    let limits = LimitConfig { messages_per_sec: 2, messages_burst: 1, ..LimitConfig::default() };
+    let server = start_edge(config(limits)).await;
+    let hello = poll_session("127.0.0.13", &server, "serial").await;
+    let url = server.url(&format!("/realtime/send?rt_sid={}&rt_key={}", hello.session_id, hello.secret));
+    let client = http_from("127.0.0.13");
+    let send = |seq: u64| client.post(&url).body(wire::encode_to_vec(&text_msg(seq, "one"), Carrier::Text)).send();
+    assert_eq!(send(1).await.unwrap().status(), 204);
+    let parked = tokio::spawn(send(2));
+    let session = server.state.registry.get(&hello.session_id).unwrap();
+    eventually("the second send holds the session", || session.upstream.try_lock().is_err()).await;
+    let refused = send(3).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "2");
+    assert_eq!(parked.await.unwrap().unwrap().status(), 204, "the parked send goes through");
+    assert_eq!(send(3).await.unwrap().status(), 204, "then the next one");
 }
 
 #[tokio::test]

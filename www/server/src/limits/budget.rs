@@ -4,7 +4,9 @@
 //! Invariants: a [`SharedMessage`]'s payload is counted once, when it is made, and given back when
 //! its last holder drops it; each replay entry pointing at it adds [`ENTRY_BYTES`] while it is
 //! buffered. So `used` is the memory replay buffers actually hold (to within allocator overhead),
-//! however many members share a payload.
+//! however many members share a payload. A publish first [`ReplayBudget::reserve`]s what it will
+//! store, atomically, so concurrent publishes cannot all pass the check: `used` (reservations
+//! included) passes the budget by one publish at most.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,11 +44,36 @@ impl ReplayBudget {
         self.gauge.dec_by(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
+    /// Reserves `bytes` for a publish while the budget is not exceeded (`used <= limit`, checked
+    /// and added in one atomic step), or None. The reservation is given back when it drops,
+    /// after the publish has charged what it actually stored; meanwhile both count, which only
+    /// makes a concurrent publish's check stricter.
+    pub fn reserve(self: &Arc<Self>, bytes: usize, limit: usize) -> Option<Reservation> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used <= limit).then(|| used.saturating_add(bytes)))
+            .ok()
+            .map(|_| Reservation { budget: self.clone(), bytes })
+    }
+
     /// Stores a message once, counted against the budget until its last holder drops it.
     pub fn share(self: &Arc<Self>, event: Option<String>, payload: Payload) -> Arc<SharedMessage> {
         let bytes = payload.len() + event.as_ref().map_or(0, String::len);
         self.charge(bytes);
         Arc::new(SharedMessage { event, payload, bytes, budget: self.clone() })
+    }
+}
+
+/// Bytes reserved by [`ReplayBudget::reserve`] until it drops (not in the gauge: not memory).
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<ReplayBudget>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let bytes = self.bytes;
+        let _ = self.budget.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(bytes)));
     }
 }
 
@@ -79,5 +106,17 @@ mod tests {
         drop(message);
         drop(copies);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn reservations_pass_the_budget_by_one_at_most() {
+        let budget = Arc::new(ReplayBudget::default());
+        let first = budget.reserve(60, 100).unwrap();
+        let second = budget.reserve(60, 100).expect("60 <= 100: one more may pass the budget");
+        assert!(budget.reserve(1, 100).is_none(), "120 > 100: refused");
+        drop(first);
+        drop(second);
+        assert_eq!(budget.used(), 0);
+        assert!(budget.reserve(1, 100).is_some());
     }
 }

@@ -1,11 +1,15 @@
-//! Per-IP state: how many sessions and streams each client IP holds, and its new-session rate.
+//! Per-IP state: how many sessions and streams each client IP holds, the replay bytes its
+//! sessions hold, and its new-session rate.
 //!
 //! Invariants: a count is taken by a slot ([`SessionSlot`], [`StreamSlot`]) and given back when
 //! the slot drops, so a count can never leak; an IP whose counts reach zero leaves the table.
+//! Replay bytes are charged and released through the session's [`SessionSlot`] (by its replay
+//! buffer, which gives back everything it holds before the slot drops).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -25,10 +29,12 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Counts {
     sessions: usize,
     streams: usize,
+    /// Replay bytes held by this IP's sessions (shared with their slots: no lock per message).
+    replay_bytes: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +99,7 @@ impl IpLimits {
             return Err(LimitKind::new_session_rate);
         }
         entry.sessions += 1;
-        Ok(SessionSlot { table: self.table.clone(), key })
+        Ok(SessionSlot { table: self.table.clone(), key, replay_bytes: entry.replay_bytes.clone() })
     }
 
     /// Counts a live stream or held poll of `ip`, or refuses it.
@@ -121,6 +127,11 @@ impl IpLimits {
         lock(&self.table.counts).get(&ip_key(ip)).map_or(0, |counts| counts.streams)
     }
 
+    /// Replay bytes held by the sessions of `ip` (by its key).
+    pub fn replay_bytes_of(&self, ip: IpAddr) -> usize {
+        lock(&self.table.counts).get(&ip_key(ip)).map_or(0, |counts| counts.replay_bytes.load(Ordering::Acquire))
+    }
+
     /// IPs with any count (the size of the table).
     pub fn tracked_ips(&self) -> usize {
         lock(&self.table.counts).len()
@@ -143,6 +154,24 @@ impl IpLimits {
 pub struct SessionSlot {
     table: Arc<Table>,
     key: IpAddr,
+    replay_bytes: Arc<AtomicUsize>,
+}
+
+impl SessionSlot {
+    /// Charges `bytes` of this session's replay buffer to its IP; returns the IP's total after.
+    pub fn charge_replay(&self, bytes: usize) -> usize {
+        self.replay_bytes.fetch_add(bytes, Ordering::AcqRel).saturating_add(bytes)
+    }
+
+    /// Gives back replay bytes charged by [`Self::charge_replay`] (saturating).
+    pub fn release_replay(&self, bytes: usize) {
+        let _ = self.replay_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| Some(held.saturating_sub(bytes)));
+    }
+
+    /// Replay bytes held by all the sessions of this IP now.
+    pub fn ip_replay_bytes(&self) -> usize {
+        self.replay_bytes.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for SessionSlot {
@@ -197,6 +226,22 @@ mod tests {
         drop(other);
         assert_eq!(limits.sessions_of(ip("192.0.2.1")), 0);
         assert_eq!(limits.tracked_ips(), 1, "an IP with nothing held leaves the table");
+    }
+
+    #[test]
+    fn replay_bytes_are_counted_per_ip_through_the_slots() {
+        let config = LimitConfig::default();
+        let limits = IpLimits::new(&config);
+        let a = limits.admit_session(ip("192.0.2.9"), &config).unwrap();
+        let b = limits.admit_session(ip("192.0.2.9"), &config).unwrap();
+        let other = limits.admit_session(ip("192.0.2.10"), &config).unwrap();
+        assert_eq!(a.charge_replay(100), 100);
+        assert_eq!(b.charge_replay(50), 150, "the sessions of one IP share the count");
+        assert_eq!(other.charge_replay(7), 7);
+        a.release_replay(100);
+        b.release_replay(500);
+        assert_eq!(limits.replay_bytes_of(ip("192.0.2.9")), 0, "a release never wraps");
+        assert_eq!(limits.replay_bytes_of(ip("192.0.2.10")), 7);
     }
 
     #[test]

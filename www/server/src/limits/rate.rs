@@ -2,6 +2,12 @@
 //! one batch. A session over its rate is first slowed down: the reading of its next request or
 //! WebSocket message waits for the limiter. Only a session still over after `rate_slowdown` of
 //! continuous overage is refused, and only that request or transport is.
+//!
+//! A run of overage ends when a batch passes without waiting, when a batch is refused, or when
+//! the last wait ended more than `rate_slowdown` ago, so a refused client is not refused for
+//! ever. A batch larger than the burst is charged in burst-sized parts as tokens come, and gets
+//! the time its own excess needs at the rate on top of the slowdown: a big batch is paced, never
+//! refused outright, while a client that keeps sending over the rate is refused as before.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -32,8 +38,20 @@ pub struct SessionRates {
     bytes: DefaultDirectRateLimiter,
     messages_burst: NonZeroU32,
     bytes_burst: NonZeroU32,
-    /// When the current run of batches that each had to wait began.
-    over_since: Mutex<Option<Instant>>,
+    messages_per_sec: NonZeroU32,
+    bytes_per_sec: NonZeroU32,
+    over: Mutex<Over>,
+}
+
+/// The current run of batches that each had to wait.
+#[derive(Debug, Default)]
+struct Over {
+    /// When the run began.
+    since: Option<Instant>,
+    /// When the last wait of the run ended.
+    last_wait_end: Option<Instant>,
+    /// What the run's batches above the burst need at the rate, added to the slowdown.
+    extra: Duration,
 }
 
 impl std::fmt::Debug for SessionRates {
@@ -50,12 +68,16 @@ impl SessionRates {
     pub fn new(config: &LimitConfig) -> Self {
         let messages_burst = non_zero(config.messages_burst);
         let bytes_burst = non_zero(config.bytes_burst);
+        let messages_per_sec = non_zero(config.messages_per_sec);
+        let bytes_per_sec = non_zero(config.bytes_per_sec);
         SessionRates {
-            messages: RateLimiter::direct(Quota::per_second(non_zero(config.messages_per_sec)).allow_burst(messages_burst)),
-            bytes: RateLimiter::direct(Quota::per_second(non_zero(config.bytes_per_sec)).allow_burst(bytes_burst)),
+            messages: RateLimiter::direct(Quota::per_second(messages_per_sec).allow_burst(messages_burst)),
+            bytes: RateLimiter::direct(Quota::per_second(bytes_per_sec).allow_burst(bytes_burst)),
             messages_burst,
             bytes_burst,
-            over_since: Mutex::new(None),
+            messages_per_sec,
+            bytes_per_sec,
+            over: Mutex::new(Over::default()),
         }
     }
 
@@ -71,6 +93,38 @@ impl SessionRates {
         budget: &ReplayBudget,
         budget_limit: usize,
     ) -> Throttle {
+        let throttle = self.admit_inner(messages, stores, bytes, slowdown, budget, budget_limit).await;
+        let mut over = lock(&self.over);
+        match throttle {
+            // A refusal ends the run: the client backs off, and its next batch starts afresh.
+            Throttle::Refused(_) => *over = Over::default(),
+            Throttle::Admitted if over.since.is_some() => over.last_wait_end = Some(Instant::now()),
+            Throttle::Admitted => {}
+        }
+        throttle
+    }
+
+    async fn admit_inner(
+        &self,
+        messages: usize,
+        stores: bool,
+        bytes: usize,
+        slowdown: Duration,
+        budget: &ReplayBudget,
+        budget_limit: usize,
+    ) -> Throttle {
+        self.end_stale_run(slowdown);
+        // The time this batch's own excess over the burst needs at the rate extends the run's
+        // slowdown: never refused for being large, only for staying over the rate.
+        let excess = |amount: usize, burst: NonZeroU32, rate: NonZeroU32| {
+            let excess = amount.saturating_sub(burst.get() as usize) as f64;
+            Duration::try_from_secs_f64(excess / f64::from(rate.get())).unwrap_or(Duration::MAX)
+        };
+        let extra = excess(messages, self.messages_burst, self.messages_per_sec).max(excess(bytes, self.bytes_burst, self.bytes_per_sec));
+        {
+            let mut over = lock(&self.over);
+            over.extra = over.extra.saturating_add(extra);
+        }
         let mut waited = false;
         let checks = [
             (&self.messages, self.messages_burst, messages, LimitKind::message_rate),
@@ -79,7 +133,7 @@ impl SessionRates {
         for (limiter, burst, amount, kind) in checks {
             let mut left = u32::try_from(amount).unwrap_or(u32::MAX);
             while let Some(wanted) = NonZeroU32::new(left) {
-                // A batch above the burst is charged in burst-sized parts.
+                // A batch above the burst is charged in burst-sized parts, as tokens come.
                 let part = wanted.min(burst);
                 if !matches!(limiter.check_n(part), Ok(Ok(_))) {
                     let Some(allowance) = self.allowance(slowdown) else { return Throttle::Refused(kind) };
@@ -99,16 +153,25 @@ impl SessionRates {
             tokio::time::sleep(allowance.min(BUDGET_RECHECK)).await;
         }
         if !waited {
-            *lock(&self.over_since) = None;
+            *lock(&self.over) = Over::default();
         }
         Throttle::Admitted
+    }
+
+    /// A run whose last wait ended more than `slowdown` ago is over: the client slowed down.
+    fn end_stale_run(&self, slowdown: Duration) {
+        let mut over = lock(&self.over);
+        if over.last_wait_end.is_some_and(|end| end.elapsed() > slowdown) {
+            *over = Over::default();
+        }
     }
 
     /// How much longer this session may be slowed down; None once the slowdown is used up.
     fn allowance(&self, slowdown: Duration) -> Option<Duration> {
         let now = Instant::now();
-        let since = *lock(&self.over_since).get_or_insert(now);
-        slowdown.checked_sub(now.duration_since(since)).filter(|left| !left.is_zero())
+        let mut over = lock(&self.over);
+        let since = *over.since.get_or_insert(now);
+        slowdown.saturating_add(over.extra).checked_sub(now.duration_since(since)).filter(|left| !left.is_zero())
     }
 }
 
@@ -174,6 +237,43 @@ mod tests {
         while outcome == Throttle::Admitted {
             assert!(Instant::now() < deadline, "never refused");
             outcome = rates.admit(5, true, 10, slowdown, &budget, usize::MAX).await;
+        }
+        assert_eq!(outcome, Throttle::Refused(LimitKind::message_rate));
+    }
+
+    #[tokio::test]
+    async fn a_refused_session_is_served_again_at_a_sane_rate() {
+        let config = LimitConfig { messages_per_sec: 10, messages_burst: 5, ..LimitConfig::default() };
+        let rates = SessionRates::new(&config);
+        let budget = ReplayBudget::default();
+        let slowdown = Duration::from_millis(300);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rates.admit(5, true, 10, slowdown, &budget, usize::MAX).await == Throttle::Admitted {
+            assert!(Instant::now() < deadline, "never refused");
+        }
+        // With the bucket empty after the refusal, one message waits (~100 ms), and passes.
+        while rates.messages.check().is_ok() {}
+        assert_eq!(rates.admit(1, true, 10, slowdown, &budget, usize::MAX).await, Throttle::Admitted);
+        assert_eq!(rates.admit(1, true, 10, slowdown, &budget, usize::MAX).await, Throttle::Admitted);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_burst_plus_slowdown_is_paced_not_refused() {
+        // Default rates (200/s, burst 1,000) and a 1 s slowdown: at most 1,200 messages could
+        // pass within the slowdown, so 1,500 in one batch used to be refused on every try.
+        let config = LimitConfig::default();
+        let rates = SessionRates::new(&config);
+        let budget = ReplayBudget::default();
+        let slowdown = Duration::from_millis(1_000);
+        let started = Instant::now();
+        assert_eq!(rates.admit(1_500, true, 15_000, slowdown, &budget, usize::MAX).await, Throttle::Admitted);
+        assert!(started.elapsed() >= Duration::from_millis(2_000), "paced at the rate: {:?}", started.elapsed());
+        // A client that keeps sending over the rate is still refused.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut outcome = Throttle::Admitted;
+        while outcome == Throttle::Admitted {
+            assert!(Instant::now() < deadline, "never refused");
+            outcome = rates.admit(1_000, true, 10, slowdown, &budget, usize::MAX).await;
         }
         assert_eq!(outcome, Throttle::Refused(LimitKind::message_rate));
     }

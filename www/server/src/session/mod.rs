@@ -95,6 +95,18 @@ impl Attachment {
         lock(&self.stop).is_some()
     }
 
+    /// Whether the requested stop cuts a write in progress: a replacement (4004: the newer
+    /// transport takes over), a replay overflow (the session is gone) or a silent stop (nothing
+    /// more is sent anyway). Any other close (a refusal with retry advice) waits for the write,
+    /// within its deadline, and is then sent.
+    pub fn stop_cuts_writes(&self) -> bool {
+        match &*lock(&self.stop) {
+            None => false,
+            Some(Stop::Silent) => true,
+            Some(Stop::Close(close)) => close.code == close_code::REPLACED || close.reason == REPLAY_OVERFLOW,
+        }
+    }
+
     /// Whether [`Session::kick`] broke this transport off.
     pub fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
@@ -195,8 +207,6 @@ pub struct Session {
     /// Most pongs queued; the oldest goes first.
     max_control: usize,
     budget: Arc<ReplayBudget>,
-    /// Counts this session against its client IP until the session is dropped.
-    _ip_slot: Option<SessionSlot>,
 }
 
 /// What an upstream batch produced.
@@ -213,6 +223,9 @@ pub struct Upstream {
 }
 
 const RETIRED_CONNS: usize = 64;
+
+/// The close reason of a session ended by its replay bounds (its own or its IP's share).
+pub const REPLAY_OVERFLOW: &str = "replay buffer overflow";
 
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock leaves plain data behind; keep serving rather than cascade.
@@ -244,9 +257,9 @@ impl Session {
             rates: SessionRates::new(&config.limits),
             max_control: config.limits.max_control_frames.max(1),
             budget: budget.clone(),
-            _ip_slot: ip_slot,
             inner: Mutex::new(Inner {
-                replay: Replay::new(budget),
+                // The replay buffer holds the IP slot: it charges the IP for what it buffers.
+                replay: Replay::new(budget, ip_slot, config.limits.replay_share_per_ip()),
                 client_seq: 0,
                 ack_due: false,
                 control: VecDeque::new(),
@@ -303,16 +316,15 @@ impl Session {
         }
     }
 
-    /// Whether a client that has delivered every seq up to `last` can resume (see PROTOCOL.md).
-    fn can_resume_from(&self, last: u64) -> bool {
-        let inner = lock(&self.inner);
-        !inner.ended && inner.replay.can_resume_from(last)
-    }
-
     /// Attaches a new transport, replacing (close 4004) any previous one. `resume_from` is the
-    /// client's `rt_last` when resuming, None for a fresh session.
-    fn attach(&self, kind: TransportKind, conn: u32, resume_from: Option<u64>, config: &Config) -> (Arc<Attachment>, Hello) {
+    /// client's `rt_last` when resuming, None for a fresh session. A resume is checked against
+    /// the resume rules (see PROTOCOL.md) under the same lock as it attaches, so no trim can come
+    /// in between: None when the session cannot resume from there (nothing was changed).
+    fn attach(&self, kind: TransportKind, conn: u32, resume_from: Option<u64>, config: &Config) -> Option<(Arc<Attachment>, Hello)> {
         let mut inner = lock(&self.inner);
+        if resume_from.is_some_and(|last| inner.ended || !inner.replay.can_resume_from(last)) {
+            return None;
+        }
         if let Some(old) = inner.attached.take() {
             old.request_stop(Stop::Close(close(close_code::REPLACED, "replaced", Retry::Never)));
             if old.conn != conn {
@@ -347,7 +359,7 @@ impl Session {
         };
         drop(inner);
         self.bump();
-        (attachment, hello)
+        Some((attachment, hello))
     }
 
     /// Asks `attachment` to stop and wakes its writer.
@@ -457,10 +469,11 @@ impl Session {
             return true;
         }
         inner.replay.push(message);
-        let healthy = inner.replay.enforce_limits(config, Instant::now());
+        // Its own bounds, then its IP's share of the budget: over either, this session overflows.
+        let healthy = inner.replay.enforce_limits(config, Instant::now()) && inner.replay.enforce_ip_share();
         drop(inner);
         if !healthy {
-            self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, "replay buffer overflow", Retry::Default)));
+            self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, REPLAY_OVERFLOW, Retry::Default)));
         }
         self.bump();
         healthy
@@ -550,7 +563,7 @@ impl Session {
             return Some(Stop::Silent);
         }
         if !inner.replay.enforce_limits(config, now) {
-            return Some(Stop::Close(close(close_code::LIMIT_EXCEEDED, "replay buffer overflow", Retry::Default)));
+            return Some(Stop::Close(close(close_code::LIMIT_EXCEEDED, REPLAY_OVERFLOW, Retry::Default)));
         }
         let idle_too_long = inner.idle_since.is_some_and(|since| now.duration_since(since) > config.resume_window);
         let idle_unresumable = inner.idle_since.is_some() && !inner.replay.is_resumable();

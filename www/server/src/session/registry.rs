@@ -121,8 +121,7 @@ impl Registry {
                     if session.is_retired(request.conn) {
                         return Connect::Retired;
                     }
-                    if session.can_resume_from(resume.last) {
-                        let (attachment, hello) = session.attach(kind, request.conn, Some(resume.last), config);
+                    if let Some((attachment, hello)) = session.attach(kind, request.conn, Some(resume.last), config) {
                         return Connect::Attached { session, attachment, hello };
                     }
                 }
@@ -143,8 +142,11 @@ impl Registry {
         maps.sessions.insert(session.id.clone(), session.clone());
         maps.rooms.entry(session.room.clone()).or_default().push(session.clone());
         drop(maps);
-        let (attachment, hello) = session.attach(kind, request.conn, None, config);
-        Connect::Attached { session, attachment, hello }
+        // A fresh attach (no resume) always succeeds; the fallback only keeps this panic-free.
+        match session.attach(kind, request.conn, None, config) {
+            Some((attachment, hello)) => Connect::Attached { session, attachment, hello },
+            None => Connect::Full,
+        }
     }
 
     /// Delivers a message to every session of `room`. Returns how many received it.
@@ -229,6 +231,23 @@ pub fn random_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_is_checked_under_the_lock_it_attaches_with() {
+        let config = Config { replay_max_messages: 2, ..Config::default() };
+        let registry = Registry::default();
+        let request = ConnectRequest { room: "r".into(), ..ConnectRequest::default() };
+        let Connect::Attached { session, attachment, .. } = registry.connect(&request, TransportKind::WebSocket, &config) else {
+            panic!("fresh session refused");
+        };
+        session.push_message(None, Payload::Text("1".into()), &config);
+        let _ = session.pull_shared(&attachment, None); // seq 1 sent, unacked
+        session.push_message(None, Payload::Text("2".into()), &config);
+        session.push_message(None, Payload::Text("3".into()), &config); // trims sent seq 1
+        // A resume from 0 would miss seq 1: attach itself refuses it (no check-then-attach gap).
+        assert!(session.attach(TransportKind::WebSocket, 1, Some(0), &config).is_none());
+        assert!(session.attach(TransportKind::WebSocket, 1, None, &config).is_some());
+    }
 
     #[test]
     fn tokens_are_22_base64url_chars() {

@@ -15,14 +15,17 @@
 //!   connection kept polling) still means the client has everything up to `acked`: no gap.
 //! - every buffered entry is charged `ENTRY_BYTES` to the global [`ReplayBudget`] and given back
 //!   when it leaves (ack, trim, discard, drop); its message's payload is charged once, by the
-//!   message itself, however many buffers hold it.
+//!   message itself, however many buffers hold it;
+//! - every buffered entry's `bytes` is also charged to the session's client IP through its
+//!   [`SessionSlot`] and given back when it leaves, so `bytes` summed over an IP's sessions is
+//!   that IP's count.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::Outgoing;
-use crate::limits::{ReplayBudget, SharedMessage, ENTRY_BYTES};
+use crate::limits::{ReplayBudget, SessionSlot, SharedMessage, ENTRY_BYTES};
 use crate::Config;
 
 #[derive(Debug)]
@@ -45,23 +48,35 @@ pub(super) struct Replay {
     acked: u64,
     /// The global budget, charged [`ENTRY_BYTES`] per buffered entry.
     budget: Arc<ReplayBudget>,
+    /// Counts the session against its client IP (sessions, replay bytes) until it drops.
+    slot: Option<SessionSlot>,
+    /// Most replay bytes the sessions of this IP may hold together.
+    ip_share: usize,
 }
 
 impl Drop for Replay {
     fn drop(&mut self) {
         self.budget.release(self.entries.len().saturating_mul(ENTRY_BYTES));
+        self.release_ip(self.bytes);
     }
 }
 
 impl Replay {
-    pub(super) fn new(budget: Arc<ReplayBudget>) -> Self {
-        Replay { next_seq: 1, entries: VecDeque::new(), bytes: 0, resumable: true, sent_up_to: 0, acked: 0, budget }
+    pub(super) fn new(budget: Arc<ReplayBudget>, slot: Option<SessionSlot>, ip_share: usize) -> Self {
+        Replay { next_seq: 1, entries: VecDeque::new(), bytes: 0, resumable: true, sent_up_to: 0, acked: 0, budget, slot, ip_share }
+    }
+
+    fn release_ip(&self, bytes: usize) {
+        if let Some(slot) = &self.slot {
+            slot.release_replay(bytes);
+        }
     }
 
     fn pop_front(&mut self) {
         if let Some(front) = self.entries.pop_front() {
             self.bytes = self.bytes.saturating_sub(front.bytes);
             self.budget.release(ENTRY_BYTES);
+            self.release_ip(front.bytes);
         }
     }
 
@@ -101,6 +116,9 @@ impl Replay {
         self.entries.push_back(Buffered { seq, message, bytes, at: Instant::now() });
         self.bytes += bytes;
         self.budget.charge(ENTRY_BYTES);
+        if let Some(slot) = &self.slot {
+            slot.charge_replay(bytes);
+        }
     }
 
     /// Drops every message up to `seq`: the client has it. `seq < next_seq` (callers check).
@@ -153,10 +171,28 @@ impl Replay {
         self.entries.len() <= config.replay_max_messages && self.bytes <= config.replay_max_bytes
     }
 
+    /// Trims sent messages while this session's client IP holds more than its share (the
+    /// session stops being resumable). Returns false when the IP is still over it: the caller
+    /// ends this session (the one receiving), as at its own bound.
+    pub(super) fn enforce_ip_share(&mut self) -> bool {
+        let over = |replay: &Replay| replay.slot.as_ref().is_some_and(|slot| slot.ip_replay_bytes() > replay.ip_share);
+        while over(self) {
+            match self.entries.front() {
+                Some(front) if front.seq <= self.sent_up_to => {
+                    self.resumable = false;
+                    self.pop_front();
+                }
+                _ => break,
+            }
+        }
+        !over(self)
+    }
+
     /// The session ended: nothing is kept and nothing can be resumed.
     pub(super) fn discard(&mut self) {
         self.resumable = false;
         self.budget.release(self.entries.len().saturating_mul(ENTRY_BYTES));
+        self.release_ip(self.bytes);
         self.entries.clear();
         self.bytes = 0;
     }
