@@ -147,7 +147,7 @@ pub struct AppState {
     pub ip_limits: limits::IpLimits,
     /// Blocking fan-outs running at once: one per core (at least 2), so they cannot take every
     /// blocking thread (which static files share) or queue without bound.
-    pub fanout_permits: tokio::sync::Semaphore,
+    pub fanout_permits: Arc<tokio::sync::Semaphore>,
     /// Fan-outs that ran on a blocking thread.
     pub blocking_fan_outs: std::sync::atomic::AtomicU64,
 }
@@ -173,7 +173,7 @@ impl AppState {
             probes: AtomicUsize::new(0),
             http_versions: stats::HttpVersions::default(),
             metrics,
-            fanout_permits: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from).max(2)),
+            fanout_permits: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from).max(2))),
             blocking_fan_outs: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&state);
@@ -294,15 +294,20 @@ impl AppState {
         let deliveries = messages.len().saturating_mul(self.registry.room_size(room));
         let delivered = if deliveries > self.config.limits.fanout_blocking_threshold {
             let permit = match permit_within {
-                Some(within) => tokio::time::timeout(within, self.fanout_permits.acquire()).await.map_err(|_| FanOutBusy)?,
-                None => self.fanout_permits.acquire().await,
+                Some(within) => tokio::time::timeout(within, self.fanout_permits.clone().acquire_owned()).await.map_err(|_| FanOutBusy)?,
+                None => self.fanout_permits.clone().acquire_owned().await,
             };
             // The semaphore is never closed; without a permit, run inline rather than drop a batch.
-            let _permit = permit.ok();
+            // The permit goes into the blocking task: it bounds running fan-outs even when the
+            // request awaiting one goes away.
+            let permit = permit.ok();
             self.blocking_fan_outs.fetch_add(1, Ordering::Relaxed);
             let state = self.clone();
             let room = room.to_owned();
-            tokio::task::spawn_blocking(move || state.registry.broadcast_all(&room, messages, &state.config))
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                state.registry.broadcast_all(&room, messages, &state.config)
+            })
                 .await
                 .unwrap_or_default()
         } else {
@@ -315,6 +320,35 @@ impl AppState {
             self.metrics.slow_consumer_cuts.inc();
         }
         Ok(delivered.delivered)
+    }
+
+    /// Applies a client batch to `session` and broadcasts what it accepted, in a task of its own
+    /// that holds `serial` (the session's upstream lock) to the end. The request that carried the
+    /// batch may go away at any point (a POST's client disconnects, a WebSocket reader is
+    /// aborted): once `handle_client_frames` has accepted a message, its seq counts as received
+    /// and a retry is deduped, so the fan-out must still happen, and before the session's next
+    /// batch fans out (order per sender). Returns the outcome without `accepted`.
+    pub async fn apply_client_batch(
+        self: &Arc<Self>,
+        session: Arc<session::Session>,
+        frames: Vec<realtime_client::core::wire::Frame>,
+        serial: tokio::sync::OwnedMutexGuard<()>,
+    ) -> session::Upstream {
+        let state = self.clone();
+        let task = tokio::spawn(async move {
+            let _serial = serial;
+            let mut outcome = session.handle_client_frames(frames);
+            if outcome.control_dropped {
+                state.metrics.trip(metrics::LimitKind::control_queue);
+            }
+            let accepted = std::mem::take(&mut outcome.accepted);
+            state.metrics.messages_in.inc_by(accepted.len() as u64);
+            state.fan_out(&session.room, accepted).await;
+            outcome
+        });
+        // A panic in the task was caught by tokio: the batch is lost for this request, which
+        // answers as if nothing came of it (the session's own state is consistent).
+        task.await.unwrap_or_default()
     }
 
     /// Reserves what publishing `messages` to `room` will store (each payload once, an entry per

@@ -171,7 +171,7 @@ pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): Ra
     }
     // One send at a time per session (the client sends one POST at a time): a second one is
     // answered at once rather than parked with its body and its decoded copy.
-    let Ok(_serial) = session.upstream.try_lock() else {
+    let Ok(serial) = session.upstream.clone().try_lock_owned() else {
         return busy(&state, StatusCode::TOO_MANY_REQUESTS, "a send of this session is already in progress");
     };
     let limits = &state.config.limits;
@@ -201,12 +201,7 @@ pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): Ra
         }
         Throttle::Refused(kind) => return refusal(&state, kind, StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded"),
     }
-    let outcome = session.handle_client_frames(frames);
-    if outcome.control_dropped {
-        state.metrics.trip(LimitKind::control_queue);
-    }
-    state.metrics.messages_in.inc_by(outcome.accepted.len() as u64);
-    state.fan_out(&session.room, outcome.accepted).await;
+    let outcome = state.apply_client_batch(session.clone(), frames, serial).await;
     if let Some(error) = outcome.error {
         tracing::info!(session = %session.tag(), reason = %error.reason, "protocol error");
         return text_error(StatusCode::BAD_REQUEST, &error.reason);

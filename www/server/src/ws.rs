@@ -185,13 +185,8 @@ async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<At
             }
         }
         drop(bytes);
-        let _serial = session.upstream.lock().await;
-        let outcome = session.handle_client_frames(frames);
-        if outcome.control_dropped {
-            state.metrics.trip(LimitKind::control_queue);
-        }
-        state.metrics.messages_in.inc_by(outcome.accepted.len() as u64);
-        state.fan_out(&session.room, outcome.accepted).await;
+        let serial = session.upstream.clone().lock_owned().await;
+        let outcome = state.apply_client_batch(session.clone(), frames, serial).await;
         if let Some(error) = outcome.error {
             tracing::info!(session = %session.tag(), reason = %error.reason, "protocol error");
             return;

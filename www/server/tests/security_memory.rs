@@ -283,6 +283,31 @@ async fn blocking_fan_outs_are_bounded_publishes_get_503_and_client_batches_wait
 }
 
 #[tokio::test]
+async fn a_batch_accepted_before_its_transport_is_cut_is_still_delivered() {
+    // The sender's batch is accepted (its seq counts as received: a retry would be deduped),
+    // then waits for a fan-out permit; meanwhile its transport is cut, which aborts the reader
+    // that carried it. The message must still reach the room, once.
+    let limits = LimitConfig { fanout_blocking_threshold: 1, ..LimitConfig::default() };
+    let server = start_edge(Config { limits, ..Config::default() }).await;
+    let mut member = ws_from("127.0.0.37", &server, "room=cut").await;
+    member.hello().await;
+    let mut sender = ws_from("127.0.0.38", &server, "room=cut").await;
+    let hello = sender.hello().await;
+    let session = server.state.registry.get(&hello.session_id).unwrap();
+    let permits = server.state.fanout_permits.available_permits();
+    let held = server.state.fanout_permits.acquire_many(permits as u32).await.unwrap();
+    sender.send_frames(&[text_msg(1, "accepted")], Carrier::Text).await;
+    eventually("the batch holds the session's upstream", || session.upstream.try_lock().is_err()).await;
+    assert!(session.kick().is_some(), "the sender's WebSocket is cut");
+    eventually("only the member's transport is live", || *server.state.live_transports().borrow() == 1).await;
+    drop(held);
+    assert_eq!(member.message().await.payload, wire::Payload::Text("accepted".into()));
+    // Once: the next thing the member gets is a later publish, not the same message again.
+    assert_eq!(server.publish("room=cut", "text/plain", "after").await.status(), 202);
+    assert_eq!(member.message().await.payload, wire::Payload::Text("after".into()));
+}
+
+#[tokio::test]
 async fn a_websocket_that_never_reads_is_cut_and_its_socket_closed() {
     let config = Config {
         replay_max_bytes: 64 << 20,

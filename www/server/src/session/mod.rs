@@ -201,7 +201,8 @@ pub struct Session {
     changed: watch::Sender<u64>,
     inner: Mutex<Inner>,
     /// Serialises upstream batches of one session (a WebSocket reader, concurrent POST /send).
-    pub upstream: tokio::sync::Mutex<()>,
+    /// (In an `Arc`: [`crate::AppState::apply_client_batch`] moves the guard into its task.)
+    pub upstream: Arc<tokio::sync::Mutex<()>>,
     /// The upstream message and byte rates of this session.
     pub rates: SessionRates,
     /// Most pongs queued; the oldest goes first.
@@ -270,7 +271,7 @@ impl Session {
                 retired_conns: VecDeque::new(),
                 ended: false,
             }),
-            upstream: tokio::sync::Mutex::new(()),
+            upstream: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
