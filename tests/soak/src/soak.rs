@@ -71,6 +71,14 @@ struct Server {
 impl Server {
     async fn start(settings: &Settings, nofile: u64, extra: &[&str], log: &std::path::Path) -> io::Result<Server> {
         let log_file = std::fs::File::create(log)?;
+        // An attack's own flag gives way to the same flag in SOAK_SERVER_FLAGS (clap refuses a
+        // flag given twice).
+        let extra: Vec<&str> = extra
+            .chunks(2)
+            .filter(|pair| !settings.flags.iter().any(|flag| flag == pair[0]))
+            .flatten()
+            .copied()
+            .collect();
         // `ulimit -n` for the server alone, then exec: the PID is the server's.
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
@@ -80,7 +88,7 @@ impl Server {
             .arg(nofile.to_string())
             .arg(&settings.server_bin)
             .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
+            .args(&extra)
             .args(&settings.flags)
             .env("REALTIME_ADMIN_TOKEN", &settings.token)
             .env("RUST_LOG", "warn")
