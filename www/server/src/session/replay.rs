@@ -158,15 +158,7 @@ impl Replay {
                 || replay.bytes > config.replay_max_bytes
                 || replay.entries.front().is_some_and(|entry| now.duration_since(entry.at) > config.replay_max_age)
         };
-        while over(self) {
-            match self.entries.front() {
-                Some(front) if front.seq <= self.sent_up_to => {
-                    self.resumable = false;
-                    self.pop_front();
-                }
-                _ => break,
-            }
-        }
+        self.trim_sent_while(over);
         // Age alone never kills: an old unsent message on a detached session expires with it.
         self.entries.len() <= config.replay_max_messages && self.bytes <= config.replay_max_bytes
     }
@@ -176,6 +168,13 @@ impl Replay {
     /// ends this session (the one receiving), as at its own bound.
     pub(super) fn enforce_ip_share(&mut self) -> bool {
         let over = |replay: &Replay| replay.slot.as_ref().is_some_and(|slot| slot.ip_replay_bytes() > replay.ip_share);
+        self.trim_sent_while(over);
+        !over(self)
+    }
+
+    /// Drops the oldest messages while `over` holds and they were already sent (the session
+    /// stops being resumable); an unsent message is never dropped here.
+    fn trim_sent_while(&mut self, over: impl Fn(&Replay) -> bool) {
         while over(self) {
             match self.entries.front() {
                 Some(front) if front.seq <= self.sent_up_to => {
@@ -185,7 +184,6 @@ impl Replay {
                 _ => break,
             }
         }
-        !over(self)
     }
 
     /// The session ended: nothing is kept and nothing can be resumed.
