@@ -16,10 +16,26 @@ use prometheus_client::registry::Registry;
 /// How often one kind of limit trip is logged at most.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Every limit that can trip, as it appears in the `kind` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum LimitKind {
+/// The enum [`LimitKind`] and the list [`ALL_LIMIT_KINDS`] of every variant in order, from one
+/// list of names, so a new kind cannot be left out of the list.
+macro_rules! limit_kinds {
+    ($($kind:ident),+ $(,)?) => {
+        /// Every limit that can trip, as it appears in the `kind` label.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+        #[allow(non_camel_case_types)]
+        pub enum LimitKind {
+            $($kind),+
+        }
+
+        /// Every [`LimitKind`], in order: each gets its series at 0 from the start, so a scrape
+        /// shows every limit and `rate()` has a baseline before the first trip.
+        pub const ALL_LIMIT_KINDS: [LimitKind; LIMIT_KINDS] = [$(LimitKind::$kind),+];
+
+        pub const LIMIT_KINDS: usize = [$(stringify!($kind)),+].len();
+    };
+}
+
+limit_kinds! {
     sessions_total,
     sessions_per_ip,
     streams_per_ip,
@@ -44,40 +60,6 @@ pub enum LimitKind {
     admin_refused,
     panic,
 }
-
-pub const LIMIT_KINDS: usize = LimitKind::panic as usize + 1;
-
-/// Every [`LimitKind`], in order: each gets its series at 0 from the start, so a scrape shows every
-/// limit and `rate()` has a baseline before the first trip. (Its length is `LIMIT_KINDS`: a new
-/// variant must be added here too, or this does not compile.)
-pub const ALL_LIMIT_KINDS: [LimitKind; LIMIT_KINDS] = {
-    use LimitKind::*;
-    [
-        sessions_total,
-        sessions_per_ip,
-        streams_per_ip,
-        connections_total,
-        connections_per_ip,
-        new_session_rate,
-        message_rate,
-        byte_rate,
-        frames_per_batch,
-        control_queue,
-        replay_budget,
-        replay_overflow,
-        slow_consumer,
-        header_timeout,
-        idle_timeout,
-        handshake_timeout,
-        handshake_slots,
-        write_timeout,
-        file_descriptors,
-        host_refused,
-        origin_refused,
-        admin_refused,
-        panic,
-    ]
-};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct LimitLabels {
