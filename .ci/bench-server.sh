@@ -32,6 +32,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
+. .ci/lib.sh
 
 say() { echo "bench-server: $*"; }
 fail() { echo "bench-server: $*" >&2; exit 1; }
@@ -73,18 +74,7 @@ forget_pid() {
 }
 work=$(mktemp -d)
 cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${started_pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${started_pids[@]}"
     rm -rf "$work"
 }
 trap cleanup EXIT

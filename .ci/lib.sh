@@ -38,3 +38,20 @@ ensure_npm_tools() {
     fi
     printf '%s\n' "$tools_dir"
 }
+
+# stop_pids PID...: SIGTERM to each, up to 5 s for it to exit, then SIGKILL; reaps them. For the
+# EXIT traps of scripts that start servers (by PID, never as services).
+stop_pids() {
+    local pid
+    for pid in "$@"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "$@"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}

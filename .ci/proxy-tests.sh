@@ -37,15 +37,7 @@ work=$(mktemp -d -t realtime-proxy-tests.XXXXXX)
 chmod 755 "$work"
 pids=()
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill "$pid" 2>/dev/null || true
-            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${pids[@]}"
     rm -rf "$work"
 }
 trap cleanup EXIT
