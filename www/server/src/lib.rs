@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tower_http::services::ServeDir;
 
 pub mod admin;
+pub mod channel;
 pub mod client_ip;
 pub mod cors;
 pub mod edge;

@@ -1,0 +1,323 @@
+//! Channels (PROTOCOL.md §8, protocol v2, a draft): names and their limits, epochs, refusal
+//! codes, and the [`Registry`] of channels with their histories. Not wired into the transports
+//! yet: no session subscribes through this module today, and v1 rooms do not use it.
+//!
+//! Invariants:
+//! - a channel is in the registry while it has a subscriber or holds history; the registry frees
+//!   it when it has neither (after an unsubscribe, a publish, or a [`Registry::sweep`]), and a
+//!   channel created again draws a new random epoch, so a position from before matches it with
+//!   probability 2^-64;
+//! - a channel's epoch changes exactly when its history is lost: created, or its offsets ran out
+//!   (then the new epoch is always different from the one it replaces);
+//! - at most `max_channels` channels exist at once; a subscribe or publish that would create one
+//!   more is refused ([`Refusal::TooManyChannels`]), never a crash;
+//! - the maps lock is held only to look up or edit channels, never across an `.await`, and it is
+//!   never taken while a session's lock is held (the session registry's rule);
+//! - numbers from requests (positions) go through checked arithmetic ([`history`]).
+
+pub mod history;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use history::{ChannelMessage, History, HistoryLimits, Recovery, MAX_OFFSET};
+
+use crate::limits::{ReplayBudget, SharedMessage};
+use crate::session::lock;
+
+/// Longest channel name, in bytes (PROTOCOL.md §8.2).
+pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
+
+/// Whether `name` is a channel name: 1-128 characters of `[A-Za-z0-9_.:/-]`. Every valid room
+/// name (`params::is_valid_room`) is one, so a room maps to the channel of the same name.
+pub fn is_valid_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CHANNEL_NAME_BYTES
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"_.:/-".contains(&byte))
+}
+
+/// An epoch on the wire: exactly 16 lowercase hex digits.
+pub fn encode_epoch(epoch: u64) -> String {
+    format!("{epoch:016x}")
+}
+
+/// Parses an epoch as [`encode_epoch`] writes it; anything else (other lengths, upper case, a
+/// sign) is None.
+pub fn parse_epoch(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
+/// Parses `rt_since=<ep>.<o>` (PROTOCOL.md §8.5): an epoch and a decimal offset of at most 20
+/// digits within u64.
+pub fn parse_since(text: &str) -> Option<Position> {
+    let (epoch, offset) = text.split_once('.')?;
+    if offset.is_empty() || offset.len() > 20 || !offset.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    Some(Position { epoch: parse_epoch(epoch)?, offset: offset.parse().ok()? })
+}
+
+/// A client's position in a channel: it delivered every message of `epoch` up to `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: u64,
+    pub offset: u64,
+}
+
+/// Why a subscribe or publish was refused: the `code` of `unsubscribed` or `nack` (§8.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    BadName,
+    TooManyChannels,
+    SubscribeRate,
+    NotAllowed,
+    Closed,
+}
+
+impl Refusal {
+    pub fn code(self) -> u16 {
+        match self {
+            Refusal::BadName => 4010,
+            Refusal::TooManyChannels => 4011,
+            Refusal::SubscribeRate => 4012,
+            Refusal::NotAllowed => 4013,
+            Refusal::Closed => 4014,
+        }
+    }
+
+    /// The reason text of the frame (lowercase, no trailing period).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::BadName => "bad channel name",
+            Refusal::TooManyChannels => "too many channels",
+            Refusal::SubscribeRate => "subscribe rate exceeded",
+            Refusal::NotAllowed => "not allowed",
+            Refusal::Closed => "channel closed",
+        }
+    }
+}
+
+/// Channel limits. The per-session and rate limits are enforced by the session when this module
+/// is wired in; the registry enforces the total and the histories' bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelConfig {
+    pub history: HistoryLimits,
+    /// Most channels at once, over all sessions.
+    pub max_channels: usize,
+    /// Most subscriptions one session holds.
+    pub max_channels_per_session: usize,
+    /// Subscribes per second per session, and the burst allowed.
+    pub subscribe_rate_per_sec: u32,
+    pub subscribe_burst: u32,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            history: HistoryLimits::default(),
+            max_channels: 100_000,
+            max_channels_per_session: 128,
+            subscribe_rate_per_sec: 20,
+            subscribe_burst: 100,
+        }
+    }
+}
+
+/// What an accepted subscribe answers (`subscribed`, then the replay or the `gap`).
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    pub epoch: u64,
+    /// The channel's top when the subscription took effect: live messages follow from `top + 1`.
+    pub top: u64,
+    /// None without a position; else what §8.4 says. `recovered` is `Some(Replay(_))`.
+    pub recovery: Option<Recovery>,
+}
+
+impl Subscribed {
+    /// The `rec` flag of the `subscribed` frame.
+    pub fn recovered(&self) -> bool {
+        matches!(self.recovery, Some(Recovery::Replay(_)))
+    }
+}
+
+/// Where a published message went in its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub epoch: u64,
+    pub offset: u64,
+    /// Subscribers when it was published (the fan-out's size).
+    pub subscribers: usize,
+}
+
+/// One channel: its history and how many subscriptions it has.
+#[derive(Debug)]
+struct Channel {
+    history: History,
+    subscribers: usize,
+}
+
+impl Channel {
+    fn is_idle(&self) -> bool {
+        self.subscribers == 0 && self.history.is_empty()
+    }
+}
+
+/// Draws epochs: random by default, scripted in tests.
+type EpochSource = Box<dyn FnMut() -> u64 + Send>;
+
+struct Channels {
+    by_name: HashMap<String, Channel>,
+    epochs: EpochSource,
+}
+
+/// An epoch different from `previous` (a collision of 64 random bits is unlikely, and cheap to
+/// rule out where it would matter).
+fn draw_epoch(epochs: &mut EpochSource, previous: Option<u64>) -> u64 {
+    loop {
+        let epoch = epochs();
+        if Some(epoch) != previous {
+            return epoch;
+        }
+    }
+}
+
+/// Every channel by name, with its history. Free-standing today (see the module docs).
+pub struct Registry {
+    channels: Mutex<Channels>,
+    config: ChannelConfig,
+    budget: Arc<ReplayBudget>,
+}
+
+impl Registry {
+    /// Epochs from the OS-seeded CSPRNG; entries charged to `budget`, the server's replay budget.
+    pub fn new(config: ChannelConfig, budget: Arc<ReplayBudget>) -> Self {
+        Self::with_epochs(config, budget, Box::new(rand::random::<u64>))
+    }
+
+    /// As [`Self::new`], with epochs from `epochs` (tests script them).
+    pub fn with_epochs(config: ChannelConfig, budget: Arc<ReplayBudget>, epochs: EpochSource) -> Self {
+        Registry { channels: Mutex::new(Channels { by_name: HashMap::new(), epochs }), config, budget }
+    }
+
+    pub fn config(&self) -> &ChannelConfig {
+        &self.config
+    }
+
+    /// Channels that exist now.
+    pub fn len(&self) -> usize {
+        lock(&self.channels).by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The channel's epoch and top, if it exists.
+    pub fn position(&self, name: &str) -> Option<Position> {
+        lock(&self.channels).by_name.get(name).map(|channel| Position { epoch: channel.history.epoch(), offset: channel.history.top() })
+    }
+
+    /// Subscriptions the channel has (0 when it does not exist).
+    pub fn subscribers(&self, name: &str) -> usize {
+        lock(&self.channels).by_name.get(name).map_or(0, |channel| channel.subscribers)
+    }
+
+    /// Runs `edit` on the channel `name` (with the epoch source, for a renewal), created (a new
+    /// epoch, top 0) when missing and `max_channels` allows; frees it afterwards if it is idle.
+    fn with_channel<T>(&self, name: &str, now: Instant, edit: impl FnOnce(&mut Channel, &mut EpochSource) -> T) -> Result<T, Refusal> {
+        if !is_valid_channel_name(name) {
+            return Err(Refusal::BadName);
+        }
+        let mut guard = lock(&self.channels);
+        let Channels { by_name, epochs } = &mut *guard;
+        if !by_name.contains_key(name) {
+            if by_name.len() >= self.config.max_channels {
+                return Err(Refusal::TooManyChannels);
+            }
+            let history = History::new(draw_epoch(epochs, None), self.config.history, self.budget.clone());
+            by_name.insert(name.to_owned(), Channel { history, subscribers: 0 });
+        }
+        let Some(channel) = by_name.get_mut(name) else {
+            return Err(Refusal::Closed);
+        };
+        channel.history.trim(now);
+        let outcome = edit(channel, epochs);
+        if channel.is_idle() {
+            by_name.remove(name);
+        }
+        Ok(outcome)
+    }
+
+    /// Adds a subscription to `name` and answers it, recovering from `since` when given
+    /// (PROTOCOL.md §8.3, §8.4). The per-session limit and rate are the caller's.
+    pub fn subscribe(&self, name: &str, since: Option<Position>, now: Instant) -> Result<Subscribed, Refusal> {
+        self.with_channel(name, now, |channel, _| {
+            channel.subscribers = channel.subscribers.saturating_add(1);
+            let recovery = since.map(|position| channel.history.since(position.epoch, position.offset));
+            Subscribed { epoch: channel.history.epoch(), top: channel.history.top(), recovery }
+        })
+    }
+
+    /// Removes a subscription from `name` (none to remove is fine: an unsubscribe may race the
+    /// server's own); frees the channel when nothing is left in it.
+    pub fn unsubscribe(&self, name: &str) {
+        let mut channels = lock(&self.channels);
+        if let Some(channel) = channels.by_name.get_mut(name) {
+            channel.subscribers = channel.subscribers.saturating_sub(1);
+            if channel.is_idle() {
+                channels.by_name.remove(name);
+            }
+        }
+    }
+
+    /// Gives `message` the channel's next offset and keeps it in the history (created when the
+    /// channel did not exist, as a backend publish does). When the offsets ran out the channel
+    /// starts a new epoch and the message gets offset 1 in it.
+    pub fn publish(&self, name: &str, message: Arc<SharedMessage>, now: Instant) -> Result<Published, Refusal> {
+        self.with_channel(name, now, |channel, epochs| {
+            let offset = match channel.history.push(message.clone(), now) {
+                Ok(offset) => offset,
+                Err(history::OffsetsExhausted) => {
+                    let epoch = draw_epoch(epochs, Some(channel.history.epoch()));
+                    channel.history.renew(epoch);
+                    // A renewed history is empty: offset 1 is always available.
+                    channel.history.push(message, now).unwrap_or(1)
+                }
+            };
+            Published { epoch: channel.history.epoch(), offset, subscribers: channel.subscribers }
+        })
+    }
+
+    /// The recovery a subscriber at `since` would get now, without subscribing (tests, and the
+    /// wiring's re-check after a session reset).
+    pub fn since(&self, name: &str, since: Position, now: Instant) -> Option<Recovery> {
+        let mut channels = lock(&self.channels);
+        let channel = channels.by_name.get_mut(name)?;
+        channel.history.trim(now);
+        Some(channel.history.since(since.epoch, since.offset))
+    }
+
+    /// Tests: as if the channel `name` had assigned offsets up to `top` (see [`History::skip_to`]).
+    #[cfg(test)]
+    pub(crate) fn skip_to(&self, name: &str, top: u64) {
+        if let Some(channel) = lock(&self.channels).by_name.get_mut(name) {
+            channel.history.skip_to(top);
+        }
+    }
+
+    /// Trims every history to its age bound at `now` and frees the channels left idle.
+    pub fn sweep(&self, now: Instant) {
+        lock(&self.channels).by_name.retain(|_, channel| {
+            channel.history.trim(now);
+            !channel.is_idle()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! Tests of channel names, epochs, positions and the registry's lifecycle.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use realtime_client::core::wire::Payload;
+
+use super::*;
+
+fn registry(config: ChannelConfig) -> (Registry, Arc<ReplayBudget>) {
+    let budget = Arc::new(ReplayBudget::default());
+    // Epochs 100, 101, 102, ... in creation order.
+    let next = Arc::new(AtomicU64::new(100));
+    let epochs: EpochSource = Box::new(move || next.fetch_add(1, Ordering::Relaxed));
+    (Registry::with_epochs(config, budget.clone(), epochs), budget)
+}
+
+fn text(budget: &Arc<ReplayBudget>, text: &str) -> Arc<SharedMessage> {
+    budget.share(None, Payload::Text(text.to_owned()))
+}
+
+fn replayed(subscribed: &Subscribed) -> Option<Vec<u64>> {
+    match &subscribed.recovery {
+        Some(Recovery::Replay(items)) => Some(items.iter().map(|item| item.offset).collect()),
+        _ => None,
+    }
+}
+
+#[test]
+fn channel_names_follow_the_length_and_alphabet_limits() {
+    for name in ["lobby", "prices:EURUSD", "a/b.c_d-e", "0", &"x".repeat(128)] {
+        assert!(is_valid_channel_name(name), "{name}");
+    }
+    for name in ["", &"x".repeat(129), "a b", "price$", "a=b", "é", "a\nb", "a,b"] {
+        assert!(!is_valid_channel_name(name), "{name:?}");
+    }
+    assert!(crate::params::is_valid_room("a:b.c_d-e") && is_valid_channel_name("a:b.c_d-e"), "a room is a channel");
+}
+
+#[test]
+fn epochs_are_sixteen_lowercase_hex_digits() {
+    assert_eq!(encode_epoch(0x9f86_d081_884c_7d65), "9f86d081884c7d65");
+    assert_eq!(encode_epoch(1), "0000000000000001");
+    for epoch in [0, 1, u64::MAX, 0x0123_4567_89ab_cdef] {
+        assert_eq!(parse_epoch(&encode_epoch(epoch)), Some(epoch));
+    }
+    for bad in ["", "9f86d081884c7d6", "9f86d081884c7d650", "9F86D081884C7D65", "+f86d081884c7d65", "9f86d081884c7d6g"] {
+        assert_eq!(parse_epoch(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn since_parameters_parse_an_epoch_and_an_offset_within_u64() {
+    assert_eq!(parse_since("9f86d081884c7d65.57"), Some(Position { epoch: 0x9f86_d081_884c_7d65, offset: 57 }));
+    assert_eq!(parse_since("0000000000000000.18446744073709551615"), Some(Position { epoch: 0, offset: u64::MAX }));
+    for bad in ["9f86d081884c7d65", "9f86d081884c7d65.", "9f86d081884c7d65.18446744073709551616", "9f86d081884c7d65.+1", "9f86d081884c7d65.1.2", ".5", "xyz.5"] {
+        assert_eq!(parse_since(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn refusals_carry_the_codes_of_the_protocol() {
+    let codes: Vec<_> = [Refusal::BadName, Refusal::TooManyChannels, Refusal::SubscribeRate, Refusal::NotAllowed, Refusal::Closed]
+        .into_iter()
+        .map(|refusal| (refusal.code(), refusal.reason()))
+        .collect();
+    assert_eq!(codes, vec![(4010, "bad channel name"), (4011, "too many channels"), (4012, "subscribe rate exceeded"), (4013, "not allowed"), (4014, "channel closed")]);
+}
+
+#[test]
+fn a_subscriber_recovers_after_a_reset_from_the_history_or_gets_one_gap() {
+    let (registry, budget) = registry(ChannelConfig { history: HistoryLimits { max_messages: 3, ..HistoryLimits::default() }, ..ChannelConfig::default() });
+    let now = Instant::now();
+    let first = registry.subscribe("prices", None, now).unwrap();
+    assert_eq!((first.epoch, first.top, first.recovered()), (100, 0, false));
+    assert!(first.recovery.is_none(), "no position: no replay and no gap");
+    for offset in 1..=5 {
+        let published = registry.publish("prices", text(&budget, "p"), now).unwrap();
+        assert_eq!(published, Published { epoch: 100, offset, subscribers: 1 });
+    }
+    // The session ended without an unsubscribe reaching the channel; a fresh one re-subscribes.
+    let covered = registry.subscribe("prices", Some(Position { epoch: 100, offset: 3 }), now).unwrap();
+    assert!(covered.recovered());
+    assert_eq!((covered.top, replayed(&covered)), (5, Some(vec![4, 5])));
+    let missed = registry.subscribe("prices", Some(Position { epoch: 100, offset: 1 }), now).unwrap();
+    assert!(!missed.recovered());
+    assert!(matches!(missed.recovery, Some(Recovery::Gap { from: 2, to: 5 })));
+    let other_epoch = registry.subscribe("prices", Some(Position { epoch: 7, offset: u64::MAX }), now).unwrap();
+    assert!(matches!(other_epoch.recovery, Some(Recovery::Gap { from: 0, to: 5 })));
+    assert_eq!(registry.subscribers("prices"), 4);
+}
+
+#[test]
+fn a_channel_lives_while_it_has_a_subscriber_or_history_and_comes_back_in_a_new_epoch() {
+    let limits = HistoryLimits { max_age: Duration::from_secs(10), ..HistoryLimits::default() };
+    let (registry, budget) = registry(ChannelConfig { history: limits, ..ChannelConfig::default() });
+    let start = Instant::now();
+    registry.subscribe("room", None, start).unwrap();
+    registry.unsubscribe("room");
+    assert!(registry.is_empty(), "no subscriber and no history: freed at once");
+    registry.unsubscribe("room");
+    assert!(registry.is_empty(), "unsubscribing what is gone is harmless");
+
+    registry.subscribe("room", None, start).unwrap();
+    registry.publish("room", text(&budget, "kept"), start).unwrap();
+    registry.unsubscribe("room");
+    assert_eq!(registry.position("room"), Some(Position { epoch: 101, offset: 1 }), "history keeps it for recoveries");
+    let recovery = registry.since("room", Position { epoch: 101, offset: 0 }, start + Duration::from_secs(5));
+    assert!(matches!(recovery, Some(Recovery::Replay(ref items)) if items.len() == 1));
+    drop(recovery);
+    registry.sweep(start + Duration::from_secs(5));
+    assert_eq!(registry.len(), 1, "still young");
+    registry.sweep(start + Duration::from_secs(11));
+    assert!(registry.is_empty(), "history aged out and nobody subscribed");
+    assert_eq!(budget.used(), 0, "the history's entries and its message were given back");
+
+    let again = registry.subscribe("room", Some(Position { epoch: 101, offset: 1 }), start + Duration::from_secs(12)).unwrap();
+    assert_eq!(again.epoch, 102, "re-created: a new epoch");
+    assert!(matches!(again.recovery, Some(Recovery::Gap { from: 0, to: 0 })), "the old position is unknown");
+}
+
+#[test]
+fn a_backend_publish_creates_the_channel_and_a_message_nobody_keeps_frees_it() {
+    let (registry, budget) = registry(ChannelConfig { history: HistoryLimits { max_bytes: 10, ..HistoryLimits::default() }, ..ChannelConfig::default() });
+    let now = Instant::now();
+    let published = registry.publish("news", text(&budget, "too big for the history"), now).unwrap();
+    assert_eq!(published, Published { epoch: 100, offset: 1, subscribers: 0 });
+    assert!(registry.is_empty(), "nothing held and nobody subscribed");
+}
+
+#[test]
+fn limits_refuse_bad_names_and_channels_past_the_total() {
+    let (registry, budget) = registry(ChannelConfig { max_channels: 2, ..ChannelConfig::default() });
+    let now = Instant::now();
+    assert_eq!(registry.subscribe("a b", None, now).unwrap_err(), Refusal::BadName);
+    assert_eq!(registry.publish(&"x".repeat(129), text(&budget, "m"), now).unwrap_err(), Refusal::BadName);
+    registry.subscribe("one", None, now).unwrap();
+    registry.subscribe("two", None, now).unwrap();
+    assert_eq!(registry.subscribe("three", None, now).unwrap_err(), Refusal::TooManyChannels);
+    assert_eq!(registry.publish("three", text(&budget, "m"), now).unwrap_err(), Refusal::TooManyChannels);
+    assert!(registry.subscribe("one", None, now).is_ok(), "an existing channel is not one more");
+    registry.unsubscribe("two");
+    assert!(registry.subscribe("three", None, now).is_ok(), "a freed channel makes room");
+}
+
+#[test]
+fn offsets_that_run_out_start_a_new_epoch_at_offset_one() {
+    let (registry, budget) = registry(ChannelConfig::default());
+    let now = Instant::now();
+    registry.subscribe("long", None, now).unwrap();
+    registry.skip_to("long", MAX_OFFSET - 1);
+    assert_eq!(registry.publish("long", text(&budget, "last"), now).unwrap(), Published { epoch: 100, offset: MAX_OFFSET, subscribers: 1 });
+    assert_eq!(registry.publish("long", text(&budget, "first"), now).unwrap(), Published { epoch: 101, offset: 1, subscribers: 1 });
+    let recovery = registry.since("long", Position { epoch: 100, offset: MAX_OFFSET }, now);
+    assert!(matches!(recovery, Some(Recovery::Gap { from: 0, to: 1 })), "the old epoch's history is gone");
+}
+
+#[test]
+fn a_new_epoch_never_repeats_the_one_it_replaces() {
+    let budget = Arc::new(ReplayBudget::default());
+    // The source repeats itself twice before it gives a new value.
+    let mut draws = vec![5u64, 5, 5, 9].into_iter();
+    let registry = Registry::with_epochs(ChannelConfig::default(), budget.clone(), Box::new(move || draws.next().unwrap_or(9)));
+    let now = Instant::now();
+    registry.subscribe("c", None, now).unwrap();
+    registry.skip_to("c", MAX_OFFSET);
+    assert_eq!(registry.publish("c", text(&budget, "m"), now).unwrap().epoch, 9);
+}
