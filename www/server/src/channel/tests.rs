@@ -166,3 +166,114 @@ fn a_new_epoch_never_repeats_the_one_it_replaces() {
     registry.skip_to("c", MAX_OFFSET);
     assert_eq!(registry.publish("c", text(&budget, "m"), now).unwrap().epoch, 9);
 }
+
+#[test]
+fn a_payload_in_a_history_and_in_replay_buffers_is_counted_once() {
+    let budget = Arc::new(ReplayBudget::default());
+    let mut history = History::new(1, HistoryLimits::default(), budget.clone());
+    let message = text(&budget, &"x".repeat(1000));
+    let replay_buffers: Vec<_> = (0..50).map(|_| message.clone()).collect();
+    history.push(message, Instant::now()).unwrap();
+    assert_eq!(budget.used(), 1000 + crate::limits::ENTRY_BYTES, "the payload once, one entry for the history");
+    drop(replay_buffers);
+    drop(history);
+    assert_eq!(budget.used(), 0);
+}
+
+mod properties {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Subscribe(usize),
+        Unsubscribe(usize),
+        Publish(usize, usize),
+        Wait(u64),
+        Sweep,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0usize..4).prop_map(Op::Subscribe),
+            3 => (0usize..4).prop_map(Op::Unsubscribe),
+            4 => (0usize..4, 0usize..200).prop_map(|(channel, size)| Op::Publish(channel, size)),
+            2 => (0u64..3_000).prop_map(Op::Wait),
+            1 => Just(Op::Sweep),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the interleaving: a channel exists exactly while it has a subscriber or holds
+        /// history (sweeps aside, an aged history waits for the next touch or sweep); offsets
+        /// go up by one within an epoch; a re-created channel gets an epoch it never had; and
+        /// the budget gets everything back.
+        #[test]
+        fn channels_live_while_subscribed_or_holding_history(ops in proptest::collection::vec(op(), 0..150)) {
+            let names = ["a", "b:c", "d/e", "f.g"];
+            let limits = HistoryLimits { max_messages: 5, max_bytes: 600, max_age: Duration::from_secs(4) };
+            let (registry, budget) = registry(ChannelConfig { history: limits, ..ChannelConfig::default() });
+            let start = Instant::now();
+            let mut now = start;
+            let mut subscribers: HashMap<usize, usize> = HashMap::new();
+            let mut last: HashMap<usize, Position> = HashMap::new();
+            let mut epochs_seen: HashMap<usize, Vec<u64>> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Subscribe(channel) => {
+                        let subscribed = registry.subscribe(names[channel], None, now).unwrap();
+                        *subscribers.entry(channel).or_default() += 1;
+                        let seen = epochs_seen.entry(channel).or_default();
+                        if last.get(&channel).map(|position| position.epoch) != Some(subscribed.epoch) {
+                            prop_assert!(!seen.contains(&subscribed.epoch), "an epoch came back");
+                            seen.push(subscribed.epoch);
+                        }
+                        last.insert(channel, Position { epoch: subscribed.epoch, offset: subscribed.top });
+                    }
+                    Op::Unsubscribe(channel) => {
+                        registry.unsubscribe(names[channel]);
+                        let count = subscribers.entry(channel).or_default();
+                        *count = count.saturating_sub(1);
+                    }
+                    Op::Publish(channel, size) => {
+                        let published = registry.publish(names[channel], text(&budget, &"p".repeat(size)), now).unwrap();
+                        prop_assert_eq!(published.subscribers, subscribers.get(&channel).copied().unwrap_or(0));
+                        match last.get(&channel) {
+                            Some(position) if position.epoch == published.epoch => prop_assert_eq!(published.offset, position.offset + 1),
+                            _ => {
+                                prop_assert_eq!(published.offset, 1, "a new epoch starts at 1");
+                                let seen = epochs_seen.entry(channel).or_default();
+                                prop_assert!(!seen.contains(&published.epoch), "an epoch came back");
+                                seen.push(published.epoch);
+                            }
+                        }
+                        last.insert(channel, Position { epoch: published.epoch, offset: published.offset });
+                    }
+                    Op::Wait(ms) => now += Duration::from_millis(ms),
+                    Op::Sweep => registry.sweep(now),
+                }
+                for (index, name) in names.iter().enumerate() {
+                    let subscribed = subscribers.get(&index).copied().unwrap_or(0);
+                    prop_assert_eq!(registry.subscribers(name), subscribed);
+                    if subscribed > 0 {
+                        prop_assert!(registry.position(name).is_some(), "a subscribed channel exists");
+                    }
+                    if let Some(position) = registry.position(name) {
+                        prop_assert_eq!(Some(position), last.get(&index).copied(), "the registry's top is the last offset seen");
+                        let recovery = registry.since(name, position, now);
+                        prop_assert!(matches!(recovery, Some(Recovery::Replay(ref items)) if items.is_empty()), "the top is always covered");
+                    }
+                }
+            }
+            registry.sweep(now + Duration::from_secs(5));
+            for (index, name) in names.iter().enumerate() {
+                prop_assert_eq!(registry.position(name).is_some(), subscribers.get(&index).copied().unwrap_or(0) > 0, "after every history aged out, only subscribed channels are left");
+            }
+            drop(registry);
+            prop_assert_eq!(budget.used(), 0);
+        }
+    }
+}
