@@ -17,7 +17,7 @@
 
 pub mod history;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -154,16 +154,18 @@ pub struct Published {
     pub subscribers: usize,
 }
 
-/// One channel: its history and how many subscriptions it has.
+/// One channel: its history and its members (session ids). Members, not a count: a subscribe
+/// and an unsubscribe are idempotent per session, so a repeated or racing one cannot free a
+/// channel that others still hold, or leak one that nobody does.
 #[derive(Debug)]
 struct Channel {
     history: History,
-    subscribers: usize,
+    members: HashSet<String>,
 }
 
 impl Channel {
     fn is_idle(&self) -> bool {
-        self.subscribers == 0 && self.history.is_empty()
+        self.members.is_empty() && self.history.is_empty()
     }
 }
 
@@ -224,7 +226,7 @@ impl Registry {
 
     /// Subscriptions the channel has (0 when it does not exist).
     pub fn subscribers(&self, name: &str) -> usize {
-        lock(&self.channels).by_name.get(name).map_or(0, |channel| channel.subscribers)
+        lock(&self.channels).by_name.get(name).map_or(0, |channel| channel.members.len())
     }
 
     /// Runs `edit` on the channel `name` (with the epoch source, for a renewal), created (a new
@@ -240,7 +242,7 @@ impl Registry {
                 return Err(Refusal::TooManyChannels);
             }
             let history = History::new(draw_epoch(epochs, None), self.config.history, self.budget.clone());
-            by_name.insert(name.to_owned(), Channel { history, subscribers: 0 });
+            by_name.insert(name.to_owned(), Channel { history, members: HashSet::new() });
         }
         let Some(channel) = by_name.get_mut(name) else {
             return Err(Refusal::Closed);
@@ -253,24 +255,40 @@ impl Registry {
         Ok(outcome)
     }
 
-    /// Adds a subscription to `name` and answers it, recovering from `since` when given
-    /// (PROTOCOL.md §8.3, §8.4). The per-session limit and rate are the caller's.
-    pub fn subscribe(&self, name: &str, since: Option<Position>, now: Instant) -> Result<Subscribed, Refusal> {
+    /// Makes `member` (a session id) a subscriber of `name` and answers it, recovering from
+    /// `since` when given (PROTOCOL.md §8.3, §8.4); subscribing again is the same membership.
+    /// The per-session limit and rate are the caller's.
+    pub fn subscribe(&self, name: &str, member: &str, since: Option<Position>, now: Instant) -> Result<Subscribed, Refusal> {
         self.with_channel(name, now, |channel, _| {
-            channel.subscribers = channel.subscribers.saturating_add(1);
+            if !channel.members.contains(member) {
+                channel.members.insert(member.to_owned());
+            }
             let recovery = since.map(|position| channel.history.since(position.epoch, position.offset));
             Subscribed { epoch: channel.history.epoch(), top: channel.history.top(), recovery }
         })
     }
 
-    /// Removes a subscription from `name` (none to remove is fine: an unsubscribe may race the
-    /// server's own); frees the channel when nothing is left in it.
-    pub fn unsubscribe(&self, name: &str) {
+    /// Removes `member` from `name` (not a member is fine: an unsubscribe may race the server's
+    /// own); frees the channel when nothing is left in it.
+    pub fn unsubscribe(&self, name: &str, member: &str) {
         let mut channels = lock(&self.channels);
-        if let Some(channel) = channels.by_name.get_mut(name) {
-            channel.subscribers = channel.subscribers.saturating_sub(1);
+        Self::leave(&mut channels.by_name, name, member);
+    }
+
+    /// Removes `member` from every channel in `names` (a session that ended: its memberships go
+    /// with it, whatever unsubscribes did or did not arrive).
+    pub fn leave_all<'a>(&self, member: &str, names: impl IntoIterator<Item = &'a str>) {
+        let mut channels = lock(&self.channels);
+        for name in names {
+            Self::leave(&mut channels.by_name, name, member);
+        }
+    }
+
+    fn leave(by_name: &mut HashMap<String, Channel>, name: &str, member: &str) {
+        if let Some(channel) = by_name.get_mut(name) {
+            channel.members.remove(member);
             if channel.is_idle() {
-                channels.by_name.remove(name);
+                by_name.remove(name);
             }
         }
     }
@@ -289,7 +307,7 @@ impl Registry {
                     channel.history.push(message, now).unwrap_or(1)
                 }
             };
-            Published { epoch: channel.history.epoch(), offset, subscribers: channel.subscribers }
+            Published { epoch: channel.history.epoch(), offset, subscribers: channel.members.len() }
         })
     }
 

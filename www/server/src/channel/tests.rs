@@ -71,23 +71,27 @@ fn refusals_carry_the_codes_of_the_protocol() {
 fn a_subscriber_recovers_after_a_reset_from_the_history_or_gets_one_gap() {
     let (registry, budget) = registry(ChannelConfig { history: HistoryLimits { max_messages: 3, ..HistoryLimits::default() }, ..ChannelConfig::default() });
     let now = Instant::now();
-    let first = registry.subscribe("prices", None, now).unwrap();
+    let first = registry.subscribe("prices", "s1", None, now).unwrap();
     assert_eq!((first.epoch, first.top, first.recovered()), (100, 0, false));
     assert!(first.recovery.is_none(), "no position: no replay and no gap");
     for offset in 1..=5 {
         let published = registry.publish("prices", text(&budget, "p"), now).unwrap();
         assert_eq!(published, Published { epoch: 100, offset, subscribers: 1 });
     }
-    // The session ended without an unsubscribe reaching the channel; a fresh one re-subscribes.
-    let covered = registry.subscribe("prices", Some(Position { epoch: 100, offset: 3 }), now).unwrap();
+    // The session ended (its membership goes with it); a fresh one re-subscribes.
+    registry.leave_all("s1", ["prices"]);
+    let covered = registry.subscribe("prices", "s2", Some(Position { epoch: 100, offset: 3 }), now).unwrap();
     assert!(covered.recovered());
     assert_eq!((covered.top, replayed(&covered)), (5, Some(vec![4, 5])));
-    let missed = registry.subscribe("prices", Some(Position { epoch: 100, offset: 1 }), now).unwrap();
+    let missed = registry.subscribe("prices", "s3", Some(Position { epoch: 100, offset: 1 }), now).unwrap();
     assert!(!missed.recovered());
     assert!(matches!(missed.recovery, Some(Recovery::Gap { from: 2, to: 5 })));
-    let other_epoch = registry.subscribe("prices", Some(Position { epoch: 7, offset: u64::MAX }), now).unwrap();
+    let other_epoch = registry.subscribe("prices", "s4", Some(Position { epoch: 7, offset: u64::MAX }), now).unwrap();
     assert!(matches!(other_epoch.recovery, Some(Recovery::Gap { from: 0, to: 5 })));
-    assert_eq!(registry.subscribers("prices"), 4);
+    assert_eq!(registry.subscribers("prices"), 3);
+    // The same session subscribing again is the same membership.
+    registry.subscribe("prices", "s4", None, now).unwrap();
+    assert_eq!(registry.subscribers("prices"), 3);
 }
 
 #[test]
@@ -95,15 +99,19 @@ fn a_channel_lives_while_it_has_a_subscriber_or_history_and_comes_back_in_a_new_
     let limits = HistoryLimits { max_age: Duration::from_secs(10), ..HistoryLimits::default() };
     let (registry, budget) = registry(ChannelConfig { history: limits, ..ChannelConfig::default() });
     let start = Instant::now();
-    registry.subscribe("room", None, start).unwrap();
-    registry.unsubscribe("room");
+    registry.subscribe("room", "s1", None, start).unwrap();
+    registry.subscribe("room", "s2", None, start).unwrap();
+    registry.unsubscribe("room", "s1");
+    registry.unsubscribe("room", "s1");
+    assert_eq!(registry.subscribers("room"), 1, "a repeated unsubscribe does not take another member");
+    registry.unsubscribe("room", "s2");
     assert!(registry.is_empty(), "no subscriber and no history: freed at once");
-    registry.unsubscribe("room");
+    registry.unsubscribe("room", "s2");
     assert!(registry.is_empty(), "unsubscribing what is gone is harmless");
 
-    registry.subscribe("room", None, start).unwrap();
+    registry.subscribe("room", "s1", None, start).unwrap();
     registry.publish("room", text(&budget, "kept"), start).unwrap();
-    registry.unsubscribe("room");
+    registry.unsubscribe("room", "s1");
     assert_eq!(registry.position("room"), Some(Position { epoch: 101, offset: 1 }), "history keeps it for recoveries");
     let recovery = registry.since("room", Position { epoch: 101, offset: 0 }, start + Duration::from_secs(5));
     assert!(matches!(recovery, Some(Recovery::Replay(ref items)) if items.len() == 1));
@@ -114,7 +122,7 @@ fn a_channel_lives_while_it_has_a_subscriber_or_history_and_comes_back_in_a_new_
     assert!(registry.is_empty(), "history aged out and nobody subscribed");
     assert_eq!(budget.used(), 0, "the history's entries and its message were given back");
 
-    let again = registry.subscribe("room", Some(Position { epoch: 101, offset: 1 }), start + Duration::from_secs(12)).unwrap();
+    let again = registry.subscribe("room", "s1", Some(Position { epoch: 101, offset: 1 }), start + Duration::from_secs(12)).unwrap();
     assert_eq!(again.epoch, 102, "re-created: a new epoch");
     assert!(matches!(again.recovery, Some(Recovery::Gap { from: 0, to: 0 })), "the old position is unknown");
 }
@@ -132,22 +140,22 @@ fn a_backend_publish_creates_the_channel_and_a_message_nobody_keeps_frees_it() {
 fn limits_refuse_bad_names_and_channels_past_the_total() {
     let (registry, budget) = registry(ChannelConfig { max_channels: 2, ..ChannelConfig::default() });
     let now = Instant::now();
-    assert_eq!(registry.subscribe("a b", None, now).unwrap_err(), Refusal::BadName);
+    assert_eq!(registry.subscribe("a b", "s", None, now).unwrap_err(), Refusal::BadName);
     assert_eq!(registry.publish(&"x".repeat(129), text(&budget, "m"), now).unwrap_err(), Refusal::BadName);
-    registry.subscribe("one", None, now).unwrap();
-    registry.subscribe("two", None, now).unwrap();
-    assert_eq!(registry.subscribe("three", None, now).unwrap_err(), Refusal::TooManyChannels);
+    registry.subscribe("one", "s", None, now).unwrap();
+    registry.subscribe("two", "s", None, now).unwrap();
+    assert_eq!(registry.subscribe("three", "s", None, now).unwrap_err(), Refusal::TooManyChannels);
     assert_eq!(registry.publish("three", text(&budget, "m"), now).unwrap_err(), Refusal::TooManyChannels);
-    assert!(registry.subscribe("one", None, now).is_ok(), "an existing channel is not one more");
-    registry.unsubscribe("two");
-    assert!(registry.subscribe("three", None, now).is_ok(), "a freed channel makes room");
+    assert!(registry.subscribe("one", "s", None, now).is_ok(), "an existing channel is not one more");
+    registry.unsubscribe("two", "s");
+    assert!(registry.subscribe("three", "s", None, now).is_ok(), "a freed channel makes room");
 }
 
 #[test]
 fn offsets_that_run_out_start_a_new_epoch_at_offset_one() {
     let (registry, budget) = registry(ChannelConfig::default());
     let now = Instant::now();
-    registry.subscribe("long", None, now).unwrap();
+    registry.subscribe("long", "s", None, now).unwrap();
     registry.skip_to("long", MAX_OFFSET - 1);
     assert_eq!(registry.publish("long", text(&budget, "last"), now).unwrap(), Published { epoch: 100, offset: MAX_OFFSET, subscribers: 1 });
     assert_eq!(registry.publish("long", text(&budget, "first"), now).unwrap(), Published { epoch: 101, offset: 1, subscribers: 1 });
@@ -162,7 +170,7 @@ fn a_new_epoch_never_repeats_the_one_it_replaces() {
     let mut draws = vec![5u64, 5, 5, 9].into_iter();
     let registry = Registry::with_epochs(ChannelConfig::default(), budget.clone(), Box::new(move || draws.next().unwrap_or(9)));
     let now = Instant::now();
-    registry.subscribe("c", None, now).unwrap();
+    registry.subscribe("c", "s", None, now).unwrap();
     registry.skip_to("c", MAX_OFFSET);
     assert_eq!(registry.publish("c", text(&budget, "m"), now).unwrap().epoch, 9);
 }
@@ -189,8 +197,8 @@ mod properties {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Subscribe(usize),
-        Unsubscribe(usize),
+        Subscribe(usize, usize),
+        Unsubscribe(usize, usize),
         Publish(usize, usize),
         Wait(u64),
         Sweep,
@@ -198,8 +206,8 @@ mod properties {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            3 => (0usize..4).prop_map(Op::Subscribe),
-            3 => (0usize..4).prop_map(Op::Unsubscribe),
+            3 => (0usize..4, 0usize..3).prop_map(|(channel, member)| Op::Subscribe(channel, member)),
+            3 => (0usize..4, 0usize..3).prop_map(|(channel, member)| Op::Unsubscribe(channel, member)),
             4 => (0usize..4, 0usize..200).prop_map(|(channel, size)| Op::Publish(channel, size)),
             2 => (0u64..3_000).prop_map(Op::Wait),
             1 => Just(Op::Sweep),
@@ -218,14 +226,15 @@ mod properties {
             let (registry, budget) = registry(ChannelConfig { history: limits, ..ChannelConfig::default() });
             let start = Instant::now();
             let mut now = start;
-            let mut subscribers: HashMap<usize, usize> = HashMap::new();
+            let members = ["m0", "m1", "m2"];
+            let mut subscribers: HashMap<usize, std::collections::HashSet<usize>> = HashMap::new();
             let mut last: HashMap<usize, Position> = HashMap::new();
             let mut epochs_seen: HashMap<usize, Vec<u64>> = HashMap::new();
             for op in ops {
                 match op {
-                    Op::Subscribe(channel) => {
-                        let subscribed = registry.subscribe(names[channel], None, now).unwrap();
-                        *subscribers.entry(channel).or_default() += 1;
+                    Op::Subscribe(channel, member) => {
+                        let subscribed = registry.subscribe(names[channel], members[member], None, now).unwrap();
+                        subscribers.entry(channel).or_default().insert(member);
                         let seen = epochs_seen.entry(channel).or_default();
                         if last.get(&channel).map(|position| position.epoch) != Some(subscribed.epoch) {
                             prop_assert!(!seen.contains(&subscribed.epoch), "an epoch came back");
@@ -233,14 +242,13 @@ mod properties {
                         }
                         last.insert(channel, Position { epoch: subscribed.epoch, offset: subscribed.top });
                     }
-                    Op::Unsubscribe(channel) => {
-                        registry.unsubscribe(names[channel]);
-                        let count = subscribers.entry(channel).or_default();
-                        *count = count.saturating_sub(1);
+                    Op::Unsubscribe(channel, member) => {
+                        registry.unsubscribe(names[channel], members[member]);
+                        subscribers.entry(channel).or_default().remove(&member);
                     }
                     Op::Publish(channel, size) => {
                         let published = registry.publish(names[channel], text(&budget, &"p".repeat(size)), now).unwrap();
-                        prop_assert_eq!(published.subscribers, subscribers.get(&channel).copied().unwrap_or(0));
+                        prop_assert_eq!(published.subscribers, subscribers.get(&channel).map_or(0, |set| set.len()));
                         match last.get(&channel) {
                             Some(position) if position.epoch == published.epoch => prop_assert_eq!(published.offset, position.offset + 1),
                             _ => {
@@ -256,7 +264,7 @@ mod properties {
                     Op::Sweep => registry.sweep(now),
                 }
                 for (index, name) in names.iter().enumerate() {
-                    let subscribed = subscribers.get(&index).copied().unwrap_or(0);
+                    let subscribed = subscribers.get(&index).map_or(0, |set| set.len());
                     prop_assert_eq!(registry.subscribers(name), subscribed);
                     if subscribed > 0 {
                         prop_assert!(registry.position(name).is_some(), "a subscribed channel exists");
@@ -270,7 +278,7 @@ mod properties {
             }
             registry.sweep(now + Duration::from_secs(5));
             for (index, name) in names.iter().enumerate() {
-                prop_assert_eq!(registry.position(name).is_some(), subscribers.get(&index).copied().unwrap_or(0) > 0, "after every history aged out, only subscribed channels are left");
+                prop_assert_eq!(registry.position(name).is_some(), subscribers.get(&index).map_or(0, |set| set.len()) > 0, "after every history aged out, only subscribed channels are left");
             }
             drop(registry);
             prop_assert_eq!(budget.used(), 0);
