@@ -1,4 +1,5 @@
-//! Wire protocol v1: the frame codec shared by the client and the reference server.
+//! Wire protocol v2: the frame codec shared by the client and the reference server (the channel
+//! frames of v2 are in `channels.rs`; a v1 peer never sees them).
 //!
 //! A frame is one header line, then an optional body whose byte length the header states:
 //!
@@ -18,9 +19,16 @@
 
 use crate::prelude::*;
 pub use crate::core::base64::{base64_decode, base64_encode};
+pub use channels::{is_valid_channel_name, parse_epoch, push_epoch, ChannelMessage, Position, MAX_CHANNEL_NAME_BYTES};
 
-/// The protocol version this codec speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+mod channels;
+
+/// The protocol version this codec speaks (channels, PROTOCOL.md §8).
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Most bytes the `ch`, `o` and `ep` fields of a channel message add, besides the name.
+pub const CHANNEL_FIELDS_BOUND: usize = 48;
+/// The version before channels, which the reference server still serves.
+pub const PROTOCOL_V1: u32 = 1;
 /// Longest header line accepted, in bytes, including the terminating LF.
 pub const MAX_HEADER_BYTES: usize = 1024;
 /// Default largest message body, in bytes (the server may advertise a different one in hello).
@@ -58,6 +66,8 @@ pub enum WireError {
     BadEventName,
     /// A session id or secret is empty, too long or not base64url characters.
     BadToken,
+    /// A channel name is empty, too long or uses a character outside `[A-Za-z0-9_.:/-]`.
+    BadChannel,
 }
 
 impl WireError {
@@ -76,6 +86,7 @@ impl WireError {
             WireError::BadBase64 => "bad base64 body",
             WireError::BadEventName => "bad event name",
             WireError::BadToken => "bad session id or secret",
+            WireError::BadChannel => "bad channel name",
         }
     }
 }
@@ -199,6 +210,40 @@ pub enum Frame {
     Pong { time: u64 },
     /// The sender ends the connection (and, depending on `retry`, the session).
     Close(Close),
+    /// A message of a channel (v2): server to client with its position, or a client's publish.
+    ChannelMessage(ChannelMessage),
+    /// Client to server (v2): subscribe to `channel`, recovering from `since` when given.
+    Subscribe { seq: u64, channel: String, since: Option<Position> },
+    /// Server to client (v2): the subscription took effect at `position` (the channel's epoch
+    /// and top); `reply_to` is the client seq of the subscribe it answers (absent for the room
+    /// channel a session starts with).
+    Subscribed { seq: u64, channel: String, position: Position, recovered: bool, reply_to: Option<u64> },
+    /// Client to server (v2): end the subscription to `channel`.
+    Unsubscribe { seq: u64, channel: String },
+    /// Server to client (v2): the subscription ended (code 1000: by the client's unsubscribe
+    /// `reply_to`; other codes: refused or ended by the server, see PROTOCOL.md §8.7).
+    Unsubscribed { seq: u64, channel: String, reply_to: Option<u64>, close: Close },
+    /// Server to client (v2): the messages `from..=to` of `channel` are lost to this client.
+    Gap { seq: u64, channel: String, epoch: u64, from: u64, to: u64 },
+    /// Server to client (v2): the client's publish `reply_to` to `channel` was refused.
+    Nack { seq: u64, channel: String, reply_to: u64, close: Close },
+}
+
+impl Frame {
+    /// The seq of an ordered frame (a message or a channel frame), None for the unnumbered ones.
+    pub fn ordered_seq(&self) -> Option<u64> {
+        match self {
+            Frame::Message(Message { seq, .. })
+            | Frame::ChannelMessage(ChannelMessage { message: Message { seq, .. }, .. })
+            | Frame::Subscribe { seq, .. }
+            | Frame::Subscribed { seq, .. }
+            | Frame::Unsubscribe { seq, .. }
+            | Frame::Unsubscribed { seq, .. }
+            | Frame::Gap { seq, .. }
+            | Frame::Nack { seq, .. } => Some(*seq),
+            Frame::Hello(_) | Frame::Ack { .. } | Frame::Ping { .. } | Frame::Pong { .. } | Frame::Close(_) => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,13 +355,39 @@ pub fn encode(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) {
             }
             push_body(out, close.reason.as_bytes());
         }
+        Frame::ChannelMessage(ChannelMessage { channel, position, message }) => encode_channel_message(
+            message.seq,
+            Some((channel, *position)),
+            message.event.as_deref(),
+            &message.payload,
+            carrier,
+            out,
+        ),
+        _ => {
+            channels::encode_control(frame, out);
+        }
     }
 }
 
 /// Encodes a message frame from borrowed parts (no copy of the payload before encoding).
 pub fn encode_message(seq: u64, event: Option<&str>, payload: &Payload, carrier: Carrier, out: &mut Vec<u8>) {
+    encode_channel_message(seq, None, event, payload, carrier, out);
+}
+
+/// Encodes a message frame, naming its channel (and its position in it) when given.
+pub fn encode_channel_message(
+    seq: u64,
+    channel: Option<(&str, Option<Position>)>,
+    event: Option<&str>,
+    payload: &Payload,
+    carrier: Carrier,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"msg");
     push_number_field(out, b"s", seq);
+    if let Some((channel, position)) = channel {
+        channels::push_message_channel(out, channel, position);
+    }
     let (kind, raw): (&[u8], &[u8]) = match payload {
         Payload::Text(text) => (b"t", text.as_bytes()),
         Payload::Json(text) => (b"j", text.as_bytes()),
@@ -334,7 +405,8 @@ pub fn encode_message(seq: u64, event: Option<&str>, payload: &Payload, carrier:
     }
 }
 
-/// An upper bound of the encoded size of a message frame on `carrier`, for batching decisions.
+/// An upper bound of the encoded size of a message frame on `carrier`, for batching decisions
+/// (add `CHANNEL_FIELDS_BOUND` and the channel name's length for a channel message).
 pub fn message_size_bound(event: Option<&str>, payload: &Payload, carrier: Carrier) -> usize {
     // Header fields are at most ~70 bytes plus the event name; base64 grows the body by 4/3.
     let body = if carrier.needs_base64(payload) { payload.len() / 3 * 4 + 4 } else { payload.len() };
@@ -415,7 +487,7 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
             if payload.len() > max_body_bytes {
                 return Err(WireError::BodyTooLarge);
             }
-            Frame::Message(Message { seq, event, payload })
+            channels::message_in_channel(&mut fields, Message { seq, event, payload })?
         }
         b"ack" => Frame::Ack { seq: parse_number(fields.require(b"s")?)? },
         b"ping" => Frame::Ping { time: parse_number(fields.require(b"t")?)? },
@@ -434,7 +506,10 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
                 retry,
             })
         }
-        _ => return Err(WireError::UnknownFrameType),
+        _ => match channels::decode_control(&mut fields, body) {
+            Some(frame) => frame?,
+            None => return Err(WireError::UnknownFrameType),
+        },
     };
     Ok((frame, body_end))
 }
