@@ -142,7 +142,7 @@ check_proxy() {
         { on_failure; fail "$name: proxy-check"; }
     [ "${PIPESTATUS[0]}" -eq 0 ] || { on_failure; fail "$name: proxy-check"; }
     answer=$(curl -sS --max-time 10 -o "$work/poll-body" -w '%{http_code} %{content_type}' \
-        "http://127.0.0.1:$port/realtime/poll?room=curl-$name&rt_v=1&rt_conn=1")
+        "http://127.0.0.1:$port/realtime/poll?room=curl-$name&rt_v=2&rt_conn=1")
     [ "$answer" = "200 application/x-realtime-frames" ] || { on_failure; fail "$name: curl poll answered '$answer'"; }
     head -c 6 "$work/poll-body" | grep -q '^hello ' || fail "$name: the poll body does not start with a hello"
     say "$name: curl GET /realtime/poll -> $answer, hello"

@@ -241,17 +241,17 @@ mod tests {
         let fresh = ConnectParams { conn: 3, resume: None, probe: false };
         assert_eq!(
             endpoint.connect_url(TransportKind::WebSocket, fresh),
-            "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=1&rt_conn=3"
+            "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=2&rt_conn=3"
         );
         assert_eq!(
             endpoint.connect_url(TransportKind::Sse, ConnectParams { conn: 4, resume: Some(("s", "k", 9)), probe: false }),
-            "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=1&rt_conn=4&rt_sid=s&rt_key=k&rt_last=9"
+            "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=2&rt_conn=4&rt_sid=s&rt_key=k&rt_last=9"
         );
         assert_eq!(
             endpoint.poll_url(5, "s", "k", 2),
-            "http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=1&rt_conn=5&rt_sid=s&rt_key=k&rt_last=2"
+            "http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=2&rt_conn=5&rt_sid=s&rt_key=k&rt_last=2"
         );
-        assert_eq!(endpoint.send_url(5, "s", "k"), "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=1&rt_conn=5&rt_sid=s&rt_key=k");
+        assert_eq!(endpoint.send_url(5, "s", "k"), "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=2&rt_conn=5&rt_sid=s&rt_key=k");
     }
 
     #[test]
@@ -259,11 +259,11 @@ mod tests {
         let endpoint = Endpoint::parse("HTTPS://example.com/rt/").unwrap();
         assert_eq!(
             endpoint.connect_url(TransportKind::WebSocket, ConnectParams { conn: 1, resume: None, probe: true }),
-            "wss://example.com/rt?rt_v=1&rt_conn=1&rt_probe=1"
+            "wss://example.com/rt?rt_v=2&rt_conn=1&rt_probe=1"
         );
         assert_eq!(
             endpoint.connect_url(TransportKind::LongPolling, ConnectParams { conn: 1, resume: None, probe: true }),
-            "https://example.com/rt/poll?rt_v=1&rt_conn=1&rt_probe=1"
+            "https://example.com/rt/poll?rt_v=2&rt_conn=1&rt_probe=1"
         );
     }
 

@@ -22,6 +22,9 @@ pub use crate::core::base64::{base64_decode, base64_encode};
 pub use channels::{is_valid_channel_name, parse_epoch, push_epoch, ChannelMessage, Position, MAX_CHANNEL_NAME_BYTES};
 
 mod channels;
+mod fields;
+use fields::{parse_event_name, parse_token, utf8_body, Fields};
+pub use fields::{is_valid_event_name, is_valid_token, parse_number};
 
 /// The protocol version this codec speaks (channels, PROTOCOL.md §8).
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -523,105 +526,6 @@ pub fn decode_all(mut input: &[u8], max_body_bytes: usize) -> Result<Vec<Frame>,
         input = input.get(used..).ok_or(WireError::Truncated)?;
     }
     Ok(frames)
-}
-
-/// The parsed `key=value` fields of one header line (and bare flags such as `b64`).
-struct Fields<'a> {
-    kind: &'a [u8],
-    pairs: [(&'a [u8], &'a [u8]); 12],
-    count: usize,
-}
-
-impl<'a> Fields<'a> {
-    fn parse(header: &'a [u8]) -> Result<Self, WireError> {
-        let mut parts = header.split(|&byte| byte == b' ');
-        let kind = parts.next().filter(|kind| !kind.is_empty()).ok_or(WireError::BadHeader)?;
-        let mut fields = Fields { kind, pairs: [(&[][..], &[][..]); 12], count: 0 };
-        for part in parts {
-            if part.is_empty() {
-                return Err(WireError::BadHeader);
-            }
-            let mut halves = part.splitn(2, |&byte| byte == b'=');
-            let (key, value) = (halves.next().unwrap_or_default(), halves.next().unwrap_or_default());
-            if key.is_empty() {
-                return Err(WireError::BadHeader);
-            }
-            // Unknown keys beyond the fixed capacity are ignored, like any unknown key.
-            if let Some(slot) = fields.pairs.get_mut(fields.count) {
-                *slot = (key, value);
-                fields.count += 1;
-            }
-        }
-        Ok(fields)
-    }
-
-    fn take(&mut self, key: &[u8]) -> Option<&'a [u8]> {
-        self.pairs.iter().take(self.count).find(|(name, _)| *name == key).map(|(_, value)| *value)
-    }
-
-    fn require(&mut self, key: &[u8]) -> Result<&'a [u8], WireError> {
-        self.take(key).ok_or(WireError::MissingField)
-    }
-
-    fn flag(&mut self, key: &[u8]) -> bool {
-        self.take(key).is_some()
-    }
-}
-
-/// Parses a decimal `u64` without a sign, leading `+` or more than 20 digits.
-pub fn parse_number(value: &[u8]) -> Result<u64, WireError> {
-    if value.is_empty() || value.len() > 20 {
-        return Err(WireError::BadNumber);
-    }
-    let mut number: u64 = 0;
-    for &byte in value {
-        if !byte.is_ascii_digit() {
-            return Err(WireError::BadNumber);
-        }
-        number = number
-            .checked_mul(10)
-            .and_then(|number| number.checked_add(u64::from(byte - b'0')))
-            .ok_or(WireError::BadNumber)?;
-    }
-    Ok(number)
-}
-
-fn utf8_body(body: &[u8], limit: usize) -> Result<String, WireError> {
-    if body.len() > limit {
-        return Err(WireError::BodyTooLarge);
-    }
-    match core::str::from_utf8(body) {
-        Ok(text) => Ok(text.to_owned()),
-        Err(_) => Err(WireError::BadUtf8),
-    }
-}
-
-/// Whether `name` is a valid event name: 1 to 64 bytes of `[A-Za-z0-9_.:/-]`.
-pub fn is_valid_event_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_EVENT_NAME_BYTES
-        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"_.:/-".contains(&byte))
-}
-
-fn parse_event_name(name: &[u8]) -> Result<String, WireError> {
-    match core::str::from_utf8(name) {
-        Ok(name) if is_valid_event_name(name) => Ok(name.to_owned()),
-        _ => Err(WireError::BadEventName),
-    }
-}
-
-/// Whether `token` is a valid session id or secret: 1 to 128 base64url characters.
-pub fn is_valid_token(token: &str) -> bool {
-    !token.is_empty()
-        && token.len() <= MAX_TOKEN_BYTES
-        && token.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
-}
-
-fn parse_token(token: &[u8]) -> Result<String, WireError> {
-    match core::str::from_utf8(token) {
-        Ok(token) if is_valid_token(token) => Ok(token.to_owned()),
-        _ => Err(WireError::BadToken),
-    }
 }
 
 #[cfg(test)]

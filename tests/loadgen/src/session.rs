@@ -36,7 +36,7 @@ const KEPT_ERRORS: usize = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// The reference server: `ws://ADDR/realtime?room=R&rt_v=1&rt_conn=1`.
+    /// The reference server: `ws://ADDR/realtime?room=R&rt_v=2&rt_conn=1`.
     Realtime,
     /// A socket.io 4 server: `ws://ADDR/socket.io/?EIO=4&transport=websocket&room=R`.
     SocketIo,
@@ -62,7 +62,7 @@ impl Protocol {
         match self {
             // rt_conn numbers the connections of one client instance; each session here is its
             // own client with one connection.
-            Protocol::Realtime => format!("ws://{address}/realtime?room={room}&rt_v=1&rt_conn=1"),
+            Protocol::Realtime => format!("ws://{address}/realtime?room={room}&rt_v=2&rt_conn=1"),
             Protocol::SocketIo => socketio::url(address, room),
         }
     }

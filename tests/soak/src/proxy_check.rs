@@ -50,7 +50,7 @@ async fn publish(direct: SocketAddr, room: &str, text: &str) -> io::Result<()> {
 
 async fn websocket(proxy: SocketAddr, tag: &str) -> io::Result<()> {
     let started = Instant::now();
-    let mut ws = net::websocket(LOCAL, proxy, &format!("room=proxy-ws-{tag}&rt_v=1&rt_conn=1"), STEP).await?;
+    let mut ws = net::websocket(LOCAL, proxy, &format!("room=proxy-ws-{tag}&rt_v=2&rt_conn=1"), STEP).await?;
     let first = tokio::time::timeout(STEP, ws.next()).await.map_err(|_| net::timed_out("websocket hello"))?;
     let bytes = match first {
         Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
@@ -86,7 +86,7 @@ async fn websocket(proxy: SocketAddr, tag: &str) -> io::Result<()> {
 
 async fn sse(proxy: SocketAddr, direct: SocketAddr, tag: &str) -> io::Result<()> {
     let room = format!("proxy-sse-{tag}");
-    let mut stream = Stream::open(LOCAL, proxy, &format!("/realtime/sse?room={room}&rt_v=1&rt_conn=1"), &[]).await?;
+    let mut stream = Stream::open(LOCAL, proxy, &format!("/realtime/sse?room={room}&rt_v=2&rt_conn=1"), &[]).await?;
     stream.wait_for(b"event: hello", Instant::now() + STEP).await?;
     let mut worst = Duration::ZERO;
     let mut figures = Vec::new();
@@ -117,7 +117,7 @@ async fn poll(proxy: SocketAddr, query: &str) -> io::Result<Vec<Frame>> {
 
 async fn long_poll(proxy: SocketAddr, direct: SocketAddr, tag: &str) -> io::Result<()> {
     let room = format!("proxy-poll-{tag}");
-    let base = format!("room={room}&rt_v=1&rt_conn=1");
+    let base = format!("room={room}&rt_v=2&rt_conn=1");
     let hello = net::hello_of(&poll(proxy, &base).await?)?;
     let session = format!("{base}&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
 

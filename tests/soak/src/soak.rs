@@ -201,7 +201,7 @@ fn legit(addr: SocketAddr, room: String, stop: watch::Receiver<bool>, ws: Arc<Sa
     tasks.spawn(async move {
         let mut time = 0u64;
         'outer: while !*stopped.borrow() {
-            let Ok(mut socket) = net::websocket(LEGIT, addr, &format!("room={room}&rt_v=1&rt_conn=1"), LEGIT_LIMIT).await else {
+            let Ok(mut socket) = net::websocket(LEGIT, addr, &format!("room={room}&rt_v=2&rt_conn=1"), LEGIT_LIMIT).await else {
                 ws.fail();
                 if timeout(Duration::from_millis(250), stopped.changed()).await.is_ok() { break }
                 continue;
@@ -262,7 +262,7 @@ fn legit(addr: SocketAddr, room: String, stop: watch::Receiver<bool>, ws: Arc<Sa
         while !*stopped.borrow() {
             index += 1;
             let started = Instant::now();
-            let path = format!("/realtime/poll?room=legit-new-{index}&rt_v=1&rt_conn=1");
+            let path = format!("/realtime/poll?room=legit-new-{index}&rt_v=2&rt_conn=1");
             match net::request(LEGIT, addr, "GET", &path, &[], b"", LEGIT_LIMIT).await {
                 Ok(response) if response.status == 200 => connect.push(started.elapsed().as_secs_f64() * 1e3),
                 _ => connect.fail(),
@@ -312,7 +312,7 @@ fn tally(statuses: &[u16]) -> String {
 }
 
 async fn new_session(addr: SocketAddr, room: &str) -> io::Result<wire::Hello> {
-    let response = net::request(ATTACKER, addr, "GET", &format!("/realtime/poll?room={room}&rt_v=1&rt_conn=1"), &[], b"", STEP).await?;
+    let response = net::request(ATTACKER, addr, "GET", &format!("/realtime/poll?room={room}&rt_v=2&rt_conn=1"), &[], b"", STEP).await?;
     if response.status != 200 {
         return Err(io::Error::other(format!("HTTP {}", response.status)));
     }
@@ -443,7 +443,7 @@ impl Attack {
                 let count = settings.n(10_000);
                 let started = Instant::now();
                 let statuses = many(count, 64, |index| async move {
-                    let path = format!("/realtime/poll?room=attack-{index}&rt_v=1&rt_conn=1");
+                    let path = format!("/realtime/poll?room=attack-{index}&rt_v=2&rt_conn=1");
                     net::request(ATTACKER, addr, "GET", &path, &[], b"", STEP).await.map_or(0, |response| response.status)
                 })
                 .await;
@@ -454,7 +454,7 @@ impl Attack {
             Attack::SseStreams => {
                 let count = settings.n(5_000);
                 let streams = many(count, 256, |_| async move {
-                    let mut stream = Stream::open(ATTACKER, addr, "/realtime/sse?room=sse-flood&rt_v=1&rt_conn=1", &[]).await.ok()?;
+                    let mut stream = Stream::open(ATTACKER, addr, "/realtime/sse?room=sse-flood&rt_v=2&rt_conn=1", &[]).await.ok()?;
                     stream.wait_for(b"event: hello", Instant::now() + STEP).await.ok()?;
                     Some(stream)
                 })
@@ -465,7 +465,7 @@ impl Attack {
             }
             Attack::PongPosts => {
                 let Ok(hello) = new_session(addr, "pong-posts").await else { return "no session".into() };
-                let path = format!("/realtime/send?room=pong-posts&rt_v=1&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
+                let path = format!("/realtime/send?room=pong-posts&rt_v=2&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
                 let body = Arc::new(pings(PINGS_PER_BATCH));
                 let started = Instant::now();
                 let statuses = many(settings.n(100), 10, |_| {
@@ -480,7 +480,7 @@ impl Attack {
                 format!("{} in {:.1} s", tally(&statuses), started.elapsed().as_secs_f64())
             }
             Attack::PongWebSocket => {
-                let Ok(mut socket) = net::websocket(ATTACKER, addr, "room=pong-ws&rt_v=1&rt_conn=1", STEP).await else {
+                let Ok(mut socket) = net::websocket(ATTACKER, addr, "room=pong-ws&rt_v=2&rt_conn=1", STEP).await else {
                     return "no websocket".into();
                 };
                 let text: String = String::from_utf8_lossy(&pings(PINGS_PER_BATCH)).into_owned();
@@ -544,7 +544,7 @@ impl Attack {
             }
             Attack::RoomFlood => {
                 let members = idle_sessions(addr, "flooded", 10).await;
-                let Ok(socket) = net::websocket(ATTACKER, addr, "room=flooded&rt_v=1&rt_conn=1", STEP).await else {
+                let Ok(socket) = net::websocket(ATTACKER, addr, "room=flooded&rt_v=2&rt_conn=1", STEP).await else {
                     return "no websocket".into();
                 };
                 let (mut sink, mut stream) = socket.split();
@@ -572,7 +572,7 @@ impl Attack {
                 let mut resumable = 0;
                 for member in &members {
                     let path = format!(
-                        "/realtime/poll?room=flooded&rt_v=1&rt_conn=2&rt_sid={}&rt_key={}&rt_last=0",
+                        "/realtime/poll?room=flooded&rt_v=2&rt_conn=2&rt_sid={}&rt_key={}&rt_last=0",
                         member.session_id, member.secret
                     );
                     if let Ok(response) = net::request(LEGIT, addr, "GET", &path, &[], b"", STEP).await {
@@ -586,7 +586,7 @@ impl Attack {
             Attack::SlowSse => {
                 let mut streams = Vec::new();
                 for _ in 0..20 {
-                    if let Ok(mut stream) = Stream::open(ATTACKER, addr, "/realtime/sse?room=slow&rt_v=1&rt_conn=1", &[]).await {
+                    if let Ok(mut stream) = Stream::open(ATTACKER, addr, "/realtime/sse?room=slow&rt_v=2&rt_conn=1", &[]).await {
                         if stream.wait_for(b"event: hello", Instant::now() + STEP).await.is_ok() {
                             streams.push(stream);
                         }
@@ -633,7 +633,7 @@ impl Attack {
                 .collect();
                 let mut idle: Vec<_> = many(settings.n(300), 128, |_| async move {
                     let mut socket = net::connect(ATTACKER, addr).await.ok()?;
-                    let request = format!("GET /realtime/poll?room=ka&rt_v=1&rt_conn=1 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+                    let request = format!("GET /realtime/poll?room=ka&rt_v=2&rt_conn=1 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
                     socket.write_all(request.as_bytes()).await.ok()?;
                     let mut buffer = vec![0u8; 4096];
                     let _ = timeout(STEP, socket.read(&mut buffer)).await;
@@ -661,14 +661,14 @@ impl Attack {
                 let publish = net::request(ATTACKER, addr, "POST", "/realtime/publish?room=r", &headers, b"hi", STEP).await.map_or(0, |r| r.status);
                 let mut upgrade = evil.to_vec();
                 upgrade.extend([("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]);
-                let ws = match Stream::open(ATTACKER, addr, "/realtime?room=r&rt_v=1&rt_conn=1", &upgrade).await {
+                let ws = match Stream::open(ATTACKER, addr, "/realtime?room=r&rt_v=2&rt_conn=1", &upgrade).await {
                     Ok(mut stream) => match stream.wait_for(b"\r\n", Instant::now() + STEP).await {
                         Ok(_) => String::from_utf8_lossy(&stream.seen).split(' ').nth(1).unwrap_or("?").to_owned(),
                         Err(error) => error.to_string(),
                     },
                     Err(error) => error.to_string(),
                 };
-                let sse = net::request(ATTACKER, addr, "GET", "/realtime/poll?room=r&rt_v=1&rt_conn=1", &evil[..1], b"", STEP).await.map_or(0, |r| r.status);
+                let sse = net::request(ATTACKER, addr, "GET", "/realtime/poll?room=r&rt_v=2&rt_conn=1", &evil[..1], b"", STEP).await.map_or(0, |r| r.status);
                 format!("publish {publish}, WebSocket upgrade {ws}, poll with Host only {sse}")
             }
             Attack::StaticPaths => {
@@ -738,7 +738,7 @@ async fn traffic(settings: &Settings, addr: SocketAddr) -> String {
         tasks.spawn(async move {
             let socket = {
                 let _permit = permits.acquire_owned().await;
-                net::websocket(ATTACKER, addr, &format!("room=traffic-{}&rt_v=1&rt_conn=1", index / 100), STEP).await
+                net::websocket(ATTACKER, addr, &format!("room=traffic-{}&rt_v=2&rt_conn=1", index / 100), STEP).await
             };
             let Ok(socket) = socket else {
                 failed.fetch_add(1, Ordering::Relaxed);

@@ -66,6 +66,8 @@ impl Params {
     /// Checks `rt_v`.
     pub fn check_version(&self) -> Result<(), ParamError> {
         match self.version.as_deref() {
+            // Absent: a hand-made request (curl); every client of ours names its version, and a
+            // v1 client (which always sent rt_v=1) is refused (PROTOCOL.md §8.8).
             None => Ok(()),
             Some(version) if version == PROTOCOL_VERSION.to_string() => Ok(()),
             Some(_) => Err(ParamError::UnsupportedVersion),
@@ -132,7 +134,7 @@ mod tests {
 
     #[test]
     fn parses_and_validates() {
-        let params = Params::parse(Some("room=a%3Ab&rt_v=1&rt_conn=7&rt_sid=abc&rt_key=def&rt_last=3&x=y"));
+        let params = Params::parse(Some("room=a%3Ab&rt_v=2&rt_conn=7&rt_sid=abc&rt_key=def&rt_last=3&x=y"));
         let request = params.connect_request().unwrap();
         assert_eq!(request.room, "a:b");
         assert_eq!(request.conn, 7);
@@ -141,7 +143,9 @@ mod tests {
         assert_eq!(Params::parse(None).room().unwrap(), "lobby");
         assert!(Params::parse(Some("room=a/b")).room().is_err());
         assert!(Params::parse(Some("room=")).room().is_err());
-        assert_eq!(Params::parse(Some("rt_v=2")).check_version(), Err(ParamError::UnsupportedVersion));
+        assert_eq!(Params::parse(Some("rt_v=2")).check_version(), Ok(()));
+        assert_eq!(Params::parse(Some("rt_v=1")).check_version(), Err(ParamError::UnsupportedVersion));
+        assert_eq!(Params::parse(None).check_version(), Ok(()));
         assert!(Params::parse(Some("rt_conn=-1")).conn().is_err());
         assert!(Params::parse(Some("rt_sid=abc")).resume().is_err());
         assert_eq!(Params::parse(Some("rt_probe=1")).is_probe(), Ok(true));

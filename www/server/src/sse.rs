@@ -105,6 +105,13 @@ pub fn frame_type(frame: &Frame) -> &'static str {
         Frame::Ping { .. } => "ping",
         Frame::Pong { .. } => "pong",
         Frame::Close(_) => "close",
+        Frame::ChannelMessage(_) => "msg",
+        Frame::Subscribe { .. } => "subscribe",
+        Frame::Subscribed { .. } => "subscribed",
+        Frame::Unsubscribe { .. } => "unsubscribe",
+        Frame::Unsubscribed { .. } => "unsubscribed",
+        Frame::Gap { .. } => "gap",
+        Frame::Nack { .. } => "nack",
     }
 }
 

@@ -79,7 +79,7 @@ async fn a_missing_or_wrong_token_gets_401_and_is_counted() {
 async fn the_right_token_opens_metrics_stats_and_kick() {
     let server = Server::start(Config { allow_kick: true, admin: AdminConfig::with_token(TOKEN), ..Config::default() }).await;
     let bearer = format!("Bearer {TOKEN}");
-    let mut client = WsClient::connect(&server.ws_url("room=admin&rt_v=1&rt_conn=1")).await;
+    let mut client = WsClient::connect(&server.ws_url("room=admin&rt_v=2&rt_conn=1")).await;
     let hello = client.hello().await;
 
     let response = call(&base(&server), "GET", "/metrics", Some(&bearer)).await;

@@ -40,7 +40,7 @@ async fn send(server: &Server, query: &str, body: String) -> reqwest::Response {
 #[tokio::test]
 async fn sse_delivers_hello_then_published_messages_as_events() {
     let server = Server::default().await;
-    let response = reqwest::get(server.url("/realtime/sse?room=feed&rt_v=1&rt_conn=1")).await.unwrap();
+    let response = reqwest::get(server.url("/realtime/sse?room=feed&rt_v=2&rt_conn=1")).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["cache-control"], "no-cache");
@@ -73,7 +73,7 @@ async fn sse_delivers_hello_then_published_messages_as_events() {
     assert_eq!(raw, "event: msg\nid: 2\ndata: msg s=2 k=t n=3\ndata: a\ndata: b");
 
     // Upstream via POST /send reaches the SSE stream (the sender is in the room) with an ack.
-    let query = format!("room=feed&rt_v=1&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
+    let query = format!("room=feed&rt_v=2&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
     let response = send(&server, &query, batch(&[text_msg(1, "up")])).await;
     assert_eq!(response.status(), 204);
     let mut saw_ack = false;
@@ -95,10 +95,10 @@ async fn sse_delivers_hello_then_published_messages_as_events() {
 #[tokio::test]
 async fn poll_attaches_holds_and_carries_upstream() {
     let server = Server::default().await;
-    let frames = poll(&server, "room=p&rt_v=1&rt_conn=1").await;
+    let frames = poll(&server, "room=p&rt_v=2&rt_conn=1").await;
     assert_eq!(frames.len(), 1);
     let hello = hello_of(&frames);
-    let session = format!("room=p&rt_v=1&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
+    let session = format!("room=p&rt_v=2&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
 
     // A held poll answers as soon as a message is published.
     let held = {
@@ -240,8 +240,10 @@ async fn an_unsupported_version_on_sse_and_poll_is_refused_in_protocol_for_good(
         reason: "unsupported protocol version".into(),
         retry: Retry::Never,
     });
-    assert_eq!(poll(&server, "rt_v=2&rt_conn=1").await, vec![refusal.clone()]);
-    let response = reqwest::get(server.url("/realtime/sse?rt_v=2&rt_conn=1")).await.unwrap();
+    // v1 (the version before channels) and a future version alike.
+    assert_eq!(poll(&server, "rt_v=3&rt_conn=1").await, vec![refusal.clone()]);
+    assert_eq!(poll(&server, "rt_v=1&rt_conn=1").await, vec![refusal.clone()]);
+    let response = reqwest::get(server.url("/realtime/sse?rt_v=1&rt_conn=1")).await.unwrap();
     assert_eq!(response.status(), 200);
     let mut reader = SseReader::new(response);
     let (_, _, data) = parse_event(&reader.next_event().await);

@@ -38,7 +38,7 @@ async fn publish_text(server: &Server, room: &str, text: &'static str) {
 }
 
 fn resume_query(room: &str, conn: u32, hello: &Hello, last: u64) -> String {
-    format!("room={room}&rt_v=1&rt_conn={conn}&rt_sid={}&rt_key={}&rt_last={last}", hello.session_id, hello.secret)
+    format!("room={room}&rt_v=2&rt_conn={conn}&rt_sid={}&rt_key={}&rt_last={last}", hello.session_id, hello.secret)
 }
 
 fn text(message: &Message) -> &str {
@@ -60,7 +60,7 @@ async fn wait_live(server: &Server, count: usize) {
 #[tokio::test]
 async fn kicked_websocket_ends_without_close_frame_and_resumes_with_what_was_published() {
     let server = Server::start(kick_config()).await;
-    let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=1&rt_conn=1")).await;
+    let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=2&rt_conn=1")).await;
     let hello = client.hello().await;
     assert!(!hello.resumed);
     publish_text(&server, "kick", "before").await;
@@ -94,7 +94,7 @@ async fn kicked_websocket_ends_without_close_frame_and_resumes_with_what_was_pub
 #[tokio::test]
 async fn kicked_sse_stream_ends_and_resumes() {
     let server = Server::start(kick_config()).await;
-    let response = reqwest::get(server.url("/realtime/sse?room=kick&rt_v=1&rt_conn=1")).await.unwrap();
+    let response = reqwest::get(server.url("/realtime/sse?room=kick&rt_v=2&rt_conn=1")).await.unwrap();
     let mut reader = SseReader::new(response);
     let (kind, _, data) = parse_event(&reader.next_event().await);
     assert_eq!(kind, "hello");
@@ -119,7 +119,7 @@ async fn kicked_sse_stream_ends_and_resumes() {
 #[tokio::test]
 async fn kicked_poll_is_aborted_and_resumes() {
     let server = Server::start(kick_config()).await;
-    let frames = poll(&server, "room=kick&rt_v=1&rt_conn=1").await;
+    let frames = poll(&server, "room=kick&rt_v=2&rt_conn=1").await;
     let [Frame::Hello(hello)] = frames.as_slice() else { panic!("expected a hello, got {frames:?}") };
     let hello = hello.clone();
 
@@ -149,7 +149,7 @@ async fn kicked_poll_is_aborted_and_resumes() {
 async fn kick_is_off_by_default() {
     // Even with the admin token: kick is its own switch.
     let server = Server::start(Config { admin: AdminConfig::with_token(ADMIN_TOKEN), ..Config::default() }).await;
-    let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=1&rt_conn=1")).await;
+    let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=2&rt_conn=1")).await;
     let hello = client.hello().await;
     let response = kick(&server, &format!("sid={}", hello.session_id), None).await;
     assert_eq!(response.status(), 403);
@@ -165,7 +165,7 @@ async fn kick_answers_for_unknown_missing_and_detached_sessions() {
     assert_eq!(kick(&server, "sid=AAAAAAAAAAAAAAAAAAAAAA", None).await.status(), 404);
     assert_eq!(kick(&server, "", None).await.status(), 400);
 
-    let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=1&rt_conn=1")).await;
+    let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=2&rt_conn=1")).await;
     let hello = client.hello().await;
     assert_eq!(kick(&server, &format!("sid={}", hello.session_id), None).await.status(), 204);
     wait_live(&server, 0).await;
@@ -177,7 +177,7 @@ async fn kick_answers_for_unknown_missing_and_detached_sessions() {
 async fn kick_follows_the_origin_rules() {
     let config = Config { allowed_origins: vec!["https://app.example".into()], ..kick_config() };
     let server = Server::start(config).await;
-    let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=1&rt_conn=1")).await;
+    let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=2&rt_conn=1")).await;
     let hello = client.hello().await;
     let query = format!("sid={}", hello.session_id);
     assert_eq!(kick(&server, &query, Some("https://evil.example")).await.status(), 403);

@@ -48,11 +48,12 @@ fn common_type(frame: &Frame) -> &'static str {
         Frame::Ping { .. } => "ping",
         Frame::Pong { .. } => "pong",
         Frame::Close(_) => "close",
+        _ => "channel frame",
     }
 }
 
 fn resume_query(room: &str, conn: u32, hello: &Hello, last: u64) -> String {
-    format!("room={room}&rt_v=1&rt_conn={conn}&rt_sid={}&rt_key={}&rt_last={last}", hello.session_id, hello.secret)
+    format!("room={room}&rt_v=2&rt_conn={conn}&rt_sid={}&rt_key={}&rt_last={last}", hello.session_id, hello.secret)
 }
 
 fn text(message: &Message) -> &str {
@@ -92,7 +93,7 @@ async fn wait_live(server: &Server, count: usize) {
 #[tokio::test]
 async fn sse_to_websocket_old_gets_4004_new_gets_exactly_the_rest() {
     let server = Server::default().await;
-    let mut old = Sse::open(&server, "room=m&rt_v=1&rt_conn=1").await;
+    let mut old = Sse::open(&server, "room=m&rt_v=2&rt_conn=1").await;
     let hello = old.hello().await;
     for text in ["one", "two", "three"] {
         server.publish("room=m", "text/plain", text).await;
@@ -243,7 +244,7 @@ async fn a_send_from_the_replaced_connection_is_still_accepted() {
     assert_replaced(old.frame().await);
 
     // A POST the client had in flight on the old connection arrives after the move.
-    let old_send = format!("room=u&rt_v=1&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
+    let old_send = format!("room=u&rt_v=2&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
     assert_eq!(send(&server, &old_send, &[text_msg(1, "in flight")]).await, 204);
     let mut got = new.sync(1).await;
     got.retain(|frame| !matches!(frame, Frame::Ping { .. }));

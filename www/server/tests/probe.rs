@@ -10,7 +10,7 @@ use realtime_server::Config;
 use tokio_tungstenite::tungstenite;
 
 fn check_probe_hello(hello: &Hello, server: &Server) {
-    assert_eq!(hello.version, 1);
+    assert_eq!(hello.version, wire::PROTOCOL_VERSION);
     assert!(is_valid_token(&hello.session_id) && is_valid_token(&hello.secret));
     assert_eq!((hello.ack, hello.resumed), (0, false));
     assert_eq!(hello.heartbeat_ms, server.state.config.heartbeat_ms);
@@ -31,7 +31,7 @@ async fn websocket_probe_gets_hello_then_nothing_until_the_hold_ends() {
     assert_eq!(server.state.registry.len(), 1);
 
     let started = Instant::now();
-    let mut probe = WsClient::connect(&server.ws_url("room=p&rt_v=1&rt_conn=2&rt_probe=1")).await;
+    let mut probe = WsClient::connect(&server.ws_url("room=p&rt_v=2&rt_conn=2&rt_probe=1")).await;
     let hello = probe.hello().await;
     check_probe_hello(&hello, &server);
     assert_eq!(server.state.registry.len(), 1, "a probe creates no session");
@@ -66,7 +66,7 @@ async fn websocket_probe_ends_when_the_client_closes() {
 #[tokio::test]
 async fn sse_probe_gets_hello_and_the_stream_stays_open() {
     let server = Server::start(Config { sse_keepalive: Duration::from_millis(100), ..Config::default() }).await;
-    let mut response = reqwest::get(server.url("/realtime/sse?room=p&rt_v=1&rt_conn=1&rt_probe=1")).await.unwrap();
+    let mut response = reqwest::get(server.url("/realtime/sse?room=p&rt_v=2&rt_conn=1&rt_probe=1")).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     // The hello event comes first, alone.
@@ -110,7 +110,7 @@ async fn sse_probe_just_ends_after_the_hold() {
 #[tokio::test]
 async fn poll_probe_answers_hello_at_once() {
     let server = Server::default().await;
-    let frames = poll(&server, "room=p&rt_v=1&rt_conn=1&rt_probe=1").await;
+    let frames = poll(&server, "room=p&rt_v=2&rt_conn=1&rt_probe=1").await;
     let [Frame::Hello(hello)] = &frames[..] else { panic!("expected only a hello, got {frames:?}") };
     check_probe_hello(hello, &server);
     assert!(server.state.registry.is_empty());

@@ -175,9 +175,9 @@ async fn h2_by_alpn_carries_sse_polls_and_websocket_by_extended_connect() {
     let stream = tokio::spawn(read_until(sse, "event: hello"));
     let poll = sender.send_request(get("/realtime/poll?room=b&rt_conn=1")).await.unwrap();
     assert_eq!((poll.status(), poll.version()), (StatusCode::OK, Version::HTTP_2));
-    let answer = read_until(poll, "hello v=1").await;
-    assert!(answer.starts_with("hello v=1 "), "the poll's answer starts with the hello: {answer:?}");
-    assert!(stream.await.unwrap().contains("data: hello v=1"));
+    let answer = read_until(poll, "hello v=2").await;
+    assert!(answer.starts_with("hello v=2 "), "the poll's answer starts with the hello: {answer:?}");
+    assert!(stream.await.unwrap().contains("data: hello v=2"));
 
     // A WebSocket as a stream of the same connection (RFC 8441).
     let request = Request::builder()
@@ -197,7 +197,7 @@ async fn h2_by_alpn_carries_sse_polls_and_websocket_by_extended_connect() {
     )
     .await;
     let first = tokio::time::timeout(LIMIT, socket.next()).await.unwrap().unwrap().unwrap();
-    assert!(first.to_text().unwrap().starts_with("hello v=1"), "{first:?}");
+    assert!(first.to_text().unwrap().starts_with("hello v=2"), "{first:?}");
 
     let counted = stats(&mut sender).await;
     for endpoint in ["websocket", "sse", "poll"] {
@@ -216,7 +216,7 @@ async fn http1_by_alpn_or_without_alpn_still_works() {
         tokio::spawn(connection);
         let poll = sender.send_request(get("/realtime/poll?room=d&rt_conn=1")).await.unwrap();
         assert_eq!((poll.status(), poll.version()), (StatusCode::OK, Version::HTTP_11));
-        read_until(poll, "hello v=1").await;
+        read_until(poll, "hello v=2").await;
     }
 }
 

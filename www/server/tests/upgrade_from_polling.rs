@@ -111,7 +111,7 @@ async fn websocket_resumes_a_session_attached_over_long_polling_with_a_held_poll
     probe_websocket(&server, &endpoint).await;
 
     let url = migrating_url(&endpoint, &hello, 2);
-    assert!(url.contains("&rt_v=1&rt_conn=3&rt_sid=") && url.contains("&rt_last=2"), "{url}");
+    assert!(url.contains("&rt_v=2&rt_conn=3&rt_sid=") && url.contains("&rt_last=2"), "{url}");
     let mut ws = WsClient::connect(&url).await;
     let resumed = ws.hello().await;
     assert!(resumed.resumed, "the WebSocket must resume the polling session");

@@ -10,11 +10,11 @@ use tokio_tungstenite::tungstenite;
 #[tokio::test]
 async fn hello_has_valid_fields() {
     let server = Server::default().await;
-    let mut client = WsClient::connect(&server.ws_url("room=lobby&rt_v=1&rt_conn=1")).await;
+    let mut client = WsClient::connect(&server.ws_url("room=lobby&rt_v=2&rt_conn=1")).await;
     let (frame, binary) = client.next().await.unwrap();
     assert!(!binary, "hello travels in a text message");
     let Frame::Hello(hello) = frame else { panic!("first frame must be hello, got {frame:?}") };
-    assert_eq!(hello.version, 1);
+    assert_eq!(hello.version, 2);
     assert!(is_valid_token(&hello.session_id) && hello.session_id.len() >= 20);
     assert!(is_valid_token(&hello.secret) && hello.secret.len() >= 20);
     assert_ne!(hello.session_id, hello.secret);
@@ -27,7 +27,7 @@ async fn hello_has_valid_fields() {
 #[tokio::test]
 async fn every_kind_comes_back_to_the_sender_and_is_acked() {
     let server = Server::default().await;
-    let mut client = WsClient::connect(&server.ws_url("rt_v=1&rt_conn=1")).await;
+    let mut client = WsClient::connect(&server.ws_url("rt_v=2&rt_conn=1")).await;
     client.hello().await;
     let json = Frame::Message(Message { seq: 2, event: Some("ticker".into()), payload: Payload::Json("{\"p\":1}".into()) });
     let binary = Frame::Message(Message { seq: 3, event: None, payload: Payload::Binary(vec![0, 1, 255]) });
@@ -188,7 +188,7 @@ async fn publish_reaches_websocket_and_bad_publish_is_refused() {
 #[tokio::test]
 async fn resume_replays_exactly_the_unacked_messages() {
     let server = Server::default().await;
-    let mut first = WsClient::connect(&server.ws_url("room=r&rt_v=1&rt_conn=1")).await;
+    let mut first = WsClient::connect(&server.ws_url("room=r&rt_v=2&rt_conn=1")).await;
     let hello = first.hello().await;
     for text in ["one", "two", "three"] {
         assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);
@@ -201,7 +201,7 @@ async fn resume_replays_exactly_the_unacked_messages() {
     drop(first); // The connection drops without a close frame.
     assert_eq!(server.publish("room=r", "text/plain", "four").await.status(), 202);
 
-    let query = format!("room=r&rt_v=1&rt_conn=2&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
+    let query = format!("room=r&rt_v=2&rt_conn=2&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
     let mut second = WsClient::connect(&server.ws_url(&query)).await;
     let resumed = second.hello().await;
     assert!(resumed.resumed);
@@ -275,7 +275,7 @@ async fn resume_from_beyond_the_last_sent_message_is_refused() {
 
 /// Resume query of `hello`'s session from `rt_last=last` on connection `conn`, room `r`.
 fn resume_query(conn: u32, hello: &realtime_client::core::wire::Hello, last: u64) -> String {
-    format!("room=r&rt_v=1&rt_conn={conn}&rt_sid={}&rt_key={}&rt_last={last}", hello.session_id, hello.secret)
+    format!("room=r&rt_v=2&rt_conn={conn}&rt_sid={}&rt_key={}&rt_last={last}", hello.session_id, hello.secret)
 }
 
 #[tokio::test]
@@ -285,7 +285,7 @@ async fn resume_with_an_rt_last_below_its_own_later_ack_replays_after_the_ack() 
     // Acks are cumulative, so the client has 1-3: no gap, the resume succeeds and replays from 4.
     // (A refusal here reset every migration that raced with an ack: upgrade_from_polling.rs.)
     let server = Server::default().await;
-    let mut first = WsClient::connect(&server.ws_url("room=r&rt_v=1&rt_conn=1")).await;
+    let mut first = WsClient::connect(&server.ws_url("room=r&rt_v=2&rt_conn=1")).await;
     let hello = first.hello().await;
     for text in ["one", "two", "three", "four"] {
         assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);
@@ -316,7 +316,7 @@ async fn resume_from_before_a_message_trimmed_by_the_replay_limit_is_refused() {
     // it. From then on the session cannot promise a gapless replay, so no resume is accepted,
     // neither from before the trimmed message nor (the session stopped being resumable) after.
     let server = Server::start(Config { replay_max_messages: 2, ..Config::default() }).await;
-    let mut first = WsClient::connect(&server.ws_url("room=r&rt_v=1&rt_conn=1")).await;
+    let mut first = WsClient::connect(&server.ws_url("room=r&rt_v=2&rt_conn=1")).await;
     let hello = first.hello().await;
     for (seq, text) in [(1, "one"), (2, "two")] {
         assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);

@@ -13,7 +13,7 @@ fn a_refused_websocket_costs_nothing_sse_starts_at_once() {
     let effects = h.effects();
     assert_eq!(effects[0], Effect::Close { conn: ws });
     let [(sse, TransportKind::Sse, ref url)] = opened(&effects)[..] else { panic!("{effects:?}") };
-    assert_eq!(url, "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=1&rt_conn=2");
+    assert_eq!(url, "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=2&rt_conn=2");
     h.data(sse, &[hello("s1", 0, false)]);
     let events = h.events();
     assert_eq!(
@@ -37,7 +37,7 @@ fn a_blackholed_websocket_and_sse_lead_to_long_polling_within_two_head_starts() 
     let [(_, TransportKind::Sse, _)] = opened(&h.effects())[..] else { panic!() };
     h.run_until(1_600);
     let [(poll, TransportKind::LongPolling, ref url)] = opened(&h.effects())[..] else { panic!() };
-    assert!(url.starts_with("http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=1&rt_conn=3"));
+    assert!(url.starts_with("http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=2&rt_conn=3"));
     h.now = 1_605;
     h.data(poll, &[hello("s1", 0, false), text(1, "first")]);
     assert_eq!(h.session.transport(), Some(TransportKind::LongPolling));
@@ -48,7 +48,7 @@ fn a_blackholed_websocket_and_sse_lead_to_long_polling_within_two_head_starts() 
         Effect::Poll { url, .. } => Some(url),
         _ => None,
     }).collect();
-    assert_eq!(polls, vec!["http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=1&rt_conn=3&rt_sid=s1&rt_key=secret&rt_last=1"]);
+    assert_eq!(polls, vec!["http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=2&rt_conn=3&rt_sid=s1&rt_key=secret&rt_last=1"]);
     assert!(h.events().iter().any(|event| matches!(event, Event::Message { seq: 1, .. })));
 }
 
@@ -109,7 +109,7 @@ fn upstream_posts_are_serialised_one_at_a_time() {
     let effects = h.effects();
     assert_eq!(posted(&effects), vec![Frame::Ping { time: 1_000 }]);
     let Effect::Post { url, .. } = effects.iter().find(|effect| matches!(effect, Effect::Post { .. })).unwrap() else { panic!() };
-    assert_eq!(url, "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=1&rt_conn=1&rt_sid=s1&rt_key=secret");
+    assert_eq!(url, "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=2&rt_conn=1&rt_sid=s1&rt_key=secret");
     h.session.send(h.now, None, Payload::Binary(vec![1, 2, 3])).unwrap();
     h.session.send(h.now, None, Payload::Text("b".into())).unwrap();
     assert!(posted(&h.effects()).is_empty(), "a POST is in flight");

@@ -85,7 +85,7 @@ impl Harness {
         self.session.connect(self.now);
         let conn = match self.effects().as_slice() {
             [Effect::Open { conn, kind: TransportKind::WebSocket, url }] => {
-                assert_eq!(url, "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=1&rt_conn=1");
+                assert_eq!(url, "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=2&rt_conn=1");
                 *conn
             }
             other => panic!("unexpected effects {other:?}"),
@@ -103,7 +103,7 @@ fn ws_only() -> SessionConfig {
 
 fn hello(session_id: &str, ack: u64, resumed: bool) -> Frame {
     Frame::Hello(Hello {
-        version: 1,
+        version: 2,
         session_id: session_id.into(),
         secret: "secret".into(),
         heartbeat_ms: 10_000,

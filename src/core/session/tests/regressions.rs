@@ -4,7 +4,7 @@ use super::*;
 
 fn hello_with(session_id: &str, heartbeat_ms: u64, max_body_bytes: u64, ack: u64, resumed: bool) -> Frame {
     Frame::Hello(Hello {
-        version: 1,
+        version: 2,
         session_id: session_id.into(),
         secret: "secret".into(),
         heartbeat_ms,

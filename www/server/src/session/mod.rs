@@ -521,8 +521,9 @@ impl Session {
                     result.client_closed = true;
                     break;
                 }
-                Frame::Hello(_) => {
-                    result.error = Some(close(close_code::PROTOCOL_ERROR, "unexpected hello from client", Retry::Default));
+                _ => {
+                    // hello, and (until channels are served) every channel frame.
+                    result.error = Some(close(close_code::PROTOCOL_ERROR, "unexpected frame from client", Retry::Default));
                     break;
                 }
             }
