@@ -236,8 +236,28 @@ async fn realtime_loop(plan: &Plan, counters: &Counters, socket: Socket, shutdow
         let frames = wire::decode_all(&bytes, MAX_BODY_BYTES).map_err(|error| format!("bad frame: {}", error.as_str()))?;
         let mut replies = Vec::new();
         for frame in frames {
-            match frame {
-                Frame::Message(message) => {
+            let message = match frame {
+                Frame::Message(message) => Some(message),
+                Frame::ChannelMessage(channel_message) => Some(channel_message.message),
+                other => {
+                    // A channel control frame (the room's `subscribed`) takes a seq, not a count.
+                    if let Some(seq) = other.ordered_seq() {
+                        last_seq = last_seq.max(seq);
+                    }
+                    match other {
+                        Frame::Ping { time } => {
+                            wire::encode(&Frame::Pong { time }, Carrier::Text, &mut replies);
+                            counters.pongs_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Frame::Close(close) => return Err(format!("close frame {} {}", close.code, close.reason)),
+                        Frame::Hello(_) => return Err("a second hello".to_owned()),
+                        _ => {}
+                    }
+                    None
+                }
+            };
+            match message {
+                Some(message) => {
                     if message.seq != last_seq + 1 {
                         counters.out_of_order.fetch_add(1, Ordering::Relaxed);
                     }
@@ -245,13 +265,7 @@ async fn realtime_loop(plan: &Plan, counters: &Counters, socket: Socket, shutdow
                     received_here += 1;
                     counters.count_message(plan, received_here);
                 }
-                Frame::Ping { time } => {
-                    wire::encode(&Frame::Pong { time }, Carrier::Text, &mut replies);
-                    counters.pongs_sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Frame::Close(close) => return Err(format!("close frame {} {}", close.code, close.reason)),
-                Frame::Hello(_) => return Err("a second hello".to_owned()),
-                Frame::Ack { .. } | Frame::Pong { .. } => {}
+                None => {}
             }
         }
         if last_seq > acked_seq && ack_at.is_none() {
