@@ -240,22 +240,46 @@ export function emittable(event) {
     if (!NAME.test(event)) throw error('invalid-argument', BAD_NAME);
 }
 
-/** The registry and promises of one client. */
-export function hub() {
-    // id -> [event, listener] of every live subscription, in the order they were added. Ids are
-    // never reused, so the function on() returns (the map's delete bound to the map and the id)
-    // is safe to call at any time, also after the client was closed or freed.
+// A channel name (is_valid_channel_name in src/core/wire/channels.rs) and an epoch on the wire.
+const CHANNEL = /^[A-Za-z0-9_.:/-]{1,128}$/;
+const EPOCH = /^[0-9a-f]{16}$/;
+// Event names with a fixed meaning on a Subscription, which its emit() refuses.
+const SUB_LIFECYCLE = ['message', 'subscribed', 'unsubscribed', 'gap', 'error'];
+
+/**
+ * subscribe()'s arguments, validated (throws error('invalid-argument', ...)): the channel name,
+ * and `options.since` = { offset: a whole number from 0 to 2^53 - 1, epoch: 16 lowercase hex
+ * digits }. Returns [epoch, offset] of since, or [] without one.
+ */
+export function since(channel, options) {
+    const fail = (message) => {
+        throw error('invalid-argument', message);
+    };
+    if (typeof channel !== 'string' || !CHANNEL.test(channel)) fail('channel name must be 1-128 characters of A-Z a-z 0-9 _ . : / -');
+    if (options === undefined || options === null) return [];
+    if (typeof options !== 'object') fail('subscribe options must be an object');
+    for (const key of Object.keys(options)) {
+        if (key !== 'since') fail("unknown subscribe option '" + key + "' (expected since)");
+    }
+    const position = options.since;
+    if (position === undefined || position === null) return [];
+    if (typeof position !== 'object') fail("option 'since' must be { offset, epoch }");
+    const { offset, epoch } = position;
+    if (!(typeof offset === 'number' && Number.isSafeInteger(offset) && offset >= 0)) fail("option 'since.offset' must be a whole number from 0 to 2^53 - 1");
+    if (typeof epoch !== 'string' || !EPOCH.test(epoch)) fail("option 'since.epoch' must be the 16 hex digits of an epoch the server sent");
+    return [epoch, offset];
+}
+
+// The listener registry of one client or one subscription: on(), off(), and emit(event, a, b),
+// which calls every listener of `event` subscribed now (one unsubscribed meanwhile, perhaps by
+// an earlier listener of this very event, is skipped) and reports a listener that throws as an
+// 'error' (on the console, if it was an 'error' listener).
+function registry(lifecycle) {
+    // id -> [event, listener], in the order they were added. Ids are never reused, so the
+    // function on() returns (the map's delete bound to the map and the id) is safe to call at
+    // any time, also after the client was closed or freed.
     const listeners = new Map();
     let next = 0;
-    // id -> [resolve, reject] of every unsettled send, in id order (ids only grow).
-    const sends = new Map();
-    // [resolve, reject] of every connect() waiting for the session to open.
-    let waiters = [];
-    // The app called close(): drop every listener once the 'close' event has been dispatched.
-    let dropAtClose = false;
-
-    // Calls every listener of `event` subscribed now (one unsubscribed meanwhile, perhaps by an
-    // earlier listener of this very event, is skipped).
     const emit = (event, first, second) => {
         for (const [id, [name, listener]] of [...listeners]) {
             if (name !== event || !listeners.has(id)) continue;
@@ -272,20 +296,13 @@ export function hub() {
             }
         }
     };
-    // Settles every waiting connect(): resolved (no error) or rejected with error().
-    const settle = (code, message) => {
-        const settled = waiters;
-        waiters = [];
-        for (const [resolve, reject] of settled) {
-            code ? reject(error(code, message)) : resolve();
-        }
-    };
-
     return {
+        listeners,
+        emit,
         // Throws the Error for a name that is neither a lifecycle name nor valid, or a listener
         // that is not a function.
         on(event, listener) {
-            if (!LIFECYCLE.includes(event) && !NAME.test(event)) throw error('invalid-argument', BAD_NAME);
+            if (!lifecycle.includes(event) && !NAME.test(event)) throw error('invalid-argument', BAD_NAME);
             if (typeof listener !== 'function') throw error('invalid-argument', 'listener must be a function');
             const id = ++next;
             listeners.set(id, [event, listener]);
@@ -296,6 +313,52 @@ export function hub() {
                 if (name === event && added === listener) listeners.delete(id);
             }
         },
+    };
+}
+
+/**
+ * The registry and promises of one client. `room` is the channel of the URL's room= (or
+ * undefined); `call(op, channel, event, data)` reaches the wasm for a Subscription (op 0
+ * publish, 1 emit, 2 unsubscribe; it returns the promise of a publish) and is a wasm closure
+ * that dies with the client: after 'freed' nothing calls it.
+ */
+export function hub(room, call) {
+    const client = registry(LIFECYCLE);
+    const { listeners, emit } = client;
+    // id -> [resolve, reject] of every unsettled send, in id order (ids only grow).
+    const sends = new Map();
+    // [resolve, reject] of every connect() waiting for the session to open.
+    let waiters = [];
+    // The app called close(): drop every listener once the 'close' event has been dispatched.
+    let dropAtClose = false;
+    // channel -> { sub, events, settle, ended } of every live Subscription (ended ones are
+    // removed, so subscribe() after an end makes a new one). `freed`: the client is gone.
+    const subscriptions = new Map();
+    let freed = false;
+    // Ends a Subscription for good: it leaves the map, ready rejects if still pending, its
+    // 'unsubscribed' listeners run, then its listeners are dropped.
+    const end = (channel, code, reason) => {
+        const entry = subscriptions.get(channel);
+        if (!entry) return;
+        subscriptions.delete(channel);
+        entry.ended = true;
+        entry.settle[1](error(code, reason));
+        entry.events.emit('unsubscribed', { channel, code, reason });
+        entry.events.listeners.clear();
+    };
+
+    // Settles every waiting connect(): resolved (no error) or rejected with error().
+    const settle = (code, message) => {
+        const settled = waiters;
+        waiters = [];
+        for (const [resolve, reject] of settled) {
+            code ? reject(error(code, message)) : resolve();
+        }
+    };
+
+    return {
+        on: client.on,
+        off: client.off,
         // connect(): resolved at once if the session is open, else at the next 'open'.
         wait(open) {
             return open ? Promise.resolve() : new Promise((resolve, reject) => waiters.push([resolve, reject]));
@@ -324,6 +387,7 @@ export function hub() {
                     return emit('error', error(a, b));
                 case 6: // close: x code, a reason, b the error code of why (for waiting connects)
                     settle(b, 'closed before the session opened: ' + a);
+                    for (const channel of [...subscriptions.keys()]) end(channel, 'closed', 'client closed: ' + a);
                     emit('close', { code: x, reason: a });
                     if (dropAtClose) {
                         dropAtClose = false;
@@ -347,6 +411,8 @@ export function hub() {
                 }
                 case 9: { // freed: nothing can settle the promises any more
                     const value = error('closed', 'client was freed');
+                    freed = true;
+                    for (const channel of [...subscriptions.keys()]) end(channel, 'closed', 'client was freed');
                     for (const [, [, reject]] of sends) reject(value);
                     sends.clear();
                     const settled = waiters;
@@ -356,10 +422,59 @@ export function hub() {
                 }
                 case 10: // closing: the app called close(), drop the listeners after 'close'
                     dropAtClose = true;
+                    return;
+                case 11: { // subscribed: a channel, b epoch, x offset (the top), y recovered (0 or 1)
+                    const entry = subscriptions.get(a);
+                    if (!entry) return;
+                    entry.settle[0]();
+                    return entry.events.emit('subscribed', { channel: a, epoch: b, offset: x, recovered: y === 1 });
+                }
+                case 12: // unsubscribed, for good: a channel, b code, c reason
+                    return end(a, b, c);
+                case 13: // gap: a channel, b epoch, x from, y to
+                    return subscriptions.get(a)?.events.emit('gap', { channel: a, epoch: b, from: x, to: y });
+                case 14: // a subscription's error (it goes on): a channel, b code, c message
+                    return subscriptions.get(a)?.events.emit('error', error(b, c));
             }
         },
+        // The Subscription of `channel` (made now if there is none); subscribe() validated the
+        // name with since() and told the wasm.
+        subscription(channel) {
+            const entry = subscriptions.get(channel);
+            if (entry) return entry.sub;
+            const events = registry(SUB_LIFECYCLE);
+            let settle;
+            const ready = new Promise((resolve, reject) => (settle = [resolve, reject]));
+            // A refusal the app does not await is not an unhandled rejection.
+            ready.catch(() => {});
+            const made = { events, settle, ended: false };
+            const invoke = (op, event, data) =>
+                made.ended || freed ? reject(error('unsubscribed', "the subscription to '" + channel + "' has ended")) : call(op, channel, event, data);
+            made.sub = {
+                channel,
+                ready,
+                on: events.on,
+                off: events.off,
+                publish: (data) => invoke(0, undefined, data),
+                emit(event, data) {
+                    if (SUB_LIFECYCLE.includes(event)) throw error('invalid-argument', "'" + event + "' is a subscription event name and cannot be emitted");
+                    emittable(event);
+                    return invoke(1, event, data);
+                },
+                unsubscribe() {
+                    if (!made.ended && !freed) call(2, channel);
+                },
+            };
+            subscriptions.set(channel, made);
+            return made.sub;
+        },
+        subscriptions() {
+            return [...subscriptions.values()].map((entry) => entry.sub);
+        },
         // kind: 0 text, 1 json (data the text, parsed here), 2 binary; event undefined if unnamed.
-        message(seq, event, kind, data) {
+        // A channel's message has its channel, epoch and offset: the room's goes to the client's
+        // listeners (as before channels) and to the room's Subscription if the app made one.
+        message(seq, event, kind, data, channel, epoch, offset) {
             if (kind === 1) {
                 try {
                     data = JSON.parse(data);
@@ -369,7 +484,9 @@ export function hub() {
                 }
             }
             event = event ?? null;
-            emit(event ?? 'message', data, { event, seq, kind: KINDS[kind] });
+            if (channel === undefined || channel === room) emit(event ?? 'message', data, { event, seq, kind: KINDS[kind] });
+            const entry = channel === undefined ? undefined : subscriptions.get(channel);
+            if (entry) entry.events.emit(event ?? 'message', data, { channel, epoch, offset, event, seq, kind: KINDS[kind] });
         },
     };
 }

@@ -79,28 +79,41 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The signal handlers go in before the addresses are printed: whoever reads them may send
+    // SIGTERM at once, and an uninstalled handler would let it kill the process unclean.
+    #[cfg(unix)]
+    let mut signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
+    };
     // Rust's stdout is line-buffered even into a pipe or file, so each line lands at once.
     println!("proxy listening on http://{}", proxy.proxy_addr);
     println!("control listening on http://{}", proxy.control_addr);
     if spawned {
         println!("upstream listening on http://{}", proxy.upstream_addr);
     }
-    wait_for_signal().await;
+    #[cfg(unix)]
+    wait_for_signal(&mut signals).await;
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
     proxy.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+#[cfg(unix)]
+async fn wait_for_signal(signals: &mut (Option<tokio::signal::unix::Signal>, Option<tokio::signal::unix::Signal>)) {
+    match signals {
+        (Some(term), Some(interrupt)) => {
             tokio::select! {
                 _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt.recv() => {}
             }
-            return;
+        }
+        (Some(one), None) | (None, Some(one)) => {
+            one.recv().await;
+        }
+        (None, None) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
