@@ -9,6 +9,8 @@
 /// <reference lib="esnext.disposable" />
 
 import type {
+    ChannelMessageInfo,
+    ChannelPosition,
     ClientState,
     ClientStats,
     CloseInfo,
@@ -23,11 +25,18 @@ import type {
     ReconnectingInfo,
     ReconnectOptions,
     ResetInfo,
+    GapInfo,
+    SubscribedInfo,
+    SubscribeOptions,
+    SubscriptionEventMap,
+    UnsubscribedInfo,
     TransportInfo,
     TransportName,
 } from './realtime_client.js';
 
 export type {
+    ChannelMessageInfo,
+    ChannelPosition,
     ClientState,
     ClientStats,
     CloseInfo,
@@ -42,6 +51,11 @@ export type {
     ReconnectingInfo,
     ReconnectOptions,
     ResetInfo,
+    GapInfo,
+    SubscribedInfo,
+    SubscribeOptions,
+    SubscriptionEventMap,
+    UnsubscribedInfo,
     TransportInfo,
     TransportName,
 };
@@ -66,6 +80,31 @@ export type NamedEvent<Events> = Exclude<keyof Events & string, keyof RealtimeEv
 
 /** The listener of the named event `K`. */
 export type NamedEventListener<Events, K extends keyof Events> = (data: Events[K], info: MessageInfo) => void;
+
+/** The names of a channel's own events: every key of `Events` except the subscription's lifecycle names. */
+export type ChannelEvent<Events> = Exclude<keyof Events & string, keyof SubscriptionEventMap | keyof RealtimeEventMap>;
+
+/**
+ * A subscription to one channel (from `client.subscribe()`): its messages in order, exactly
+ * once, across reconnects, transport switches and session resets. `Events` maps the channel's
+ * own event names to their payload types, as on the client.
+ */
+export interface Subscription<Events extends object = {}> {
+    /** The channel's name. */
+    readonly channel: string;
+    /** Resolves once subscribed; rejects (with the refusal's code) if the server refuses. */
+    readonly ready: Promise<void>;
+    /** Publishes to the channel (every subscriber gets it, this client too); resolves on the server's ack. */
+    publish(data: SendData): Promise<void>;
+    /** Publishes a named event to the channel. */
+    emit<K extends ChannelEvent<Events>>(event: K, data: Events[K]): Promise<void>;
+    /** Ends the subscription at once: nothing more of the channel is delivered. */
+    unsubscribe(): void;
+    on<K extends keyof SubscriptionEventMap>(event: K, listener: SubscriptionEventMap[K]): () => void;
+    on<K extends ChannelEvent<Events>>(event: K, listener: (data: Events[K], info: ChannelMessageInfo) => void): () => void;
+    off<K extends keyof SubscriptionEventMap>(event: K, listener: SubscriptionEventMap[K]): void;
+    off<K extends ChannelEvent<Events>>(event: K, listener: (data: Events[K], info: ChannelMessageInfo) => void): void;
+}
 
 /**
  * A realtime connection to a server, over WebSocket, SSE or long polling.
@@ -98,6 +137,13 @@ export declare class RealtimeClient<Events extends object = {}> {
      * `connect()` may start a new session afterwards (listeners must be added again).
      */
     close(): void;
+    /**
+     * Subscribes to `channel` (when connected, and again by itself after every resume or reset);
+     * the same Subscription for a channel already subscribed. Throws on a bad name or option.
+     */
+    subscribe<ChannelEvents extends object = {}>(channel: string, options?: SubscribeOptions): Subscription<ChannelEvents>;
+    /** The live Subscription objects. */
+    subscriptions(): Subscription<any>[];
     /** Counters: messages and bytes in/out, reconnects, fallbacks, upgrades, rttMs, transport, outbox. */
     stats(): ClientStats;
     /**

@@ -31,7 +31,8 @@ export interface RealtimeClientOptions {
 export type ErrorCode =
   | 'closed' | 'outbox-full' | 'too-large' | 'reset' | 'unauthorized' | 'unsupported-version'
   | 'transport-failed' | 'protocol' | 'timeout' | 'listener-threw' | 'server-closed'
-  | 'retries-exhausted' | 'invalid-argument';
+  | 'retries-exhausted' | 'invalid-argument'
+  | 'unsubscribed' | 'bad-channel' | 'too-many-channels' | 'rate-limited' | 'forbidden' | 'channel-closed';
 /** An Error from the client: thrown, rejected or passed to 'error' listeners. */
 export interface RealtimeError extends Error {
   code: ErrorCode;
@@ -63,7 +64,40 @@ export interface RealtimeEventMap {
 export type LifecycleEvent = Exclude<keyof RealtimeEventMap, 'message'>;
 /** Listener of a named event (any name that is not a lifecycle name). */
 export type NamedEventListener = (data: MessageData, info: MessageInfo) => void;
+/** Where a channel's message sits: `offset` counts up by one within `epoch` (16 hex digits). */
+export interface ChannelPosition { offset: number; epoch: string; }
+export interface SubscribeOptions {
+  /** Start after this position (one stored before a reload): the server replays what followed. */
+  since?: ChannelPosition;
+}
+export interface ChannelMessageInfo extends MessageInfo { channel: string; offset: number; epoch: string; }
+export interface SubscribedInfo { channel: string; recovered: boolean; offset: number; epoch: string; }
+export interface UnsubscribedInfo { channel: string; code: ErrorCode; reason: string; }
+export interface GapInfo { channel: string; epoch: string; from: number; to: number; }
+export interface SubscriptionEventMap {
+  subscribed: (info: SubscribedInfo) => void;
+  unsubscribed: (info: UnsubscribedInfo) => void;
+  gap: (info: GapInfo) => void;
+  error: (error: RealtimeError) => void;
+  message: (data: MessageData, info: ChannelMessageInfo) => void;
+}
+/** A subscription to one channel (typed generically over its events by the package's index.d.ts). */
+export interface Subscription {
+  readonly channel: string;
+  readonly ready: Promise<void>;
+  publish(data: unknown): Promise<void>;
+  emit(event: string, data: unknown): Promise<void>;
+  unsubscribe(): void;
+  on<K extends keyof SubscriptionEventMap>(event: K, listener: SubscriptionEventMap[K]): () => void;
+  on(event: string, listener: (data: MessageData, info: ChannelMessageInfo) => void): () => void;
+  off<K extends keyof SubscriptionEventMap>(event: K, listener: SubscriptionEventMap[K]): void;
+  off(event: string, listener: (data: MessageData, info: ChannelMessageInfo) => void): void;
+}
 export interface RealtimeClient {
+  /** Subscribes to `channel` (when connected, and again after every resume or reset); the same Subscription for a channel already subscribed. */
+  subscribe(channel: string, options?: SubscribeOptions): Subscription;
+  /** The live Subscription objects. */
+  subscriptions(): Subscription[];
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof RealtimeEventMap>(event: K, listener: RealtimeEventMap[K]): () => void;
   /** Adds a listener for a named event; returns a function that removes it. */
