@@ -143,6 +143,7 @@ async fn main() -> std::process::ExitCode {
         eprintln!("error: cannot listen on --admin-listen: {error}");
         return std::process::ExitCode::from(1);
     }
+    let shutdown = shutdown_signal();
     let acceptor = match tls {
         None => {
             println!("listening on http://{address}");
@@ -158,30 +159,43 @@ async fn main() -> std::process::ExitCode {
     // Serves until a signal; then every transport gets its going-away close
     // (`state.begin_shutdown()`) and the connections finish their responses.
     let drain = Duration::from_secs(5);
-    realtime_server::edge::serve(listener, acceptor, app(state.clone()), state.clone(), shutdown_signal(), drain).await;
+    realtime_server::edge::serve(listener, acceptor, app(state.clone()), state.clone(), shutdown, drain).await;
     // Upgraded WebSockets are not tracked by the HTTP server: wait for them to send their close.
     state.drain(Duration::from_secs(5)).await;
     std::process::ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the signal handlers at once, before the address is printed (a supervisor may
+/// signal as soon as it reads it, and an unregistered SIGTERM kills the process unclean), and
+/// returns the future that waits for SIGINT or SIGTERM.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut terminate, mut interrupt) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let terminate = async {
+                match terminate.as_mut() {
+                    Some(signal) => drop(signal.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let interrupt = async {
+                match interrupt.as_mut() {
+                    Some(signal) => drop(signal.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = terminate => {}
+                _ = interrupt => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
