@@ -40,6 +40,7 @@ use crate::core::wire::{self, close_code, Close, Frame, Retry};
 use crate::core::Millis;
 
 mod batch;
+mod channels;
 mod conns;
 mod frames;
 mod inbox;
@@ -55,6 +56,7 @@ pub use limits::{MAX_BODY_BYTES, MAX_HEARTBEAT_MS, MAX_RETRY_MS, MIN_HEARTBEAT_M
 pub use types::{ConnId, Effect, ErrorCode, Event, Input, SendError, SessionConfig, State, Stats, TransportCause, Wake};
 
 use batch::Batch;
+use channels::Channels;
 use conns::{Conns, Role};
 use ladder::Failure;
 use inbox::Inbox;
@@ -77,6 +79,7 @@ pub struct Session {
     max_body_bytes: usize,
     inbox: Inbox,
     outbox: Outbox,
+    channels: Channels,
     timers: Timers,
     backoff: Option<Backoff>,
     jitter: Jitter,
@@ -145,6 +148,7 @@ impl Session {
             max_body_bytes: wire::DEFAULT_MAX_BODY_BYTES,
             inbox: Inbox::default(),
             outbox: Outbox::default(),
+            channels: Channels::new(config.room.as_deref()),
             timers: Timers::default(),
             untried: Vec::new(),
             last_failure: String::new(),
@@ -201,6 +205,7 @@ impl Session {
             self.ids = None;
             self.inbox = Inbox::default();
             self.outbox.next_seq = 1;
+            self.reset_channels();
             self.backoff = self.config.reconnect.map(Backoff::new);
         }
         self.set_state(State::Connecting);
@@ -321,6 +326,9 @@ impl Session {
         }
         if self.timers.take_due(Timer::Probe, now) {
             self.open_probe(now);
+        }
+        if self.timers.take_due(Timer::Resubscribe, now) {
+            self.resubscribe_due(now);
         }
         if self.timers.take_due(Timer::Stable, now) {
             if let Some(backoff) = self.backoff.as_mut() {

@@ -22,9 +22,11 @@ pub(super) enum Timer {
     Ack,
     /// A liveness check waits for any traffic from the server until then.
     Suspect,
+    /// Subscribe again to a channel the server ended with `retry=N`.
+    Resubscribe,
 }
 
-const COUNT: usize = 6;
+const COUNT: usize = 7;
 
 impl Timer {
     fn slot(self) -> usize {
