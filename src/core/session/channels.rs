@@ -188,6 +188,19 @@ impl Session {
     /// `close`: every subscription ends with the session.
     pub(super) fn end_channels(&mut self) {
         self.channels.subs.clear();
+        self.timers.clear(Timer::Resubscribe);
+    }
+
+    /// The outbox renumbered requests not yet sent (`old`, `new` seqs): their answers come
+    /// under the new ones.
+    pub(super) fn renumbered_requests(&mut self, moved: &[(u64, u64)]) {
+        for sub in &mut self.channels.subs {
+            if let SubState::Pending { req } = sub.state {
+                if let Some(&(_, new)) = moved.iter().find(|&&(old, _)| old == req) {
+                    sub.state = SubState::Pending { req: new };
+                }
+            }
+        }
     }
 
     /// The resubscribe timer fired.

@@ -242,6 +242,7 @@ impl Session {
         }
         let Some(mut next_seq) = self.outbox.held().get(first_unsent).map(|message| message.seq) else { return };
         let mut kept = Vec::with_capacity(self.outbox.len());
+        let mut moved = Vec::new();
         for (index, mut message) in self.outbox.take_held().enumerate() {
             if index < first_unsent {
                 kept.push(message);
@@ -253,6 +254,9 @@ impl Session {
                     reason: SendError::TooLarge.as_str(),
                 });
             } else {
+                if matches!(message.kind, Kind::Subscribe { .. }) {
+                    moved.push((message.seq, next_seq));
+                }
                 message.seq = next_seq;
                 next_seq += 1;
                 kept.push(message);
@@ -260,6 +264,7 @@ impl Session {
         }
         self.outbox.queue = kept;
         self.outbox.next_seq = next_seq;
+        self.renumbered_requests(&moved);
     }
 
     /// Fails every message still held (the client closed).

@@ -293,3 +293,27 @@ fn a_server_retry_resubscribes_after_the_delay_and_a_refusal_ends_it() {
     assert!(!h.session.is_subscribed("other"));
     assert_eq!(h.session.subscribe(h.now, "other", None), Err(SendError::Closed));
 }
+
+#[test]
+fn a_subscribe_renumbered_behind_a_refused_oversize_message_still_matches_its_answer() {
+    let mut h = Harness::new(ws_only());
+    h.session.publish(h.now, Some("big"), None, Payload::Text("x".repeat(2_000))).unwrap();
+    h.session.subscribe(h.now, "prices", None).unwrap();
+    let conn = h.open(); // Its hello says 1024 bytes at most.
+    assert_eq!(ordered(&h.effects()), vec![Frame::Subscribe { seq: 1, channel: "prices".into(), since: None }]);
+    h.data(conn, &[subscribed(1, "prices", at(3), false, Some(1))]);
+    assert!(h.events().contains(&Event::Subscribed { channel: "prices".into(), recovered: false, position: at(3) }));
+}
+
+#[test]
+fn a_server_retry_survives_a_lost_connection() {
+    let mut h = Harness::new(ws_only());
+    let conn = subscribed_to_prices(&mut h);
+    h.data(conn, &[Frame::Unsubscribed { seq: 2, channel: "prices".into(), reply_to: None, close: close(4012, Retry::AfterMs(5_000), "slow down") }]);
+    assert!(h.events().contains(&Event::SubscriptionError { channel: "prices".into(), code: ErrorCode::RateLimited, message: "slow down".into() }));
+    let (conn2, _) = cut(&mut h, conn);
+    h.data(conn2, &[hello("s1", 1, true)]);
+    h.effects();
+    h.run_until(h.now + 5_000);
+    assert_eq!(ordered(&h.effects()), vec![Frame::Subscribe { seq: 2, channel: "prices".into(), since: Some(at(57)) }]);
+}
