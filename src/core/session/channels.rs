@@ -244,10 +244,8 @@ impl Session {
             }
             Frame::Unsubscribed { channel, reply_to, close, .. } => self.channel_unsubscribed(now, channel, reply_to, close),
             Frame::Gap { channel, epoch, from, to, .. } => self.channel_gap(channel, epoch, from, to),
-            Frame::Nack { reply_to, close, .. } => {
-                if reply_to < self.outbox.next_seq {
-                    self.fail_publish(reply_to, ErrorCode::from_channel_code(close.code));
-                }
+            Frame::Nack { reply_to, close, .. } if reply_to < self.outbox.next_seq => {
+                self.fail_publish(reply_to, ErrorCode::from_channel_code(close.code));
             }
             _ => {}
         }

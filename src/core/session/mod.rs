@@ -9,7 +9,8 @@
 //! (probe, migration, drain), `frames` (hello, promotion, reset, server close), `outbox` (send,
 //! ack, renumber on reset), `inbox` (delivered and acked sequence numbers, ack debounce),
 //! `liveness` (heartbeat, throttled timers, wake, suspend), `batch` (the upstream batch and the
-//! long-poll loop) and `timers` (the one table `handle_timeout` and `poll_timeout` both read).
+//! long-poll loop), `channels` (subscriptions, positions and the channel frames of protocol v2)
+//! and `timers` (the one table `handle_timeout` and `poll_timeout` both read).
 //!
 //! Connections play roles. While connecting, *candidates* race down the transport ladder: the
 //! preferred rung gets a head start (shorter once its transport opened and stayed silent as long
