@@ -308,6 +308,12 @@ impl Facade {
                 };
                 self.hub.message(seq as f64, event.as_deref(), kind, &data);
             }
+            // Channels reach the JS API later (the facade's channel API); until then nothing.
+            Event::ChannelMessage { .. }
+            | Event::Subscribed { .. }
+            | Event::Unsubscribed { .. }
+            | Event::Gap { .. }
+            | Event::SubscriptionError { .. } => {}
             Event::Delivered { up_to_id } => self.notify(Js::Delivered, None, None, up_to_id as f64),
             Event::SendFailed { id, code, reason } => self.notify(Js::Failed, Some(code.as_str()), Some(reason), id as f64),
             Event::Transport { from, to, cause, reason } => {

@@ -20,6 +20,7 @@ use crate::prelude::*;
 use crate::core::endpoint::TransportKind;
 use crate::core::session::conns::Role;
 use crate::core::session::ladder::Failure;
+use crate::core::session::outbox::Kind;
 use crate::core::session::{ConnId, Effect, Session};
 use crate::core::wire::{self, Carrier, Frame, Message, Payload};
 use crate::core::session::limits::{self, after};
@@ -148,7 +149,13 @@ impl Session {
         let window = if kind == TransportKind::WebSocket { MAX_IN_FLIGHT } else { usize::MAX };
         let mut index = self.outbox.first_untransmitted();
         while let Some(message) = self.outbox.held().get(index).filter(|_| index < window) {
-            let bound = wire::message_size_bound(message.event.as_deref(), &message.payload, carrier);
+            let bound = match &message.kind {
+                Kind::Publish { channel: None } => wire::message_size_bound(message.event.as_deref(), &message.payload, carrier),
+                Kind::Publish { channel: Some(name) } => {
+                    wire::message_size_bound(message.event.as_deref(), &message.payload, carrier) + wire::CHANNEL_FIELDS_BOUND + name.len()
+                }
+                _ => crate::core::session::outbox::CONTROL_BOUND,
+            };
             if !self.batch.bytes.is_empty() && self.batch.bytes.len() + bound > MAX_BATCH_BYTES {
                 if kind != TransportKind::WebSocket {
                     break; // The rest goes in the next POST, once this one is answered.
@@ -160,7 +167,23 @@ impl Session {
             if matches!(message.payload, Payload::Binary(_)) && carrier == Carrier::Binary {
                 self.batch.binary = true;
             }
-            wire::encode_message(message.seq, message.event.as_deref(), &message.payload, carrier, &mut self.batch.bytes);
+            let out = &mut self.batch.bytes;
+            match &message.kind {
+                Kind::Publish { channel } => wire::encode_channel_message(
+                    message.seq,
+                    channel.as_deref().map(|name| (name, None)),
+                    message.event.as_deref(),
+                    &message.payload,
+                    carrier,
+                    out,
+                ),
+                Kind::Subscribe { channel, since } => {
+                    wire::encode(&Frame::Subscribe { seq: message.seq, channel: channel.clone(), since: *since }, carrier, out)
+                }
+                Kind::Unsubscribe { channel } => {
+                    wire::encode(&Frame::Unsubscribe { seq: message.seq, channel: channel.clone() }, carrier, out)
+                }
+            }
             index += 1;
         }
     }

@@ -137,7 +137,8 @@ impl Session {
         };
         let presented_last = resume.map(|(_, _, last)| last);
         let probe = attach == Attach::HelloOnly;
-        let url = self.endpoint.connect_url(kind, ConnectParams { conn: id.0, resume, probe });
+        let mut url = self.endpoint.connect_url(kind, ConnectParams { conn: id.0, resume, probe });
+        self.push_room_since(&mut url);
         self.effects.push(Effect::Open { conn: id, kind, url });
         self.conns.list.push(Connection {
             id,

@@ -21,6 +21,7 @@ impl Session {
         match (role, frame) {
             (Role::Draining, Frame::Message(message)) => self.handle_message(now, id, message),
             (Role::Draining, Frame::Ack { seq }) => self.handle_ack(now, id, seq),
+            (Role::Draining, frame) if is_channel_frame(&frame) => self.handle_channel_frame(now, id, frame),
             (Role::Draining, Frame::Close(_)) => self.drop_conn(id),
             (Role::Draining, _) => {}
             (_, Frame::Hello(hello)) if !established => self.handle_hello(now, id, role, hello),
@@ -30,6 +31,7 @@ impl Session {
             (_, _) if !established => self.conn_failed(now, id, "expected hello as the first frame", Failure::Protocol),
             (Role::Active, Frame::Message(message)) => self.handle_message(now, id, message),
             (Role::Active, Frame::Ack { seq }) => self.handle_ack(now, id, seq),
+            (Role::Active, frame) if is_channel_frame(&frame) => self.handle_channel_frame(now, id, frame),
             (Role::Active, Frame::Ping { time }) => self.queue_frame(&Frame::Pong { time }),
             (Role::Active, Frame::Pong { time }) => {
                 if time <= now {
@@ -171,7 +173,7 @@ impl Session {
     fn reset_session(&mut self) {
         self.inbox = Default::default();
         self.timers.clear(Timer::Ack);
-        self.renumber_outbox_for_reset();
+        self.renumber_for_reset();
         self.events.push(Event::Reset { reason: "the server could not resume the session" });
     }
 
@@ -228,9 +230,18 @@ impl Session {
         self.timers.clear_all();
         self.untried.clear();
         self.fail_outbox(ErrorCode::Closed, failure);
+        self.end_channels();
         self.set_state(State::Closed);
         self.events.push(Event::Closed { code, reason, cause });
     }
+}
+
+/// The channel frames a server sends (PROTOCOL.md §8.2), handled by `channels`.
+fn is_channel_frame(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::ChannelMessage(_) | Frame::Subscribed { .. } | Frame::Unsubscribed { .. } | Frame::Gap { .. } | Frame::Nack { .. }
+    )
 }
 
 /// Whether a close frame ends the session for good, and why. 4001 and 4002 do whatever their

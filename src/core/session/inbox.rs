@@ -22,19 +22,29 @@ pub(super) struct Inbox {
 
 impl Session {
     pub(super) fn handle_message(&mut self, now: Millis, id: ConnId, message: Message) {
-        if message.seq <= self.inbox.last_delivered {
-            return; // Already delivered (a replay overlapping what we had).
-        }
-        if message.seq != self.inbox.last_delivered + 1 {
-            self.conn_failed(now, id, "gap in server sequence numbers", Failure::Protocol);
+        if !self.accept_ordered(now, id, message.seq) {
             return;
         }
-        self.inbox.last_delivered = message.seq;
         self.stats.messages_in += 1;
         self.stats.bytes_in += message.payload.len() as u64;
+        self.events.push(Event::Message { seq: message.seq, event: message.event, payload: message.payload });
+    }
+
+    /// Whether the ordered frame `seq` (a message or a channel frame) is the next one: then it
+    /// counts as delivered and is acked. At or below the last delivered one it is a replay
+    /// overlapping what we had; beyond the next one, a gap (a protocol error).
+    pub(super) fn accept_ordered(&mut self, now: Millis, id: ConnId, seq: u64) -> bool {
+        if seq <= self.inbox.last_delivered {
+            return false;
+        }
+        if seq != self.inbox.last_delivered + 1 {
+            self.conn_failed(now, id, "gap in server sequence numbers", Failure::Protocol);
+            return false;
+        }
+        self.inbox.last_delivered = seq;
         let delay = self.ack_delay(self.active().map(|conn| conn.kind));
         self.timers.set_if_unset(Timer::Ack, after(now, delay));
-        self.events.push(Event::Message { seq: message.seq, event: message.event, payload: message.payload });
+        true
     }
 
     /// How long acks are debounced on a transport (over HTTP every ack costs a POST).

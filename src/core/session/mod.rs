@@ -9,7 +9,8 @@
 //! (probe, migration, drain), `frames` (hello, promotion, reset, server close), `outbox` (send,
 //! ack, renumber on reset), `inbox` (delivered and acked sequence numbers, ack debounce),
 //! `liveness` (heartbeat, throttled timers, wake, suspend), `batch` (the upstream batch and the
-//! long-poll loop) and `timers` (the one table `handle_timeout` and `poll_timeout` both read).
+//! long-poll loop), `channels` (subscriptions, positions and the channel frames of protocol v2)
+//! and `timers` (the one table `handle_timeout` and `poll_timeout` both read).
 //!
 //! Connections play roles. While connecting, *candidates* race down the transport ladder: the
 //! preferred rung gets a head start (shorter once its transport opened and stayed silent as long
@@ -40,6 +41,7 @@ use crate::core::wire::{self, close_code, Close, Frame, Retry};
 use crate::core::Millis;
 
 mod batch;
+mod channels;
 mod conns;
 mod frames;
 mod inbox;
@@ -55,6 +57,7 @@ pub use limits::{MAX_BODY_BYTES, MAX_HEARTBEAT_MS, MAX_RETRY_MS, MIN_HEARTBEAT_M
 pub use types::{ConnId, Effect, ErrorCode, Event, Input, SendError, SessionConfig, State, Stats, TransportCause, Wake};
 
 use batch::Batch;
+use channels::Channels;
 use conns::{Conns, Role};
 use ladder::Failure;
 use inbox::Inbox;
@@ -77,6 +80,7 @@ pub struct Session {
     max_body_bytes: usize,
     inbox: Inbox,
     outbox: Outbox,
+    channels: Channels,
     timers: Timers,
     backoff: Option<Backoff>,
     jitter: Jitter,
@@ -145,6 +149,7 @@ impl Session {
             max_body_bytes: wire::DEFAULT_MAX_BODY_BYTES,
             inbox: Inbox::default(),
             outbox: Outbox::default(),
+            channels: Channels::new(config.room.as_deref()),
             timers: Timers::default(),
             untried: Vec::new(),
             last_failure: String::new(),
@@ -201,6 +206,7 @@ impl Session {
             self.ids = None;
             self.inbox = Inbox::default();
             self.outbox.next_seq = 1;
+            self.reset_channels();
             self.backoff = self.config.reconnect.map(Backoff::new);
         }
         self.set_state(State::Connecting);
@@ -321,6 +327,9 @@ impl Session {
         }
         if self.timers.take_due(Timer::Probe, now) {
             self.open_probe(now);
+        }
+        if self.timers.take_due(Timer::Resubscribe, now) {
+            self.resubscribe_due(now);
         }
         if self.timers.take_due(Timer::Stable, now) {
             if let Some(backoff) = self.backoff.as_mut() {

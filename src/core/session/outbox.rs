@@ -12,11 +12,24 @@
 use crate::prelude::*;
 use crate::core::session::ladder::Failure;
 use crate::core::session::{ErrorCode, Event, SendError, Session};
-use crate::core::wire::{self, Payload};
+use crate::core::wire::{self, Payload, Position};
 use crate::core::Millis;
 
+/// What an outbox entry carries: a publish (to the room channel, or a named one), or a
+/// subscription request (PROTOCOL.md §8.2: numbered in the same seq space).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Kind {
+    Publish { channel: Option<String> },
+    Subscribe { channel: String, since: Option<Position> },
+    Unsubscribe { channel: String },
+}
+
 pub(super) struct Outgoing {
+    /// The id `send()` returned (0 for a subscription request: no event ever names it).
     pub(super) id: u64,
+    pub(super) kind: Kind,
+    /// The server refused it (a `nack`): already settled, kept only until acked.
+    pub(super) failed: bool,
     pub(super) seq: u64,
     pub(super) event: Option<String>,
     pub(super) payload: Payload,
@@ -83,8 +96,10 @@ impl Outbox {
             let length = core::mem::replace(&mut message.payload, Payload::Text(String::new())).len();
             self.bytes -= length;
             self.acked += 1;
-            let (_, count, bytes) = acked.unwrap_or((0, 0, 0));
-            acked = Some((message.id, count + 1, bytes + length as u64));
+            if matches!(message.kind, Kind::Publish { .. }) && !message.failed {
+                let (_, count, bytes) = acked.unwrap_or((0, 0, 0));
+                acked = Some((message.id, count + 1, bytes + length as u64));
+            }
         }
         if self.acked * 2 >= self.queue.len() {
             let mut index = 0;
@@ -98,9 +113,17 @@ impl Outbox {
     }
 }
 
+/// The encoded size bound of a subscription request (a header line).
+pub(super) const CONTROL_BOUND: usize = 96 + wire::MAX_CHANNEL_NAME_BYTES;
+
 impl Session {
     /// Queues a message; returns its id, which later `Delivered`/`SendFailed` events name.
     pub fn send(&mut self, now: Millis, event: Option<String>, payload: Payload) -> Result<u64, SendError> {
+        self.queue_publish(now, None, event, payload)
+    }
+
+    /// `send` to the room channel (`None`) or to a named channel.
+    pub(super) fn queue_publish(&mut self, now: Millis, channel: Option<&str>, event: Option<String>, payload: Payload) -> Result<u64, SendError> {
         if self.state == crate::core::session::State::Closed {
             return Err(SendError::Closed);
         }
@@ -123,12 +146,35 @@ impl Session {
         let seq = outbox.next_seq;
         outbox.next_seq += 1;
         outbox.bytes += payload.len();
-        let bound = self.size_bound(event.as_deref(), &payload);
+        let bound = self.size_bound(event.as_deref(), &payload) + channel.map_or(0, |name| name.len() + wire::CHANNEL_FIELDS_BOUND);
+        let kind = Kind::Publish { channel: channel.map(String::from) };
         // A batch that this message would overflow goes now; the rest waits for the flush.
         self.before_deferred_send(now, bound);
-        self.outbox.queue.push(Outgoing { id, seq, event, payload, transmitted: false });
+        self.outbox.queue.push(Outgoing { id, kind, failed: false, seq, event, payload, transmitted: false });
         self.defer_send(now, bound);
         Ok(id)
+    }
+
+    /// Queues a subscription request (no limits: the server must learn what the app holds).
+    pub(super) fn queue_control(&mut self, now: Millis, kind: Kind) -> u64 {
+        let seq = self.outbox.next_seq;
+        self.outbox.next_seq += 1;
+        let bound = CONTROL_BOUND;
+        self.before_deferred_send(now, bound);
+        self.outbox.queue.push(Outgoing { id: 0, kind, failed: false, seq, event: None, payload: Payload::Text(String::new()), transmitted: false });
+        self.defer_send(now, bound);
+        seq
+    }
+
+    /// A `nack`: the publish `seq` was refused; it fails at once (and stays until acked).
+    pub(super) fn fail_publish(&mut self, seq: u64, code: ErrorCode) {
+        let Some(message) = self.outbox.held_mut().iter_mut().find(|message| message.seq == seq) else { return };
+        if message.failed || !matches!(message.kind, Kind::Publish { .. }) {
+            return;
+        }
+        message.failed = true;
+        let id = message.id;
+        self.events.push(Event::SendFailed { id, code, reason: "the server refused the publish" });
     }
 
     /// The server has every message up to `seq`.
@@ -146,11 +192,26 @@ impl Session {
 
     /// A fresh session: a message that went out may or may not have reached the old one, so it
     /// is rejected rather than risk a double. Messages never sent are renumbered and kept.
-    pub(super) fn renumber_outbox_for_reset(&mut self) {
-        let mut kept = Vec::with_capacity(self.outbox.len());
+    /// `prefix`: the subscription requests the new session must see first (numbered 1, 2, ...);
+    /// the old ones are dropped (the new session holds exactly what the client sends it).
+    pub(super) fn renumber_outbox_for_reset(&mut self, prefix: Vec<Kind>) -> Vec<(String, u64)> {
+        let mut kept = Vec::with_capacity(self.outbox.len() + prefix.len());
         let mut next_seq = 1;
+        let mut numbered = Vec::new();
+        for kind in prefix {
+            if let Kind::Subscribe { channel, .. } | Kind::Unsubscribe { channel } = &kind {
+                numbered.push((channel.clone(), next_seq));
+            }
+            kept.push(Outgoing { id: 0, kind, failed: false, seq: next_seq, event: None, payload: Payload::Text(String::new()), transmitted: false });
+            next_seq += 1;
+        }
         for mut message in self.outbox.take_held() {
-            if message.transmitted {
+            if !matches!(message.kind, Kind::Publish { .. }) {
+                continue;
+            }
+            if message.transmitted && message.failed {
+                self.outbox.bytes -= message.payload.len();
+            } else if message.transmitted {
                 self.outbox.bytes -= message.payload.len();
                 self.events.push(Event::SendFailed {
                     id: message.id,
@@ -165,6 +226,7 @@ impl Session {
         }
         self.outbox.queue = kept;
         self.outbox.next_seq = next_seq;
+        numbered
     }
 
     /// After a hello: messages queued under an older (or the default) size limit that exceed
@@ -180,6 +242,7 @@ impl Session {
         }
         let Some(mut next_seq) = self.outbox.held().get(first_unsent).map(|message| message.seq) else { return };
         let mut kept = Vec::with_capacity(self.outbox.len());
+        let mut moved = Vec::new();
         for (index, mut message) in self.outbox.take_held().enumerate() {
             if index < first_unsent {
                 kept.push(message);
@@ -191,6 +254,9 @@ impl Session {
                     reason: SendError::TooLarge.as_str(),
                 });
             } else {
+                if matches!(message.kind, Kind::Subscribe { .. }) {
+                    moved.push((message.seq, next_seq));
+                }
                 message.seq = next_seq;
                 next_seq += 1;
                 kept.push(message);
@@ -198,12 +264,15 @@ impl Session {
         }
         self.outbox.queue = kept;
         self.outbox.next_seq = next_seq;
+        self.renumbered_requests(&moved);
     }
 
     /// Fails every message still held (the client closed).
     pub(super) fn fail_outbox(&mut self, code: ErrorCode, reason: &'static str) {
         for message in self.outbox.take_held() {
-            self.events.push(Event::SendFailed { id: message.id, code, reason });
+            if matches!(message.kind, Kind::Publish { .. }) && !message.failed {
+                self.events.push(Event::SendFailed { id: message.id, code, reason });
+            }
         }
         self.outbox.bytes = 0;
     }

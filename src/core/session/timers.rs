@@ -22,9 +22,11 @@ pub(super) enum Timer {
     Ack,
     /// A liveness check waits for any traffic from the server until then.
     Suspect,
+    /// Subscribe again to a channel the server ended with `retry=N`.
+    Resubscribe,
 }
 
-const COUNT: usize = 6;
+const COUNT: usize = 7;
 
 impl Timer {
     fn slot(self) -> usize {
@@ -54,9 +56,12 @@ impl Timers {
         self.at[timer.slot()] = None;
     }
 
-    /// Disarms every timer: the session lost its connections or closed.
+    /// Disarms every timer but `Resubscribe` (a subscription's, not a connection's: `close`
+    /// clears it with the subscriptions): the session lost its connections or closed.
     pub(super) fn clear_all(&mut self) {
+        let resubscribe = self.get(Timer::Resubscribe);
         self.at = [None; COUNT];
+        self.at[Timer::Resubscribe.slot()] = resubscribe;
     }
 
     pub(super) fn get(&self, timer: Timer) -> Option<Millis> {

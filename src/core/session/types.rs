@@ -7,7 +7,7 @@
 use crate::prelude::*;
 use crate::core::backoff::BackoffConfig;
 use crate::core::endpoint::TransportKind;
-use crate::core::wire::Payload;
+use crate::core::wire::{Payload, Position};
 
 /// Identifies one transport connection of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,6 +70,9 @@ pub struct SessionConfig {
     pub stable_after_ms: u64,
     /// Seed of the jitter generator (the adapter passes a random number).
     pub jitter_seed: u64,
+    /// The `room=` of the URL: the channel a fresh session is subscribed to from its creation
+    /// (PROTOCOL.md §8.5). `None`: no room channel.
+    pub room: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -93,6 +96,7 @@ impl Default for SessionConfig {
             http_ack_delay_ms: 200,
             stable_after_ms: 5_000,
             jitter_seed: 1,
+            room: None,
         }
     }
 }
@@ -152,6 +156,20 @@ pub enum Event {
     Open { session_id: String, transport: TransportKind, resumed: bool },
     /// A message from the server, delivered exactly once and in order.
     Message { seq: u64, event: Option<String>, payload: Payload },
+    /// A message of a channel (the room channel's too), delivered once and in order per channel.
+    ChannelMessage { channel: String, position: Position, seq: u64, event: Option<String>, payload: Payload },
+    /// A subscription took effect at `position` (`recovered`: the messages after the position
+    /// it was asked from follow).
+    Subscribed { channel: String, recovered: bool, position: Position },
+    /// A subscription ended: by the app (`code` `Unsubscribed`, at once), or refused or ended by
+    /// the server for good.
+    Unsubscribed { channel: String, code: ErrorCode, reason: String },
+    /// The messages `from..=to` of `channel` in `epoch` are lost (`from` 0: unknown since the
+    /// position in an older epoch).
+    Gap { channel: String, epoch: u64, from: u64, to: u64 },
+    /// The server ended or refused a subscription for now; the client subscribes again by
+    /// itself after the delay the server asked for.
+    SubscriptionError { channel: String, code: ErrorCode, message: String },
     /// Every outgoing message with an id up to this one was acknowledged by the server.
     Delivered { up_to_id: u64 },
     /// This outgoing message will never be delivered (or may not have been, for `Reset`).
@@ -212,6 +230,18 @@ pub enum ErrorCode {
     RetriesExhausted,
     /// The app passed a bad argument or option.
     InvalidArgument,
+    /// The app unsubscribed (code 1000 of `unsubscribed`).
+    Unsubscribed,
+    /// A bad channel name (4010).
+    BadChannel,
+    /// Too many channels (4011).
+    TooManyChannels,
+    /// Subscribe rate exceeded (4012).
+    RateLimited,
+    /// Not allowed by the server's policy (4013).
+    Forbidden,
+    /// The channel was closed by the server (4014, and any code the client does not know).
+    ChannelClosed,
 }
 
 impl ErrorCode {
@@ -231,6 +261,24 @@ impl ErrorCode {
             ErrorCode::ServerClosed => "server-closed",
             ErrorCode::RetriesExhausted => "retries-exhausted",
             ErrorCode::InvalidArgument => "invalid-argument",
+            ErrorCode::Unsubscribed => "unsubscribed",
+            ErrorCode::BadChannel => "bad-channel",
+            ErrorCode::TooManyChannels => "too-many-channels",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ChannelClosed => "channel-closed",
+        }
+    }
+
+    /// The code of an `unsubscribed` or `nack` frame (PROTOCOL.md §8.7).
+    pub fn from_channel_code(code: u16) -> ErrorCode {
+        match code {
+            1000 => ErrorCode::Unsubscribed,
+            4010 => ErrorCode::BadChannel,
+            4011 => ErrorCode::TooManyChannels,
+            4012 => ErrorCode::RateLimited,
+            4013 => ErrorCode::Forbidden,
+            _ => ErrorCode::ChannelClosed,
         }
     }
 }
@@ -247,6 +295,10 @@ pub enum SendError {
     TooLarge,
     /// The event name is not valid.
     BadEventName,
+    /// The channel name is not valid.
+    BadChannel,
+    /// A publish to the room channel, and the session has no room.
+    NoRoom,
 }
 
 impl SendError {
@@ -257,6 +309,8 @@ impl SendError {
             SendError::OutboxFull => ErrorCode::OutboxFull,
             SendError::TooLarge => ErrorCode::TooLarge,
             SendError::BadEventName => ErrorCode::InvalidArgument,
+            SendError::BadChannel => ErrorCode::BadChannel,
+            SendError::NoRoom => ErrorCode::InvalidArgument,
         }
     }
 
@@ -267,6 +321,8 @@ impl SendError {
             SendError::OutboxFull => "outbox is full: too many unacknowledged messages",
             SendError::TooLarge => "message is larger than the server accepts",
             SendError::BadEventName => "event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -",
+            SendError::BadChannel => "channel name must be 1-128 characters of A-Z a-z 0-9 _ . : / -",
+            SendError::NoRoom => "no room channel: the url has no room=",
         }
     }
 }

@@ -7,6 +7,8 @@ use crate::core::session::batch::{MAX_BATCH_BYTES, MAX_IN_FLIGHT};
 use crate::core::wire::{Carrier, Hello, Message, Payload};
 
 mod batching;
+mod channel_properties;
+mod channels;
 mod head_start;
 mod ladder;
 mod properties;

@@ -1,4 +1,4 @@
-//! Property test: random sequences of inputs, hostile server frames and numbers included, with
+//! Property test: random sequences of inputs, hostile server frames (channel frames too) and numbers included, with
 //! simulated time. Whatever happens: no panic, no deadline at or before `now` after
 //! `handle_timeout`, and every `send()` settled exactly once by the time the client is closed.
 
@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 
 use super::*;
+use crate::core::wire::{ChannelMessage, Position};
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -25,7 +26,13 @@ enum Step {
     Suspend,
     /// Closes and connects again (a new life for the client).
     Restart,
+    /// The app subscribes to, unsubscribes from or publishes to one of a few channels.
+    Subscribe(u8),
+    Unsubscribe(u8),
+    Publish(u8),
 }
+
+const CHANNELS: [&str; 3] = ["a", "b", "lobby"];
 
 #[derive(Debug, Clone)]
 enum HostileFrame {
@@ -35,6 +42,7 @@ enum HostileFrame {
     Ping(u64),
     Pong(u64),
     Close { code: u16, retry: Retry },
+    Channel { seq: u64, channel: u8, kind: u8, a: u64, b: u64, retry: Retry },
 }
 
 fn number() -> impl Strategy<Value = u64> {
@@ -62,6 +70,8 @@ fn hostile_frame() -> impl Strategy<Value = HostileFrame> {
             prop_oneof![Just(Retry::Default), Just(Retry::Never), number().prop_map(Retry::AfterMs)]
         )
             .prop_map(|(code, retry)| HostileFrame::Close { code, retry }),
+        (number(), any::<u8>(), 0u8..5, number(), number(), prop_oneof![Just(Retry::Default), Just(Retry::Never), number().prop_map(Retry::AfterMs)])
+            .prop_map(|(seq, channel, kind, a, b, retry)| HostileFrame::Channel { seq, channel, kind, a, b, retry }),
     ]
 }
 
@@ -78,6 +88,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..5).prop_map(Step::Wake),
         1 => Just(Step::Suspend),
         1 => Just(Step::Restart),
+        1 => any::<u8>().prop_map(Step::Subscribe),
+        1 => any::<u8>().prop_map(Step::Unsubscribe),
+        1 => any::<u8>().prop_map(Step::Publish),
     ]
 }
 
@@ -99,6 +112,22 @@ fn encode(frame: &HostileFrame, now: Millis) -> Frame {
         HostileFrame::Ping(time) => Frame::Ping { time },
         HostileFrame::Pong(time) => Frame::Pong { time: time.min(now.saturating_add(time % 3)) },
         HostileFrame::Close { code, retry } => Frame::Close(Close { code, reason: "hostile".into(), retry }),
+        HostileFrame::Channel { seq, channel, kind, a, b, retry } => {
+            let channel = String::from(CHANNELS[usize::from(channel) % CHANNELS.len()]);
+            let position = Position { epoch: a % 3, offset: b };
+            let close = Close { code: [1000, 4010, 4011, 4012, 4013, 4014][(a % 6) as usize], reason: "x".into(), retry };
+            match kind {
+                0 => Frame::ChannelMessage(ChannelMessage {
+                    channel,
+                    position: Some(position),
+                    message: Message { seq, event: None, payload: Payload::Text("m".into()) },
+                }),
+                1 => Frame::Subscribed { seq, channel, position, recovered: b % 2 == 0, reply_to: (a % 4 != 0).then_some(a % 8) },
+                2 => Frame::Unsubscribed { seq, channel, reply_to: (b % 3 != 0).then_some(b % 8), close },
+                3 => Frame::Gap { seq, channel, epoch: a % 3, from: a, to: b },
+                _ => Frame::Nack { seq, channel, reply_to: b % 8, close },
+            }
+        }
     }
 }
 
@@ -131,7 +160,7 @@ impl Ledger {
 }
 
 fn run(steps: &[Step], seed: u64) -> Result<(), TestCaseError> {
-    let config = SessionConfig { jitter_seed: seed, ..SessionConfig::default() };
+    let config = SessionConfig { jitter_seed: seed, room: Some("lobby".into()), ..SessionConfig::default() };
     let mut session = Session::new(Endpoint::parse(URL).unwrap(), config);
     let mut now: Millis = 1_000;
     let mut conns: Vec<ConnId> = Vec::new();
@@ -181,6 +210,18 @@ fn run(steps: &[Step], seed: u64) -> Result<(), TestCaseError> {
             Step::Restart => {
                 session.close(now);
                 session.connect(now);
+            }
+            Step::Subscribe(index) => {
+                let _ = session.subscribe(now, CHANNELS[usize::from(*index) % CHANNELS.len()], None);
+            }
+            Step::Unsubscribe(index) => {
+                session.unsubscribe(now, CHANNELS[usize::from(*index) % CHANNELS.len()]);
+            }
+            Step::Publish(index) => {
+                let channel = CHANNELS[usize::from(*index) % CHANNELS.len()];
+                if let Ok(id) = session.publish(now, (channel != "lobby").then_some(channel), None, Payload::Text("p".into())) {
+                    ledger.sent.push(id);
+                }
             }
         }
         // The end of the task: the flush the sends asked for, as the driver's microtask.
