@@ -11,6 +11,7 @@
 //!   rejected when the message can no longer be delivered.
 
 use crate::prelude::*;
+mod channels;
 mod driver;
 mod options;
 mod payload;
@@ -37,8 +38,9 @@ use rung_memory::{recall_rung, rung_memory_key};
 extern "C" {
     /// The registry and promises of one client (`hub()` in hub.js).
     type Hub;
+    /// `room`: the URL's room channel; `call`: the Subscriptions' way into the wasm (channels.rs).
     #[wasm_bindgen(js_name = hub)]
-    fn new_hub() -> Hub;
+    fn new_hub(room: Option<&str>, call: &JsValue) -> Hub;
     /// Adds a listener, or returns the `Error` for a bad name or a listener that is not a function.
     #[wasm_bindgen(method, catch)]
     fn on(this: &Hub, event: &str, listener: &JsValue) -> Result<Function, JsValue>;
@@ -51,8 +53,19 @@ extern "C" {
     fn wait(this: &Hub, open: bool) -> Promise;
     #[wasm_bindgen(method, js_name = send)]
     fn track_send(this: &Hub, id: f64) -> Promise;
+    /// A message; a channel's has its channel, epoch (hex) and offset.
     #[wasm_bindgen(method)]
-    fn message(this: &Hub, seq: f64, event: Option<&str>, kind: u32, data: &JsValue);
+    #[allow(clippy::too_many_arguments)]
+    fn message(this: &Hub, seq: f64, event: Option<&str>, kind: u32, data: &JsValue, channel: Option<&str>, epoch: Option<&str>, offset: Option<f64>);
+    /// The Subscription object of `channel` (the live one, or a new one).
+    #[wasm_bindgen(method)]
+    fn subscription(this: &Hub, channel: &str) -> JsValue;
+    /// The live Subscription objects.
+    #[wasm_bindgen(method)]
+    fn subscriptions(this: &Hub) -> js_sys::Array;
+    /// Validates subscribe()'s arguments: `[epoch, offset]` of `since`, or `[]`; else the Error.
+    #[wasm_bindgen(catch)]
+    fn since(channel: &JsValue, options: &JsValue) -> Result<js_sys::Array, JsValue>;
     /// Every other event and notice, by `Js` kind (hub.js says what a, b, c, x and y are).
     #[wasm_bindgen(method)]
     fn event(this: &Hub, kind: u32, a: Option<&str>, b: Option<&str>, c: Option<&str>, x: f64, y: f64);
@@ -93,6 +106,10 @@ enum Js {
     Failed = 8,
     Freed = 9,
     Closing = 10,
+    Subscribed = 11,
+    Unsubscribed = 12,
+    Gap = 13,
+    SubscriptionError = 14,
 }
 
 /// What a method throws if it finds the client's state still borrowed, which can only happen
@@ -110,6 +127,8 @@ struct Facade {
     top_rung: Option<TransportKind>,
     /// The rung in use, if it was reached by falling back (then it is remembered while in use).
     current_rung: core::cell::Cell<Option<TransportKind>>,
+    /// The callback hub.js's Subscriptions call; dropped with the facade (channels.rs).
+    _call: channels::Call,
 }
 
 /// A realtime connection to a server, over WebSocket, SSE or long polling.
@@ -134,17 +153,24 @@ impl RealtimeClient {
         let endpoint = Endpoint::parse(&url).map_err(|error| invalid_argument(error.as_str()))?;
         let mut config = options::parse(&options)?;
         config.jitter_seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
+        let room = endpoint.room();
+        config.room = room.clone();
         // Only a client with the whole default ladder shares the rung memory: a restricted one
         // would remember (and be steered by) a rung it chose, not one the network forced.
         let memory_key = (config.transports == TransportKind::ALL).then(|| rung_memory_key(&url));
         config.initial_transport = memory_key.as_deref().and_then(recall_rung);
         let top_rung = config.transports.first().copied();
         let driver = Driver::new(Session::new(endpoint, config));
-        let facade = Rc::new(Facade {
-            hub: new_hub(),
-            memory_key,
-            top_rung,
-            current_rung: core::cell::Cell::new(None),
+        let weak_driver = Rc::downgrade(&driver);
+        let facade = Rc::new_cyclic(|weak_facade: &Weak<Facade>| {
+            let call = channels::callback(weak_driver, weak_facade.clone());
+            Facade {
+                hub: new_hub(room.as_deref(), call.as_ref()),
+                memory_key,
+                top_rung,
+                current_rung: core::cell::Cell::new(None),
+                _call: call,
+            }
         });
         let weak_facade: Weak<Facade> = Rc::downgrade(&facade);
         driver.set_handler(weak_facade.clone() as Weak<dyn EventHandler>);
@@ -243,26 +269,7 @@ impl RealtimeClient {
 
 impl RealtimeClient {
     fn send_message(&self, event: Option<String>, data: &JsValue) -> Promise {
-        let payload = match payload_from(data) {
-            Ok(payload) => payload,
-            Err(error) => return reject(&error),
-        };
-        // The promise's entry is registered before the pump runs: the pump may carry out a
-        // transmit that fails at once and settles this very message.
-        let mut promise = None;
-        let result = self.driver.command_then(
-            |session, now| session.send(now, event, payload),
-            |result| {
-                if let Ok(id) = result {
-                    promise = Some(self.facade.hub.track_send(*id as f64));
-                }
-            },
-        );
-        match (result, promise) {
-            (Ok(_), Some(promise)) => promise,
-            (Err(error), _) => rejected(error.code(), error.as_str()),
-            (Ok(_), None) => rejected(ErrorCode::Closed, "client is closed"),
-        }
+        channels::publish(&self.driver, &self.facade, None, event, data)
     }
 }
 
@@ -290,6 +297,18 @@ impl Facade {
         self.hub.event(kind as u32, a, b, None, x, 0.0);
     }
 
+    /// Gives a message to hub.js (which parses JSON text: an 'error' event if it does not parse).
+    fn message(&self, seq: u64, event: Option<&str>, payload: Payload, channel: Option<(&str, crate::core::wire::Position)>) {
+        let (kind, data) = match payload {
+            Payload::Text(text) => (0, JsValue::from_str(&text)),
+            Payload::Json(text) => (1, JsValue::from_str(&text)),
+            Payload::Binary(bytes) => (2, Uint8Array::from(bytes.as_slice()).into()),
+        };
+        let epoch = channel.map(|(_, position)| channels::epoch_hex(position.epoch));
+        let offset = channel.map(|(_, position)| position.offset as f64);
+        self.hub.message(seq as f64, event, kind, &data, channel.map(|(name, _)| name), epoch.as_deref(), offset);
+    }
+
     fn dispatch(&self, event: Event) {
         match event {
             Event::State(state) => self.notify(Js::State, Some(state.as_str()), None, 0.0),
@@ -299,21 +318,25 @@ impl Facade {
                 }
                 self.notify(Js::Open, Some(&session_id), Some(transport.as_str()), f64::from(u8::from(resumed)));
             }
-            Event::Message { seq, event, payload } => {
-                // The JSON text is parsed by hub.js (an 'error' event if it does not parse).
-                let (kind, data) = match payload {
-                    Payload::Text(text) => (0, JsValue::from_str(&text)),
-                    Payload::Json(text) => (1, JsValue::from_str(&text)),
-                    Payload::Binary(bytes) => (2, Uint8Array::from(bytes.as_slice()).into()),
-                };
-                self.hub.message(seq as f64, event.as_deref(), kind, &data);
+            Event::Message { seq, event, payload } => self.message(seq, event.as_deref(), payload, None),
+            Event::ChannelMessage { channel, position, seq, event, payload } => {
+                self.message(seq, event.as_deref(), payload, Some((&channel, position)));
             }
-            // Channels reach the JS API later (the facade's channel API); until then nothing.
-            Event::ChannelMessage { .. }
-            | Event::Subscribed { .. }
-            | Event::Unsubscribed { .. }
-            | Event::Gap { .. }
-            | Event::SubscriptionError { .. } => {}
+            Event::Subscribed { channel, recovered, position } => {
+                let epoch = channels::epoch_hex(position.epoch);
+                let (offset, recovered) = (position.offset as f64, f64::from(u8::from(recovered)));
+                self.hub.event(Js::Subscribed as u32, Some(&channel), Some(&epoch), None, offset, recovered);
+            }
+            Event::Unsubscribed { channel, code, reason } => {
+                self.hub.event(Js::Unsubscribed as u32, Some(&channel), Some(code.as_str()), Some(&reason), 0.0, 0.0);
+            }
+            Event::Gap { channel, epoch, from, to } => {
+                let epoch = channels::epoch_hex(epoch);
+                self.hub.event(Js::Gap as u32, Some(&channel), Some(&epoch), None, from as f64, to as f64);
+            }
+            Event::SubscriptionError { channel, code, message } => {
+                self.hub.event(Js::SubscriptionError as u32, Some(&channel), Some(code.as_str()), Some(&message), 0.0, 0.0);
+            }
             Event::Delivered { up_to_id } => self.notify(Js::Delivered, None, None, up_to_id as f64),
             Event::SendFailed { id, code, reason } => self.notify(Js::Failed, Some(code.as_str()), Some(reason), id as f64),
             Event::Transport { from, to, cause, reason } => {
