@@ -317,3 +317,28 @@ fn a_server_retry_survives_a_lost_connection() {
     h.run_until(h.now + 5_000);
     assert_eq!(ordered(&h.effects()), vec![Frame::Subscribe { seq: 2, channel: "prices".into(), since: Some(at(57)) }]);
 }
+
+#[test]
+fn answers_match_their_requests_and_a_server_unsubscribe_waits_for_a_pending_one() {
+    let mut h = Harness::new(ws_only());
+    let conn = h.open();
+    h.effects();
+    h.session.subscribe(h.now, "prices", None).unwrap();
+    h.effects();
+    h.events();
+    // Server-initiated while our subscribe is pending: the answer to the request decides.
+    h.data(conn, &[Frame::Unsubscribed { seq: 1, channel: "prices".into(), reply_to: None, close: close(4014, Retry::Never, "closed") }]);
+    assert!(h.events().is_empty());
+    assert!(h.session.is_subscribed("prices"));
+    // An answer naming another request is superseded; the right one counts.
+    h.data(conn, &[subscribed(2, "prices", at(1), false, Some(7)), subscribed(3, "prices", at(2), false, Some(1))]);
+    assert_eq!(h.events(), vec![Event::Subscribed { channel: "prices".into(), recovered: false, position: at(2) }]);
+    // Taken effect: a server-initiated end counts now.
+    h.data(conn, &[Frame::Unsubscribed { seq: 4, channel: "prices".into(), reply_to: None, close: close(4014, Retry::Never, "closed") }]);
+    assert_eq!(
+        h.events(),
+        vec![Event::Unsubscribed { channel: "prices".into(), code: ErrorCode::ChannelClosed, reason: "closed".into() }]
+    );
+    assert_eq!(ErrorCode::from_channel_code(4010).as_str(), "bad-channel");
+    assert_eq!(ErrorCode::from_channel_code(4013).as_str(), "forbidden");
+}
