@@ -162,9 +162,13 @@ impl Endpoint {
     /// if repeated): the room channel a session is subscribed to from its creation (PROTOCOL.md
     /// §8.5). None without one, or when it does not decode to UTF-8.
     pub fn room(&self) -> Option<String> {
-        let value = self.query.split('&').find_map(|pair| pair.strip_prefix("room="))?;
+        // By bytes and `get`: str searching and slicing ship panics (and the formatter they keep).
+        let value = self.query.as_bytes().split(|&byte| byte == b'&').find_map(|pair| match pair.get(..5) {
+            Some(b"room=") => pair.get(5..),
+            _ => None,
+        })?;
         let mut bytes = Vec::with_capacity(value.len());
-        let mut rest = value.as_bytes();
+        let mut rest = value;
         while let Some((&byte, tail)) = rest.split_first() {
             rest = tail;
             let hex = |digit: u8| (digit as char).to_digit(16);

@@ -58,6 +58,24 @@ impl Channels {
         self.subs.iter().position(|sub| sub.name == name)
     }
 
+    /// Removes the subscription at `index` (keeping the others' order). Checked first, so no
+    /// panic site (and its formatter) reaches the wasm.
+    fn take(&mut self, index: usize) -> Option<Sub> {
+        // Not `Vec::remove`, whose bounds panic keeps the formatter in the wasm (at most 128
+        // subscriptions: a rebuild costs nothing that matters).
+        let mut taken = None;
+        let mut kept = Vec::with_capacity(self.subs.len());
+        for (at, sub) in core::mem::take(&mut self.subs).into_iter().enumerate() {
+            if at == index {
+                taken = Some(sub);
+            } else {
+                kept.push(sub);
+            }
+        }
+        self.subs = kept;
+        taken
+    }
+
     fn get_mut(&mut self, name: &str) -> Option<&mut Sub> {
         self.subs.iter_mut().find(|sub| sub.name == name)
     }
@@ -98,7 +116,7 @@ impl Session {
     /// from here on. False when it was not subscribed.
     pub fn unsubscribe(&mut self, now: Millis, channel: &str) -> bool {
         let Some(index) = self.channels.find(channel) else { return false };
-        let sub = self.channels.subs.remove(index);
+        let Some(sub) = self.channels.take(index) else { return false };
         if !matches!(sub.state, SubState::Retrying { .. }) {
             self.queue_control(now, Kind::Unsubscribe { channel: sub.name.clone() });
         }
@@ -319,7 +337,7 @@ impl Session {
             self.rearm_resubscribe();
             self.events.push(Event::SubscriptionError { channel, code, message: close.reason });
         } else {
-            self.channels.subs.remove(index);
+            self.channels.take(index);
             self.events.push(Event::Unsubscribed { channel, code, reason: close.reason });
         }
     }
