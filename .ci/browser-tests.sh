@@ -140,7 +140,7 @@ test_limits=(--max-connections-per-ip 100000 --max-sessions-per-ip 100000 --max-
     --new-sessions-per-sec 100000 --new-sessions-burst 100000 --messages-per-sec 1000000 --messages-burst 1000000
     --bytes-per-sec 1073741824 --bytes-burst 1073741824)
 
-"$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins "${test_limits[@]}" >"$server_log" 2>&1 &
+"$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins --allow-kick "${test_limits[@]}" >"$server_log" 2>&1 &
 server_pid=$!
 # The server prints `listening on http://ADDR` once it has bound its socket.
 port=$(wait_for_port server "$server_pid" "$server_log" '.*')

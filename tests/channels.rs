@@ -202,3 +202,63 @@ async fn twenty_channels_through_cuts_and_a_downgrade_lose_nothing_and_double_no
     client.close();
     proxy("/reset").await;
 }
+
+/// Ends the client's session on the server (`kick?reset=1`: as if its resume window had passed).
+async fn force_reset(session_id: &str) {
+    let url = format!("{}/kick?sid={session_id}&reset=1", base_url());
+    let init = RequestInit::new();
+    init.set_method("POST");
+    let request = Request::new_with_str_and_init(&url, &init).unwrap();
+    request.headers().set("Authorization", &format!("Bearer {}", admin_token())).unwrap();
+    let response = JsFuture::from(web_sys::window().unwrap().fetch_with_request(&request)).await.expect("kick request");
+    assert_eq!(response.unchecked_into::<Response>().status(), 204, "kick?reset=1");
+}
+
+#[wasm_bindgen_test]
+async fn a_forced_session_reset_is_recovered_from_history_for_every_channel() {
+    let client = client_of(base_url(), &unique_room("unused"), &JsValue::UNDEFINED);
+    let resets = Recorder::attach(&client, "reset");
+    let prefix = unique_room("recover-chan");
+    let channels: Vec<Channel> = (0..CHANNELS).map(|index| subscribe(&client, &format!("{prefix}-{index}"))).collect();
+    JsFuture::from(client.connect()).await.expect("connects");
+    for channel in &channels {
+        ready(channel).await;
+    }
+    let mut pending = Vec::new();
+    traffic(&channels, 0, 10, &mut pending).await;
+    for promise in pending.drain(..) {
+        promise.await.expect("acknowledged");
+    }
+    wait_all(&channels, 20, 20_000).await;
+    let session_id = client.session_id().as_string().expect("a session");
+    force_reset(&session_id).await;
+    // Published while the client has no session: only the channels' history holds them.
+    for number in 10..20 {
+        for channel in &channels {
+            backend_publish(&channel.name, &format!("b{number}")).await;
+        }
+    }
+    resets.wait_for(1).await;
+    assert_ne!(client.session_id().as_string(), Some(session_id), "a fresh session");
+    wait_until(20_000, || channels.iter().all(|channel| channel.subscribed.len() >= 2)).await;
+    for channel in &channels {
+        let again = channel.subscribed.calls.borrow();
+        assert_eq!(again.len(), 2, "{}: subscribed again after the reset", channel.name);
+        assert_eq!(get(&again[1].0, "recovered").as_bool(), Some(true), "{}: recovered from history", channel.name);
+    }
+    for number in 10..20 {
+        for channel in &channels {
+            let promise = call(&channel.subscription, "publish", &[JsValue::from_str(&format!("c{number}"))]);
+            pending.push(JsFuture::from(promise.unchecked_into::<js_sys::Promise>()));
+        }
+    }
+    for promise in pending {
+        promise.await.expect("acknowledged in the fresh session");
+    }
+    // The backend's 10..20 came from history, then the client's 10..20; each sender in order.
+    wait_until(20_000, || channels.iter().all(|channel| channel.messages.len() >= 40)).await;
+    for channel in &channels {
+        check_channel(channel, 20);
+    }
+    client.close();
+}

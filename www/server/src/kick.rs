@@ -8,6 +8,10 @@
 //! frame, an SSE stream just ends, a held poll (or the next poll of that connection) is aborted
 //! mid-response. The session stays resumable, so the client notices the loss, reconnects and
 //! resumes (`resumed=1`) with every message published meanwhile.
+//!
+//! With `&reset=1` the session also ends, as if its resume window had passed: the client's
+//! resume is refused and it gets a fresh session (a `reset`), which is how tests force the
+//! recovery of channels from their history.
 
 use std::sync::Arc;
 
@@ -30,7 +34,12 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
     let Some(session) = state.registry.get(&session_id).filter(|session| !session.is_ended()) else {
         return text_error(StatusCode::NOT_FOUND, "unknown session");
     };
-    match session.kick() {
+    let reset = form_urlencoded::parse(query.as_bytes()).any(|(name, value)| name == "reset" && value == "1");
+    let kicked = session.kick();
+    if reset {
+        session.end(crate::session::Stop::Silent);
+    }
+    match kicked {
         Some(kind) => {
             // Session ids only at debug level: with the resume secret they name a session, and
             // logs travel further than the server.
