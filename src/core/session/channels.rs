@@ -39,6 +39,37 @@ struct Sub {
     state: SubState,
     /// The last position delivered (before the first `subscribed`: the one asked from).
     position: Option<Position>,
+    /// A `subscribed rec=0` answered a subscribe with a position: the server's `gap` follows it
+    /// (§8.4 cases 2 and 3), and `position` is already past what it covers. Told to the app
+    /// ourselves if the stream that would carry it ends first (a reset, a server unsubscribe).
+    owed: Option<OwedGap>,
+}
+
+/// The `gap` a recovery's `subscribed rec=0` promised (`Event::Gap` fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OwedGap {
+    epoch: u64,
+    from: u64,
+    to: u64,
+}
+
+impl OwedGap {
+    /// What a `subscribed rec=0` at `top` says was missed after `asked` (§8.4: case 2 in the
+    /// same epoch, else case 3, `from=0`); none when `asked` is the top itself.
+    fn after(asked: Position, top: Position) -> Option<OwedGap> {
+        let from = if asked.epoch != top.epoch || asked.offset > top.offset {
+            0
+        } else if asked.offset < top.offset {
+            asked.offset + 1
+        } else {
+            return None;
+        };
+        Some(OwedGap { epoch: top.epoch, from, to: top.offset })
+    }
+
+    fn event(self, channel: String) -> Event {
+        Event::Gap { channel, epoch: self.epoch, from: self.from, to: self.to }
+    }
 }
 
 /// The subscriptions the app holds.
@@ -50,7 +81,7 @@ pub(super) struct Channels {
 impl Channels {
     /// A new life: only the room channel, which a fresh session holds from its creation.
     pub(super) fn new(room: Option<&str>) -> Channels {
-        let subs = room.map(|name| Sub { name: String::from(name), state: SubState::Implicit, position: None });
+        let subs = room.map(|name| Sub { name: String::from(name), state: SubState::Implicit, position: None, owed: None });
         Channels { subs: subs.into_iter().collect() }
     }
 
@@ -58,26 +89,21 @@ impl Channels {
         self.subs.iter().position(|sub| sub.name == name)
     }
 
-    /// Removes the subscription at `index` (keeping the others' order). Checked first, so no
-    /// panic site (and its formatter) reaches the wasm.
-    fn take(&mut self, index: usize) -> Option<Sub> {
-        // Not `Vec::remove`, whose bounds panic keeps the formatter in the wasm (at most 128
-        // subscriptions: a rebuild costs nothing that matters).
-        let mut taken = None;
-        let mut kept = Vec::with_capacity(self.subs.len());
-        for (at, sub) in core::mem::take(&mut self.subs).into_iter().enumerate() {
-            if at == index {
-                taken = Some(sub);
-            } else {
-                kept.push(sub);
-            }
-        }
-        self.subs = kept;
-        taken
-    }
-
     fn get_mut(&mut self, name: &str) -> Option<&mut Sub> {
         self.subs.iter_mut().find(|sub| sub.name == name)
+    }
+
+    /// Takes `name` out, keeping the others in order (no `Vec::remove`: no panic path).
+    fn take(&mut self, name: &str) -> Option<Sub> {
+        let mut taken = None;
+        for sub in core::mem::take(&mut self.subs) {
+            if taken.is_none() && sub.name == name {
+                taken = Some(sub);
+            } else {
+                self.subs.push(sub);
+            }
+        }
+        taken
     }
 
     /// The earliest resubscribe deadline.
@@ -108,15 +134,14 @@ impl Session {
             return Ok(false);
         }
         let req = self.queue_control(now, Kind::Subscribe { channel: String::from(channel), since });
-        self.channels.subs.push(Sub { name: String::from(channel), state: SubState::Pending { req }, position: since });
+        self.channels.subs.push(Sub { name: String::from(channel), state: SubState::Pending { req }, position: since, owed: None });
         Ok(true)
     }
 
     /// Ends the subscription to `channel` at once: `Unsubscribed` now, and none of its messages
     /// from here on. False when it was not subscribed.
     pub fn unsubscribe(&mut self, now: Millis, channel: &str) -> bool {
-        let Some(index) = self.channels.find(channel) else { return false };
-        let Some(sub) = self.channels.take(index) else { return false };
+        let Some(sub) = self.channels.take(channel) else { return false };
         if !matches!(sub.state, SubState::Retrying { .. }) {
             self.queue_control(now, Kind::Unsubscribe { channel: sub.name.clone() });
         }
@@ -186,6 +211,10 @@ impl Session {
             }
         }
         for sub in &mut self.channels.subs {
+            // The old session's `gap` will never come: the fresh one recovers from `position`.
+            if let Some(owed) = sub.owed.take() {
+                self.events.push(owed.event(sub.name.clone()));
+            }
             if room.as_deref() == Some(sub.name.as_str()) {
                 // The fresh session holds it already, recovered from `rt_since`.
                 sub.state = SubState::Implicit;
@@ -277,6 +306,10 @@ impl Session {
         if sub.state != SubState::Active {
             return; // Not ours (yet): from a subscription the app ended.
         }
+        // The promised `gap` precedes every message; a server that skips it still tells it.
+        if let Some(owed) = sub.owed.take() {
+            self.events.push(owed.event(channel.clone()));
+        }
         let gap = match sub.position {
             Some(last) if last.epoch == position.epoch => {
                 if position.offset <= last.offset {
@@ -313,6 +346,10 @@ impl Session {
             return;
         }
         sub.state = SubState::Active;
+        sub.owed = match sub.position {
+            Some(asked) if !recovered => OwedGap::after(asked, position),
+            _ => None,
+        };
         if !recovered || sub.position.is_none() {
             sub.position = Some(position);
         }
@@ -320,8 +357,7 @@ impl Session {
     }
 
     fn channel_unsubscribed(&mut self, now: Millis, channel: String, reply_to: Option<u64>, close: Close) {
-        let Some(index) = self.channels.find(&channel) else { return };
-        let Some(sub) = self.channels.subs.get_mut(index) else { return };
+        let Some(sub) = self.channels.get_mut(&channel) else { return };
         let applies = match (sub.state, reply_to) {
             (SubState::Pending { req }, Some(reply_to)) => req == reply_to,
             // A server-initiated one counts only when no request of ours is pending (decision 8).
@@ -334,10 +370,14 @@ impl Session {
         let code = ErrorCode::from_channel_code(close.code);
         if let Retry::AfterMs(ms) = close.retry {
             sub.state = SubState::Retrying { at: after(now, ms.min(limits::MAX_RETRY_MS)) };
+            // The resubscribe recovers from `position`: the `gap` before it is told now.
+            if let Some(owed) = sub.owed.take() {
+                self.events.push(owed.event(channel.clone()));
+            }
             self.rearm_resubscribe();
             self.events.push(Event::SubscriptionError { channel, code, message: close.reason });
         } else {
-            self.channels.take(index);
+            self.channels.take(&channel);
             self.events.push(Event::Unsubscribed { channel, code, reason: close.reason });
         }
     }
@@ -347,6 +387,7 @@ impl Session {
         if sub.state != SubState::Active {
             return;
         }
+        sub.owed = None;
         let behind = sub.position.is_none_or(|last| last.epoch != epoch || last.offset < to);
         if behind {
             sub.position = Some(Position { epoch, offset: to });

@@ -342,3 +342,40 @@ fn answers_match_their_requests_and_a_server_unsubscribe_waits_for_a_pending_one
     assert_eq!(ErrorCode::from_channel_code(4010).as_str(), "bad-channel");
     assert_eq!(ErrorCode::from_channel_code(4013).as_str(), "forbidden");
 }
+
+#[test]
+fn a_reset_between_a_recoverys_subscribed_and_its_gap_still_tells_the_gap() {
+    let mut h = Harness::new(ws_only());
+    let conn = subscribed_to_prices(&mut h);
+    h.data(conn, &[chan_msg(2, "prices", at(58), "a")]);
+    h.events();
+    // A reset the history does not cover: the answer arrives, the session ends before its gap.
+    let (conn2, _) = cut(&mut h, conn);
+    h.data(conn2, &[hello("s2", 0, false)]);
+    assert_eq!(ordered(&h.effects()), vec![Frame::Subscribe { seq: 1, channel: "prices".into(), since: Some(at(58)) }]);
+    h.data(conn2, &[subscribed(1, "prices", at(250), false, Some(1))]);
+    let events = h.events();
+    assert!(events.contains(&Event::Subscribed { channel: "prices".into(), recovered: false, position: at(250) }));
+    assert!(gaps(&events).is_empty());
+    let (conn3, _) = cut(&mut h, conn2);
+    h.data(conn3, &[hello("s3", 0, false)]);
+    // The promised gap is told once, and the fresh session recovers from its end.
+    assert_eq!(gaps(&h.events()), vec![(59, 250)]);
+    assert_eq!(ordered(&h.effects()), vec![Frame::Subscribe { seq: 1, channel: "prices".into(), since: Some(at(250)) }]);
+    h.data(conn3, &[subscribed(1, "prices", at(251), true, Some(1)), chan_msg(2, "prices", at(251), "b")]);
+    let events = h.events();
+    assert!(gaps(&events).is_empty());
+    assert_eq!(delivered(&events), vec![("prices".into(), 251, "b".into())]);
+
+    // When the gap does come (here after a resume), it is told once, from the server.
+    let (conn4, _) = cut(&mut h, conn3);
+    h.data(conn4, &[hello("s4", 0, false)]);
+    h.effects();
+    h.data(conn4, &[subscribed(1, "prices", Position { epoch: 5, offset: 3 }, false, Some(1))]);
+    let (conn5, _) = cut(&mut h, conn4);
+    h.data(conn5, &[hello("s4", 1, true), Frame::Gap { seq: 2, channel: "prices".into(), epoch: 5, from: 0, to: 3 }]);
+    assert_eq!(gaps(&h.events()), vec![(0, 3)]);
+    let (conn6, _) = cut(&mut h, conn5);
+    h.data(conn6, &[hello("s5", 0, false)]);
+    assert!(gaps(&h.events()).is_empty());
+}
