@@ -17,8 +17,8 @@ use crate::transport::http::HttpRequest;
 use crate::transport::listener::Listener;
 use crate::transport::{js_error_message, upload, InputSink, Transport};
 
-/// The SSE event names the server uses: one per frame type.
-const FRAME_EVENTS: [&str; 6] = ["hello", "msg", "ack", "ping", "pong", "close"];
+/// The SSE event names the server uses: one per frame type it sends (PROTOCOL.md §3.2, §8.2).
+const FRAME_EVENTS: [&str; 10] = ["hello", "msg", "ack", "ping", "pong", "close", "subscribed", "unsubscribed", "gap", "nack"];
 
 /// One SSE connection.
 pub struct EventSourceTransport {
