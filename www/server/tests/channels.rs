@@ -212,3 +212,26 @@ async fn too_many_channels_for_one_session_is_refused_with_4011() {
     let Frame::Unsubscribed { reply_to, close, .. } = ordered(&mut client).await else { panic!("expected unsubscribed") };
     assert_eq!((reply_to, close.code), (Some(3), 4011));
 }
+
+#[tokio::test]
+async fn rt_since_recovers_the_room_channel_of_a_fresh_session() {
+    let server = Server::default().await;
+    for text in ["one", "two", "three"] {
+        assert_eq!(server.publish("channel=hall", "text/plain", text).await.status(), 202);
+    }
+    let top = server.state.registry.channels().position("hall").unwrap();
+    let mut epoch = Vec::new();
+    realtime_client::core::wire::push_epoch(&mut epoch, top.epoch);
+    let since = format!("{}.1", String::from_utf8(epoch).unwrap());
+    let mut client = WsClient::connect_v2(&server.ws_url(&format!("room=hall&rt_conn=1&rt_since={since}"))).await;
+    client.hello().await;
+    let Frame::Subscribed { seq: 1, channel, position, recovered: true, reply_to: None } = client.frame().await else {
+        panic!("the room channel recovered: rec=1");
+    };
+    assert_eq!((channel.as_str(), position.offset), ("hall", 3));
+    assert_eq!(channel_message(&mut client).await.2, text("two"));
+    assert_eq!(channel_message(&mut client).await.2, text("three"));
+    // A malformed rt_since is a bad parameter.
+    let response = reqwest::get(server.url("/realtime/poll?room=hall&rt_v=2&rt_conn=1&rt_since=nothex.1")).await.unwrap();
+    assert_eq!(response.status(), 400);
+}
