@@ -24,7 +24,7 @@ fn hello_of(frames: &[Frame]) -> Hello {
 /// Attaches a poll session, then times one held poll on it; returns (hello, frames, elapsed).
 async fn held_poll(server: &Server) -> (Hello, Vec<Frame>, Duration) {
     let hello = hello_of(&poll(server, "rt_conn=1").await);
-    let query = format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret);
+    let query = format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
     let started = Instant::now();
     let frames = poll(server, &query).await;
     (hello, frames, started.elapsed())
@@ -41,7 +41,6 @@ fn hold_is_the_smaller_of_poll_hold_and_heartbeat() {
 }
 
 #[tokio::test]
-#[ignore = "protocol v2: to adapt to the room channel (s=1 subscribed, channel messages)"]
 async fn a_held_poll_is_answered_empty_after_one_heartbeat() {
     // poll_hold stays at its 25 s default: only the heartbeat can end the hold this early.
     let config = Config { heartbeat_ms: 400, ..Config::default() };
@@ -66,7 +65,6 @@ impl Drop for Killed {
 }
 
 #[tokio::test]
-#[ignore = "protocol v2: to adapt to the room channel (s=1 subscribed, channel messages)"]
 async fn the_binary_with_a_short_heartbeat_ms_holds_polls_for_one_heartbeat() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_realtime-server"))
         .args(["--listen", "127.0.0.1:0", "--heartbeat-ms", "700"])
