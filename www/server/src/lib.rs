@@ -375,7 +375,8 @@ impl AppState {
     /// member) against the replay budget, atomically; None over the budget. Held across the
     /// fan-out, so concurrent publishes pass the budget by one publish at most.
     pub fn reserve_publish(&self, room: &str, messages: &[(Option<String>, realtime_client::core::wire::Payload)]) -> Option<limits::Reservation> {
-        let entries = self.registry.room_size(room).saturating_mul(limits::ENTRY_BYTES);
+        // An entry per member, and one in the channel's history.
+        let entries = self.registry.room_size(room).saturating_add(1).saturating_mul(limits::ENTRY_BYTES);
         let bytes = messages
             .iter()
             .map(|(event, payload)| payload.len().saturating_add(event.as_ref().map_or(0, String::len)).saturating_add(entries))
