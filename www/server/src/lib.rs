@@ -85,6 +85,11 @@ pub struct Config {
     pub limits: limits::LimitConfig,
     /// The admin surface ([`admin`]).
     pub admin: admin::AdminConfig,
+    /// Channel limits and history bounds ([`channel`]).
+    pub channels: channel::ChannelConfig,
+    /// Channels a client may publish to (`--client-publish`): exact names or prefixes ending in
+    /// `*`; `none` allows none. Default `*`.
+    pub client_publish: Vec<String>,
 }
 
 impl Default for Config {
@@ -109,6 +114,8 @@ impl Default for Config {
             edge: edge::EdgeConfig::default(),
             limits: limits::LimitConfig::default(),
             admin: admin::AdminConfig::default(),
+            channels: channel::ChannelConfig::default(),
+            client_publish: vec![String::from("*")],
         }
     }
 }
@@ -165,10 +172,11 @@ impl AppState {
     pub fn new(config: Config) -> Arc<Self> {
         let metrics = metrics::Metrics::default();
         let budget = Arc::new(limits::ReplayBudget::new(metrics.replay_bytes.clone()));
+        let channels = config.channels;
         let state = Arc::new(AppState {
             ip_limits: limits::IpLimits::new(&config.limits),
             config,
-            registry: session::Registry::with_budget(budget),
+            registry: session::Registry::new(budget, channels),
             shutdown: watch::channel(false).0,
             live: watch::channel(0).0,
             probes: AtomicUsize::new(0),
@@ -265,34 +273,35 @@ impl AppState {
         }
     }
 
-    /// Broadcasts a client batch to `room` in order (see [`Self::publish_fan_out`]); a blocking
-    /// fan-out waits for its permit as long as it takes (the sender's reads wait with it).
-    pub async fn fan_out(self: &Arc<Self>, room: &str, messages: Vec<(Option<String>, realtime_client::core::wire::Payload)>) -> usize {
-        self.fan_out_within(room, messages, None).await.unwrap_or(0)
-    }
-
-    /// Broadcasts a publish to `room` in order. A fan-out of more member deliveries than
+    /// Publishes a backend's messages to `channel` in order (creating it when `create`, see
+    /// [`session::Registry::publish`]). A fan-out of more member deliveries than
     /// `fanout_blocking_threshold` runs on a blocking thread, so the runtime workers keep serving,
     /// once it has one of the `fanout_permits`: Err when none came within [`PUBLISH_FANOUT_WAIT`]
     /// (the caller answers 503, nothing was delivered).
     pub async fn publish_fan_out(
         self: &Arc<Self>,
-        room: &str,
+        channel: &str,
         messages: Vec<(Option<String>, realtime_client::core::wire::Payload)>,
-    ) -> Result<usize, FanOutBusy> {
-        self.fan_out_within(room, messages, Some(PUBLISH_FANOUT_WAIT)).await
+        create: bool,
+    ) -> Result<session::Delivery, FanOutBusy> {
+        if messages.is_empty() {
+            return Ok(session::Delivery::default());
+        }
+        let deliveries = messages.len().saturating_mul(self.registry.room_size(channel));
+        let state = self.clone();
+        let channel = channel.to_owned();
+        self.run_fan_out(deliveries, Some(PUBLISH_FANOUT_WAIT), move || state.registry.publish(&channel, messages, create, &state.config))
+            .await
     }
 
-    async fn fan_out_within(
+    /// Runs `work` (a fan-out of about `deliveries` member deliveries) inline, or on a blocking
+    /// thread with a permit when it is large (see [`Self::publish_fan_out`]), and counts it.
+    async fn run_fan_out(
         self: &Arc<Self>,
-        room: &str,
-        messages: Vec<(Option<String>, realtime_client::core::wire::Payload)>,
+        deliveries: usize,
         permit_within: Option<Duration>,
-    ) -> Result<usize, FanOutBusy> {
-        if messages.is_empty() {
-            return Ok(0);
-        }
-        let deliveries = messages.len().saturating_mul(self.registry.room_size(room));
+        work: impl FnOnce() -> session::Delivery + Send + 'static,
+    ) -> Result<session::Delivery, FanOutBusy> {
         let delivered = if deliveries > self.config.limits.fanout_blocking_threshold {
             let permit = match permit_within {
                 Some(within) => tokio::time::timeout(within, self.fanout_permits.clone().acquire_owned()).await.map_err(|_| FanOutBusy)?,
@@ -303,16 +312,14 @@ impl AppState {
             // request awaiting one goes away.
             let permit = permit.ok();
             self.blocking_fan_outs.fetch_add(1, Ordering::Relaxed);
-            let state = self.clone();
-            let room = room.to_owned();
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                state.registry.broadcast_all(&room, messages, &state.config)
+                work()
             })
-                .await
-                .unwrap_or_default()
+            .await
+            .unwrap_or_default()
         } else {
-            self.registry.broadcast_all(room, messages, &self.config)
+            work()
         };
         self.metrics.messages_out.inc_by(delivered.delivered as u64);
         // A member whose unsent messages passed the replay bounds was ended (it does not read).
@@ -320,15 +327,16 @@ impl AppState {
             self.metrics.trip(metrics::LimitKind::replay_overflow);
             self.metrics.slow_consumer_cuts.inc();
         }
-        Ok(delivered.delivered)
+        Ok(delivered)
     }
 
-    /// Applies a client batch to `session` and broadcasts what it accepted, in a task of its own
-    /// that holds `serial` (the session's upstream lock) to the end. The request that carried the
-    /// batch may go away at any point (a POST's client disconnects, a WebSocket reader is
-    /// aborted): once `handle_client_frames` has accepted a message, its seq counts as received
-    /// and a retry is deduped, so the fan-out must still happen, and before the session's next
-    /// batch fans out (order per sender). Returns the outcome without `accepted`.
+    /// Applies a client batch to `session` and runs its channel actions (publishes, subscribes,
+    /// unsubscribes, refusals) in order, in a task of its own that holds `serial` (the session's
+    /// upstream lock) to the end. The request that carried the batch may go away at any point (a
+    /// POST's client disconnects, a WebSocket reader is aborted): once `handle_client_frames` has
+    /// accepted a frame, its seq counts as received and a retry is deduped, so its action must
+    /// still run, and before the session's next batch runs (order per sender). Returns the
+    /// outcome without its actions.
     pub async fn apply_client_batch(
         self: &Arc<Self>,
         session: Arc<session::Session>,
@@ -342,9 +350,20 @@ impl AppState {
             if outcome.control_dropped {
                 state.metrics.trip(metrics::LimitKind::control_queue);
             }
-            let accepted = std::mem::take(&mut outcome.accepted);
-            state.metrics.messages_in.inc_by(accepted.len() as u64);
-            state.fan_out(&session.room, accepted).await;
+            let actions = std::mem::take(&mut outcome.actions);
+            let mut deliveries = 0usize;
+            let mut published = 0u64;
+            for action in &actions {
+                if let session::Action::Publish { channel, .. } = action {
+                    published += 1;
+                    deliveries = deliveries.saturating_add(state.registry.room_size(channel));
+                }
+            }
+            state.metrics.messages_in.inc_by(published);
+            let runner = state.clone();
+            let _ = state
+                .run_fan_out(deliveries, None, move || runner.registry.apply_actions(&session, actions, &runner.config))
+                .await;
             outcome
         });
         // A panic in the task was caught by tokio: the batch is lost for this request, which
@@ -356,7 +375,8 @@ impl AppState {
     /// member) against the replay budget, atomically; None over the budget. Held across the
     /// fan-out, so concurrent publishes pass the budget by one publish at most.
     pub fn reserve_publish(&self, room: &str, messages: &[(Option<String>, realtime_client::core::wire::Payload)]) -> Option<limits::Reservation> {
-        let entries = self.registry.room_size(room).saturating_mul(limits::ENTRY_BYTES);
+        // An entry per member, and one in the channel's history.
+        let entries = self.registry.room_size(room).saturating_add(1).saturating_mul(limits::ENTRY_BYTES);
         let bytes = messages
             .iter()
             .map(|(event, payload)| payload.len().saturating_add(event.as_ref().map_or(0, String::len)).saturating_add(entries))

@@ -55,6 +55,19 @@ struct Flags {
     /// transport (no secret needed); off by default.
     #[arg(long)]
     allow_kick: bool,
+    /// Channels a client may publish to (repeatable): an exact name, or a prefix ending in `*`;
+    /// `none` allows none. Default: `*` (every channel). A refused publish gets `nack` 4013.
+    #[arg(long = "client-publish", value_name = "PATTERN")]
+    client_publish: Vec<String>,
+    /// Most messages a channel's history keeps (PROTOCOL §8.7).
+    #[arg(long, default_value_t = 1_000)]
+    channel_history_messages: usize,
+    /// Most bytes a channel's history keeps.
+    #[arg(long, default_value_t = 1 << 20)]
+    channel_history_bytes: usize,
+    /// Longest a message stays in a channel's history, in ms.
+    #[arg(long, default_value_t = 300_000)]
+    channel_history_age_ms: u64,
     /// A proxy (an address, or a network like 10.0.0.0/8) whose X-Forwarded-For header names the
     /// client address for per-IP limits (repeatable); without it the TCP peer is the client.
     #[arg(long = "trusted-proxy", value_name = "IP|CIDR")]
@@ -99,6 +112,12 @@ async fn main() -> std::process::ExitCode {
         trusted_proxies: realtime_server::client_ip::TrustedProxies(flags.trusted_proxies),
         ..Config::default()
     };
+    if !flags.client_publish.is_empty() {
+        config.client_publish = flags.client_publish;
+    }
+    config.channels.history.max_messages = flags.channel_history_messages;
+    config.channels.history.max_bytes = flags.channel_history_bytes;
+    config.channels.history.max_age = Duration::from_millis(flags.channel_history_age_ms);
     for applied in [flags.edge.apply(&mut config), flags.limits.apply(&mut config), flags.admin.apply(&mut config)] {
         if let Err(error) = applied {
             eprintln!("error: {error}");

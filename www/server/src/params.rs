@@ -21,6 +21,10 @@ pub struct Params {
     pub event: Option<String>,
     /// `rt_probe`: `1` asks for a probe (hello, no session, held open).
     pub probe: Option<String>,
+    /// `rt_since`: the room channel's position to recover from.
+    pub since: Option<String>,
+    /// `channel`: the channel of a backend publish (PROTOCOL §8.9).
+    pub channel: Option<String>,
 }
 
 /// Why a query was refused (HTTP 400 with this text).
@@ -53,6 +57,8 @@ impl Params {
                 "rt_last" => &mut params.last,
                 "event" => &mut params.event,
                 "rt_probe" => &mut params.probe,
+                "rt_since" => &mut params.since,
+                "channel" => &mut params.channel,
                 _ => continue,
             };
             // The first occurrence wins, so a user parameter cannot be overridden by appending.
@@ -85,10 +91,12 @@ impl Params {
     }
 
     /// The room, validated: 1-64 characters of `[A-Za-z0-9_.:-]`.
-    pub fn room(&self) -> Result<String, ParamError> {
-        let room = self.room.as_deref().unwrap_or(DEFAULT_ROOM);
+    /// None without `room=`: a v2 session without a room has no room channel (PROTOCOL §8.11
+    /// item 13). (`DEFAULT_ROOM` is what a v1 session would have had.)
+    pub fn room(&self) -> Result<Option<String>, ParamError> {
+        let Some(room) = self.room.as_deref() else { return Ok(None) };
         if is_valid_room(room) {
-            Ok(room.to_owned())
+            Ok(Some(room.to_owned()))
         } else {
             Err(ParamError::Bad("bad room name: 1-64 characters of A-Z a-z 0-9 _ . : -"))
         }
@@ -118,7 +126,16 @@ impl Params {
     /// Everything a connect needs, validated.
     pub fn connect_request(&self) -> Result<ConnectRequest, ParamError> {
         self.check_version()?;
-        Ok(ConnectRequest { room: self.room()?, conn: self.conn()?, resume: self.resume()? })
+        Ok(ConnectRequest { room: self.room()?, conn: self.conn()?, resume: self.resume()?, since: self.since()? })
+    }
+
+    /// `rt_since=<ep>.<o>`, the client's position in its room channel (PROTOCOL §8.5).
+    pub fn since(&self) -> Result<Option<realtime_client::core::wire::Position>, ParamError> {
+        let Some(text) = self.since.as_deref() else { return Ok(None) };
+        match crate::channel::parse_since(text) {
+            Some(position) => Ok(Some(realtime_client::core::wire::Position { epoch: position.epoch, offset: position.offset })),
+            None => Err(ParamError::Bad("bad rt_since: expected <16 hex digits>.<offset>")),
+        }
     }
 }
 
@@ -136,11 +153,11 @@ mod tests {
     fn parses_and_validates() {
         let params = Params::parse(Some("room=a%3Ab&rt_v=2&rt_conn=7&rt_sid=abc&rt_key=def&rt_last=3&x=y"));
         let request = params.connect_request().unwrap();
-        assert_eq!(request.room, "a:b");
+        assert_eq!(request.room.as_deref(), Some("a:b"));
         assert_eq!(request.conn, 7);
         let resume = request.resume.unwrap();
         assert_eq!((resume.session_id.as_str(), resume.key.as_str(), resume.last), ("abc", "def", 3));
-        assert_eq!(Params::parse(None).room().unwrap(), "lobby");
+        assert_eq!(Params::parse(None).room().unwrap(), None);
         assert!(Params::parse(Some("room=a/b")).room().is_err());
         assert!(Params::parse(Some("room=")).room().is_err());
         assert_eq!(Params::parse(Some("rt_v=2")).check_version(), Ok(()));

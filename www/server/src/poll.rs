@@ -61,7 +61,7 @@ pub async fn handle_poll(State(state): State<Arc<AppState>>, Extension(ip): Exte
     }
     match state.connect(&request, TransportKind::Poll, ip) {
         Connect::Attached { session, attachment, hello } => {
-            tracing::info!(session = %session.tag(), room = %session.room, resumed = hello.resumed, transport = "poll", "attached");
+            tracing::info!(session = %session.tag(), room = ?session.room, resumed = hello.resumed, transport = "poll", "attached");
             let mut frames = vec![Outgoing::Frame(Frame::Hello(hello))];
             if let Pull::Frames(replay) = session.pull_shared(&attachment, None) {
                 frames.extend(replay);

@@ -63,7 +63,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, Extension(ip): Extension
             return stream_response(Bytes::from(encode_event(&Frame::Close(close))));
         }
     };
-    tracing::info!(session = %session.tag(), room = %session.room, resumed = hello.resumed, transport = "sse", "attached");
+    tracing::info!(session = %session.tag(), room = ?session.room, resumed = hello.resumed, transport = "sse", "attached");
     let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
     let live = state.live_guard();
     tokio::spawn(async move {

@@ -196,7 +196,7 @@ mod tests {
     /// A writer whose first message write is stalled; returns what it has sent so far.
     async fn stalled_writer() -> (Arc<Session>, Arc<Attachment>, Arc<Semaphore>, mpsc::UnboundedReceiver<Frame>, tokio::task::JoinHandle<()>) {
         let state = AppState::new(Config::default());
-        let request = ConnectRequest { room: "w".into(), ..ConnectRequest::default() };
+        let request = ConnectRequest { ..ConnectRequest::default() };
         let Connect::Attached { session, attachment, hello } = state.registry.connect(&request, TransportKind::WebSocket, &state.config) else {
             panic!("not attached");
         };

@@ -114,7 +114,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, request: ConnectRequest,
         Connect::Full => return refuse(&state, sink, LimitKind::sessions_total, "too many sessions").await,
         Connect::Refused(kind) => return refuse(&state, sink, kind, "too many sessions from this address").await,
     };
-    tracing::info!(session = %session.tag(), room = %session.room, resumed = hello.resumed, transport = "websocket", "attached");
+    tracing::info!(session = %session.tag(), room = ?session.room, resumed = hello.resumed, transport = "websocket", "attached");
     let first = vec![Frame::Hello(hello)];
     let mut send_task = tokio::spawn(writer::run(state.clone(), session.clone(), attachment.clone(), sink, first, None));
     let mut receive_task = tokio::spawn(receive(state.clone(), session.clone(), attachment.clone(), stream));

@@ -43,13 +43,13 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRng, TestRunner};
 use realtime_client::core::endpoint::{Endpoint, TransportKind};
 use realtime_client::core::session::{ConnId, Effect, Event, Input, Session as Client, SessionConfig, State};
-use realtime_client::core::wire::{self, close_code, Carrier, Frame, Payload, Retry};
+use realtime_client::core::wire::{self, close_code, Carrier, ChannelMessage, Frame, Message, Payload, Retry};
 use realtime_client::core::Millis;
 use realtime_server::params::Params;
 use realtime_server::poll::poll_hold_for;
 use realtime_server::probe;
 use realtime_server::session::{
-    close, Attachment, Connect, ConnectRequest, Pull, Registry, Session as ServerSession, Stop, TransportKind as ServerKind,
+    close, Action, Attachment, Connect, ConnectRequest, Pull, Registry, Session as ServerSession, Stop, TransportKind as ServerKind,
 };
 use realtime_server::Config;
 
@@ -188,6 +188,23 @@ fn server_message(index: usize) -> (Option<String>, Payload) {
         }
     };
     (event, payload)
+}
+
+/// The event name of a control message: how the client core (which does not speak channels
+/// yet) is shown the server's ordered channel frames.
+const CONTROL: &str = "rt.control";
+
+/// A server frame as the v1 client core understands it: a channel message as a plain `msg`, an
+/// ordered channel frame as a `msg` with the [`CONTROL`] event (its seq counts as any other).
+fn v1_view(frame: Frame) -> Frame {
+    match frame {
+        Frame::ChannelMessage(ChannelMessage { message, .. }) => Frame::Message(message),
+        Frame::Message(_) | Frame::Hello(_) | Frame::Ack { .. } | Frame::Ping { .. } | Frame::Pong { .. } | Frame::Close(_) => frame,
+        other => match other.ordered_seq() {
+            Some(seq) => Frame::Message(Message { seq, event: Some(String::from(CONTROL)), payload: Payload::Text(String::new()) }),
+            None => other,
+        },
+    }
 }
 
 fn key(event: &Option<String>, payload: &Payload) -> String {
@@ -386,7 +403,7 @@ impl Sim {
         }
         let registry = Registry::default();
         let observer = match registry.connect(
-            &ConnectRequest { room: ROOM.into(), conn: u32::MAX, resume: None },
+            &ConnectRequest { room: Some(ROOM.into()), conn: u32::MAX, resume: None, since: None },
             ServerKind::WebSocket,
             &config,
         ) {
@@ -644,6 +661,7 @@ impl Sim {
                 if poll.is_some_and(|request| request != entry.poll_request) {
                     return Ok(()); // The adapter aborted that request: its answer never shows.
                 }
+                let frames: Vec<Frame> = frames.into_iter().map(v1_view).collect();
                 let bytes = encode(&frames, carrier);
                 entry.last_data = Some(bytes.clone());
                 Input::Data { conn, bytes }
@@ -703,7 +721,9 @@ impl Sim {
         if let Connect::Attached { hello, .. } = &outcome {
             if !hello.resumed {
                 self.fresh_sessions.push(hello.session_id.clone());
-                self.expected.insert(hello.session_id.clone(), Vec::new());
+                // A fresh session's first ordered frame is its room channel's `subscribed`
+                // (the client core shows it as a control message, see `v1_view`).
+                self.expected.insert(hello.session_id.clone(), vec![key(&Some(String::from(CONTROL)), &Payload::Text(String::new()))]);
                 if let Some(resume) = &request.resume {
                     if self.registry.get(&resume.session_id).is_some_and(|session| !session.is_ended()) {
                         self.coverage.refused_alive += 1;
@@ -924,9 +944,13 @@ impl Sim {
 
     fn upstream(&mut self, session: &Arc<ServerSession>, frames: Vec<Frame>) -> Outcome {
         let outcome = session.handle_client_frames(frames);
-        for (event, payload) in outcome.accepted {
-            self.broadcast(event, payload)?;
+        for action in outcome.actions {
+            match action {
+                Action::Publish { channel, event, payload, .. } if channel == ROOM => self.broadcast(event, payload)?,
+                other => return Err(format!("unexpected channel action from the client: {other:?}")),
+            }
         }
+        session.finish_batch();
         if let Some(error) = outcome.error {
             return Err(format!("the client broke the protocol: {}", error.reason));
         }
@@ -1006,8 +1030,10 @@ impl Sim {
         };
         let mut ack = None;
         for frame in frames {
-            let Frame::Message(message) = frame else { continue };
-            ack = Some(message.seq);
+            if let Some(seq) = frame.ordered_seq() {
+                ack = Some(seq);
+            }
+            let Frame::ChannelMessage(ChannelMessage { message, .. }) = frame else { continue };
             let Some(&index) = self.key_index.get(&key(&message.event, &message.payload)) else { continue };
             check!(!self.in_room[index], "client message #{index} reached the room twice");
             check!(
@@ -1311,7 +1337,7 @@ fn a_zero_reconnect_delay_still_schedules_the_reconnect_after_now() {
         jitter_seed,
         // Hello on the WebSocket, then the server goes quiet: stable at 5 s, ping at 25 s, the
         // heartbeat timeout at 37.5 s schedules the reconnect with the 0 ms draw.
-        ops: vec![Op::Server, Op::DeliverAll, Op::Tick, Op::Tick, Op::Tick],
+        ops: vec![Op::Server, Op::DeliverAll, Op::Tick, Op::Tick, Op::Tick, Op::Tick, Op::Tick],
     };
     let coverage = run_case(&case).unwrap_or_else(|error| panic!("{error}"));
     assert!(coverage.reconnects >= 1, "the schedule never reached a reconnect: {coverage:?}");

@@ -53,24 +53,38 @@ async fn sse_delivers_hello_then_published_messages_as_events() {
     assert_eq!(used, data.len(), "one frame per event");
     let Frame::Hello(hello) = frame else { panic!("expected hello") };
     assert!(!hello.resumed);
+    // The room channel's subscribed is the first ordered frame (PROTOCOL §8.5).
+    let (kind, id, data) = parse_event(&reader.next_event().await);
+    assert_eq!((kind.as_str(), id.as_deref()), ("subscribed", Some("1")));
+    let (Frame::Subscribed { seq: 1, channel, position, recovered: false, reply_to: None }, _) = wire::decode(data.as_bytes(), 1 << 20).unwrap() else {
+        panic!("expected subscribed: {data:?}");
+    };
+    assert_eq!((channel.as_str(), position.offset), ("feed", 0));
+    let mut ep = Vec::new();
+    wire::push_epoch(&mut ep, position.epoch);
+    let ep = String::from_utf8(ep).unwrap();
 
     let status = server.publish("room=feed&event=note", "text/plain", "line one\nline two\r\nend").await.status();
     assert_eq!(status, 202);
     let raw = reader.next_event().await;
-    assert!(raw.starts_with("event: msg\nid: 1\ndata: msg s=1 k=t e=note b64 n="), "{raw:?}");
+    assert!(raw.starts_with(&format!("event: msg\nid: 2\ndata: msg s=2 ch=feed o=1 ep={ep} k=t e=note b64 n=")), "{raw:?}");
     assert!(!raw.contains('\r'));
     let (kind, id, data) = parse_event(&raw);
-    assert_eq!((kind.as_str(), id.as_deref()), ("msg", Some("1")));
+    assert_eq!((kind.as_str(), id.as_deref()), ("msg", Some("2")));
     let (frame, _) = wire::decode(data.as_bytes(), 1 << 20).unwrap();
     assert_eq!(
         frame,
-        Frame::Message(Message { seq: 1, event: Some("note".into()), payload: Payload::Text("line one\nline two\r\nend".into()) })
+        Frame::ChannelMessage(wire::ChannelMessage {
+            channel: "feed".into(),
+            position: Some(wire::Position { epoch: position.epoch, offset: 1 }),
+            message: Message { seq: 2, event: Some("note".into()), payload: Payload::Text("line one\nline two\r\nend".into()) },
+        })
     );
 
     // A multi-line text without CR is split over several data lines.
     server.publish("room=feed", "text/plain", "a\nb").await;
     let raw = reader.next_event().await;
-    assert_eq!(raw, "event: msg\nid: 2\ndata: msg s=2 k=t n=3\ndata: a\ndata: b");
+    assert_eq!(raw, format!("event: msg\nid: 3\ndata: msg s=3 ch=feed o=2 ep={ep} k=t n=3\ndata: a\ndata: b"));
 
     // Upstream via POST /send reaches the SSE stream (the sender is in the room) with an ack.
     let query = format!("room=feed&rt_v=2&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
@@ -83,7 +97,7 @@ async fn sse_delivers_hello_then_published_messages_as_events() {
         let (frame, _) = wire::decode(data.as_bytes(), 1 << 20).unwrap();
         match (kind.as_str(), frame) {
             ("ack", Frame::Ack { seq: 1 }) => saw_ack = true,
-            ("msg", Frame::Message(message)) => {
+            ("msg", Frame::ChannelMessage(wire::ChannelMessage { message, .. })) => {
                 assert_eq!(message.payload, Payload::Text("up".into()));
                 saw_echo = true;
             }
@@ -102,20 +116,21 @@ async fn poll_attaches_holds_and_carries_upstream() {
 
     // A held poll answers as soon as a message is published.
     let held = {
-        let url = server.url(&format!("/realtime/poll?{session}&rt_last=0"));
+        let url = server.url(&format!("/realtime/poll?{session}&rt_last=1"));
         tokio::spawn(async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() })
     };
     wait_live(&server, 1).await;
     assert_eq!(server.publish("room=p", "application/json", "{\"n\":1}").await.status(), 202);
     let body = tokio::time::timeout(LIMIT, held).await.unwrap().unwrap();
     let frames = wire::decode_all(&body, 1 << 20).unwrap();
-    assert_eq!(frames, vec![Frame::Message(Message { seq: 1, event: None, payload: Payload::Json("{\"n\":1}".into()) })]);
+    let frames: Vec<Frame> = frames.into_iter().filter_map(common::v1_view).collect();
+    assert_eq!(frames, vec![Frame::Message(Message { seq: 2, event: None, payload: Payload::Json("{\"n\":1}".into()) })]);
 
     // Upstream: the message is echoed to the sender and acked.
     let response = send(&server, &session, batch(&[text_msg(1, "hello server")])).await;
     assert_eq!(response.status(), 204);
     let mut got = Vec::new();
-    let mut last = 1;
+    let mut last = 2;
     while !(got.iter().any(|frame| matches!(frame, Frame::Ack { seq: 1 })) && got.iter().any(|frame| matches!(frame, Frame::Message(_))))
     {
         let frames = poll(&server, &format!("{session}&rt_last={last}")).await;
@@ -126,21 +141,21 @@ async fn poll_attaches_holds_and_carries_upstream() {
         }
         got.extend(frames);
     }
-    assert!(got.contains(&Frame::Message(Message { seq: 2, event: None, payload: Payload::Text("hello server".into()) })));
+    assert!(got.contains(&Frame::Message(Message { seq: 3, event: None, payload: Payload::Text("hello server".into()) })));
 
     // rt_last is a cumulative ack: a lost response is re-sent by the next poll with the old rt_last.
     server.publish("room=p", "text/plain", "again").await;
-    let first_try = poll(&server, &format!("{session}&rt_last=2")).await;
-    let retry = poll(&server, &format!("{session}&rt_last=2")).await;
+    let first_try = poll(&server, &format!("{session}&rt_last=3")).await;
+    let retry = poll(&server, &format!("{session}&rt_last=3")).await;
     assert_eq!(first_try, retry);
-    assert!(matches!(&first_try[..], [Frame::Message(Message { seq: 3, .. })]));
+    assert!(matches!(&first_try[..], [Frame::Message(Message { seq: 4, .. })]));
 }
 
 #[tokio::test]
 async fn a_new_poll_supersedes_the_held_one() {
     let server = Server::default().await;
     let hello = hello_of(&poll(&server, "rt_conn=1").await);
-    let session = format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret);
+    let session = format!("room=lobby&rt_conn=1&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
     let url = server.url(&format!("/realtime/poll?{session}"));
     let first = tokio::spawn(async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() });
     wait_live(&server, 1).await;
@@ -159,7 +174,7 @@ async fn held_poll_is_held_for_poll_hold_then_answered_empty() {
     let server = Server::start(Config { poll_hold: hold, ..Config::default() }).await;
     assert_eq!(realtime_server::poll::poll_hold_for(&server.state.config), hold);
     let hello = hello_of(&poll(&server, "rt_conn=1").await);
-    let query = format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret);
+    let query = format!("room=lobby&rt_conn=1&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
     let started = Instant::now();
     let mut held = tokio::spawn({
         let url = server.url(&format!("/realtime/poll?{query}"));
@@ -190,11 +205,11 @@ async fn poll_on_a_new_conn_resumes_with_replay() {
     let hello = hello_of(&poll(&server, "room=q&rt_conn=1").await);
     server.publish("room=q", "text/plain", "one").await;
     server.publish("room=q", "text/plain", "two").await;
-    let query = format!("room=q&rt_conn=2&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
+    let query = format!("room=q&rt_conn=2&rt_sid={}&rt_key={}&rt_last=2", hello.session_id, hello.secret);
     let frames = poll(&server, &query).await;
     let resumed = hello_of(&frames);
     assert!(resumed.resumed);
-    assert_eq!(frames[1..], [Frame::Message(Message { seq: 2, event: None, payload: Payload::Text("two".into()) })]);
+    assert_eq!(frames[1..], [Frame::Message(Message { seq: 3, event: None, payload: Payload::Text("two".into()) })]);
     // The replaced conn may not attach again.
     let query = format!("room=q&rt_conn=1&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
     let frames = poll(&server, &query).await;
@@ -269,7 +284,7 @@ async fn static_files_are_served() {
 async fn shutdown_answers_a_held_poll_with_going_away() {
     let server = Server::default().await;
     let hello = hello_of(&poll(&server, "rt_conn=1").await);
-    let url = server.url(&format!("/realtime/poll?rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret));
+    let url = server.url(&format!("/realtime/poll?room=lobby&rt_conn=1&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret));
     let held = tokio::spawn(async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() });
     wait_live(&server, 1).await;
     server.state.begin_shutdown();

@@ -65,7 +65,7 @@ async fn kicked_websocket_ends_without_close_frame_and_resumes_with_what_was_pub
     assert!(!hello.resumed);
     publish_text(&server, "kick", "before").await;
     let first = client.message().await;
-    assert_eq!((first.seq, text(&first)), (1, "before"));
+    assert_eq!((first.seq, text(&first)), (2, "before"));
 
     let response = kick(&server, &format!("sid={}", hello.session_id), None).await;
     assert_eq!(response.status(), 204);
@@ -81,14 +81,14 @@ async fn kicked_websocket_ends_without_close_frame_and_resumes_with_what_was_pub
 
     publish_text(&server, "kick", "during 1").await;
     publish_text(&server, "kick", "during 2").await;
-    let mut resumed = WsClient::connect(&server.ws_url(&resume_query("kick", 2, &hello, 1))).await;
+    let mut resumed = WsClient::connect(&server.ws_url(&resume_query("kick", 2, &hello, 2))).await;
     let again = resumed.hello().await;
     assert!(again.resumed, "the kicked session must stay resumable");
     assert_eq!(again.session_id, hello.session_id);
     let second = resumed.message().await;
     let third = resumed.message().await;
-    assert_eq!((second.seq, text(&second)), (2, "during 1"));
-    assert_eq!((third.seq, text(&third)), (3, "during 2"));
+    assert_eq!((second.seq, text(&second)), (3, "during 1"));
+    assert_eq!((third.seq, text(&third)), (4, "during 2"));
 }
 
 #[tokio::test]
@@ -99,6 +99,7 @@ async fn kicked_sse_stream_ends_and_resumes() {
     let (kind, _, data) = parse_event(&reader.next_event().await);
     assert_eq!(kind, "hello");
     let Frame::Hello(hello) = wire::decode(data.as_bytes(), 1 << 20).unwrap().0 else { panic!("expected hello") };
+    assert_eq!(parse_event(&reader.next_event().await).0, "subscribed", "the room channel's s=1");
 
     assert_eq!(kick(&server, &format!("sid={}", hello.session_id), None).await.status(), 204);
     let rest = tokio::time::timeout(LIMIT, reader.rest()).await.expect("the kicked stream must end");
@@ -110,7 +111,7 @@ async fn kicked_sse_stream_ends_and_resumes() {
     match frames.as_slice() {
         [Frame::Hello(again), Frame::Message(message)] => {
             assert!(again.resumed);
-            assert_eq!((message.seq, text(message)), (1, "during"));
+            assert_eq!((message.seq, text(message)), (2, "during"));
         }
         other => panic!("expected hello (resumed) and the message, got {other:?}"),
     }
@@ -124,7 +125,7 @@ async fn kicked_poll_is_aborted_and_resumes() {
     let hello = hello.clone();
 
     // A held poll on the attached connection; the kick must break it, not answer it.
-    let held_url = server.url(&format!("/realtime/poll?{}", resume_query("kick", 1, &hello, 0)));
+    let held_url = server.url(&format!("/realtime/poll?{}", resume_query("kick", 1, &hello, 1)));
     let held = tokio::spawn(async move {
         let response = reqwest::get(held_url).await?;
         response.bytes().await
@@ -139,7 +140,7 @@ async fn kicked_poll_is_aborted_and_resumes() {
     match frames.as_slice() {
         [Frame::Hello(again), Frame::Message(message)] => {
             assert!(again.resumed);
-            assert_eq!((message.seq, text(message)), (1, "during"));
+            assert_eq!((message.seq, text(message)), (2, "during"));
         }
         other => panic!("expected hello (resumed) and the message, got {other:?}"),
     }

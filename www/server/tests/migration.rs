@@ -19,11 +19,21 @@ impl Sse {
         Sse { reader: SseReader::new(response) }
     }
 
+    /// The next frame in the v1 view (`common::v1_view`: the room's subscribed left out).
     async fn frame(&mut self) -> Frame {
-        let (kind, _, data) = parse_event(&self.reader.next_event().await);
-        let (frame, _) = wire::decode(data.as_bytes(), 1 << 20).unwrap();
-        assert_eq!(kind, common_type(&frame));
-        frame
+        loop {
+            let (kind, _, data) = parse_event(&self.reader.next_event().await);
+            let (frame, _) = wire::decode(data.as_bytes(), 1 << 20).unwrap();
+            let expected = match &frame {
+                Frame::ChannelMessage(_) => "msg",
+                Frame::Subscribed { .. } => "subscribed",
+                other => common_type(other),
+            };
+            assert_eq!(kind, expected);
+            if let Some(frame) = common::v1_view(frame) {
+                return frame;
+            }
+        }
     }
 
     async fn hello(&mut self) -> Hello {
@@ -99,12 +109,12 @@ async fn sse_to_websocket_old_gets_4004_new_gets_exactly_the_rest() {
         server.publish("room=m", "text/plain", text).await;
     }
     // The client delivered seq 1 only when it decided to move; 2 and 3 were still in flight.
-    for seq in 1..=3 {
+    for seq in 2..=4 {
         let Frame::Message(message) = old.frame().await else { panic!("expected msg") };
         assert_eq!(message.seq, seq);
     }
 
-    let mut new = WsClient::connect(&server.ws_url(&resume_query("m", 2, &hello, 1))).await;
+    let mut new = WsClient::connect(&server.ws_url(&resume_query("m", 2, &hello, 2))).await;
     let resumed = new.hello().await;
     assert!(resumed.resumed);
     assert_eq!(resumed.session_id, hello.session_id);
@@ -120,9 +130,9 @@ async fn sse_to_websocket_old_gets_4004_new_gets_exactly_the_rest() {
             other => panic!("expected only the replay, got {other:?}"),
         })
         .collect();
-    assert_eq!(replay, [(2, "two".to_owned()), (3, "three".to_owned())], "exactly the msgs after rt_last, in order");
+    assert_eq!(replay, [(3, "two".to_owned()), (4, "three".to_owned())], "exactly the msgs after rt_last, in order");
     server.publish("room=m", "text/plain", "four").await;
-    assert_eq!(new.message().await.seq, 4);
+    assert_eq!(new.message().await.seq, 5);
     assert_eq!(server.state.registry.len(), 1);
 }
 
@@ -160,9 +170,10 @@ async fn messages_published_during_the_switch_arrive_exactly_once() {
         })
     };
     // Deliver a few on the old stream, then move while the publisher is still going.
-    let mut delivered = 0;
+    // Seq 1 was the room channel's subscribed: message n has seq n + 1.
+    let mut delivered = 1;
     let mut before_move = Vec::new();
-    while delivered < 5 {
+    while delivered < 6 {
         let Frame::Message(message) = old.frame().await else { panic!("expected msg") };
         assert_eq!(message.seq, delivered + 1);
         delivered = message.seq;
@@ -176,7 +187,7 @@ async fn messages_published_during_the_switch_arrive_exactly_once() {
         match old.frame().await {
             Frame::Message(message) => {
                 assert_eq!(message.seq, delivered + old_seqs.len() as u64 + 1, "old stream in order, no gap");
-                assert_eq!(text(&message), message.seq.to_string());
+                assert_eq!(text(&message), (message.seq - 1).to_string());
                 old_seqs.push(message.seq);
             }
             frame => {
@@ -189,10 +200,10 @@ async fn messages_published_during_the_switch_arrive_exactly_once() {
     publisher.await.unwrap();
 
     let mut new_seqs = Vec::new();
-    while new_seqs.len() < (TOTAL - delivered) as usize {
+    while new_seqs.len() < (TOTAL + 1 - delivered) as usize {
         let message = new.message().await;
         assert_eq!(message.seq, delivered + new_seqs.len() as u64 + 1, "new transport: the msgs after rt_last, in order");
-        assert_eq!(text(&message), message.seq.to_string());
+        assert_eq!(text(&message), (message.seq - 1).to_string());
         new_seqs.push(message.seq);
     }
     assert!(new.sync(9).await.is_empty(), "nothing more");
@@ -201,13 +212,13 @@ async fn messages_published_during_the_switch_arrive_exactly_once() {
     // must come out exactly once, in order.
     let mut out = Vec::new();
     for seq in before_move.into_iter().chain(old_seqs).chain(new_seqs) {
-        let last = out.last().copied().unwrap_or(0);
+        let last = out.last().copied().unwrap_or(1);
         assert!(seq <= last + 1, "seq {seq} after {last}: a gap");
         if seq == last + 1 {
             out.push(seq);
         }
     }
-    assert_eq!(out, (1..=TOTAL).collect::<Vec<_>>());
+    assert_eq!(out, (2..=TOTAL + 1).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -218,7 +229,7 @@ async fn a_held_poll_is_answered_at_once_when_the_session_moves() {
         other => panic!("expected hello, got {other:?}"),
     };
     let held = {
-        let url = server.url(&format!("/realtime/poll?{}", resume_query("h", 1, &hello, 0)));
+        let url = server.url(&format!("/realtime/poll?{}", resume_query("h", 1, &hello, 1)));
         tokio::spawn(async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() })
     };
     wait_live(&server, 1).await; // The poll is held.

@@ -24,7 +24,7 @@ fn hello_of(frames: &[Frame]) -> Hello {
 /// Attaches a poll session, then times one held poll on it; returns (hello, frames, elapsed).
 async fn held_poll(server: &Server) -> (Hello, Vec<Frame>, Duration) {
     let hello = hello_of(&poll(server, "rt_conn=1").await);
-    let query = format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=0", hello.session_id, hello.secret);
+    let query = format!("rt_conn=1&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
     let started = Instant::now();
     let frames = poll(server, &query).await;
     (hello, frames, started.elapsed())

@@ -29,7 +29,8 @@ fn query_of(url: &str) -> &str {
 
 fn text(frame: &Frame) -> (u64, &str) {
     match frame {
-        Frame::Message(Message { seq, payload: Payload::Text(text), .. }) => (*seq, text),
+        Frame::Message(Message { seq, payload: Payload::Text(text), .. })
+        | Frame::ChannelMessage(wire::ChannelMessage { message: Message { seq, payload: Payload::Text(text), .. }, .. }) => (*seq, text),
         other => panic!("expected a text msg, got {other:?}"),
     }
 }
@@ -79,8 +80,8 @@ async fn polling_session(server: &Server, endpoint: &Endpoint) -> (Hello, tokio:
     publish(server, "one").await;
     publish(server, "two").await;
     let frames = poll(server, query_of(&endpoint.poll_url(1, &hello.session_id, &hello.secret, 0))).await;
-    assert_eq!(frames.iter().map(text).collect::<Vec<_>>(), [(1, "one"), (2, "two")]);
-    let held = held_poll(server, endpoint, &hello, 2).await; // acks 1-2
+    assert_eq!(frames.iter().map(text).collect::<Vec<_>>(), [(2, "one"), (3, "two")]);
+    let held = held_poll(server, endpoint, &hello, 3).await; // acks 1-2
     (hello, held)
 }
 
@@ -110,8 +111,8 @@ async fn websocket_resumes_a_session_attached_over_long_polling_with_a_held_poll
     let (hello, held) = polling_session(&server, &endpoint).await;
     probe_websocket(&server, &endpoint).await;
 
-    let url = migrating_url(&endpoint, &hello, 2);
-    assert!(url.contains("&rt_v=2&rt_conn=3&rt_sid=") && url.contains("&rt_last=2"), "{url}");
+    let url = migrating_url(&endpoint, &hello, 3);
+    assert!(url.contains("&rt_v=2&rt_conn=3&rt_sid=") && url.contains("&rt_last=3"), "{url}");
     let mut ws = WsClient::connect(&url).await;
     let resumed = ws.hello().await;
     assert!(resumed.resumed, "the WebSocket must resume the polling session");
@@ -119,7 +120,7 @@ async fn websocket_resumes_a_session_attached_over_long_polling_with_a_held_poll
     assert_replaced(&answer(held).await);
     assert!(ws.sync(1).await.is_empty(), "1-2 were acked: nothing to replay");
     publish(&server, "three").await;
-    assert_eq!(text(&Frame::Message(ws.message().await)), (3, "three"));
+    assert_eq!(text(&Frame::Message(ws.message().await)), (4, "three"));
     assert!(ws.sync(2).await.is_empty(), "nothing doubled");
     assert_eq!(server.state.registry.len(), 1, "still one session");
 }
@@ -132,12 +133,12 @@ async fn websocket_resumes_when_the_poll_acked_past_its_rt_last_during_the_hands
     probe_websocket(&server, &endpoint).await;
 
     // The probe proved the rung: the client opens the migrating WebSocket now, with rt_last=2.
-    let url = migrating_url(&endpoint, &hello, 2);
+    let url = migrating_url(&endpoint, &hello, 3);
     // While its handshake is on the way, msg 3 answers the held poll, the client delivers it, and
     // (the poll connection is still the active one) polls again with rt_last=3: an ack of 3.
     publish(&server, "three").await;
-    assert_eq!(answer(held).await.iter().map(text).collect::<Vec<_>>(), [(3, "three")]);
-    let held = held_poll(&server, &endpoint, &hello, 3).await;
+    assert_eq!(answer(held).await.iter().map(text).collect::<Vec<_>>(), [(4, "three")]);
+    let held = held_poll(&server, &endpoint, &hello, 4).await;
     // Now the upgrade request reaches the server, with the rt_last of its URL.
     let mut ws = WsClient::connect(&url).await;
     let resumed = ws.hello().await;
@@ -147,7 +148,7 @@ async fn websocket_resumes_when_the_poll_acked_past_its_rt_last_during_the_hands
     // The client has 1-3; 3 was acked, so nothing is replayed, and the next msg comes once.
     assert!(ws.sync(1).await.is_empty(), "3 was acked by the poll: no replay");
     publish(&server, "four").await;
-    assert_eq!(text(&Frame::Message(ws.message().await)), (4, "four"));
+    assert_eq!(text(&Frame::Message(ws.message().await)), (5, "four"));
     assert!(ws.sync(2).await.is_empty(), "nothing doubled");
     assert_eq!(server.state.registry.len(), 1, "still one session");
 }
@@ -161,17 +162,17 @@ async fn a_late_poll_below_an_earlier_ack_does_not_end_the_session() {
     let endpoint = endpoint(&server);
     let (hello, held) = polling_session(&server, &endpoint).await; // acked 2, held
     publish(&server, "three").await;
-    assert_eq!(answer(held).await.iter().map(text).collect::<Vec<_>>(), [(3, "three")]);
-    let current = held_poll(&server, &endpoint, &hello, 3).await; // acks 3
-    let late = spawn_poll(&endpoint, &hello, 2); // the late one, rt_last=2
+    assert_eq!(answer(held).await.iter().map(text).collect::<Vec<_>>(), [(4, "three")]);
+    let current = held_poll(&server, &endpoint, &hello, 4).await; // acks 3
+    let late = spawn_poll(&endpoint, &hello, 3); // the late one, rt_last=2
     // The late poll supersedes the current one (answered empty), as any newer poll would.
     let superseded = answer(current).await;
     assert!(superseded.is_empty(), "the session must survive a late poll; the held poll got {superseded:?}");
     // The client polls again (rt_last=3), which supersedes the late one; the session is alive.
-    let current = spawn_poll(&endpoint, &hello, 3);
+    let current = spawn_poll(&endpoint, &hello, 4);
     let late = answer(late).await;
     assert!(late.is_empty(), "the late poll is superseded, not closed: {late:?}");
     publish(&server, "four").await;
-    assert_eq!(answer(current).await.iter().map(text).collect::<Vec<_>>(), [(4, "four")]);
+    assert_eq!(answer(current).await.iter().map(text).collect::<Vec<_>>(), [(5, "four")]);
     assert_eq!(server.state.registry.len(), 1, "still one session");
 }

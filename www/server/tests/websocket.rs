@@ -58,7 +58,7 @@ async fn every_kind_comes_back_to_the_sender_and_is_acked() {
     }
     assert_eq!(highest_ack, 4);
     let seqs: Vec<u64> = messages.iter().map(|message| message.seq).collect();
-    assert_eq!(seqs, [1, 2, 3, 4], "server seqs start at 1 per session");
+    assert_eq!(seqs, [2, 3, 4, 5], "server seqs start at 1 per session (1: the room's subscribed)");
     assert_eq!(messages[0].payload, Payload::Text("hi\r\nthere".into()));
     assert_eq!(messages[0].event, None);
     assert_eq!(messages[1].payload, Payload::Json("{\"p\":1}".into()));
@@ -118,7 +118,7 @@ async fn rooms_isolate_sessions() {
     assert_eq!(response.status(), 202);
     let first = carol.message().await;
     assert_eq!(first.payload, Payload::Text("marker".into()));
-    assert_eq!(first.seq, 1);
+    assert_eq!(first.seq, 2, "after the room channel's subscribed");
 }
 
 #[tokio::test]
@@ -193,15 +193,15 @@ async fn resume_replays_exactly_the_unacked_messages() {
     for text in ["one", "two", "three"] {
         assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);
     }
-    for seq in 1..=3 {
+    for seq in 2..=4 {
         assert_eq!(first.message().await.seq, seq);
     }
-    first.send_frames(&[Frame::Ack { seq: 1 }], Carrier::Text).await;
+    first.send_frames(&[Frame::Ack { seq: 2 }], Carrier::Text).await;
     first.sync(1).await; // The ack was processed.
     drop(first); // The connection drops without a close frame.
     assert_eq!(server.publish("room=r", "text/plain", "four").await.status(), 202);
 
-    let query = format!("room=r&rt_v=2&rt_conn=2&rt_sid={}&rt_key={}&rt_last=1", hello.session_id, hello.secret);
+    let query = format!("room=r&rt_v=2&rt_conn=2&rt_sid={}&rt_key={}&rt_last=2", hello.session_id, hello.secret);
     let mut second = WsClient::connect(&server.ws_url(&query)).await;
     let resumed = second.hello().await;
     assert!(resumed.resumed);
@@ -218,14 +218,14 @@ async fn resume_replays_exactly_the_unacked_messages() {
     assert_eq!(
         replayed,
         vec![
-            (2, Payload::Text("two".into())),
-            (3, Payload::Text("three".into())),
-            (4, Payload::Text("four".into()))
+            (3, Payload::Text("two".into())),
+            (4, Payload::Text("three".into())),
+            (5, Payload::Text("four".into()))
         ]
     );
 
     // A resume while attached replaces the old transport with close 4004.
-    let query = format!("room=r&rt_conn=3&rt_sid={}&rt_key={}&rt_last=4", hello.session_id, hello.secret);
+    let query = format!("room=r&rt_conn=3&rt_sid={}&rt_key={}&rt_last=5", hello.session_id, hello.secret);
     let mut third = WsClient::connect(&server.ws_url(&query)).await;
     assert!(third.hello().await.resumed);
     let Frame::Close(close) = second.frame().await else { panic!("expected close") };
@@ -259,9 +259,9 @@ async fn resume_from_beyond_the_last_sent_message_is_refused() {
     for text in ["one", "two"] {
         assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);
     }
-    assert_eq!(first.message().await.seq, 1);
     assert_eq!(first.message().await.seq, 2);
-    first.send_frames(&[Frame::Ack { seq: 2 }], Carrier::Text).await;
+    assert_eq!(first.message().await.seq, 3);
+    first.send_frames(&[Frame::Ack { seq: 3 }], Carrier::Text).await;
     first.sync(1).await;
     // rt_last beyond what was sent (2) cannot be honoured: a fresh session, no partial replay.
     let query = format!("room=r&rt_conn=2&rt_sid={}&rt_key={}&rt_last=9", hello.session_id, hello.secret);
@@ -290,10 +290,10 @@ async fn resume_with_an_rt_last_below_its_own_later_ack_replays_after_the_ack() 
     for text in ["one", "two", "three", "four"] {
         assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);
     }
-    for seq in 1..=4 {
+    for seq in 2..=5 {
         assert_eq!(first.message().await.seq, seq);
     }
-    first.send_frames(&[Frame::Ack { seq: 3 }], Carrier::Text).await;
+    first.send_frames(&[Frame::Ack { seq: 4 }], Carrier::Text).await;
     first.sync(1).await; // The ack was processed: the buffer holds seq 4 only.
 
     let mut resumed = WsClient::connect(&server.ws_url(&resume_query(2, &hello, 1))).await;
@@ -302,7 +302,7 @@ async fn resume_with_an_rt_last_below_its_own_later_ack_replays_after_the_ack() 
     assert_eq!(again.session_id, hello.session_id);
     let replayed = resumed.sync(2).await;
     assert!(
-        matches!(&replayed[..], [Frame::Message(Message { seq: 4, payload: Payload::Text(text), .. })] if text == "four"),
+        matches!(&replayed[..], [Frame::Message(Message { seq: 5, payload: Payload::Text(text), .. })] if text == "four"),
         "exactly the msg after the ack: {replayed:?}"
     );
     let Frame::Close(close) = first.frame().await else { panic!("expected close") };
@@ -318,12 +318,12 @@ async fn resume_from_before_a_message_trimmed_by_the_replay_limit_is_refused() {
     let server = Server::start(Config { replay_max_messages: 2, ..Config::default() }).await;
     let mut first = WsClient::connect(&server.ws_url("room=r&rt_v=2&rt_conn=1")).await;
     let hello = first.hello().await;
-    for (seq, text) in [(1, "one"), (2, "two")] {
+    for (seq, text) in [(2, "one"), (3, "two")] {
         assert_eq!(server.publish("room=r", "text/plain", text).await.status(), 202);
         assert_eq!(first.message().await.seq, seq); // Sent, so it may be trimmed.
     }
     assert_eq!(server.publish("room=r", "text/plain", "three").await.text().await.unwrap(), "1");
-    assert_eq!(first.message().await.seq, 3);
+    assert_eq!(first.message().await.seq, 4);
 
     let mut too_old = WsClient::connect(&server.ws_url(&resume_query(2, &hello, 0))).await;
     let refused = too_old.hello().await;
@@ -450,7 +450,7 @@ async fn a_batch_publish_delivers_every_message_in_order_and_a_bad_batch_publish
     assert_eq!(response.text().await.unwrap(), "300", "300 messages to one session");
     for n in 1..=300u64 {
         let message = client.message().await;
-        assert_eq!(message.seq, n);
+        assert_eq!(message.seq, n + 1);
         assert_eq!(message.payload, Payload::Text(format!("m{n}")));
         assert_eq!(message.event.as_deref(), (n % 3 == 0).then_some("tick"));
     }

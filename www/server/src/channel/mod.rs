@@ -1,6 +1,6 @@
 //! Channels (PROTOCOL.md §8, protocol v2, a draft): names and their limits, epochs, refusal
-//! codes, and the [`Registry`] of channels with their histories. Not wired into the transports
-//! yet: no session subscribes through this module today, and v1 rooms do not use it.
+//! codes, and the [`Registry`] of channels with their histories. The session registry
+//! (`session::Registry`) owns one and wires it to the sessions; a room is the channel of its name.
 //!
 //! Invariants:
 //! - a channel is in the registry while it has a subscriber or holds history; the registry frees
@@ -231,13 +231,17 @@ impl Registry {
 
     /// Runs `edit` on the channel `name` (with the epoch source, for a renewal), created (a new
     /// epoch, top 0) when missing and `max_channels` allows; frees it afterwards if it is idle.
-    fn with_channel<T>(&self, name: &str, now: Instant, edit: impl FnOnce(&mut Channel, &mut EpochSource) -> T) -> Result<T, Refusal> {
+    /// Without `create`, a missing channel is [`Refusal::Closed`] and nothing is created.
+    fn with_channel<T>(&self, name: &str, now: Instant, create: bool, edit: impl FnOnce(&mut Channel, &mut EpochSource) -> T) -> Result<T, Refusal> {
         if !is_valid_channel_name(name) {
             return Err(Refusal::BadName);
         }
         let mut guard = lock(&self.channels);
         let Channels { by_name, epochs } = &mut *guard;
         if !by_name.contains_key(name) {
+            if !create {
+                return Err(Refusal::Closed);
+            }
             if by_name.len() >= self.config.max_channels {
                 return Err(Refusal::TooManyChannels);
             }
@@ -259,12 +263,25 @@ impl Registry {
     /// `since` when given (PROTOCOL.md §8.3, §8.4); subscribing again is the same membership.
     /// The per-session limit and rate are the caller's.
     pub fn subscribe(&self, name: &str, member: &str, since: Option<Position>, now: Instant) -> Result<Subscribed, Refusal> {
-        self.with_channel(name, now, |channel, _| {
+        self.subscribe_with(name, member, since, now, |subscribed| subscribed.clone())
+    }
+
+    /// [`Self::subscribe`], running `joined` on the answer under the channel's lock (the
+    /// wiring queues the `subscribed` and its replay there: no publish can come in between).
+    pub fn subscribe_with<T>(
+        &self,
+        name: &str,
+        member: &str,
+        since: Option<Position>,
+        now: Instant,
+        joined: impl FnOnce(&Subscribed) -> T,
+    ) -> Result<T, Refusal> {
+        self.with_channel(name, now, true, |channel, _| {
             if !channel.members.contains(member) {
                 channel.members.insert(member.to_owned());
             }
             let recovery = since.map(|position| channel.history.since(position.epoch, position.offset));
-            Subscribed { epoch: channel.history.epoch(), top: channel.history.top(), recovery }
+            joined(&Subscribed { epoch: channel.history.epoch(), top: channel.history.top(), recovery })
         })
     }
 
@@ -297,7 +314,22 @@ impl Registry {
     /// channel did not exist, as a backend publish does). When the offsets ran out the channel
     /// starts a new epoch and the message gets offset 1 in it.
     pub fn publish(&self, name: &str, message: Arc<SharedMessage>, now: Instant) -> Result<Published, Refusal> {
-        self.with_channel(name, now, |channel, epochs| {
+        self.publish_with(name, message, now, true, |published, _| published)
+    }
+
+    /// [`Self::publish`], running `fan_out` with where the message went and the channel's
+    /// members under the channel's lock (offsets and deliveries in one order, PROTOCOL §8.11
+    /// item 1). Without `create`, a missing channel is [`Refusal::Closed`] (a client publish
+    /// creates nothing, item 11).
+    pub fn publish_with<T>(
+        &self,
+        name: &str,
+        message: Arc<SharedMessage>,
+        now: Instant,
+        create: bool,
+        fan_out: impl FnOnce(Published, &HashSet<String>) -> T,
+    ) -> Result<T, Refusal> {
+        self.with_channel(name, now, create, |channel, epochs| {
             let offset = match channel.history.push(message.clone(), now) {
                 Ok(offset) => offset,
                 Err(history::OffsetsExhausted) => {
@@ -307,7 +339,8 @@ impl Registry {
                     channel.history.push(message, now).unwrap_or(1)
                 }
             };
-            Published { epoch: channel.history.epoch(), offset, subscribers: channel.members.len() }
+            let published = Published { epoch: channel.history.epoch(), offset, subscribers: channel.members.len() };
+            fan_out(published, &channel.members)
         })
     }
 

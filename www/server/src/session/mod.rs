@@ -18,20 +18,25 @@
 //! - lock order: the registry lock, then a session lock, then an attachment's stop slot, never
 //!   the reverse; no lock is held across an `.await` or while another session's lock is taken.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use realtime_client::core::wire::{self, close_code, Carrier, Close, Frame, Hello, Message, Payload, Retry, PROTOCOL_VERSION};
+use realtime_client::core::wire::{close_code, Close, Frame, Hello, Payload, Retry, PROTOCOL_VERSION};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use crate::limits::{ReplayBudget, SessionRates, SessionSlot, SharedMessage};
 use crate::Config;
 
+mod channels;
+mod outgoing;
 mod registry;
 mod replay;
+
+pub use channels::{pattern_allows, Action};
+pub use outgoing::Outgoing;
 
 pub use registry::{random_token, Connect, ConnectRequest, Delivery, Registry, ResumeRequest};
 use replay::Replay;
@@ -122,64 +127,21 @@ pub enum Pull<T = Frame> {
     Stop(Stop),
 }
 
-/// A frame on its way to a transport: a message stays the shared copy of its publish until it
-/// is encoded, so a broadcast to many members never copies its payload per member.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    Frame(Frame),
-    Message { seq: u64, message: Arc<SharedMessage> },
-}
-
-impl From<Frame> for Outgoing {
-    fn from(frame: Frame) -> Self {
-        Outgoing::Frame(frame)
-    }
-}
-
-impl Outgoing {
-    /// An owned frame (copies a shared payload: for tests and rare paths only).
-    pub fn into_frame(self) -> Frame {
-        match self {
-            Outgoing::Frame(frame) => frame,
-            Outgoing::Message { seq, message } => {
-                Frame::Message(Message { seq, event: message.event.clone(), payload: message.payload.clone() })
-            }
-        }
-    }
-
-    pub fn encode(&self, carrier: Carrier, out: &mut Vec<u8>) {
-        match self {
-            Outgoing::Frame(frame) => wire::encode(frame, carrier, out),
-            Outgoing::Message { seq, message } => wire::encode_message(*seq, message.event.as_deref(), &message.payload, carrier, out),
-        }
-    }
-
-    /// Whether this is a message with a binary payload.
-    pub fn is_binary(&self) -> bool {
-        match self {
-            Outgoing::Frame(Frame::Message(message)) => matches!(message.payload, Payload::Binary(_)),
-            Outgoing::Message { message, .. } => matches!(message.payload, Payload::Binary(_)),
-            Outgoing::Frame(_) => false,
-        }
-    }
-
-    /// The seq of a message frame.
-    pub fn message_seq(&self) -> Option<u64> {
-        match self {
-            Outgoing::Frame(Frame::Message(message)) => Some(message.seq),
-            Outgoing::Message { seq, .. } => Some(*seq),
-            Outgoing::Frame(_) => None,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     /// Outgoing seqs, the replay buffer and the send cursor.
     replay: Replay,
     /// Highest client seq received.
     client_seq: u64,
+    /// What the next `ack` (and a hello's `ack=`) says: `client_seq` once the batch's actions
+    /// ran ([`Session::finish_batch`]), so a `nack` precedes the ack covering its publish.
+    ack_seq: u64,
+    /// A batch counted seqs that `ack_seq` does not cover yet.
+    ack_pending: bool,
     ack_due: bool,
+    /// The channels this session holds (see `channels.rs`).
+    channels: HashSet<String>,
+    subscribe_rate: channels::SubscribeRate,
     control: VecDeque<Frame>,
     attached: Option<Arc<Attachment>>,
     next_generation: u64,
@@ -197,7 +159,11 @@ struct Inner {
 pub struct Session {
     pub id: String,
     secret: String,
-    pub room: String,
+    /// The room channel it was created with (None: no room channel).
+    pub room: Option<String>,
+    channel_limits: crate::channel::ChannelConfig,
+    /// `--client-publish` patterns.
+    publish_policy: Vec<String>,
     changed: watch::Sender<u64>,
     inner: Mutex<Inner>,
     /// Serialises upstream batches of one session (a WebSocket reader, concurrent POST /send).
@@ -213,8 +179,9 @@ pub struct Session {
 /// What an upstream batch produced.
 #[derive(Debug, Default)]
 pub struct Upstream {
-    /// Accepted messages to broadcast to the room, in order.
-    pub accepted: Vec<(Option<String>, Payload)>,
+    /// What the accepted ordered frames ask of the channels, in seq order; the caller runs
+    /// them (`Registry::apply_actions`), then calls [`Session::finish_batch`].
+    pub actions: Vec<Action>,
     /// The client closed the session.
     pub client_closed: bool,
     /// A protocol error ended the session (the transport got the close).
@@ -249,11 +216,13 @@ pub fn close(code: u16, reason: &str, retry: Retry) -> Close {
 }
 
 impl Session {
-    fn new(id: String, secret: String, room: String, config: &Config, budget: Arc<ReplayBudget>, ip_slot: Option<SessionSlot>) -> Self {
+    fn new(id: String, secret: String, room: Option<String>, config: &Config, budget: Arc<ReplayBudget>, ip_slot: Option<SessionSlot>) -> Self {
         Session {
             id,
             secret,
             room,
+            channel_limits: config.channels,
+            publish_policy: config.client_publish.clone(),
             changed: watch::channel(0).0,
             rates: SessionRates::new(&config.limits),
             max_control: config.limits.max_control_frames.max(1),
@@ -262,7 +231,11 @@ impl Session {
                 // The replay buffer holds the IP slot: it charges the IP for what it buffers.
                 replay: Replay::new(budget, ip_slot, config.limits.replay_share_per_ip()),
                 client_seq: 0,
+                ack_seq: 0,
+                ack_pending: false,
                 ack_due: false,
+                channels: HashSet::new(),
+                subscribe_rate: channels::SubscribeRate::new(config.channels.subscribe_burst),
                 control: VecDeque::new(),
                 attached: None,
                 next_generation: 1,
@@ -355,7 +328,7 @@ impl Session {
             secret: self.secret.clone(),
             heartbeat_ms: config.heartbeat_ms,
             max_body_bytes: config.max_message_bytes as u64,
-            ack: inner.client_seq,
+            ack: inner.ack_seq,
             resumed: resume_from.is_some(),
         };
         drop(inner);
@@ -418,11 +391,12 @@ impl Session {
             return Pull::Stop(Stop::Silent); // A newer poll superseded this one.
         }
         let mut frames: Vec<Outgoing> = inner.control.drain(..).map(Outgoing::Frame).collect();
+        // Ordered frames precede the ack (PROTOCOL §8.11 item 3).
+        inner.replay.take_unsent(&mut frames);
         if inner.ack_due {
             inner.ack_due = false;
-            frames.push(Outgoing::Frame(Frame::Ack { seq: inner.client_seq }));
+            frames.push(Outgoing::Frame(Frame::Ack { seq: inner.ack_seq }));
         }
-        inner.replay.take_unsent(&mut frames);
         Pull::Frames(frames)
     }
 
@@ -492,21 +466,28 @@ impl Session {
         let mut ping = None;
         for frame in frames {
             match frame {
-                Frame::Message(message) => {
-                    inner.ack_due = true;
-                    if message.seq == 0 {
+                Frame::Message(_) | Frame::ChannelMessage(_) | Frame::Subscribe { .. } | Frame::Unsubscribe { .. } => {
+                    let seq = frame.ordered_seq().unwrap_or(0);
+                    inner.ack_pending = true;
+                    if seq == 0 {
                         result.error = Some(close(close_code::PROTOCOL_ERROR, "bad sequence number", Retry::Default));
                         break;
                     }
-                    if message.seq <= inner.client_seq {
-                        continue; // A duplicate after a resume: acked, not re-broadcast.
+                    if seq <= inner.client_seq {
+                        continue; // A duplicate after a resume: acked, not applied again.
                     }
-                    if message.seq > inner.client_seq.saturating_add(1) {
+                    if seq > inner.client_seq.saturating_add(1) {
                         result.error = Some(close(close_code::PROTOCOL_ERROR, "sequence gap", Retry::Default));
                         break;
                     }
-                    inner.client_seq = message.seq;
-                    result.accepted.push((message.event, message.payload));
+                    inner.client_seq = seq;
+                    match self.classify(&mut inner, frame) {
+                        Ok(action) => result.actions.push(action),
+                        Err(error) => {
+                            result.error = Some(error);
+                            break;
+                        }
+                    }
                 }
                 Frame::Ack { seq } => {
                     if seq >= inner.replay.next_seq() {
@@ -522,7 +503,7 @@ impl Session {
                     break;
                 }
                 _ => {
-                    // hello, and (until channels are served) every channel frame.
+                    // hello, and the server's own frames.
                     result.error = Some(close(close_code::PROTOCOL_ERROR, "unexpected frame from client", Retry::Default));
                     break;
                 }

@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use realtime_client::core::wire::{Hello, Payload};
+use realtime_client::core::wire::{Hello, Payload, Position};
 
-use super::{lock, Attachment, Session, TransportKind};
+use super::{lock, Action, Attachment, Session, TransportKind};
+use crate::channel::{self, ChannelConfig};
 use crate::limits::{ReplayBudget, SessionSlot, SharedMessage};
 use crate::metrics::LimitKind;
 use crate::Config;
@@ -23,9 +24,12 @@ use crate::Config;
 /// The query parameters of a connect request that matter to the session logic.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectRequest {
-    pub room: String,
+    /// The room channel a fresh session is subscribed to (None: none).
+    pub room: Option<String>,
     pub conn: u32,
     pub resume: Option<ResumeRequest>,
+    /// `rt_since`: where a fresh session's room channel recovers from (PROTOCOL §8.5).
+    pub since: Option<Position>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,32 +51,50 @@ pub enum Connect {
 }
 
 /// What a broadcast did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Delivery {
     /// Messages queued to members.
     pub delivered: usize,
     /// Members ended because their unsent messages passed the replay bounds.
     pub overflowed: usize,
+    /// Where each published message went, in order (none when the channel does not exist and
+    /// the publish may not create it).
+    pub positions: Vec<Position>,
 }
 
 #[derive(Default)]
 struct Maps {
     sessions: HashMap<String, Arc<Session>>,
-    rooms: HashMap<String, Vec<Arc<Session>>>,
 }
 
-/// Every session, by id and by room.
-#[derive(Default)]
+/// Every session by id, and the channels they subscribe to.
 pub struct Registry {
     maps: Mutex<Maps>,
     /// Bytes held in all replay buffers (see [`ReplayBudget`]).
     budget: Arc<ReplayBudget>,
+    channels: channel::Registry,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new(Arc::default(), ChannelConfig::default())
+    }
 }
 
 impl Registry {
     /// A registry whose replay buffers count against `budget`.
     pub fn with_budget(budget: Arc<ReplayBudget>) -> Self {
-        Registry { maps: Mutex::default(), budget }
+        Self::new(budget, ChannelConfig::default())
+    }
+
+    /// A registry whose replay buffers and channel histories count against `budget`.
+    pub fn new(budget: Arc<ReplayBudget>, channels: ChannelConfig) -> Self {
+        Registry { maps: Mutex::default(), channels: channel::Registry::new(channels, budget.clone()), budget }
+    }
+
+    /// The channels (positions, subscribers).
+    pub fn channels(&self) -> &channel::Registry {
+        &self.channels
     }
 
     pub fn budget(&self) -> &Arc<ReplayBudget> {
@@ -84,9 +106,9 @@ impl Registry {
         self.budget.used()
     }
 
-    /// Members of `room` now.
+    /// Subscribers of the channel `room` now.
     pub fn room_size(&self, room: &str) -> usize {
-        lock(&self.maps).rooms.get(room).map_or(0, Vec::len)
+        self.channels.subscribers(room)
     }
 
     pub fn len(&self) -> usize {
@@ -140,8 +162,11 @@ impl Registry {
             return Connect::Full;
         }
         maps.sessions.insert(session.id.clone(), session.clone());
-        maps.rooms.entry(session.room.clone()).or_default().push(session.clone());
         drop(maps);
+        // Its first ordered frame is the room channel's `subscribed` (PROTOCOL §8.5).
+        if let Some(room) = &session.room {
+            self.subscribe(&session, room, request.since, None, config);
+        }
         // A fresh attach (no resume) always succeeds; the fallback only keeps this panic-free.
         match session.attach(kind, request.conn, None, config) {
             Some((attachment, hello)) => Connect::Attached { session, attachment, hello },
@@ -154,21 +179,80 @@ impl Registry {
         self.broadcast_all(room, vec![(event, payload)], config).delivered
     }
 
-    /// Delivers messages in order to every session of `room`, each stored once and shared by
-    /// every member.
+    /// Publishes messages in order to the channel `room` if it exists (a room publish creates
+    /// nothing), each stored once and shared by every member and the history.
     pub fn broadcast_all(&self, room: &str, messages: Vec<(Option<String>, Payload)>, config: &Config) -> Delivery {
-        let members: Vec<Arc<Session>> = lock(&self.maps).rooms.get(room).cloned().unwrap_or_default();
+        self.publish(room, messages, false, config)
+    }
+
+    /// Publishes messages in order to `channel`: each gets the next offset and is queued to
+    /// every member under the channel's lock. With `create`, a missing channel is created (a
+    /// backend publish); else the messages reach nobody and nothing is created.
+    pub fn publish(&self, channel: &str, messages: Vec<(Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
+        let name: Arc<str> = Arc::from(channel);
         let mut delivery = Delivery::default();
         for (event, payload) in messages {
             let message: Arc<SharedMessage> = self.budget.share(event, payload);
-            for member in &members {
-                if member.push_shared(message.clone(), config) {
-                    delivery.delivered += 1;
-                } else {
-                    delivery.overflowed += 1;
+            let outcome = self.channels.publish_with(channel, message.clone(), Instant::now(), create, |published, members| {
+                let position = Position { epoch: published.epoch, offset: published.offset };
+                let sessions: Vec<Arc<Session>> = {
+                    let maps = lock(&self.maps);
+                    members.iter().filter_map(|id| maps.sessions.get(id).cloned()).collect()
+                };
+                for member in sessions {
+                    if member.push_channel_message(&name, position, message.clone(), config) {
+                        delivery.delivered += 1;
+                    } else {
+                        delivery.overflowed += 1;
+                    }
+                }
+                position
+            });
+            match outcome {
+                Ok(position) => delivery.positions.push(position),
+                Err(_) => break, // Missing (and not to be created), or refused: nothing more goes.
+            }
+        }
+        delivery
+    }
+
+    /// Subscribes `session` to `channel`, answering request `reply_to` (None: the room channel
+    /// of a fresh session), recovering from `since`; a refusal is answered `unsubscribed`.
+    pub fn subscribe(&self, session: &Arc<Session>, channel: &str, since: Option<Position>, reply_to: Option<u64>, config: &Config) {
+        let answer = self.channels.subscribe_with(channel, &session.id, since.map(to_channel_position), Instant::now(), |answer| {
+            session.joined(channel, since, answer, reply_to, config);
+        });
+        if let Err(refusal) = answer {
+            session.forget_channel(channel);
+            session.push_unsubscribed(channel, reply_to, Some(refusal), config);
+        }
+    }
+
+    /// Runs a batch's channel actions for `session`, in order (see `Session::handle_client_frames`),
+    /// then lets its ack go out.
+    pub fn apply_actions(&self, session: &Arc<Session>, actions: Vec<Action>, config: &Config) -> Delivery {
+        let mut delivery = Delivery::default();
+        for action in actions {
+            match action {
+                Action::Publish { channel, event, payload, .. } => {
+                    let published = self.publish(&channel, vec![(event, payload)], false, config);
+                    delivery.delivered += published.delivered;
+                    delivery.overflowed += published.overflowed;
+                }
+                Action::Subscribe { seq, channel, since } => self.subscribe(session, &channel, since, Some(seq), config),
+                Action::Unsubscribe { seq, channel } => {
+                    self.channels.unsubscribe(&channel, &session.id);
+                    session.push_unsubscribed(&channel, Some(seq), None, config);
+                }
+                Action::Refuse { seq, channel, refusal } => {
+                    session.push_unsubscribed(&channel, Some(seq), Some(refusal), config);
+                }
+                Action::Nack { seq, channel, refusal } => {
+                    session.push_nack(&channel, seq, refusal, config);
                 }
             }
         }
+        session.finish_batch();
         delivery
     }
 
@@ -189,13 +273,14 @@ impl Registry {
         let mut maps = lock(&self.maps);
         for session in &expired {
             maps.sessions.remove(&session.id);
-            if let Some(members) = maps.rooms.get_mut(&session.room) {
-                members.retain(|member| !Arc::ptr_eq(member, session));
-                if members.is_empty() {
-                    maps.rooms.remove(&session.room);
-                }
-            }
         }
+        drop(maps);
+        // A session that ended leaves all its channels (PROTOCOL §8.11 item 4).
+        for session in &expired {
+            let names = session.channel_names();
+            self.channels.leave_all(&session.id, names.iter().map(String::as_str));
+        }
+        self.channels.sweep(now);
         expired.len()
     }
 
@@ -203,6 +288,10 @@ impl Registry {
     pub fn all(&self) -> Vec<Arc<Session>> {
         lock(&self.maps).sessions.values().cloned().collect()
     }
+}
+
+fn to_channel_position(position: Position) -> channel::Position {
+    channel::Position { epoch: position.epoch, offset: position.offset }
 }
 
 /// 128 bits from the OS-seeded CSPRNG, base64url without padding (22 characters).
@@ -236,14 +325,14 @@ mod tests {
     fn a_resume_is_checked_under_the_lock_it_attaches_with() {
         let config = Config { replay_max_messages: 2, ..Config::default() };
         let registry = Registry::default();
-        let request = ConnectRequest { room: "r".into(), ..ConnectRequest::default() };
+        let request = ConnectRequest { room: Some("r".into()), ..ConnectRequest::default() };
         let Connect::Attached { session, attachment, .. } = registry.connect(&request, TransportKind::WebSocket, &config) else {
             panic!("fresh session refused");
         };
+        // seq 1 is the room channel's `subscribed`.
         session.push_message(None, Payload::Text("1".into()), &config);
-        let _ = session.pull_shared(&attachment, None); // seq 1 sent, unacked
-        session.push_message(None, Payload::Text("2".into()), &config);
-        session.push_message(None, Payload::Text("3".into()), &config); // trims sent seq 1
+        let _ = session.pull_shared(&attachment, None); // seqs 1 and 2 sent, unacked
+        session.push_message(None, Payload::Text("2".into()), &config); // trims sent seq 1
         // A resume from 0 would miss seq 1: attach itself refuses it (no check-then-attach gap).
         assert!(session.attach(TransportKind::WebSocket, 1, Some(0), &config).is_none());
         assert!(session.attach(TransportKind::WebSocket, 1, None, &config).is_some());

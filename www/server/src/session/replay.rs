@@ -24,15 +24,24 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use realtime_client::core::wire::{Frame, Position};
+
 use super::Outgoing;
 use crate::limits::{ReplayBudget, SessionSlot, SharedMessage, ENTRY_BYTES};
 use crate::Config;
 
+/// What a buffered entry sends: a message (shared by every member's buffer, with its channel
+/// and position when it has one) or an ordered channel frame (`subscribed`, `gap`, ...).
+#[derive(Debug, Clone)]
+pub(super) enum Item {
+    Message { channel: Option<(Arc<str>, Position)>, message: Arc<SharedMessage> },
+    Control(Frame),
+}
+
 #[derive(Debug)]
 struct Buffered {
     seq: u64,
-    /// Stored once per publish and shared by every member's buffer.
-    message: Arc<SharedMessage>,
+    item: Item,
     bytes: usize,
     at: Instant,
 }
@@ -85,6 +94,11 @@ impl Replay {
         self.next_seq
     }
 
+    /// Entries buffered now.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// False once a sent, unacked message was trimmed (or the buffer was discarded).
     pub(super) fn is_resumable(&self) -> bool {
         self.resumable
@@ -110,15 +124,27 @@ impl Replay {
 
     /// Appends a message with the next seq (limits are the caller's, see [`Self::enforce_limits`]).
     pub(super) fn push(&mut self, message: Arc<SharedMessage>) {
+        self.push_item(|_| Item::Message { channel: None, message });
+    }
+
+    /// Appends the item `make` builds for the next seq (it gets the seq: a control frame
+    /// carries it). A control frame counts 32 bytes plus its reason, a message 32 plus its size.
+    pub(super) fn push_item(&mut self, make: impl FnOnce(u64) -> Item) -> u64 {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.saturating_add(1);
-        let bytes = message.bytes + 32;
-        self.entries.push_back(Buffered { seq, message, bytes, at: Instant::now() });
+        let item = make(seq);
+        let bytes = 32 + match &item {
+            Item::Message { message, .. } => message.bytes,
+            Item::Control(Frame::Unsubscribed { close, .. } | Frame::Nack { close, .. }) => close.reason.len(),
+            Item::Control(_) => 0,
+        };
+        self.entries.push_back(Buffered { seq, item, bytes, at: Instant::now() });
         self.bytes += bytes;
         self.budget.charge(ENTRY_BYTES);
         if let Some(slot) = &self.slot {
             slot.charge_replay(bytes);
         }
+        seq
     }
 
     /// Drops every message up to `seq`: the client has it. `seq < next_seq` (callers check).
@@ -142,7 +168,10 @@ impl Replay {
         let sent_up_to = self.sent_up_to;
         let start = self.entries.partition_point(|entry| entry.seq <= sent_up_to);
         for entry in self.entries.range(start..) {
-            frames.push(Outgoing::Message { seq: entry.seq, message: entry.message.clone() });
+            frames.push(match &entry.item {
+                Item::Message { channel, message } => Outgoing::Message { seq: entry.seq, channel: channel.clone(), message: message.clone() },
+                Item::Control(frame) => Outgoing::Frame(frame.clone()),
+            });
         }
         if let Some(last) = self.entries.back() {
             self.sent_up_to = self.sent_up_to.max(last.seq);

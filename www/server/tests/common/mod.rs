@@ -63,12 +63,24 @@ pub struct WsClient {
     /// Decoded frames not yet consumed, with whether their WebSocket message was binary.
     queue: VecDeque<(Frame, bool)>,
     pub closed: Option<(u16, String)>,
+    /// Shows frames as the v1 tests expect them ([`v1_view`]); channel tests turn it off.
+    pub v1: bool,
 }
 
 impl WsClient {
+    /// A v1-view client; a URL without `room=` gets `room=lobby` (the room a session had
+    /// before channels: v2 sessions without `room=` have no room channel).
     pub async fn connect(url: &str) -> WsClient {
+        let url = with_room(url);
+        let url = url.as_str();
         let (ws, _) = tokio::time::timeout(LIMIT, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
-        WsClient { ws, queue: VecDeque::new(), closed: None }
+        WsClient { ws, queue: VecDeque::new(), closed: None, v1: true }
+    }
+
+    /// A client that sees every frame as the server sent it (channel tests).
+    pub async fn connect_v2(url: &str) -> WsClient {
+        let (ws, _) = tokio::time::timeout(LIMIT, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
+        WsClient { ws, queue: VecDeque::new(), closed: None, v1: false }
     }
 
     /// The next frame from the server, or None once the socket closed.
@@ -90,7 +102,8 @@ impl WsClient {
             };
             let frames = wire::decode_all(&bytes, 1 << 24).expect("server frames decode");
             assert!(!frames.is_empty(), "a websocket message carries at least one frame");
-            self.queue.extend(frames.into_iter().map(|frame| (frame, binary)));
+            let v1 = self.v1;
+            self.queue.extend(frames.into_iter().filter_map(|frame| if v1 { v1_view(frame) } else { Some(frame) }).map(|frame| (frame, binary)));
         }
     }
 
@@ -208,6 +221,7 @@ pub fn parse_event(event: &str) -> (String, Option<String>, String) {
 }
 
 pub async fn poll(server: &Server, query: &str) -> Vec<Frame> {
+    let query = with_room(query);
     let response = tokio::time::timeout(LIMIT * 4, reqwest::get(server.url(&format!("/realtime/poll?{query}"))))
         .await
         .unwrap()
@@ -216,13 +230,46 @@ pub async fn poll(server: &Server, query: &str) -> Vec<Frame> {
     assert_eq!(response.headers()["content-type"], "application/x-realtime-frames");
     assert_eq!(response.headers()["cache-control"], "no-store");
     let body = response.bytes().await.unwrap();
+    wire::decode_all(&body, 1 << 24).unwrap().into_iter().filter_map(v1_view).collect()
+}
+
+/// [`poll`] without the v1 view: every frame as the server sent it.
+pub async fn poll_v2(server: &Server, query: &str) -> Vec<Frame> {
+    let response = tokio::time::timeout(LIMIT * 4, reqwest::get(server.url(&format!("/realtime/poll?{query}"))))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.unwrap();
     wire::decode_all(&body, 1 << 24).unwrap()
 }
 
 impl WsClient {
     /// A client over an already upgraded stream (e.g. one bound to a chosen source address).
     pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
-        WsClient { ws, queue: VecDeque::new(), closed: None }
+        WsClient { ws, queue: VecDeque::new(), closed: None, v1: true }
+    }
+}
+
+/// `url` (or a query) with `room=lobby` added when it names no room.
+pub fn with_room(url: &str) -> String {
+    if url.contains("room=") || url.contains("rt_probe=") {
+        url.to_owned()
+    } else if url.contains("://") && !url.contains('?') {
+        format!("{url}?room=lobby")
+    } else {
+        format!("{url}&room=lobby")
+    }
+}
+
+/// A server frame as the tests written for rooms (before channels) expect it: a channel message
+/// is a plain `msg`, and a room channel's own `subscribed` (no `for=`) is left out. Its seq still
+/// counts: a test that resumes from a seq it computes must count it.
+pub fn v1_view(frame: Frame) -> Option<Frame> {
+    match frame {
+        Frame::ChannelMessage(wire::ChannelMessage { message, .. }) => Some(Frame::Message(message)),
+        Frame::Subscribed { reply_to: None, .. } => None,
+        other => Some(other),
     }
 }
 
