@@ -47,11 +47,9 @@ pub(super) fn publish(driver: &Driver, facade: &Facade, channel: Option<&str>, e
     // transmit that fails at once and settles this very message.
     let mut promise = None;
     let result = driver.command_then(
-        // Without a channel: `send()`, to the room (or, with none, as before channels).
-        |session, now| match channel {
-            Some(_) => session.publish(now, channel, event, payload),
-            None => session.send(now, event, payload),
-        },
+        // Without a channel: `send()`, to the room; a URL without `room=` has none, and the
+        // message is refused here (a v2 server would end the connection for it).
+        |session, now| session.publish(now, channel, event, payload),
         |result| {
             if let Ok(id) = result {
                 promise = Some(facade.hub.track_send(*id as f64));
