@@ -190,8 +190,10 @@ fn server_message(index: usize) -> (Option<String>, Payload) {
     (event, payload)
 }
 
-/// The event name of a control message: how the client core (which does not speak channels
-/// yet) is shown the server's ordered channel frames.
+/// The event name of a control message: how the client core is shown the server's ordered
+/// channel frames here. This test is about the session layer (seq, ack, resume) under faults, so
+/// it keeps channels out of the client's view; channels have their own tests
+/// (tests/channels.rs here, src/core/session/tests/channel_properties.rs in the client).
 const CONTROL: &str = "rt.control";
 
 /// A server frame as the v1 client core understands it: a channel message as a plain `msg`, an
@@ -219,10 +221,12 @@ fn kind_index(kind: TransportKind) -> usize {
     }
 }
 
+/// Encodes server frames as the client sees them: through [`v1_view`], on every path (whole
+/// deliveries, the part of a batch a cut lets through, duplicates of either).
 fn encode(frames: &[Frame], carrier: Carrier) -> Vec<u8> {
     let mut bytes = Vec::new();
     for frame in frames {
-        wire::encode(frame, carrier, &mut bytes);
+        wire::encode(&v1_view(frame.clone()), carrier, &mut bytes);
     }
     bytes
 }
@@ -661,7 +665,6 @@ impl Sim {
                 if poll.is_some_and(|request| request != entry.poll_request) {
                     return Ok(()); // The adapter aborted that request: its answer never shows.
                 }
-                let frames: Vec<Frame> = frames.into_iter().map(v1_view).collect();
                 let bytes = encode(&frames, carrier);
                 entry.last_data = Some(bytes.clone());
                 Input::Data { conn, bytes }
