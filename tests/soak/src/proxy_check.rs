@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use realtime_client::core::wire::{self, Carrier, Frame, Message as WireMessage, Payload};
+use realtime_client::core::wire::{self, Carrier, ChannelMessage, Frame, Message as WireMessage, Payload};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -115,6 +115,18 @@ async fn poll(proxy: SocketAddr, query: &str) -> io::Result<Vec<Frame>> {
     net::frames(&response.body)
 }
 
+/// The text of a message frame (of the room channel, or plain) with server seq `seq`.
+fn text_at(frame: &Frame, seq: u64) -> Option<&str> {
+    let message = match frame {
+        Frame::Message(message) | Frame::ChannelMessage(ChannelMessage { message, .. }) => message,
+        _ => return None,
+    };
+    match &message.payload {
+        Payload::Text(text) if message.seq == seq => Some(text),
+        _ => None,
+    }
+}
+
 async fn long_poll(proxy: SocketAddr, direct: SocketAddr, tag: &str) -> io::Result<()> {
     let room = format!("proxy-poll-{tag}");
     let base = format!("room={room}&rt_v=2&rt_conn=1");
@@ -123,14 +135,19 @@ async fn long_poll(proxy: SocketAddr, direct: SocketAddr, tag: &str) -> io::Resu
 
     // A held poll, answered by a publish made while it waits (if the publish wins the race, the
     // poll gets the message at once: the same outcome).
-    let held_query = format!("{session}&rt_last=0");
+    // The room channel's `subscribed` is the session's first ordered frame (s=1), answered at once.
+    let first = poll(proxy, &format!("{session}&rt_last=0")).await?;
+    if !first.iter().any(|frame| matches!(frame, Frame::Subscribed { seq: 1, .. })) {
+        return Err(fail(format!("the first poll lacks the room's subscribed: {first:?}")));
+    }
+    let held_query = format!("{session}&rt_last=1");
     let held = tokio::spawn(async move { poll(proxy, &held_query).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let published = Instant::now();
     publish(direct, &room, "held-poll-message").await?;
     let frames = held.await.map_err(|error| fail(format!("poll task: {error}")))??;
     let answered = published.elapsed();
-    let got = frames.iter().any(|frame| matches!(frame, Frame::Message(WireMessage { seq: 1, payload: Payload::Text(text), .. }) if text == "held-poll-message"));
+    let got = frames.iter().any(|frame| text_at(frame, 2) == Some("held-poll-message"));
     if !got {
         return Err(fail(format!("held poll: expected the published message, got {frames:?}")));
     }
@@ -142,8 +159,8 @@ async fn long_poll(proxy: SocketAddr, direct: SocketAddr, tag: &str) -> io::Resu
     if sent.status != 204 {
         return Err(fail(format!("POST /realtime/send answered {}: {}", sent.status, String::from_utf8_lossy(&sent.body))));
     }
-    let frames = poll(proxy, &format!("{session}&rt_last=1")).await?;
-    let echoed = frames.iter().any(|frame| matches!(frame, Frame::Message(WireMessage { payload: Payload::Text(text), .. }) if text == "uploaded"));
+    let frames = poll(proxy, &format!("{session}&rt_last=2")).await?;
+    let echoed = frames.iter().any(|frame| text_at(frame, 3) == Some("uploaded"));
     let acked = frames.iter().any(|frame| matches!(frame, Frame::Ack { seq: 1 }));
     if !echoed || !acked {
         return Err(fail(format!("after POST /realtime/send the next poll lacks the echo or the ack: {frames:?}")));
