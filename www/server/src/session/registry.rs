@@ -268,6 +268,8 @@ impl Registry {
             }
         }
         if expired.is_empty() {
+            // Histories still age out (and idle channels are freed) when no session expired.
+            self.channels.sweep(now);
             return 0;
         }
         let mut maps = lock(&self.maps);
