@@ -331,6 +331,9 @@ export function hub(room, call) {
     let waiters = [];
     // The app called close(): drop every listener once the 'close' event has been dispatched.
     let dropAtClose = false;
+    // info.seq: the messages delivered in this session, counting from 1 (a fresh session starts
+    // again). Not the wire seq, which the channel frames share (the room's `subscribed` is s=1).
+    let delivered = 0;
     // channel -> { sub, events, settle, ended } of every live Subscription (ended ones are
     // removed, so subscribe() after an end makes a new one). `freed`: the client is gone.
     const subscriptions = new Map();
@@ -375,6 +378,7 @@ export function hub(room, call) {
                 case 0: // state: a the state
                     return emit('state', a);
                 case 1: // open: a session id, b transport, x resumed (0 or 1)
+                    if (x !== 1) delivered = 0;
                     settle();
                     return emit('open', { sessionId: a, transport: b, resumed: x === 1 });
                 case 2: // transport: a from (absent: null), b to, c reason
@@ -474,7 +478,8 @@ export function hub(room, call) {
         // kind: 0 text, 1 json (data the text, parsed here), 2 binary; event undefined if unnamed.
         // A channel's message has its channel, epoch and offset: the room's goes to the client's
         // listeners (as before channels) and to the room's Subscription if the app made one.
-        message(seq, event, kind, data, channel, epoch, offset) {
+        message(wireSeq, event, kind, data, channel, epoch, offset) {
+            const seq = ++delivered;
             if (kind === 1) {
                 try {
                     data = JSON.parse(data);
