@@ -57,13 +57,15 @@ command -v wasm-opt >/dev/null || missing_packages+=(binaryen)
 # on loopback ports; both live in /usr/sbin.
 PATH=$PATH:/usr/sbin:/sbin command -v nginx >/dev/null || missing_packages+=(nginx)
 PATH=$PATH:/usr/sbin:/sbin command -v haproxy >/dev/null || missing_packages+=(haproxy)
+# The cluster tests start Debian's redis-server themselves on a loopback port.
+command -v redis-server >/dev/null || missing_packages+=(redis-server)
 if [ ${#missing_packages[@]} -eq 0 ]; then
-    say "chromium, chromedriver, wasm-opt, nginx and haproxy present"
+    say "chromium, chromedriver, wasm-opt, nginx, haproxy and redis-server present"
 else
     sudo_prefix=()
     if [ "$(id -u)" -ne 0 ]; then sudo_prefix=(sudo); fi
     say "installing Debian packages: ${missing_packages[*]}"
-    # nginx and haproxy must not start as system services (port 80, left running): a
+    # nginx, haproxy and redis must not start as system services (port 80, left running): a
     # policy-rc.d that denies every start, only for this install, unless one is already there.
     own_policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
