@@ -204,7 +204,7 @@ impl Session {
 
     /// Runs `push` on the live session's state, then its replay bounds; an overflowing session
     /// ends (its client does not read). False when it had to end.
-    fn push_items(&self, config: &Config, push: impl FnOnce(&mut Inner)) -> bool {
+    pub(super) fn push_items(&self, config: &Config, push: impl FnOnce(&mut Inner)) -> bool {
         let mut inner = lock(&self.inner);
         if inner.ended {
             return true;

@@ -439,19 +439,7 @@ impl Session {
 
     /// Queues a message stored once for every member it goes to (see [`Self::push_message`]).
     pub fn push_shared(&self, message: Arc<SharedMessage>, config: &Config) -> bool {
-        let mut inner = lock(&self.inner);
-        if inner.ended {
-            return true;
-        }
-        inner.replay.push(message);
-        // Its own bounds, then its IP's share of the budget: over either, this session overflows.
-        let healthy = inner.replay.enforce_limits(config, Instant::now()) && inner.replay.enforce_ip_share();
-        drop(inner);
-        if !healthy {
-            self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, REPLAY_OVERFLOW, Retry::Default)));
-        }
-        self.bump();
-        healthy
+        self.push_items(config, |inner| inner.replay.push(message))
     }
 
     /// Handles a batch of client frames. Messages are checked for duplicates and gaps; the
