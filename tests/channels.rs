@@ -15,7 +15,6 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
-use web_sys::{Request, RequestInit, Response};
 
 use realtime_client::RealtimeClient;
 use support::*;
@@ -76,13 +75,8 @@ async fn ready(channel: &Channel) {
 /// POSTs `body` to channel `name` through the backend publish endpoint of the direct server.
 async fn backend_publish(name: &str, body: &str) {
     let url = format!("{}/publish?channel={name}", base_url());
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_body(&JsValue::from_str(body));
-    let request = Request::new_with_str_and_init(&url, &init).unwrap();
-    request.headers().set("Content-Type", "text/plain").unwrap();
-    let response = JsFuture::from(web_sys::window().unwrap().fetch_with_request(&request)).await.expect("publish request");
-    assert_eq!(response.unchecked_into::<Response>().status(), 202, "backend publish to {name}");
+    let status = post_status(&url, &[("Content-Type", "text/plain")], body).await;
+    assert_eq!(status, 202, "backend publish to {name}");
 }
 
 /// Checks one channel's deliveries: offsets 1, 2, 3, ... with no gap and no double, and each of
@@ -203,12 +197,9 @@ async fn twenty_channels_through_cuts_and_a_downgrade_lose_nothing_and_double_no
 /// Ends the client's session on the server (`kick?reset=1`: as if its resume window had passed).
 async fn force_reset(session_id: &str) {
     let url = format!("{}/kick?sid={session_id}&reset=1", base_url());
-    let init = RequestInit::new();
-    init.set_method("POST");
-    let request = Request::new_with_str_and_init(&url, &init).unwrap();
-    request.headers().set("Authorization", &format!("Bearer {}", admin_token())).unwrap();
-    let response = JsFuture::from(web_sys::window().unwrap().fetch_with_request(&request)).await.expect("kick request");
-    assert_eq!(response.unchecked_into::<Response>().status(), 204, "kick?reset=1");
+    let authorization = format!("Bearer {}", admin_token());
+    let status = post_status(&url, &[("Authorization", &authorization)], "").await;
+    assert_eq!(status, 204, "kick?reset=1");
 }
 
 #[wasm_bindgen_test]

@@ -121,13 +121,20 @@ pub async fn publish_status_at(base: &str, room: &str, event: Option<&str>, cont
         url.push_str("&event=");
         url.push_str(event);
     }
+    post_status(&url, &[("Content-Type", content_type)], body).await
+}
+
+/// POSTs `body` to `url` with `headers` and returns the status.
+pub async fn post_status(url: &str, headers: &[(&str, &str)], body: &str) -> u16 {
     let init = RequestInit::new();
     init.set_method("POST");
     init.set_body(&JsValue::from_str(body));
-    let request = Request::new_with_str_and_init(&url, &init).unwrap();
-    request.headers().set("Content-Type", content_type).unwrap();
+    let request = Request::new_with_str_and_init(url, &init).unwrap();
+    for (name, value) in headers {
+        request.headers().set(name, value).unwrap();
+    }
     let window = web_sys::window().expect("a window");
-    let response = JsFuture::from(window.fetch_with_request(&request)).await.expect("publish request");
+    let response = JsFuture::from(window.fetch_with_request(&request)).await.expect("POST request");
     response.unchecked_into::<Response>().status()
 }
 
