@@ -459,6 +459,14 @@ fn the_startup_rule() {
     let demo = AuthConfig { demo: Some(Arc::new(DemoSigner::random(3).unwrap())), verifier, publish_key: key, ..AuthConfig::default() };
     assert_eq!(rule(loopback, &demo), Ok(None));
     assert!(rule(public, &demo).unwrap_err().contains("--demo-auth"));
+    // Behind a proxy, a loopback listener is public.
+    let proxied = Config { trusted_proxies: realtime_server::client_ip::TrustedProxies::parse(&["127.0.0.1"]).unwrap(), ..Config::default() };
+    assert!(auth::startup_rule(loopback, &proxied).unwrap_err().contains("--trusted-proxy"));
+    let mut fronted = Config::default();
+    fronted.edge.public_origins = vec!["https://app.example".into()];
+    assert!(auth::startup_rule(loopback, &fronted).is_err());
+    fronted.auth.insecure_open = true;
+    assert!(auth::startup_rule(loopback, &fronted).unwrap().unwrap().contains("--insecure-open"));
     // The admin listener off loopback needs its token, like the publish listener its key.
     let admin_public = Config { admin: AdminConfig { token: None, listen: Some(public) }, ..Config::default() };
     assert!(auth::startup_rule(loopback, &admin_public).unwrap_err().contains("--admin-listen"));
@@ -798,5 +806,31 @@ async fn no_secret_reaches_the_log_at_the_most_verbose_level() {
         // Nor any long piece of it (a token cut across a line, a header dumped in parts).
         let piece = &secret[secret.len() / 2..(secret.len() / 2 + 16).min(secret.len())];
         assert!(!log.contains(piece), "part of a secret appears in the log:\n{log}");
+    }
+}
+
+/// A publish that announces a huge body and never sends it is refused at once on its headers:
+/// the key is checked before a byte of the body is read or buffered.
+#[tokio::test]
+async fn a_refused_publish_is_answered_before_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(keyed(Config::default())).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /realtime/publish?room=slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n\
+                Authorization: Bearer wrong-key-0123456789abcdef\r\nContent-Length: 100000000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(LIMIT, stream.read(&mut answer)).await.expect("answered without the body").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+#[test]
+fn bearer_tokens_from_headers() {
+    let mut headers = axum::http::HeaderMap::new();
+    assert_eq!(auth::bearer_token(&headers), None);
+    for (value, token) in [("Bearer abc.def.ghi", Some("abc.def.ghi")), ("bearer  x ", Some("x")), ("Basic abc", None), ("Bearer ", None), ("abc", None)] {
+        headers.insert("authorization", value.parse().unwrap());
+        assert_eq!(auth::bearer_token(&headers), token, "{value:?}");
     }
 }

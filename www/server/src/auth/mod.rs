@@ -292,7 +292,8 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 }
 
 /// The startup rule: Ok with the one line to print on stderr (when there is one to say), or Err
-/// with what to configure. A loopback server without a verifier runs open and says so; on any
+/// with what to configure. A loopback server (not behind a proxy) without a verifier runs open
+/// and says so; on any
 /// other address it needs a verifier and a protected publish endpoint (the publish key, or
 /// `--publish-listen`), unless `--insecure-open`. `--demo-auth` runs on loopback only; a
 /// `--publish-listen` or `--admin-listen` off loopback needs its key.
@@ -303,8 +304,11 @@ pub fn startup_rule(listen: SocketAddr, config: &crate::Config) -> Result<Option
             crate::admin::TOKEN_ENV
         ));
     }
+    // Behind a reverse proxy (the deployment `--trusted-proxy` and `--public-origin` describe), a
+    // loopback listener is what the internet reaches: it counts as public.
+    let proxied = !config.trusted_proxies.0.is_empty() || !config.edge.public_origins.is_empty();
     let config = &config.auth;
-    let loopback = is_loopback(listen.ip());
+    let loopback = is_loopback(listen.ip()) && !proxied;
     if config.demo.is_some() && !loopback {
         return Err(format!("--demo-auth gives a token to anyone who asks: it runs on a loopback --listen address only, not {listen}"));
     }
@@ -325,8 +329,9 @@ pub fn startup_rule(listen: SocketAddr, config: &crate::Config) -> Result<Option
             .then(|| format!("--insecure-open: running without full authentication on {listen}")));
     }
     if config.verifier.is_none() {
+        let behind = if proxied { " behind --trusted-proxy/--public-origin" } else { "" };
         return Err(format!(
-            "refusing to run open on {listen}: configure tokens ({SECRET_ENV} or --jwt-secret-env NAME, --jwt-public-key PEM or \
+            "refusing to run open on {listen}{behind}: configure tokens ({SECRET_ENV} or --jwt-secret-env NAME, --jwt-public-key PEM or \
              --jwks FILE) and the publish key ({}), or pass --insecure-open",
             publish_key::KEY_ENV
         ));
