@@ -826,6 +826,22 @@ async fn a_refused_publish_is_answered_before_its_body() {
 }
 
 #[test]
+fn authenticate_in_open_mode_and_with_tokens() {
+    let open = AuthConfig::default();
+    assert!(!open.required());
+    assert_eq!(open.authenticate(None, NOW), Ok(None));
+    assert_eq!(open.authenticate(Some("garbage"), NOW), Ok(None));
+    let closed = AuthConfig { verifier: Some(Arc::new(hs_verifier())), ..AuthConfig::default() };
+    assert!(closed.required());
+    assert_eq!(closed.authenticate(None, NOW), Err(AuthError::Missing));
+    assert_eq!(closed.authenticate(Some(""), NOW), Err(AuthError::Missing));
+    assert_eq!(closed.authenticate(Some(&hs(&claims())), NOW), Ok(Some(alice())));
+    assert_eq!(closed.authenticate(Some(&hs(&claims())), NOW + 65), Err(AuthError::Expired));
+    assert_eq!(AuthError::Missing.code(), "missing");
+    assert_eq!(AuthError::Invalid(Invalid::Signature).code(), "invalid");
+}
+
+#[test]
 fn bearer_tokens_from_headers() {
     let mut headers = axum::http::HeaderMap::new();
     assert_eq!(auth::bearer_token(&headers), None);

@@ -4,10 +4,11 @@
 //! ([`demo`]), the startup rule ([`startup_rule`]: open only on loopback) and the log filter that
 //! keeps dependencies from printing request bytes ([`logs`]).
 //!
-//! How a caller uses it: `state.config.auth.verifier` is `Some` when tokens are required; call
-//! [`jwt::Verifier::verify`]`(token, unix_now())` and then [`Principal::may_subscribe`] /
-//! [`Principal::may_publish`] per channel. `None` is open mode (a loopback server without auth
-//! configuration, or `--insecure-open`): no principal, everything allowed as before.
+//! How a caller uses it: [`AuthConfig::authenticate`]`(token, unix_now())` on
+//! `state.config.auth` gives `Ok(Some(principal))`, `Ok(None)` in open mode (no verifier: a
+//! loopback server without auth configuration, or `--insecure-open`; everything allowed as
+//! before), or the [`AuthError`]; then [`Principal::may_subscribe`] / [`Principal::may_publish`]
+//! per channel, and [`Principal::expires_in`] for the refresh.
 //!
 //! Invariants: no token, secret or key appears in a `Debug` output, an error message or a log
 //! line of this module; every size is bounded before anything is parsed.
@@ -179,6 +180,21 @@ pub struct AuthConfig {
     pub demo: Option<Arc<demo::DemoSigner>>,
     /// `--insecure-open`: run without authentication on a non-loopback address.
     pub insecure_open: bool,
+}
+
+impl AuthConfig {
+    /// The one call of a connect path: in open mode (no verifier) Ok(None) whatever was
+    /// presented; else the principal of `token` at `now`, or why not (None or an empty token:
+    /// [`AuthError::Missing`]).
+    pub fn authenticate(&self, token: Option<&str>, now: u64) -> Result<Option<Principal>, AuthError> {
+        let Some(verifier) = &self.verifier else { return Ok(None) };
+        verifier.verify(token.unwrap_or(""), now).map(Some)
+    }
+
+    /// Whether tokens are required (a verifier is configured).
+    pub fn required(&self) -> bool {
+        self.verifier.is_some()
+    }
 }
 
 /// Command-line flags of authentication.
