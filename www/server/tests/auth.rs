@@ -723,6 +723,18 @@ fn the_binary_runs_open_on_loopback_and_refuses_elsewhere() {
     let (code, _) = start_binary("127.0.0.1:0", &["--allow-origin", "*"], &[], "info").unwrap_err();
     assert_eq!(code, Some(2), "a wildcard origin is refused");
 
+    // The key sources through the binary: a JWKS, a PEM public key (not a private one).
+    let jwks = fixture("test-only-jwks.json");
+    let (child, _, _) = start_binary("127.0.0.1:0", &["--jwks", jwks.to_str().unwrap()], &[], "info").unwrap();
+    assert!(!stop(child).contains("running open"));
+    let public = fixture("test-only-ec-public.pem");
+    let (child, _, _) = start_binary("127.0.0.1:0", &["--jwt-public-key", public.to_str().unwrap()], &[], "info").unwrap();
+    assert!(!stop(child).contains("running open"));
+    let private = fixture("test-only-ec-private.pem");
+    let (code, stderr) = start_binary("127.0.0.1:0", &["--jwt-public-key", private.to_str().unwrap()], &[], "info").unwrap_err();
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("private key") && !stderr.contains("BEGIN"), "{stderr}");
+
     let (child, _, _) = start_binary("0.0.0.0:0", &["--insecure-open"], &[], "info").unwrap();
     let log = stop(child);
     assert!(log.contains("--insecure-open"), "{log}");

@@ -13,7 +13,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 /// Crates whose debug and trace events can carry request bytes (headers, URIs, frame payloads).
-pub const RAW_BYTES_TARGETS: &[&str] = &["tungstenite", "tokio_tungstenite", "h2", "hyper", "hyper_util", "rustls", "tokio_rustls", "reqwest"];
+/// (axum's trace of a rejected extractor quotes the rejection's text, which can quote input.)
+pub const RAW_BYTES_TARGETS: &[&str] =
+    &["tungstenite", "tokio_tungstenite", "h2", "hyper", "hyper_util", "rustls", "tokio_rustls", "reqwest", "axum", "tower_http"];
 
 /// Whether an event of `metadata` may be logged: not below INFO from a [`RAW_BYTES_TARGETS`] crate.
 pub fn keeps(metadata: &Metadata<'_>) -> bool {
