@@ -862,3 +862,39 @@ fn bearer_tokens_from_headers() {
         assert_eq!(auth::bearer_token(&headers), token, "{value:?}");
     }
 }
+
+#[test]
+fn deeply_nested_json_in_a_header_is_refused_without_a_crash() {
+    // Parsed before the signature is checked, so anyone can send it: serde_json's recursion
+    // limit turns it into an error, and the 8 KiB bound keeps it small.
+    let deep = format!(r#"{{"alg":"HS256","x":{}{}}}"#, "[".repeat(2500), "]".repeat(2500));
+    let token = format!("{}.{}.AAAA", b64(deep.as_bytes()), b64(claims().to_string().as_bytes()));
+    assert!(token.len() <= auth::MAX_TOKEN_BYTES);
+    assert!(matches!(hs_verifier().verify(&token, NOW), Err(AuthError::Invalid(_))));
+    let deeper = format!(r#"{{"alg":"HS256","x":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+    let token = format!("{}.{}.AAAA", b64(deeper.as_bytes()), b64(b"{}"));
+    assert_eq!(hs_verifier().verify(&token, NOW), Err(AuthError::Invalid(Invalid::TooLarge)));
+}
+
+/// An oversized `Authorization` header on the binary's publish endpoint is refused, and the
+/// server keeps serving.
+#[tokio::test]
+async fn oversized_authorization_headers_are_refused() {
+    let (child, base, _) = start_binary("127.0.0.1:0", &[], &[("RT_PUBLISH_KEY", PUBLISH_KEY)], "info").unwrap();
+    for size in [8 * 1024, 64 * 1024, 1 << 20] {
+        let bearer = format!("Bearer {}", "k".repeat(size));
+        let result = reqwest::Client::new()
+            .post(format!("{base}/realtime/publish?room=big"))
+            .header("content-type", "text/plain")
+            .header("authorization", bearer)
+            .body("x")
+            .send()
+            .await;
+        // 401 for a key too long to be the key; 431 (or a closed connection) past the header limit.
+        if let Ok(response) = result {
+            assert!(response.status() == 401 || response.status() == 431, "{size}: {}", response.status());
+        }
+    }
+    assert_eq!(publish(&base, "big", "x", Some(&format!("Bearer {PUBLISH_KEY}"))).await.status(), 202);
+    stop(child);
+}
