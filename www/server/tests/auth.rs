@@ -403,7 +403,8 @@ fn flags_pick_one_key_source_and_keep_the_keys_apart() {
     apply(&["--jwks", jwks.to_str().unwrap(), "--jwt-audience", "rt"], &[], &mut config).unwrap();
     assert_eq!(config.auth.verifier.as_ref().unwrap().verify(&rs(&claims()), NOW), Err(AuthError::Invalid(Invalid::Audience)));
 
-    let refused: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let refused: &[Case] = &[
         (&["--jwt-secret-env", "NOT_SET"], &[], "NOT_SET"),
         (&["--publish-key-env", "NOT_SET"], &[], "NOT_SET"),
         (&["--jwt-public-key", rsa.to_str().unwrap()], &[("RT_JWT_SECRET", SECRET)], "one kind of key"),
@@ -661,9 +662,13 @@ async fn the_demo_endpoint_signs_short_lived_tokens_the_server_verifies() {
 
 // ---- The binary ----
 
+/// A started binary: (child, its base URL, the extra listeners' lines); or how it exited:
+/// (exit code, stderr).
+type Started = Result<(Child, String, Vec<String>), (Option<i32>, String)>;
+
 /// The binary on `listen` with `args` and exactly `env` for the auth variables; its stdout read
-/// up to its main `listening on` line, which it returns (with the extra listeners' lines).
-fn start_binary(listen: &str, args: &[&str], env: &[(&str, &str)], log: &str) -> Result<(Child, String, Vec<String>), (Option<i32>, String)> {
+/// up to its main `listening on` line.
+fn start_binary(listen: &str, args: &[&str], env: &[(&str, &str)], log: &str) -> Started {
     let mut command = Command::new(env!("CARGO_BIN_EXE_realtime-server"));
     command.args(["--listen", listen]).args(args).env("RUST_LOG", log);
     for name in ["RT_JWT_SECRET", "RT_PUBLISH_KEY", admin::TOKEN_ENV] {

@@ -130,8 +130,8 @@ fn numeric_date(value: &Value) -> Option<u64> {
         return Some(seconds);
     }
     let seconds = value.as_f64()?;
-    // 2^64 as f64: anything at or above it does not fit.
-    (seconds.is_finite() && seconds >= 0.0 && seconds < 18_446_744_073_709_551_616.0).then(|| seconds as u64)
+    // 2^64 as f64: anything at or above it does not fit (nor do NaN and the infinities).
+    (0.0..18_446_744_073_709_551_616.0).contains(&seconds).then_some(seconds as u64)
 }
 
 /// A subject: 1 to [`MAX_SUBJECT_BYTES`] bytes, no control characters (it is shown to other
