@@ -239,7 +239,10 @@ pub async fn check_origin(State(state): State<Arc<AppState>>, request: Request, 
         OriginVerdict::Refused => {
             state.metrics.trip(LimitKind::origin_refused);
             tracing::info!(path = request.uri().path(), "origin refused");
-            return refuse_origin(&state, request).await;
+            // A cache must not serve this refusal to an allowed origin either.
+            let mut response = refuse_origin(&state, request).await;
+            response.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
+            return response;
         }
         OriginVerdict::Allowed(origin) => Some(origin),
         OriginVerdict::Absent | OriginVerdict::SameOrigin => None,
@@ -262,6 +265,9 @@ pub async fn check_origin(State(state): State<Arc<AppState>>, request: Request, 
     let headers = response.headers_mut();
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(origin) = allowed_origin {
+        if crate::auth::credentials_allowed(&state.config, &origin) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     }
     response

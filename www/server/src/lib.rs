@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tower_http::services::ServeDir;
 
 pub mod admin;
+pub mod auth;
 pub mod channel;
 pub mod client_ip;
 pub mod cors;
@@ -90,6 +91,8 @@ pub struct Config {
     /// Channels a client may publish to (`--client-publish`): exact names or prefixes ending in
     /// `*`; `none` allows none. Default `*`.
     pub client_publish: Vec<String>,
+    /// Tokens, the publish key, the demo sign-in ([`auth`]).
+    pub auth: auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -116,6 +119,7 @@ impl Default for Config {
             admin: admin::AdminConfig::default(),
             channels: channel::ChannelConfig::default(),
             client_publish: vec![String::from("*")],
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -449,10 +453,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/realtime/sse", get(sse::handle))
         .route("/realtime/poll", get(poll::handle_poll))
         .route("/realtime/send", post(poll::handle_send).layer(DefaultBodyLimit::max(batch_limit)))
-        .route(
-            "/realtime/publish",
-            post(publish::handle).layer(DefaultBodyLimit::max(batch_limit)),
-        )
+        // Behind the publish key; on `--publish-listen` instead when given.
+        .merge(auth::publish_key::main_routes(&state))
+        .merge(auth::demo::routes(&state))
         .merge(if admin_here { admin_realtime } else { Router::new() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::check_origin))
         .layer(axum::middleware::from_fn_with_state(state.clone(), stats::record))

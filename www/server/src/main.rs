@@ -78,17 +78,15 @@ struct Flags {
     limits: realtime_server::limits::LimitFlags,
     #[command(flatten)]
     admin: realtime_server::admin::AdminFlags,
+    #[command(flatten)]
+    auth: realtime_server::auth::AuthFlags,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // RUST_LOG (default info), with dependencies' byte dumps kept out at every level.
+    realtime_server::auth::logs::init();
     for origin in &flags.allow_origins {
         if !origin.starts_with("http://") && !origin.starts_with("https://") || origin.ends_with('/') {
             eprintln!("error: --allow-origin {origin:?} must look like http://host[:port], without a path");
@@ -120,6 +118,17 @@ async fn main() -> std::process::ExitCode {
     config.channels.history.max_age = Duration::from_millis(flags.channel_history_age_ms);
     for applied in [flags.edge.apply(&mut config), flags.limits.apply(&mut config), flags.admin.apply(&mut config)] {
         if let Err(error) = applied {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    // After the admin token (the publish key must differ from it); then the startup rule.
+    let env = |name: &str| std::env::var_os(name);
+    let auth_rule = flags.auth.apply(&mut config, &env).and_then(|()| realtime_server::auth::startup_rule(flags.listen, &config));
+    match auth_rule {
+        Ok(Some(notice)) => eprintln!("{notice}"),
+        Ok(None) => {}
+        Err(error) => {
             eprintln!("error: {error}");
             return std::process::ExitCode::from(2);
         }
@@ -160,6 +169,10 @@ async fn main() -> std::process::ExitCode {
     let state = AppState::new(config);
     if let Err(error) = realtime_server::admin::spawn_listener(state.clone()).await {
         eprintln!("error: cannot listen on --admin-listen: {error}");
+        return std::process::ExitCode::from(1);
+    }
+    if let Err(error) = realtime_server::auth::publish_key::spawn_listener(state.clone()).await {
+        eprintln!("error: cannot listen on --publish-listen: {error}");
         return std::process::ExitCode::from(1);
     }
     let shutdown = shutdown_signal();

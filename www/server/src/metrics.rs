@@ -58,6 +58,7 @@ limit_kinds! {
     host_refused,
     origin_refused,
     admin_refused,
+    publish_refused,
     panic,
 }
 
