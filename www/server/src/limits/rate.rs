@@ -246,8 +246,10 @@ mod tests {
         let config = LimitConfig { messages_per_sec: 10, messages_burst: 5, ..LimitConfig::default() };
         let rates = SessionRates::new(&config);
         let budget = ReplayBudget::default();
-        let slowdown = Duration::from_millis(300);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // The slowdown is far above the ~100 ms waits asserted below, so a loaded machine that
+        // schedules this task late does not use it up (the limiter's clock is real time).
+        let slowdown = Duration::from_millis(1_500);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while rates.admit(5, true, 10, slowdown, &budget, usize::MAX).await == Throttle::Admitted {
             assert!(Instant::now() < deadline, "never refused");
         }
