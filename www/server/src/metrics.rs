@@ -48,6 +48,7 @@ limit_kinds! {
     control_queue,
     replay_budget,
     replay_overflow,
+    channels_total,
     slow_consumer,
     header_timeout,
     idle_timeout,

@@ -177,6 +177,21 @@ struct Channels {
     epochs: EpochSource,
 }
 
+impl Channels {
+    /// Creates the channel `name` (a new epoch, top 0). The caller checked `max_channels`.
+    fn create(&mut self, name: &str, config: &ChannelConfig, budget: &Arc<ReplayBudget>, _now: Instant) {
+        let history = History::new(draw_epoch(&mut self.epochs, None), config.history, budget.clone());
+        self.by_name.insert(name.to_owned(), Channel { history, members: HashSet::new() });
+    }
+
+    /// Frees the channel `name` if it has no members and no history.
+    fn free_if_idle(&mut self, name: &str, _now: Instant) {
+        if self.by_name.get(name).is_some_and(Channel::is_idle) {
+            self.by_name.remove(name);
+        }
+    }
+}
+
 /// An epoch different from `previous` (a collision of 64 random bits is unlikely, and cheap to
 /// rule out where it would matter).
 fn draw_epoch(epochs: &mut EpochSource, previous: Option<u64>) -> u64 {
@@ -237,25 +252,23 @@ impl Registry {
             return Err(Refusal::BadName);
         }
         let mut guard = lock(&self.channels);
-        let Channels { by_name, epochs } = &mut *guard;
-        if !by_name.contains_key(name) {
+        let channels = &mut *guard;
+        if !channels.by_name.contains_key(name) {
             if !create {
                 return Err(Refusal::Closed);
             }
-            if by_name.len() >= self.config.max_channels {
+            if channels.by_name.len() >= self.config.max_channels {
                 return Err(Refusal::TooManyChannels);
             }
-            let history = History::new(draw_epoch(epochs, None), self.config.history, self.budget.clone());
-            by_name.insert(name.to_owned(), Channel { history, members: HashSet::new() });
+            channels.create(name, &self.config, &self.budget, now);
         }
+        let Channels { by_name, epochs, .. } = channels;
         let Some(channel) = by_name.get_mut(name) else {
             return Err(Refusal::Closed);
         };
         channel.history.trim(now);
         let outcome = edit(channel, epochs);
-        if channel.is_idle() {
-            by_name.remove(name);
-        }
+        channels.free_if_idle(name, now);
         Ok(outcome)
     }
 
@@ -327,21 +340,73 @@ impl Registry {
         message: Arc<SharedMessage>,
         now: Instant,
         create: bool,
-        fan_out: impl FnOnce(Published, &HashSet<String>) -> T,
+        mut fan_out: impl FnMut(Published, &HashSet<String>) -> T,
     ) -> Result<T, Refusal> {
-        self.with_channel(name, now, create, |channel, epochs| {
+        let mut outcomes = self.publish_batch(&[name], vec![(0, message)], now, create, |_, published, members, _| fan_out(published, members))?;
+        outcomes.pop().ok_or(Refusal::Closed)
+    }
+
+    /// Publishes `messages` in order, each to the channel `names[index]` (the names distinct),
+    /// under one hold of the channels lock, so the offsets a batch gets in one channel are
+    /// consecutive and no other publish comes in between (PROTOCOL §8.9). All or nothing
+    /// (§8.11 item 12): every name is checked and every channel found, or created with
+    /// `create` within `max_channels`, before the first offset is assigned; on Err nothing was
+    /// published. `fan_out` runs for each message, with its channel's index, where it went, the
+    /// channel's members and the message, under the lock. A channel left idle is freed after the batch, not
+    /// between two of its messages.
+    pub fn publish_batch<T>(
+        &self,
+        names: &[&str],
+        messages: Vec<(usize, Arc<SharedMessage>)>,
+        now: Instant,
+        create: bool,
+        mut fan_out: impl FnMut(usize, Published, &HashSet<String>, &Arc<SharedMessage>) -> T,
+    ) -> Result<Vec<T>, Refusal> {
+        if names.iter().any(|name| !is_valid_channel_name(name)) || messages.iter().any(|(index, _)| *index >= names.len()) {
+            return Err(Refusal::BadName);
+        }
+        let mut guard = lock(&self.channels);
+        let channels = &mut *guard;
+        let mut missing: Vec<&str> = names.iter().copied().filter(|name| !channels.by_name.contains_key(*name)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() && !create {
+            return Err(Refusal::Closed);
+        }
+        if channels.by_name.len().saturating_add(missing.len()) > self.config.max_channels {
+            return Err(Refusal::TooManyChannels);
+        }
+        for name in missing {
+            channels.create(name, &self.config, &self.budget, now);
+        }
+        for name in names {
+            if let Some(channel) = channels.by_name.get_mut(*name) {
+                channel.history.trim(now);
+            }
+        }
+        let Channels { by_name, epochs, .. } = channels;
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for (index, message) in messages {
+            // Every name was found or created above and nothing is freed before the end.
+            let Some(channel) = names.get(index).and_then(|name| by_name.get_mut(*name)) else {
+                continue;
+            };
             let offset = match channel.history.push(message.clone(), now) {
                 Ok(offset) => offset,
                 Err(history::OffsetsExhausted) => {
                     let epoch = draw_epoch(epochs, Some(channel.history.epoch()));
                     channel.history.renew(epoch);
                     // A renewed history is empty: offset 1 is always available.
-                    channel.history.push(message, now).unwrap_or(1)
+                    channel.history.push(message.clone(), now).unwrap_or(1)
                 }
             };
             let published = Published { epoch: channel.history.epoch(), offset, subscribers: channel.members.len() };
-            fan_out(published, &channel.members)
-        })
+            outcomes.push(fan_out(index, published, &channel.members, &message));
+        }
+        for name in names {
+            channels.free_if_idle(name, now);
+        }
+        Ok(outcomes)
     }
 
     /// The recovery a subscriber at `since` would get now, without subscribing (tests, and the

@@ -164,6 +164,28 @@ fn offsets_that_run_out_start_a_new_epoch_at_offset_one() {
 }
 
 #[test]
+fn a_batch_is_consecutive_per_channel_all_or_nothing_and_goes_on_in_a_new_epoch_when_offsets_run_out() {
+    let (registry, budget) = registry(ChannelConfig { max_channels: 3, ..ChannelConfig::default() });
+    let now = Instant::now();
+    registry.subscribe("long", "s", None, now).unwrap();
+    registry.skip_to("long", MAX_OFFSET - 1);
+    let batch = |names: &[usize]| names.iter().map(|&index| (index, text(&budget, "m"))).collect::<Vec<_>>();
+    let positions = registry
+        .publish_batch(&["long", "new"], batch(&[0, 1, 0, 1, 0]), now, true, |index, published, _, _| (index, published.epoch, published.offset))
+        .unwrap();
+    assert_eq!(positions, vec![(0, 100, MAX_OFFSET), (1, 101, 1), (0, 102, 1), (1, 101, 2), (0, 102, 2)]);
+    // Two more channels would pass the limit of three: refused before any offset is assigned.
+    let refused = registry.publish_batch(&["long", "x", "y"], batch(&[0, 1, 2]), now, true, |_, published, _, _| published);
+    assert_eq!(refused.unwrap_err(), Refusal::TooManyChannels);
+    assert_eq!(registry.position("long"), Some(Position { epoch: 102, offset: 2 }), "nothing published");
+    assert_eq!(registry.len(), 2);
+    // Without `create`, one missing channel refuses the whole batch.
+    let refused = registry.publish_batch(&["long", "x"], batch(&[0, 1]), now, false, |_, published, _, _| published);
+    assert_eq!(refused.unwrap_err(), Refusal::Closed);
+    assert_eq!(registry.position("long").map(|position| position.offset), Some(2));
+}
+
+#[test]
 fn a_new_epoch_never_repeats_the_one_it_replaces() {
     let budget = Arc::new(ReplayBudget::default());
     // The source repeats itself twice before it gives a new value.

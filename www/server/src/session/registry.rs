@@ -57,9 +57,12 @@ pub struct Delivery {
     pub delivered: usize,
     /// Members ended because their unsent messages passed the replay bounds.
     pub overflowed: usize,
-    /// Where each published message went, in order (none when the channel does not exist and
-    /// the publish may not create it).
-    pub positions: Vec<Position>,
+    /// Where each published message went, in order, with the index of its channel (none when
+    /// the publish was refused).
+    pub positions: Vec<(usize, Position)>,
+    /// Why nothing was published: a channel is missing and the publish may not create it
+    /// (`Closed`), or creating the batch's channels would pass the server's channel limit.
+    pub refusal: Option<channel::Refusal>,
 }
 
 #[derive(Default)]
@@ -189,29 +192,42 @@ impl Registry {
     /// every member under the channel's lock. With `create`, a missing channel is created (a
     /// backend publish); else the messages reach nobody and nothing is created.
     pub fn publish(&self, channel: &str, messages: Vec<(Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
-        let name: Arc<str> = Arc::from(channel);
+        let messages = messages.into_iter().map(|(event, payload)| (0, event, payload)).collect();
+        self.publish_batch(&[channel], messages, create, config)
+    }
+
+    /// Publishes messages in order, each to the channel `channels[index]` (distinct names),
+    /// all or nothing (see [`channel::Registry::publish_batch`]): a refusal publishes nothing
+    /// and is in [`Delivery::refusal`]. Each message is stored once, shared by every member and
+    /// the history, and queued to every member under the channels lock.
+    pub fn publish_batch(&self, channels: &[&str], messages: Vec<(usize, Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
+        let names: Vec<Arc<str>> = channels.iter().map(|name| Arc::from(*name)).collect();
+        let messages: Vec<(usize, Arc<SharedMessage>)> =
+            messages.into_iter().map(|(index, event, payload)| (index, self.budget.share(event, payload))).collect();
         let mut delivery = Delivery::default();
-        for (event, payload) in messages {
-            let message: Arc<SharedMessage> = self.budget.share(event, payload);
-            let outcome = self.channels.publish_with(channel, message.clone(), Instant::now(), create, |published, members| {
-                let position = Position { epoch: published.epoch, offset: published.offset };
-                let sessions: Vec<Arc<Session>> = {
-                    let maps = lock(&self.maps);
-                    members.iter().filter_map(|id| maps.sessions.get(id).cloned()).collect()
-                };
-                for member in sessions {
-                    if member.push_channel_message(&name, position, message.clone(), config) {
-                        delivery.delivered += 1;
-                    } else {
-                        delivery.overflowed += 1;
-                    }
-                }
-                position
+        // The members of each channel, looked up once: membership cannot change while the
+        // channels lock is held (a subscribe or a leave needs it).
+        let mut members_of: Vec<Option<Vec<Arc<Session>>>> = vec![None; channels.len()];
+        let outcome = self.channels.publish_batch(channels, messages, Instant::now(), create, |index, published, members, message| {
+            let position = Position { epoch: published.epoch, offset: published.offset };
+            delivery.positions.push((index, position));
+            let (Some(name), Some(slot)) = (names.get(index), members_of.get_mut(index)) else {
+                return;
+            };
+            let sessions = slot.get_or_insert_with(|| {
+                let maps = lock(&self.maps);
+                members.iter().filter_map(|id| maps.sessions.get(id).cloned()).collect()
             });
-            match outcome {
-                Ok(position) => delivery.positions.push(position),
-                Err(_) => break, // Missing (and not to be created), or refused: nothing more goes.
+            for member in sessions.iter() {
+                if member.push_channel_message(name, position, message.clone(), config) {
+                    delivery.delivered += 1;
+                } else {
+                    delivery.overflowed += 1;
+                }
             }
+        });
+        if let Err(refusal) = outcome {
+            delivery.refusal = Some(refusal);
         }
         delivery
     }
