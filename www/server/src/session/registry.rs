@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use realtime_client::core::wire::{Hello, Payload, Position};
+use realtime_client::core::wire::{close_code, Hello, Payload, Position, Retry};
 
-use super::{lock, Action, Attachment, Session, TransportKind};
+use super::{lock, Action, Attachment, Session, Stop, TransportKind};
 use crate::channel::{self, ChannelConfig};
 use crate::limits::{ReplayBudget, SessionSlot, SharedMessage};
 use crate::metrics::LimitKind;
@@ -140,15 +140,21 @@ impl Registry {
         config: &Config,
         admit: impl FnOnce() -> Result<Option<SessionSlot>, LimitKind>,
     ) -> Connect {
+        // The session the request named with its right key, when it cannot resume it: the
+        // fresh session replaces it (PROTOCOL §8.11 item 10).
+        let mut replaced = None;
         if let Some(resume) = &request.resume {
             if let Some(session) = self.get(&resume.session_id) {
-                if session.key_matches(&resume.key) && session.room == request.room {
-                    if session.is_retired(request.conn) {
-                        return Connect::Retired;
+                if session.key_matches(&resume.key) {
+                    if session.room == request.room {
+                        if session.is_retired(request.conn) {
+                            return Connect::Retired;
+                        }
+                        if let Some((attachment, hello)) = session.attach(kind, request.conn, Some(resume.last), config) {
+                            return Connect::Attached { session, attachment, hello };
+                        }
                     }
-                    if let Some((attachment, hello)) = session.attach(kind, request.conn, Some(resume.last), config) {
-                        return Connect::Attached { session, attachment, hello };
-                    }
+                    replaced = Some(session);
                 }
             }
         }
@@ -159,6 +165,11 @@ impl Registry {
             Ok(slot) => slot,
             Err(kind) => return Connect::Refused(kind),
         };
+        // Only once the fresh session is certain (not refused by a limit) does the old one end:
+        // its transport gets 4004 and it leaves its channels now, not at the next sweep.
+        if let Some(old) = replaced {
+            self.end_session(&old, Stop::Close(super::close(close_code::REPLACED, "replaced by a fresh session", Retry::Never)));
+        }
         let session = Arc::new(Session::new(random_token(), random_token(), request.room.clone(), config, self.budget.clone(), slot));
         let mut maps = lock(&self.maps);
         if maps.sessions.len() >= config.max_sessions {
@@ -270,6 +281,21 @@ impl Registry {
         }
         session.finish_batch();
         delivery
+    }
+
+    /// Ends `session` at once: its transport stops as told, it leaves the registry and all its
+    /// channels. Ending it again is harmless.
+    pub fn end_session(&self, session: &Arc<Session>, stop: Stop) {
+        session.end(stop);
+        let removed = {
+            let mut maps = lock(&self.maps);
+            // Only this session: a later one cannot have its id (128 random bits).
+            maps.sessions.remove(&session.id).is_some()
+        };
+        if removed {
+            let names = session.channel_names();
+            self.channels.leave_all(&session.id, names.iter().map(String::as_str));
+        }
     }
 
     /// Drops ended, expired and overflowing sessions.
