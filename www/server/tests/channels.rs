@@ -235,3 +235,33 @@ async fn rt_since_recovers_the_room_channel_of_a_fresh_session() {
     let response = reqwest::get(server.url("/realtime/poll?room=hall&rt_v=2&rt_conn=1&rt_since=nothex.1")).await.unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn a_hellos_ack_never_covers_a_publish_whose_nack_the_client_has_not_acknowledged() {
+    let config = Config { client_publish: vec![String::from("open:*")], ..Config::default() };
+    let server = Server::start(config).await;
+    let mut client = WsClient::connect_v2(&server.ws_url("rt_conn=1")).await;
+    let hello = client.hello().await;
+    // Publish 2 is refused (its nack is server seq 1); 1 and 3 are accepted (they reach nobody).
+    client.send_frames(&[publish(1, "open:a", "yes"), publish(2, "closed:x", "no"), publish(3, "open:b", "yes")], Carrier::Text).await;
+    let frames = client.sync(1).await;
+    assert!(frames.iter().any(|frame| matches!(frame, Frame::Nack { seq: 1, reply_to: 2, .. })), "{frames:?}");
+    assert!(frames.iter().any(|frame| matches!(frame, Frame::Ack { seq: 3 })), "the live ack covers all three: {frames:?}");
+    // The connection is lost before the client acknowledged the nack: the resume's hello says
+    // ack=1, not 3, and the nack is replayed after it.
+    drop(client);
+    let resume = |conn: u32, last: u64| format!("rt_conn={conn}&rt_sid={}&rt_key={}&rt_last={last}", hello.session_id, hello.secret);
+    let mut again = WsClient::connect_v2(&server.ws_url(&resume(2, 0))).await;
+    let resumed = again.hello().await;
+    assert!(resumed.resumed);
+    assert_eq!(resumed.ack, 1, "below the refused publish 2");
+    assert!(matches!(again.frame().await, Frame::Nack { seq: 1, reply_to: 2, .. }), "the nack is replayed");
+    // The client resends 2 and 3: duplicates, acknowledged, not refused or published again.
+    again.send_frames(&[publish(2, "closed:x", "no"), publish(3, "open:b", "yes")], Carrier::Text).await;
+    let frames = again.sync(2).await;
+    assert_eq!(frames, vec![Frame::Ack { seq: 3 }], "no second nack");
+    // Once the nack is acknowledged (rt_last=1), a hello covers everything received.
+    drop(again);
+    let mut third = WsClient::connect_v2(&server.ws_url(&resume(3, 1))).await;
+    assert_eq!(third.hello().await.ack, 3);
+}

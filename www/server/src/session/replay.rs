@@ -147,6 +147,18 @@ impl Replay {
         seq
     }
 
+    /// The lowest client seq that a buffered (so unacknowledged) `nack` refuses: a hello's
+    /// `ack=` must stay below it (PROTOCOL §8.11 item 3).
+    pub(super) fn lowest_unacked_nack(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter_map(|entry| match &entry.item {
+                Item::Control(Frame::Nack { reply_to, .. }) => Some(*reply_to),
+                _ => None,
+            })
+            .min()
+    }
+
     /// Drops every message up to `seq`: the client has it. `seq < next_seq` (callers check).
     pub(super) fn ack_through(&mut self, seq: u64) {
         self.acked = self.acked.max(seq);
