@@ -265,3 +265,33 @@ async fn a_hellos_ack_never_covers_a_publish_whose_nack_the_client_has_not_ackno
     let mut third = WsClient::connect_v2(&server.ws_url(&resume(3, 1))).await;
     assert_eq!(third.hello().await.ack, 3);
 }
+
+#[tokio::test]
+async fn a_recovery_larger_than_the_sessions_replay_bounds_is_a_gap_and_the_session_lives() {
+    // Bytes: three messages of 1,000 bytes (+ 64 each, + 64 for the subscribed) pass 3,000;
+    // count: four entries pass 3 in the other server.
+    for (config, label) in [
+        (Config { replay_max_bytes: 3_000, ..Config::default() }, "bytes"),
+        (Config { replay_max_messages: 3, ..Config::default() }, "count"),
+    ] {
+        let server = Server::start(config).await;
+        for _ in 0..3 {
+            backend_publish(&server, "feed", &"x".repeat(1_000)).await;
+        }
+        let top = server.state.registry.channels().position("feed").unwrap();
+        let mut client = v2(&server, "rt_conn=1").await;
+        let (position, recovered) = subscribed(&mut client, 1, "feed", Some(Position { epoch: top.epoch, offset: 0 })).await;
+        assert!(!recovered, "{label}: rec=0");
+        assert_eq!(position.offset, 3);
+        let Frame::Gap { from, to, .. } = ordered(&mut client).await else { panic!("{label}: expected gap") };
+        assert_eq!((from, to), (1, 3), "{label}: case 2, never a partial replay");
+        // The fresh session lives: the next publish reaches it.
+        assert_eq!(backend_publish(&server, "feed", "live").await["sessions"], 1, "{label}");
+        assert_eq!(channel_message(&mut client).await, ("feed".into(), Position { epoch: top.epoch, offset: 4 }, text("live")));
+        // A recovery that fits is replayed (the one message after offset 3).
+        let mut small = v2(&server, "rt_conn=1").await;
+        let (_, recovered) = subscribed(&mut small, 1, "feed", Some(Position { epoch: top.epoch, offset: 3 })).await;
+        assert!(recovered, "{label}: a replay that fits is a replay");
+        assert_eq!(channel_message(&mut small).await.2, text("live"));
+    }
+}

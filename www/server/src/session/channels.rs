@@ -20,7 +20,7 @@ use realtime_client::core::wire::{close_code, is_valid_channel_name, ChannelMess
 use super::replay::Item;
 use super::{close, lock, Inner, Session, Stop, REPLAY_OVERFLOW};
 use crate::channel::{Recovery, Refusal, Subscribed};
-use crate::limits::SharedMessage;
+use crate::limits::{SharedMessage, ENTRY_BYTES};
 use crate::Config;
 
 /// What a client's ordered channel frame asks of the registry, in the batch's seq order.
@@ -173,7 +173,13 @@ impl Session {
             inner.channels.insert(channel.to_owned());
             let mut recovery = answer.recovery.clone();
             if let (Some(Recovery::Replay(messages)), Some(since)) = (&recovery, since) {
-                if inner.replay.len().saturating_add(messages.len()) > config.replay_max_messages {
+                // The `subscribed` and every replayed message, each an entry.
+                let entries = messages.len().saturating_add(1);
+                let bytes = messages
+                    .iter()
+                    .map(|item| item.message.bytes)
+                    .fold(entries.saturating_mul(ENTRY_BYTES), usize::saturating_add);
+                if !inner.replay.fits(entries, bytes, config) {
                     recovery = Some(Recovery::Gap { from: since.offset.saturating_add(1), to: top });
                 }
             }
