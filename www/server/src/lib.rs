@@ -172,7 +172,10 @@ impl AppState {
     pub fn new(config: Config) -> Arc<Self> {
         let metrics = metrics::Metrics::default();
         let budget = Arc::new(limits::ReplayBudget::new(metrics.replay_bytes.clone()));
-        let channels = config.channels;
+        // A freed channel's tombstone lasts its history's age bound plus the resume window
+        // (PROTOCOL §8.11 item 5).
+        let mut channels = config.channels;
+        channels.tombstone_lifetime = channels.history.max_age.saturating_add(config.resume_window);
         let state = Arc::new(AppState {
             ip_limits: limits::IpLimits::new(&config.limits),
             config,
@@ -195,6 +198,7 @@ impl AppState {
                 let dropped = state.registry.sweep(&state.config);
                 // Keeps the keyed limiter's memory bounded by the IPs of the last burst window.
                 state.ip_limits.prune();
+                state.metrics.trip_many(metrics::LimitKind::channel_tombstones, state.registry.channels().take_evicted_tombstones());
                 state.metrics.sessions.set(i64::try_from(state.registry.len()).unwrap_or(i64::MAX));
                 if dropped > 0 {
                     tracing::debug!(dropped, remaining = state.registry.len(), "sessions dropped");

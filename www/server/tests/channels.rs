@@ -295,3 +295,29 @@ async fn a_recovery_larger_than_the_sessions_replay_bounds_is_a_gap_and_the_sess
         assert_eq!(channel_message(&mut small).await.2, text("live"));
     }
 }
+
+#[tokio::test]
+async fn a_quiet_channel_freed_and_subscribed_again_at_its_top_recovers_in_the_same_epoch() {
+    let mut config = Config::default();
+    config.channels.history.max_age = std::time::Duration::from_millis(100);
+    let server = Server::start(config).await;
+    let mut first = v2(&server, "rt_conn=1").await;
+    let (start, _) = subscribed(&mut first, 1, "quiet", None).await;
+    for text in ["one", "two"] {
+        backend_publish(&server, "quiet", text).await;
+    }
+    assert_eq!(channel_message(&mut first).await.1.offset, 1);
+    let (_, last, _) = channel_message(&mut first).await;
+    first.send_frames(&[Frame::Unsubscribe { seq: 2, channel: "quiet".into() }], Carrier::Text).await;
+    assert!(matches!(ordered(&mut first).await, Frame::Unsubscribed { .. }));
+    // No subscriber, and the history ages out: the sweeper frees the channel.
+    common::eventually("quiet freed", || server.state.registry.channels().position("quiet").is_none()).await;
+    assert_eq!(server.state.registry.channels().tombstones(), 1);
+    // A page that stored its position subscribes again (decision 5): rec=1, no replay, no gap.
+    let mut later = v2(&server, "rt_conn=1").await;
+    let (position, recovered) = subscribed(&mut later, 1, "quiet", Some(last)).await;
+    assert!(recovered, "revived from the tombstone");
+    assert_eq!(position, Position { epoch: start.epoch, offset: 2 });
+    assert_eq!(backend_publish(&server, "quiet", "three").await["offset"], 3);
+    assert_eq!(channel_message(&mut later).await, ("quiet".into(), Position { epoch: start.epoch, offset: 3 }, text("three")));
+}

@@ -16,10 +16,13 @@
 //! - numbers from requests (positions) go through checked arithmetic ([`history`]).
 
 pub mod history;
+mod tombstones;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tombstones::Tombstones;
 
 pub use history::{ChannelMessage, History, HistoryLimits, Recovery, MAX_OFFSET};
 
@@ -114,6 +117,9 @@ pub struct ChannelConfig {
     /// Subscribes per second per session, and the burst allowed.
     pub subscribe_rate_per_sec: u32,
     pub subscribe_burst: u32,
+    /// How long a freed channel's tombstone lasts (PROTOCOL §8.11 item 5: the history's age
+    /// bound plus the resume window; `AppState::new` sets it from those). Zero: none.
+    pub tombstone_lifetime: Duration,
 }
 
 impl Default for ChannelConfig {
@@ -124,6 +130,7 @@ impl Default for ChannelConfig {
             max_channels_per_session: 128,
             subscribe_rate_per_sec: 20,
             subscribe_burst: 100,
+            tombstone_lifetime: HistoryLimits::default().max_age + Duration::from_secs(60),
         }
     }
 }
@@ -175,19 +182,27 @@ type EpochSource = Box<dyn FnMut() -> u64 + Send>;
 struct Channels {
     by_name: HashMap<String, Channel>,
     epochs: EpochSource,
+    /// What freed channels leave (see [`tombstones`]).
+    tombstones: Tombstones,
 }
 
 impl Channels {
-    /// Creates the channel `name` (a new epoch, top 0). The caller checked `max_channels`.
-    fn create(&mut self, name: &str, config: &ChannelConfig, budget: &Arc<ReplayBudget>, _now: Instant) {
-        let history = History::new(draw_epoch(&mut self.epochs, None), config.history, budget.clone());
+    /// Creates the channel `name`: from its tombstone when one is left (the same epoch, going on
+    /// after its top), else a new epoch at top 0. The caller checked `max_channels`.
+    fn create(&mut self, name: &str, config: &ChannelConfig, budget: &Arc<ReplayBudget>, now: Instant) {
+        let history = match self.tombstones.take(name, now) {
+            Some((epoch, top)) => History::resumed(epoch, top, config.history, budget.clone()),
+            None => History::new(draw_epoch(&mut self.epochs, None), config.history, budget.clone()),
+        };
         self.by_name.insert(name.to_owned(), Channel { history, members: HashSet::new() });
     }
 
-    /// Frees the channel `name` if it has no members and no history.
-    fn free_if_idle(&mut self, name: &str, _now: Instant) {
+    /// Frees the channel `name` if it has no members and no history, leaving its tombstone.
+    fn free_if_idle(&mut self, name: &str, now: Instant) {
         if self.by_name.get(name).is_some_and(Channel::is_idle) {
-            self.by_name.remove(name);
+            if let Some(channel) = self.by_name.remove(name) {
+                self.tombstones.leave(name, channel.history.epoch(), channel.history.top(), now);
+            }
         }
     }
 }
@@ -218,7 +233,8 @@ impl Registry {
 
     /// As [`Self::new`], with epochs from `epochs` (tests script them).
     pub fn with_epochs(config: ChannelConfig, budget: Arc<ReplayBudget>, epochs: EpochSource) -> Self {
-        Registry { channels: Mutex::new(Channels { by_name: HashMap::new(), epochs }), config, budget }
+        let tombstones = Tombstones::new(config.tombstone_lifetime, config.max_channels);
+        Registry { channels: Mutex::new(Channels { by_name: HashMap::new(), epochs, tombstones }), config, budget }
     }
 
     pub fn config(&self) -> &ChannelConfig {
@@ -302,24 +318,23 @@ impl Registry {
     /// own); frees the channel when nothing is left in it.
     pub fn unsubscribe(&self, name: &str, member: &str) {
         let mut channels = lock(&self.channels);
-        Self::leave(&mut channels.by_name, name, member);
+        Self::leave(&mut channels, name, member, Instant::now());
     }
 
     /// Removes `member` from every channel in `names` (a session that ended: its memberships go
     /// with it, whatever unsubscribes did or did not arrive).
     pub fn leave_all<'a>(&self, member: &str, names: impl IntoIterator<Item = &'a str>) {
         let mut channels = lock(&self.channels);
+        let now = Instant::now();
         for name in names {
-            Self::leave(&mut channels.by_name, name, member);
+            Self::leave(&mut channels, name, member, now);
         }
     }
 
-    fn leave(by_name: &mut HashMap<String, Channel>, name: &str, member: &str) {
-        if let Some(channel) = by_name.get_mut(name) {
+    fn leave(channels: &mut Channels, name: &str, member: &str, now: Instant) {
+        if let Some(channel) = channels.by_name.get_mut(name) {
             channel.members.remove(member);
-            if channel.is_idle() {
-                by_name.remove(name);
-            }
+            channels.free_if_idle(name, now);
         }
     }
 
@@ -428,10 +443,35 @@ impl Registry {
 
     /// Trims every history to its age bound at `now` and frees the channels left idle.
     pub fn sweep(&self, now: Instant) {
-        lock(&self.channels).by_name.retain(|_, channel| {
+        let mut channels = lock(&self.channels);
+        let mut idle = Vec::new();
+        for (name, channel) in channels.by_name.iter_mut() {
             channel.history.trim(now);
-            !channel.is_idle()
-        });
+            if channel.is_idle() {
+                idle.push(name.clone());
+            }
+        }
+        for name in idle {
+            channels.free_if_idle(&name, now);
+        }
+        channels.tombstones.trim(now);
+    }
+
+    /// Tombstones held now.
+    pub fn tombstones(&self) -> usize {
+        lock(&self.channels).tombstones.len()
+    }
+
+    /// Tombstones dropped before their time by their bound (`max_channels`) since the last call
+    /// (the sweeper counts them as limit trips).
+    pub fn take_evicted_tombstones(&self) -> u64 {
+        lock(&self.channels).tombstones.take_evicted()
+    }
+
+    /// Tests: entries in the tombstones' expiry queue, stale ones included.
+    #[cfg(test)]
+    pub(crate) fn tombstone_queue(&self) -> usize {
+        lock(&self.channels).tombstones.queued()
     }
 }
 
