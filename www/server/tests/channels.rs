@@ -321,3 +321,23 @@ async fn a_quiet_channel_freed_and_subscribed_again_at_its_top_recovers_in_the_s
     assert_eq!(backend_publish(&server, "quiet", "three").await["offset"], 3);
     assert_eq!(channel_message(&mut later).await, ("quiet".into(), Position { epoch: start.epoch, offset: 3 }, text("three")));
 }
+
+#[tokio::test]
+async fn a_bad_channel_name_is_a_malformed_frame_not_a_4010_refusal() {
+    let server = Server::default().await;
+    // WebSocket: close 4000 with the codec's reason; nothing was subscribed or published.
+    for raw in ["subscribe s=1 ch=price$\n", "msg s=1 ch=a$b k=t n=1\nx", "unsubscribe s=1 ch=\n"] {
+        let mut client = v2(&server, "rt_conn=1").await;
+        client.send_raw_text(raw).await;
+        let Frame::Close(close) = ordered(&mut client).await else { panic!("expected close for {raw:?}") };
+        assert_eq!((close.code, close.reason.as_str()), (close_code::PROTOCOL_ERROR, "bad channel name"), "{raw:?}");
+    }
+    assert!(server.state.registry.channels().is_empty());
+    // POST /send: 400 with the same reason.
+    let frames = common::poll_v2(&server, "rt_v=2&rt_conn=1").await;
+    let Some(Frame::Hello(hello)) = frames.first() else { panic!("expected hello") };
+    let url = server.url(&format!("/realtime/send?rt_v=2&rt_conn=1&rt_sid={}&rt_key={}", hello.session_id, hello.secret));
+    let response = reqwest::Client::new().post(url).header("content-type", "text/plain").body("subscribe s=1 ch=price$\n").send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("bad channel name"));
+}

@@ -101,6 +101,8 @@ impl Session {
                 if inner.channels.contains(&channel) {
                     return Err(close(close_code::PROTOCOL_ERROR, "subscribe to a channel the session holds", Retry::Default));
                 }
+                // A bad name does not get here from the wire (the codec refuses the frame,
+                // PROTOCOL §8.7); the check keeps frames built in process to the same rule.
                 let refusal = if !is_valid_channel_name(&channel) {
                     Some(Refusal::BadName)
                 } else if inner.channels.len() >= limits.max_channels_per_session {
@@ -125,6 +127,7 @@ impl Session {
     }
 
     fn publish_action(&self, seq: u64, channel: String, event: Option<String>, payload: Payload) -> Action {
+        // As in `classify`: unreachable from the wire, a guard for frames built in process.
         if !is_valid_channel_name(&channel) {
             return Action::Nack { seq, channel, refusal: Refusal::BadName };
         }
