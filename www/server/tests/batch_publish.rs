@@ -242,3 +242,37 @@ async fn concurrent_batches_to_one_channel_each_get_consecutive_offsets() {
         assert_eq!(&seen[(first - 1) as usize..(first - 1 + size) as usize], run.as_slice(), "batch {task} not interleaved");
     }
 }
+
+#[tokio::test]
+async fn a_member_that_does_not_read_is_cut_by_a_batch_and_the_answer_counts_only_real_deliveries() {
+    let server = Server::start(Config { replay_max_messages: 100, ..Config::default() }).await;
+    let mut reader = WsClient::connect_v2(&server.ws_url("room=hot&rt_conn=1")).await;
+    reader.hello().await;
+    // A polling member that never polls again: everything it is sent stays unsent.
+    let frames = common::poll_v2(&server, "room=hot&rt_v=2&rt_conn=1").await;
+    let Some(Frame::Hello(stalled)) = frames.first().cloned() else { panic!("expected hello") };
+    let preload: Vec<Frame> = (0..60).map(|n| frame(None, &format!("pre{n}"))).collect();
+    assert_eq!(batch(&server, "room=hot", body(&preload)).await, (202, "120".into()));
+    // The reader reads and acknowledges all of it (s=1 is its room's subscribed).
+    for _ in 0..61 {
+        ordered(&mut reader).await;
+    }
+    reader.send_frames(&[Frame::Ack { seq: 61 }], Carrier::Text).await;
+    reader.sync(1).await;
+    // 60 more: the stalled member passes its 100 unsent at its 41st and is cut; the reader
+    // holds at most 60 unsent and gets all of them.
+    let frames: Vec<Frame> = (0..60).map(|n| frame(None, &format!("m{n}"))).collect();
+    let (status, text) = batch(&server, "channel=hot", body(&frames)).await;
+    assert_eq!(status, 202, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["deliveries"], 60 + 40, "the cut member's later messages are not counted: {answer}");
+    assert_eq!((answer["channels"][0]["first"].as_u64(), answer["channels"][0]["last"].as_u64()), (Some(61), Some(120)));
+    for n in 0..60 {
+        assert_eq!(channel_message(&mut reader).await, ("hot".into(), 61 + n, format!("m{n}")));
+    }
+    assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::replay_overflow), 1);
+    // The cut member's next poll finds its session gone: a fresh one.
+    let query = format!("room=hot&rt_v=2&rt_conn=1&rt_sid={}&rt_key={}&rt_last=1", stalled.session_id, stalled.secret);
+    let Some(Frame::Hello(hello)) = common::poll_v2(&server, &query).await.first().cloned() else { panic!("expected hello") };
+    assert!(!hello.resumed);
+}

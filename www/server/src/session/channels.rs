@@ -204,19 +204,26 @@ impl Session {
         })
     }
 
-    /// Queues a channel's message at `position` (under the channel's lock).
-    pub fn push_channel_message(&self, channel: &Arc<str>, position: Position, message: Arc<SharedMessage>, config: &Config) -> bool {
-        self.push_items(config, |inner| {
+    /// Queues a channel's message at `position` (under the channel's lock): Some(true) queued,
+    /// Some(false) it had to end the session (its unsent messages passed the replay bounds),
+    /// None the session had ended before (nothing queued, nothing to count).
+    pub fn push_channel_message(&self, channel: &Arc<str>, position: Position, message: Arc<SharedMessage>, config: &Config) -> Option<bool> {
+        self.try_push_items(config, |inner| {
             inner.replay.push_item(|_| Item::Message { channel: Some((channel.clone(), position)), message });
         })
     }
 
     /// Runs `push` on the live session's state, then its replay bounds; an overflowing session
-    /// ends (its client does not read). False when it had to end.
+    /// ends (its client does not read). False when it had to end (an ended one counts as true).
     pub(super) fn push_items(&self, config: &Config, push: impl FnOnce(&mut Inner)) -> bool {
+        self.try_push_items(config, push).unwrap_or(true)
+    }
+
+    /// [`Self::push_items`]; None when the session had already ended (nothing was pushed).
+    fn try_push_items(&self, config: &Config, push: impl FnOnce(&mut Inner)) -> Option<bool> {
         let mut inner = lock(&self.inner);
         if inner.ended {
-            return true;
+            return None;
         }
         push(&mut inner);
         let healthy = inner.replay.enforce_limits(config, Instant::now()) && inner.replay.enforce_ip_share();
@@ -225,7 +232,7 @@ impl Session {
             self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, REPLAY_OVERFLOW, Retry::Default)));
         }
         self.bump();
-        healthy
+        Some(healthy)
     }
 
     /// The actions of a batch were run: its ack may go out now (a `nack` precedes the `ack`

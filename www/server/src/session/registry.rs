@@ -230,10 +230,11 @@ impl Registry {
                 members.iter().filter_map(|id| maps.sessions.get(id).cloned()).collect()
             });
             for member in sessions.iter() {
-                if member.push_channel_message(name, position, message.clone(), config) {
-                    delivery.delivered += 1;
-                } else {
-                    delivery.overflowed += 1;
+                // A member ended by an earlier message of the batch (it overflowed) is skipped.
+                match member.push_channel_message(name, position, message.clone(), config) {
+                    Some(true) => delivery.delivered += 1,
+                    Some(false) => delivery.overflowed += 1,
+                    None => {}
                 }
             }
         });
