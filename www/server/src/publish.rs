@@ -6,7 +6,9 @@
 //!
 //! Invariants: a batch is all or nothing: it is decoded and checked whole (frame types, names,
 //! the channel count), its budget reserved and its channels found or created before the first
-//! offset is assigned, so a refused batch delivered nothing; every refusal is a short text
+//! offset is assigned, so a refused batch delivered nothing; it holds its channels' publish turn
+//! for its run (consecutive offsets per channel, see `channel::Registry::publish_batch`), and
+//! nothing else waits for it; every refusal is a short text
 //! answer (400, 413, 415, 503), never a panic.
 
 use std::collections::HashMap;
@@ -29,8 +31,8 @@ use crate::{busy, refusal, text_error, AppState};
 pub const MAX_BATCH_MESSAGES: usize = 10_000;
 
 /// Most distinct channels one batch may name. Each may be created by the batch (a backend
-/// publish creates its channel) and the whole batch runs under the channels lock, so a batch
-/// naming thousands of channels is refused whole (413) rather than half-applied.
+/// publish creates its channel) and is held against other publishes for the batch's run, so a
+/// batch naming thousands of channels is refused whole (413) rather than half-applied.
 pub const MAX_BATCH_CHANNELS: usize = 1_000;
 
 pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {

@@ -276,3 +276,32 @@ async fn a_member_that_does_not_read_is_cut_by_a_batch_and_the_answer_counts_onl
     let Some(Frame::Hello(hello)) = common::poll_v2(&server, &query).await.first().cloned() else { panic!("expected hello") };
     assert!(!hello.resumed);
 }
+
+#[tokio::test]
+async fn a_large_batch_holds_up_publishes_to_its_channels_only_not_subscribes_elsewhere() {
+    use realtime_server::session::{ConnectRequest, TransportKind};
+    let server = Server::default().await;
+    // 200 members of `big` held in process (no transport: everything stays queued).
+    let request = ConnectRequest { room: Some("big".into()), conn: 1, ..ConnectRequest::default() };
+    let sessions: Vec<_> = (0..200).map(|_| server.state.registry.connect(&request, TransportKind::Poll, &server.state.config)).collect();
+    assert_eq!(server.state.registry.room_size("big"), 200);
+    let size = 5_000u64;
+    let frames: Vec<Frame> = (0..size).map(|n| frame(None, &n.to_string())).collect();
+    let bytes = body(&frames);
+    let url = server.url("/realtime/publish?channel=big");
+    let started = std::time::Instant::now();
+    let publish = tokio::spawn(async move {
+        reqwest::Client::new().post(url).header("content-type", "application/x-realtime-frames").body(bytes).send().await.unwrap().status()
+    });
+    common::eventually("the batch started", || server.state.registry.channels().position("big").is_some_and(|top| top.offset > 0)).await;
+    // A subscribe to another channel is answered while the batch is still going.
+    let mut client = v2(&server).await;
+    subscribe(&mut client, 1, "elsewhere").await;
+    let top = server.state.registry.channels().position("big").unwrap().offset;
+    let answered = started.elapsed();
+    assert_eq!(publish.await.unwrap(), 202);
+    let total = started.elapsed();
+    assert!(top < size, "the subscribe waited for the whole batch ({answered:?} of {total:?})");
+    assert_eq!(server.state.registry.channels().position("big").unwrap().offset, size, "every message got its offset");
+    drop(sessions);
+}

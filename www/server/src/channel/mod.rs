@@ -13,13 +13,17 @@
 //!   more is refused ([`Refusal::TooManyChannels`]), never a crash;
 //! - the maps lock is held only to look up or edit channels, never across an `.await`, and it is
 //!   never taken while a session's lock is held (the session registry's rule);
+//! - a publish holds the *publish turn* of its channels (`Channel::busy`) from before its first
+//!   offset to after its last, so a batch's offsets in a channel are consecutive; turns are
+//!   taken all at once or not at all (no two publishes wait for each other), given back by a
+//!   drop guard (a panic included), and a busy channel is never freed;
 //! - numbers from requests (positions) go through checked arithmetic ([`history`]).
 
 pub mod history;
 mod tombstones;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tombstones::Tombstones;
@@ -168,12 +172,41 @@ pub struct Published {
 struct Channel {
     history: History,
     members: HashSet<String>,
+    /// Bumped whenever `members` changes, so a fan-out may keep its lookup of them.
+    members_version: u64,
+    /// A publish holds the channel's publish turn (see [`Registry::publish_batch`]): no other
+    /// publish assigns its offsets meanwhile, and the channel is not freed.
+    busy: bool,
 }
 
 impl Channel {
-    fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.history.is_empty()
+    fn new(history: History) -> Self {
+        Channel { history, members: HashSet::new(), members_version: 0, busy: false }
     }
+
+    fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.history.is_empty() && !self.busy
+    }
+
+    fn join(&mut self, member: &str) {
+        if self.members.insert(member.to_owned()) {
+            self.members_version = self.members_version.wrapping_add(1);
+        }
+    }
+
+    fn leave(&mut self, member: &str) {
+        if self.members.remove(member) {
+            self.members_version = self.members_version.wrapping_add(1);
+        }
+    }
+}
+
+/// A channel's members as a fan-out sees them: the session ids, and a version that changes
+/// whenever they do (a fan-out that looked them up for an earlier message may reuse that).
+#[derive(Debug, Clone, Copy)]
+pub struct Members<'a> {
+    pub ids: &'a HashSet<String>,
+    pub version: u64,
 }
 
 /// Draws epochs: random by default, scripted in tests.
@@ -194,7 +227,7 @@ impl Channels {
             Some((epoch, top)) => History::resumed(epoch, top, config.history, budget.clone()),
             None => History::new(draw_epoch(&mut self.epochs, None), config.history, budget.clone()),
         };
-        self.by_name.insert(name.to_owned(), Channel { history, members: HashSet::new() });
+        self.by_name.insert(name.to_owned(), Channel::new(history));
     }
 
     /// Frees the channel `name` if it has no members and no history, leaving its tombstone.
@@ -218,9 +251,32 @@ fn draw_epoch(epochs: &mut EpochSource, previous: Option<u64>) -> u64 {
     }
 }
 
+/// The publish turns a batch holds ([`Registry::publish_batch`]), given back on drop.
+struct Turns<'a> {
+    registry: &'a Registry,
+    names: &'a [&'a str],
+}
+
+impl Drop for Turns<'_> {
+    fn drop(&mut self) {
+        let mut channels = lock(&self.registry.channels);
+        let now = Instant::now();
+        for name in self.names {
+            if let Some(channel) = channels.by_name.get_mut(*name) {
+                channel.busy = false;
+            }
+            channels.free_if_idle(name, now);
+        }
+        drop(channels);
+        self.registry.turns.notify_all();
+    }
+}
+
 /// Every channel by name, with its history. Free-standing today (see the module docs).
 pub struct Registry {
     channels: Mutex<Channels>,
+    /// Signalled when a batch gives its publish turns back.
+    turns: Condvar,
     config: ChannelConfig,
     budget: Arc<ReplayBudget>,
 }
@@ -234,7 +290,7 @@ impl Registry {
     /// As [`Self::new`], with epochs from `epochs` (tests script them).
     pub fn with_epochs(config: ChannelConfig, budget: Arc<ReplayBudget>, epochs: EpochSource) -> Self {
         let tombstones = Tombstones::new(config.tombstone_lifetime, config.max_channels);
-        Registry { channels: Mutex::new(Channels { by_name: HashMap::new(), epochs, tombstones }), config, budget }
+        Registry { channels: Mutex::new(Channels { by_name: HashMap::new(), epochs, tombstones }), turns: Condvar::new(), config, budget }
     }
 
     pub fn config(&self) -> &ChannelConfig {
@@ -306,9 +362,7 @@ impl Registry {
         joined: impl FnOnce(&Subscribed) -> T,
     ) -> Result<T, Refusal> {
         self.with_channel(name, now, true, |channel, _| {
-            if !channel.members.contains(member) {
-                channel.members.insert(member.to_owned());
-            }
+            channel.join(member);
             let recovery = since.map(|position| channel.history.since(position.epoch, position.offset));
             joined(&Subscribed { epoch: channel.history.epoch(), top: channel.history.top(), recovery })
         })
@@ -333,7 +387,7 @@ impl Registry {
 
     fn leave(channels: &mut Channels, name: &str, member: &str, now: Instant) {
         if let Some(channel) = channels.by_name.get_mut(name) {
-            channel.members.remove(member);
+            channel.leave(member);
             channels.free_if_idle(name, now);
         }
     }
@@ -357,30 +411,39 @@ impl Registry {
         create: bool,
         mut fan_out: impl FnMut(Published, &HashSet<String>) -> T,
     ) -> Result<T, Refusal> {
-        let mut outcomes = self.publish_batch(&[name], vec![(0, message)], now, create, |_, published, members, _| fan_out(published, members))?;
+        let mut outcomes = self.publish_batch(&[name], vec![(0, message)], now, create, |_, published, members, _| fan_out(published, members.ids))?;
         outcomes.pop().ok_or(Refusal::Closed)
     }
 
     /// Publishes `messages` in order, each to the channel `names[index]` (the names distinct),
-    /// under one hold of the channels lock, so the offsets a batch gets in one channel are
-    /// consecutive and no other publish comes in between (PROTOCOL §8.9). All or nothing
-    /// (§8.11 item 12): every name is checked and every channel found, or created with
-    /// `create` within `max_channels`, before the first offset is assigned; on Err nothing was
-    /// published. `fan_out` runs for each message, with its channel's index, where it went, the
-    /// channel's members and the message, under the lock. A channel left idle is freed after the batch, not
-    /// between two of its messages.
+    /// so that the offsets a batch gets in one channel are consecutive: no other publish to
+    /// that channel comes in between (PROTOCOL §8.9). All or nothing (§8.11 item 12): every name
+    /// is checked and every channel found, or created with `create` within `max_channels`,
+    /// before the first offset is assigned; on Err nothing was published.
+    ///
+    /// How: the batch first takes the *publish turn* of each of its channels, all at once under
+    /// the lock when none is taken (else it waits on `turns`: all at once, so two batches never
+    /// hold one turn each and wait for the other's); then each message takes the lock on its
+    /// own, gets its offset and runs `fan_out` (its channel's index, where it went, the members,
+    /// the message) under it, as a single publish does (§8.11 item 1). Between two messages
+    /// subscribes, unsubscribes and publishes to other channels go on, so a large batch holds
+    /// up only publishes to its own channels. A channel left idle is freed when the turns are
+    /// given back, not between two of its messages.
     pub fn publish_batch<T>(
         &self,
         names: &[&str],
         messages: Vec<(usize, Arc<SharedMessage>)>,
         now: Instant,
         create: bool,
-        mut fan_out: impl FnMut(usize, Published, &HashSet<String>, &Arc<SharedMessage>) -> T,
+        mut fan_out: impl FnMut(usize, Published, Members<'_>, &Arc<SharedMessage>) -> T,
     ) -> Result<Vec<T>, Refusal> {
         if names.iter().any(|name| !is_valid_channel_name(name)) || messages.iter().any(|(index, _)| *index >= names.len()) {
             return Err(Refusal::BadName);
         }
         let mut guard = lock(&self.channels);
+        while names.iter().any(|name| guard.by_name.get(*name).is_some_and(|channel| channel.busy)) {
+            guard = self.turns.wait(guard).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
         let channels = &mut *guard;
         let mut missing: Vec<&str> = names.iter().copied().filter(|name| !channels.by_name.contains_key(*name)).collect();
         missing.sort_unstable();
@@ -397,12 +460,17 @@ impl Registry {
         for name in names {
             if let Some(channel) = channels.by_name.get_mut(*name) {
                 channel.history.trim(now);
+                channel.busy = true;
             }
         }
-        let Channels { by_name, epochs, .. } = channels;
+        drop(guard);
+        // Gives the turns back (and frees what is idle) however this ends, a panic included.
+        let _turns = Turns { registry: self, names };
         let mut outcomes = Vec::with_capacity(messages.len());
         for (index, message) in messages {
-            // Every name was found or created above and nothing is freed before the end.
+            let mut guard = lock(&self.channels);
+            let Channels { by_name, epochs, .. } = &mut *guard;
+            // Busy channels are never freed: every name is still there.
             let Some(channel) = names.get(index).and_then(|name| by_name.get_mut(*name)) else {
                 continue;
             };
@@ -416,10 +484,8 @@ impl Registry {
                 }
             };
             let published = Published { epoch: channel.history.epoch(), offset, subscribers: channel.members.len() };
-            outcomes.push(fan_out(index, published, &channel.members, &message));
-        }
-        for name in names {
-            channels.free_if_idle(name, now);
+            let members = Members { ids: &channel.members, version: channel.members_version };
+            outcomes.push(fan_out(index, published, members, &message));
         }
         Ok(outcomes)
     }

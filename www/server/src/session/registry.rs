@@ -216,20 +216,21 @@ impl Registry {
         let messages: Vec<(usize, Arc<SharedMessage>)> =
             messages.into_iter().map(|(index, event, payload)| (index, self.budget.share(event, payload))).collect();
         let mut delivery = Delivery::default();
-        // The members of each channel, looked up once: membership cannot change while the
-        // channels lock is held (a subscribe or a leave needs it).
-        let mut members_of: Vec<Option<Vec<Arc<Session>>>> = vec![None; channels.len()];
+        // The members of each channel, looked up again only when they changed (subscribes and
+        // leaves go on between two messages of a batch).
+        let mut members_of: Vec<Option<(u64, Vec<Arc<Session>>)>> = vec![None; channels.len()];
         let outcome = self.channels.publish_batch(channels, messages, Instant::now(), create, |index, published, members, message| {
             let position = Position { epoch: published.epoch, offset: published.offset };
             delivery.positions.push((index, position));
             let (Some(name), Some(slot)) = (names.get(index), members_of.get_mut(index)) else {
                 return;
             };
-            let sessions = slot.get_or_insert_with(|| {
+            if slot.as_ref().is_none_or(|(version, _)| *version != members.version) {
                 let maps = lock(&self.maps);
-                members.iter().filter_map(|id| maps.sessions.get(id).cloned()).collect()
-            });
-            for member in sessions.iter() {
+                *slot = Some((members.version, members.ids.iter().filter_map(|id| maps.sessions.get(id).cloned()).collect()));
+            }
+            let Some((_, sessions)) = slot.as_ref() else { return };
+            for member in sessions {
                 // A member ended by an earlier message of the batch (it overflowed) is skipped.
                 match member.push_channel_message(name, position, message.clone(), config) {
                     Some(true) => delivery.delivered += 1,
