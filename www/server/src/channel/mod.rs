@@ -427,7 +427,10 @@ impl Registry {
     /// own, gets its offset and runs `fan_out` (its channel's index, where it went, the members,
     /// the message) under it, as a single publish does (§8.11 item 1). Between two messages
     /// subscribes, unsubscribes and publishes to other channels go on, so a large batch holds
-    /// up only publishes to its own channels. A channel left idle is freed when the turns are
+    /// up only publishes to its own channels. Those wait on a `Condvar`, blocking their thread
+    /// (a client publish runs on a runtime worker) until the batch is done: a batch is bounded
+    /// (10,000 messages; a large fan-out runs on a blocking thread), but this is the one wait a
+    /// backend batch can impose on clients. A channel left idle is freed when the turns are
     /// given back, not between two of its messages.
     pub fn publish_batch<T>(
         &self,
