@@ -341,3 +341,37 @@ async fn a_bad_channel_name_is_a_malformed_frame_not_a_4010_refusal() {
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("bad channel name"));
 }
+
+#[tokio::test]
+async fn a_client_re_establishing_all_its_subscriptions_is_never_rate_refused_and_then_4012_applies() {
+    let server = Server::default().await;
+    let mut client = v2(&server, "rt_conn=1").await;
+    // The per-session limit in one burst (PROTOCOL §8.11 item 7).
+    let all: Vec<Frame> = (1..=128).map(|n| subscribe(n, &format!("c{n}"), None)).collect();
+    client.send_frames(&all, Carrier::Text).await;
+    let mut answers = Vec::new();
+    while answers.len() < 128 {
+        match ordered(&mut client).await {
+            Frame::Subscribed { reply_to, .. } => answers.push(reply_to),
+            other => panic!("a subscribe of the burst was refused: {other:?}"),
+        }
+    }
+    assert_eq!(answers, (1..=128).map(Some).collect::<Vec<_>>());
+    // The bucket is (nearly) empty now: 40 unsubscribes and 40 new subscribes at once pass the
+    // rate (it refills 20 a second): some are refused with 4012 and retry advice.
+    let churn: Vec<Frame> = (1..=40).map(|n| Frame::Unsubscribe { seq: 128 + n, channel: format!("c{n}") }).collect();
+    client.send_frames(&churn, Carrier::Text).await;
+    let again: Vec<Frame> = (1..=40).map(|n| subscribe(168 + n, &format!("again{n}"), None)).collect();
+    client.send_frames(&again, Carrier::Text).await;
+    let (mut accepted, mut refused) = (0, Vec::new());
+    while accepted + refused.len() < 40 {
+        match ordered(&mut client).await {
+            Frame::Subscribed { .. } => accepted += 1,
+            Frame::Unsubscribed { close, .. } if close.code == 1000 => {}
+            Frame::Unsubscribed { close, .. } => refused.push((close.code, close.retry)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(!refused.is_empty() && accepted < 40, "{accepted} accepted");
+    assert!(refused.iter().all(|refusal| *refusal == (4012, realtime_client::core::wire::Retry::AfterMs(1_000))), "{refused:?}");
+}

@@ -118,12 +118,22 @@ pub struct ChannelConfig {
     pub max_channels: usize,
     /// Most subscriptions one session holds.
     pub max_channels_per_session: usize,
-    /// Subscribes per second per session, and the burst allowed.
+    /// Subscribes per second per session, and the burst allowed (never below
+    /// `max_channels_per_session`: see [`Self::subscribe_burst`]).
     pub subscribe_rate_per_sec: u32,
     pub subscribe_burst: u32,
     /// How long a freed channel's tombstone lasts (PROTOCOL §8.11 item 5: the history's age
     /// bound plus the resume window; `AppState::new` sets it from those). Zero: none.
     pub tombstone_lifetime: Duration,
+}
+
+impl ChannelConfig {
+    /// The subscribe burst a session gets: at least its channel limit, so a client that
+    /// re-establishes all its subscriptions after a reset is never rate-refused (PROTOCOL §8.11
+    /// item 7).
+    pub fn subscribe_burst(&self) -> u32 {
+        self.subscribe_burst.max(u32::try_from(self.max_channels_per_session).unwrap_or(u32::MAX))
+    }
 }
 
 impl Default for ChannelConfig {
@@ -133,7 +143,7 @@ impl Default for ChannelConfig {
             max_channels: 100_000,
             max_channels_per_session: 128,
             subscribe_rate_per_sec: 20,
-            subscribe_burst: 100,
+            subscribe_burst: 128,
             tombstone_lifetime: HistoryLimits::default().max_age + Duration::from_secs(60),
         }
     }

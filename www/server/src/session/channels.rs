@@ -107,7 +107,7 @@ impl Session {
                     Some(Refusal::BadName)
                 } else if inner.channels.len() >= limits.max_channels_per_session {
                     Some(Refusal::TooManyChannels)
-                } else if !inner.subscribe_rate.take(limits.subscribe_rate_per_sec, limits.subscribe_burst, Instant::now()) {
+                } else if !inner.subscribe_rate.take(limits.subscribe_rate_per_sec, limits.subscribe_burst(), Instant::now()) {
                     Some(Refusal::SubscribeRate)
                 } else {
                     None

@@ -235,7 +235,7 @@ impl Session {
                 ack_pending: false,
                 ack_due: false,
                 channels: HashSet::new(),
-                subscribe_rate: channels::SubscribeRate::new(config.channels.subscribe_burst),
+                subscribe_rate: channels::SubscribeRate::new(config.channels.subscribe_burst()),
                 control: VecDeque::new(),
                 attached: None,
                 next_generation: 1,
