@@ -67,7 +67,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, RawQuery(query): RawQuer
     if content_type == "application/x-realtime-frames" {
         let batch = match Batch::decode(&state, target, params.event.as_deref(), &body) {
             Ok(batch) => batch,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         return publish(&state, target, batch, true).await;
     }
@@ -123,16 +123,16 @@ struct Batch {
 impl Batch {
     /// Decodes a body of `msg` frames (their `s` ignored; PROTOCOL §3.5, §8.9), checked whole:
     /// Err is the answer, and nothing was published.
-    fn decode(state: &AppState, target: Target<'_>, default_event: Option<&str>, body: &[u8]) -> Result<Batch, Response> {
+    fn decode(state: &AppState, target: Target<'_>, default_event: Option<&str>, body: &[u8]) -> Result<Batch, Box<Response>> {
         let frames = match decode_batch(body, state.config.max_message_bytes, MAX_BATCH_MESSAGES) {
             Ok(frames) => frames,
             Err(BatchError::Wire(WireError::BodyTooLarge)) => {
-                return Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, "bad batch: a payload is larger than the server's max"))
+                return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "bad batch: a payload is larger than the server's max"))
             }
-            Err(BatchError::Wire(error)) => return Err(text_error(StatusCode::BAD_REQUEST, &format!("bad batch: {error}"))),
+            Err(BatchError::Wire(error)) => return Err(refuse(StatusCode::BAD_REQUEST, &format!("bad batch: {error}"))),
             Err(BatchError::TooManyFrames) => {
                 state.metrics.trip(LimitKind::frames_per_batch);
-                return Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, "batch too large: at most 10000 messages"));
+                return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "batch too large: at most 10000 messages"));
             }
         };
         let default_channel = match target {
@@ -145,24 +145,24 @@ impl Batch {
             let (channel, message) = match frame {
                 Frame::Message(message) => match default_channel {
                     Some(channel) => (channel.to_owned(), message),
-                    None => return Err(text_error(StatusCode::BAD_REQUEST, "bad batch: a msg frame without ch needs the channel parameter")),
+                    None => return Err(refuse(StatusCode::BAD_REQUEST, "bad batch: a msg frame without ch needs the channel parameter")),
                 },
                 Frame::ChannelMessage(ChannelMessage { channel, position, message }) => {
                     if matches!(target, Target::Room(_)) {
-                        return Err(text_error(StatusCode::BAD_REQUEST, "bad batch: ch needs the channel form (no room parameter)"));
+                        return Err(refuse(StatusCode::BAD_REQUEST, "bad batch: ch needs the channel form (no room parameter)"));
                     }
                     if position.is_some() {
-                        return Err(text_error(StatusCode::BAD_REQUEST, "bad batch: o and ep are assigned by the server"));
+                        return Err(refuse(StatusCode::BAD_REQUEST, "bad batch: o and ep are assigned by the server"));
                     }
                     (channel, message)
                 }
-                _ => return Err(text_error(StatusCode::BAD_REQUEST, "bad batch: only msg frames can be published")),
+                _ => return Err(refuse(StatusCode::BAD_REQUEST, "bad batch: only msg frames can be published")),
             };
             let index = match index_of.get(&channel) {
                 Some(index) => *index,
                 None => {
                     if batch.channels.len() >= MAX_BATCH_CHANNELS {
-                        return Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, "batch too large: at most 1000 channels"));
+                        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "batch too large: at most 1000 channels"));
                     }
                     index_of.insert(channel.clone(), batch.channels.len());
                     batch.channels.push(channel);
@@ -174,6 +174,11 @@ impl Batch {
         }
         Ok(batch)
     }
+}
+
+/// A refusal of [`Batch::decode`] (boxed: a `Response` is large).
+fn refuse(status: StatusCode, message: &str) -> Box<Response> {
+    Box::new(text_error(status, message))
 }
 
 /// Publishes `batch` in order, all or nothing against the replay budget and the channel limit,
