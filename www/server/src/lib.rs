@@ -176,7 +176,10 @@ impl AppState {
     pub fn new(config: Config) -> Arc<Self> {
         let metrics = metrics::Metrics::default();
         let budget = Arc::new(limits::ReplayBudget::new(metrics.replay_bytes.clone()));
-        let channels = config.channels;
+        // A freed channel's tombstone lasts its history's age bound plus the resume window
+        // (PROTOCOL §8.11 item 5).
+        let mut channels = config.channels;
+        channels.tombstone_lifetime = channels.history.max_age.saturating_add(config.resume_window);
         let state = Arc::new(AppState {
             ip_limits: limits::IpLimits::new(&config.limits),
             config,
@@ -199,6 +202,7 @@ impl AppState {
                 let dropped = state.registry.sweep(&state.config);
                 // Keeps the keyed limiter's memory bounded by the IPs of the last burst window.
                 state.ip_limits.prune();
+                state.metrics.trip_many(metrics::LimitKind::channel_tombstones, state.registry.channels().take_evicted_tombstones());
                 state.metrics.sessions.set(i64::try_from(state.registry.len()).unwrap_or(i64::MAX));
                 if dropped > 0 {
                     tracing::debug!(dropped, remaining = state.registry.len(), "sessions dropped");
@@ -277,25 +281,29 @@ impl AppState {
         }
     }
 
-    /// Publishes a backend's messages to `channel` in order (creating it when `create`, see
-    /// [`session::Registry::publish`]). A fan-out of more member deliveries than
-    /// `fanout_blocking_threshold` runs on a blocking thread, so the runtime workers keep serving,
-    /// once it has one of the `fanout_permits`: Err when none came within [`PUBLISH_FANOUT_WAIT`]
-    /// (the caller answers 503, nothing was delivered).
+    /// Publishes a backend's messages in order, each to the channel `channels[index]`, all or
+    /// nothing (creating missing channels when `create`, see [`session::Registry::publish_batch`]).
+    /// A fan-out of more member deliveries than `fanout_blocking_threshold` runs on a blocking
+    /// thread, so the runtime workers keep serving, once it has one of the `fanout_permits`:
+    /// Err when none came within [`PUBLISH_FANOUT_WAIT`] (the caller answers 503, nothing was
+    /// delivered).
     pub async fn publish_fan_out(
         self: &Arc<Self>,
-        channel: &str,
-        messages: Vec<(Option<String>, realtime_client::core::wire::Payload)>,
+        channels: Vec<String>,
+        messages: Vec<(usize, Option<String>, realtime_client::core::wire::Payload)>,
         create: bool,
     ) -> Result<session::Delivery, FanOutBusy> {
         if messages.is_empty() {
             return Ok(session::Delivery::default());
         }
-        let deliveries = messages.len().saturating_mul(self.registry.room_size(channel));
+        let sizes: Vec<usize> = channels.iter().map(|name| self.registry.room_size(name)).collect();
+        let deliveries = messages.iter().map(|(index, ..)| sizes.get(*index).copied().unwrap_or(0)).fold(0usize, usize::saturating_add);
         let state = self.clone();
-        let channel = channel.to_owned();
-        self.run_fan_out(deliveries, Some(PUBLISH_FANOUT_WAIT), move || state.registry.publish(&channel, messages, create, &state.config))
-            .await
+        self.run_fan_out(deliveries, Some(PUBLISH_FANOUT_WAIT), move || {
+            let names: Vec<&str> = channels.iter().map(String::as_str).collect();
+            state.registry.publish_batch(&names, messages, create, &state.config)
+        })
+        .await
     }
 
     /// Runs `work` (a fan-out of about `deliveries` member deliveries) inline, or on a blocking
@@ -379,13 +387,33 @@ impl AppState {
     /// member) against the replay budget, atomically; None over the budget. Held across the
     /// fan-out, so concurrent publishes pass the budget by one publish at most.
     pub fn reserve_publish(&self, room: &str, messages: &[(Option<String>, realtime_client::core::wire::Payload)]) -> Option<limits::Reservation> {
-        // An entry per member, and one in the channel's history.
-        let entries = self.registry.room_size(room).saturating_add(1).saturating_mul(limits::ENTRY_BYTES);
+        let sizes = self.entry_bytes(&[room]);
         let bytes = messages
             .iter()
-            .map(|(event, payload)| payload.len().saturating_add(event.as_ref().map_or(0, String::len)).saturating_add(entries))
+            .map(|(event, payload)| Self::message_bytes(event, payload, sizes.first().copied().unwrap_or(0)))
             .fold(0usize, usize::saturating_add);
         self.registry.budget().reserve(bytes, self.config.limits.replay_budget_bytes)
+    }
+
+    /// [`Self::reserve_publish`] for a batch whose messages name their channel by index into
+    /// `channels`: the whole batch is reserved before any offset is assigned (PROTOCOL §8.11
+    /// item 12).
+    pub fn reserve_batch(&self, channels: &[&str], messages: &[(usize, Option<String>, realtime_client::core::wire::Payload)]) -> Option<limits::Reservation> {
+        let sizes = self.entry_bytes(channels);
+        let bytes = messages
+            .iter()
+            .map(|(index, event, payload)| Self::message_bytes(event, payload, sizes.get(*index).copied().unwrap_or(0)))
+            .fold(0usize, usize::saturating_add);
+        self.registry.budget().reserve(bytes, self.config.limits.replay_budget_bytes)
+    }
+
+    /// The entry bytes one message to each channel adds: one per member, and one in the history.
+    fn entry_bytes(&self, channels: &[&str]) -> Vec<usize> {
+        channels.iter().map(|name| self.registry.room_size(name).saturating_add(1).saturating_mul(limits::ENTRY_BYTES)).collect()
+    }
+
+    fn message_bytes(event: &Option<String>, payload: &realtime_client::core::wire::Payload, entries: usize) -> usize {
+        payload.len().saturating_add(event.as_ref().map_or(0, String::len)).saturating_add(entries)
     }
 
     /// Whether the replay buffers together hold more than the global budget.

@@ -48,6 +48,8 @@ limit_kinds! {
     control_queue,
     replay_budget,
     replay_overflow,
+    channels_total,
+    channel_tombstones,
     slow_consumer,
     header_timeout,
     idle_timeout,
@@ -167,6 +169,15 @@ impl Metrics {
     }
 
     /// How often `kind` tripped so far.
+    /// [`Self::trip`] `count` times (logged once at most).
+    pub fn trip_many(&self, kind: LimitKind, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.limit_trips.get_or_create(&LimitLabels { kind }).inc_by(count - 1);
+        self.trip(kind);
+    }
+
     pub fn trips(&self, kind: LimitKind) -> u64 {
         self.limit_trips.get_or_create(&LimitLabels { kind }).get()
     }

@@ -168,11 +168,11 @@ async fn one_ip_over_its_replay_share_overflows_its_own_sessions_not_everyone() 
     assert!(server.state.metrics.trips(LimitKind::replay_overflow) >= 1);
     assert_eq!(server.state.metrics.trips(LimitKind::replay_budget), 0);
     assert!(server.state.ip_limits.replay_bytes_of(hog.parse().unwrap()) <= 50_000);
-    // The hog's share (50_000, which counts its entries at 32 bytes plus their size; the global
-    // budget counts ENTRY_BYTES for each, at most 5 more × 32) plus the four one-message
-    // histories: about 90_500, against the 1 MB the hog would hold without its share.
+    // The hog's share (50_000, which counts its entries at ENTRY_BYTES plus their size, as the
+    // global budget does) plus the four one-message histories: about 90_300, against the 1 MB
+    // the hog would hold without its share.
     let held = server.state.registry.replay_bytes();
-    assert!(held <= 50_000 + 5 * 32 + 4 * (10_000 + ENTRY_BYTES), "{held}");
+    assert!(held <= 50_000 + 4 * (10_000 + ENTRY_BYTES), "{held}");
     // Another address's session can still send (and gets its message back), publishes succeed.
     let mut sender = ws_from("127.0.0.51", &server, "room=fair").await;
     sender.hello().await;

@@ -269,8 +269,11 @@ async fn resume_from_beyond_the_last_sent_message_is_refused() {
     let refused = second.hello().await;
     assert!(!refused.resumed);
     assert_ne!(refused.session_id, hello.session_id);
-    // The session itself is untouched: its own connection still works.
-    assert!(first.sync(2).await.is_empty());
+    // The request had the right key: the fresh session replaces the one it named (PROTOCOL §4,
+    // §8.11 item 10), whose connection gets 4004.
+    let Frame::Close(close) = first.frame().await else { panic!("expected close") };
+    assert_eq!((close.code, close.retry), (close_code::REPLACED, Retry::Never));
+    assert!(server.state.registry.get(&hello.session_id).is_none());
 }
 
 /// Resume query of `hello`'s session from `rt_last=last` on connection `conn`, room `r`.

@@ -91,6 +91,12 @@ impl History {
         History { epoch, top: 0, entries: VecDeque::new(), bytes: 0, limits, budget }
     }
 
+    /// An empty history that goes on in `epoch` after `top` (a channel revived from its
+    /// tombstone): the next message gets offset `top + 1`.
+    pub fn resumed(epoch: u64, top: u64, limits: HistoryLimits, budget: Arc<ReplayBudget>) -> Self {
+        History { epoch, top: top.min(MAX_OFFSET), entries: VecDeque::new(), bytes: 0, limits, budget }
+    }
+
     pub fn epoch(&self) -> u64 {
         self.epoch
     }

@@ -13,13 +13,20 @@
 //!   more is refused ([`Refusal::TooManyChannels`]), never a crash;
 //! - the maps lock is held only to look up or edit channels, never across an `.await`, and it is
 //!   never taken while a session's lock is held (the session registry's rule);
+//! - a publish holds the *publish turn* of its channels (`Channel::busy`) from before its first
+//!   offset to after its last, so a batch's offsets in a channel are consecutive; turns are
+//!   taken all at once or not at all (no two publishes wait for each other), given back by a
+//!   drop guard (a panic included), and a busy channel is never freed;
 //! - numbers from requests (positions) go through checked arithmetic ([`history`]).
 
 pub mod history;
+mod tombstones;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tombstones::Tombstones;
 
 pub use history::{ChannelMessage, History, HistoryLimits, Recovery, MAX_OFFSET};
 
@@ -111,9 +118,22 @@ pub struct ChannelConfig {
     pub max_channels: usize,
     /// Most subscriptions one session holds.
     pub max_channels_per_session: usize,
-    /// Subscribes per second per session, and the burst allowed.
+    /// Subscribes per second per session, and the burst allowed (never below
+    /// `max_channels_per_session`: see [`Self::subscribe_burst`]).
     pub subscribe_rate_per_sec: u32,
     pub subscribe_burst: u32,
+    /// How long a freed channel's tombstone lasts (PROTOCOL §8.11 item 5: the history's age
+    /// bound plus the resume window; `AppState::new` sets it from those). Zero: none.
+    pub tombstone_lifetime: Duration,
+}
+
+impl ChannelConfig {
+    /// The subscribe burst a session gets: at least its channel limit, so a client that
+    /// re-establishes all its subscriptions after a reset is never rate-refused (PROTOCOL §8.11
+    /// item 7).
+    pub fn subscribe_burst(&self) -> u32 {
+        self.subscribe_burst.max(u32::try_from(self.max_channels_per_session).unwrap_or(u32::MAX))
+    }
 }
 
 impl Default for ChannelConfig {
@@ -123,7 +143,8 @@ impl Default for ChannelConfig {
             max_channels: 100_000,
             max_channels_per_session: 128,
             subscribe_rate_per_sec: 20,
-            subscribe_burst: 100,
+            subscribe_burst: 128,
+            tombstone_lifetime: HistoryLimits::default().max_age + Duration::from_secs(60),
         }
     }
 }
@@ -161,12 +182,41 @@ pub struct Published {
 struct Channel {
     history: History,
     members: HashSet<String>,
+    /// Bumped whenever `members` changes, so a fan-out may keep its lookup of them.
+    members_version: u64,
+    /// A publish holds the channel's publish turn (see [`Registry::publish_batch`]): no other
+    /// publish assigns its offsets meanwhile, and the channel is not freed.
+    busy: bool,
 }
 
 impl Channel {
-    fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.history.is_empty()
+    fn new(history: History) -> Self {
+        Channel { history, members: HashSet::new(), members_version: 0, busy: false }
     }
+
+    fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.history.is_empty() && !self.busy
+    }
+
+    fn join(&mut self, member: &str) {
+        if self.members.insert(member.to_owned()) {
+            self.members_version = self.members_version.wrapping_add(1);
+        }
+    }
+
+    fn leave(&mut self, member: &str) {
+        if self.members.remove(member) {
+            self.members_version = self.members_version.wrapping_add(1);
+        }
+    }
+}
+
+/// A channel's members as a fan-out sees them: the session ids, and a version that changes
+/// whenever they do (a fan-out that looked them up for an earlier message may reuse that).
+#[derive(Debug, Clone, Copy)]
+pub struct Members<'a> {
+    pub ids: &'a HashSet<String>,
+    pub version: u64,
 }
 
 /// Draws epochs: random by default, scripted in tests.
@@ -175,6 +225,29 @@ type EpochSource = Box<dyn FnMut() -> u64 + Send>;
 struct Channels {
     by_name: HashMap<String, Channel>,
     epochs: EpochSource,
+    /// What freed channels leave (see [`tombstones`]).
+    tombstones: Tombstones,
+}
+
+impl Channels {
+    /// Creates the channel `name`: from its tombstone when one is left (the same epoch, going on
+    /// after its top), else a new epoch at top 0. The caller checked `max_channels`.
+    fn create(&mut self, name: &str, config: &ChannelConfig, budget: &Arc<ReplayBudget>, now: Instant) {
+        let history = match self.tombstones.take(name, now) {
+            Some((epoch, top)) => History::resumed(epoch, top, config.history, budget.clone()),
+            None => History::new(draw_epoch(&mut self.epochs, None), config.history, budget.clone()),
+        };
+        self.by_name.insert(name.to_owned(), Channel::new(history));
+    }
+
+    /// Frees the channel `name` if it has no members and no history, leaving its tombstone.
+    fn free_if_idle(&mut self, name: &str, now: Instant) {
+        if self.by_name.get(name).is_some_and(Channel::is_idle) {
+            if let Some(channel) = self.by_name.remove(name) {
+                self.tombstones.leave(name, channel.history.epoch(), channel.history.top(), now);
+            }
+        }
+    }
 }
 
 /// An epoch different from `previous` (a collision of 64 random bits is unlikely, and cheap to
@@ -188,9 +261,32 @@ fn draw_epoch(epochs: &mut EpochSource, previous: Option<u64>) -> u64 {
     }
 }
 
+/// The publish turns a batch holds ([`Registry::publish_batch`]), given back on drop.
+struct Turns<'a> {
+    registry: &'a Registry,
+    names: &'a [&'a str],
+}
+
+impl Drop for Turns<'_> {
+    fn drop(&mut self) {
+        let mut channels = lock(&self.registry.channels);
+        let now = Instant::now();
+        for name in self.names {
+            if let Some(channel) = channels.by_name.get_mut(*name) {
+                channel.busy = false;
+            }
+            channels.free_if_idle(name, now);
+        }
+        drop(channels);
+        self.registry.turns.notify_all();
+    }
+}
+
 /// Every channel by name, with its history. Free-standing today (see the module docs).
 pub struct Registry {
     channels: Mutex<Channels>,
+    /// Signalled when a batch gives its publish turns back.
+    turns: Condvar,
     config: ChannelConfig,
     budget: Arc<ReplayBudget>,
 }
@@ -203,7 +299,8 @@ impl Registry {
 
     /// As [`Self::new`], with epochs from `epochs` (tests script them).
     pub fn with_epochs(config: ChannelConfig, budget: Arc<ReplayBudget>, epochs: EpochSource) -> Self {
-        Registry { channels: Mutex::new(Channels { by_name: HashMap::new(), epochs }), config, budget }
+        let tombstones = Tombstones::new(config.tombstone_lifetime, config.max_channels);
+        Registry { channels: Mutex::new(Channels { by_name: HashMap::new(), epochs, tombstones }), turns: Condvar::new(), config, budget }
     }
 
     pub fn config(&self) -> &ChannelConfig {
@@ -237,25 +334,23 @@ impl Registry {
             return Err(Refusal::BadName);
         }
         let mut guard = lock(&self.channels);
-        let Channels { by_name, epochs } = &mut *guard;
-        if !by_name.contains_key(name) {
+        let channels = &mut *guard;
+        if !channels.by_name.contains_key(name) {
             if !create {
                 return Err(Refusal::Closed);
             }
-            if by_name.len() >= self.config.max_channels {
+            if channels.by_name.len() >= self.config.max_channels {
                 return Err(Refusal::TooManyChannels);
             }
-            let history = History::new(draw_epoch(epochs, None), self.config.history, self.budget.clone());
-            by_name.insert(name.to_owned(), Channel { history, members: HashSet::new() });
+            channels.create(name, &self.config, &self.budget, now);
         }
+        let Channels { by_name, epochs, .. } = channels;
         let Some(channel) = by_name.get_mut(name) else {
             return Err(Refusal::Closed);
         };
         channel.history.trim(now);
         let outcome = edit(channel, epochs);
-        if channel.is_idle() {
-            by_name.remove(name);
-        }
+        channels.free_if_idle(name, now);
         Ok(outcome)
     }
 
@@ -277,9 +372,7 @@ impl Registry {
         joined: impl FnOnce(&Subscribed) -> T,
     ) -> Result<T, Refusal> {
         self.with_channel(name, now, true, |channel, _| {
-            if !channel.members.contains(member) {
-                channel.members.insert(member.to_owned());
-            }
+            channel.join(member);
             let recovery = since.map(|position| channel.history.since(position.epoch, position.offset));
             joined(&Subscribed { epoch: channel.history.epoch(), top: channel.history.top(), recovery })
         })
@@ -289,24 +382,23 @@ impl Registry {
     /// own); frees the channel when nothing is left in it.
     pub fn unsubscribe(&self, name: &str, member: &str) {
         let mut channels = lock(&self.channels);
-        Self::leave(&mut channels.by_name, name, member);
+        Self::leave(&mut channels, name, member, Instant::now());
     }
 
     /// Removes `member` from every channel in `names` (a session that ended: its memberships go
     /// with it, whatever unsubscribes did or did not arrive).
     pub fn leave_all<'a>(&self, member: &str, names: impl IntoIterator<Item = &'a str>) {
         let mut channels = lock(&self.channels);
+        let now = Instant::now();
         for name in names {
-            Self::leave(&mut channels.by_name, name, member);
+            Self::leave(&mut channels, name, member, now);
         }
     }
 
-    fn leave(by_name: &mut HashMap<String, Channel>, name: &str, member: &str) {
-        if let Some(channel) = by_name.get_mut(name) {
-            channel.members.remove(member);
-            if channel.is_idle() {
-                by_name.remove(name);
-            }
+    fn leave(channels: &mut Channels, name: &str, member: &str, now: Instant) {
+        if let Some(channel) = channels.by_name.get_mut(name) {
+            channel.leave(member);
+            channels.free_if_idle(name, now);
         }
     }
 
@@ -327,21 +419,88 @@ impl Registry {
         message: Arc<SharedMessage>,
         now: Instant,
         create: bool,
-        fan_out: impl FnOnce(Published, &HashSet<String>) -> T,
+        mut fan_out: impl FnMut(Published, &HashSet<String>) -> T,
     ) -> Result<T, Refusal> {
-        self.with_channel(name, now, create, |channel, epochs| {
+        let mut outcomes = self.publish_batch(&[name], vec![(0, message)], now, create, |_, published, members, _| fan_out(published, members.ids))?;
+        outcomes.pop().ok_or(Refusal::Closed)
+    }
+
+    /// Publishes `messages` in order, each to the channel `names[index]` (the names distinct),
+    /// so that the offsets a batch gets in one channel are consecutive: no other publish to
+    /// that channel comes in between (PROTOCOL §8.9). All or nothing (§8.11 item 12): every name
+    /// is checked and every channel found, or created with `create` within `max_channels`,
+    /// before the first offset is assigned; on Err nothing was published.
+    ///
+    /// How: the batch first takes the *publish turn* of each of its channels, all at once under
+    /// the lock when none is taken (else it waits on `turns`: all at once, so two batches never
+    /// hold one turn each and wait for the other's); then each message takes the lock on its
+    /// own, gets its offset and runs `fan_out` (its channel's index, where it went, the members,
+    /// the message) under it, as a single publish does (§8.11 item 1). Between two messages
+    /// subscribes, unsubscribes and publishes to other channels go on, so a large batch holds
+    /// up only publishes to its own channels. Those wait on a `Condvar`, blocking their thread
+    /// (a client publish runs on a runtime worker) until the batch is done: a batch is bounded
+    /// (10,000 messages; a large fan-out runs on a blocking thread), but this is the one wait a
+    /// backend batch can impose on clients. A channel left idle is freed when the turns are
+    /// given back, not between two of its messages.
+    pub fn publish_batch<T>(
+        &self,
+        names: &[&str],
+        messages: Vec<(usize, Arc<SharedMessage>)>,
+        now: Instant,
+        create: bool,
+        mut fan_out: impl FnMut(usize, Published, Members<'_>, &Arc<SharedMessage>) -> T,
+    ) -> Result<Vec<T>, Refusal> {
+        if names.iter().any(|name| !is_valid_channel_name(name)) || messages.iter().any(|(index, _)| *index >= names.len()) {
+            return Err(Refusal::BadName);
+        }
+        let mut guard = lock(&self.channels);
+        while names.iter().any(|name| guard.by_name.get(*name).is_some_and(|channel| channel.busy)) {
+            guard = self.turns.wait(guard).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        let channels = &mut *guard;
+        let mut missing: Vec<&str> = names.iter().copied().filter(|name| !channels.by_name.contains_key(*name)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() && !create {
+            return Err(Refusal::Closed);
+        }
+        if channels.by_name.len().saturating_add(missing.len()) > self.config.max_channels {
+            return Err(Refusal::TooManyChannels);
+        }
+        for name in missing {
+            channels.create(name, &self.config, &self.budget, now);
+        }
+        for name in names {
+            if let Some(channel) = channels.by_name.get_mut(*name) {
+                channel.history.trim(now);
+                channel.busy = true;
+            }
+        }
+        drop(guard);
+        // Gives the turns back (and frees what is idle) however this ends, a panic included.
+        let _turns = Turns { registry: self, names };
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for (index, message) in messages {
+            let mut guard = lock(&self.channels);
+            let Channels { by_name, epochs, .. } = &mut *guard;
+            // Busy channels are never freed: every name is still there.
+            let Some(channel) = names.get(index).and_then(|name| by_name.get_mut(*name)) else {
+                continue;
+            };
             let offset = match channel.history.push(message.clone(), now) {
                 Ok(offset) => offset,
                 Err(history::OffsetsExhausted) => {
                     let epoch = draw_epoch(epochs, Some(channel.history.epoch()));
                     channel.history.renew(epoch);
                     // A renewed history is empty: offset 1 is always available.
-                    channel.history.push(message, now).unwrap_or(1)
+                    channel.history.push(message.clone(), now).unwrap_or(1)
                 }
             };
             let published = Published { epoch: channel.history.epoch(), offset, subscribers: channel.members.len() };
-            fan_out(published, &channel.members)
-        })
+            let members = Members { ids: &channel.members, version: channel.members_version };
+            outcomes.push(fan_out(index, published, members, &message));
+        }
+        Ok(outcomes)
     }
 
     /// The recovery a subscriber at `since` would get now, without subscribing (tests, and the
@@ -363,10 +522,35 @@ impl Registry {
 
     /// Trims every history to its age bound at `now` and frees the channels left idle.
     pub fn sweep(&self, now: Instant) {
-        lock(&self.channels).by_name.retain(|_, channel| {
+        let mut channels = lock(&self.channels);
+        let mut idle = Vec::new();
+        for (name, channel) in channels.by_name.iter_mut() {
             channel.history.trim(now);
-            !channel.is_idle()
-        });
+            if channel.is_idle() {
+                idle.push(name.clone());
+            }
+        }
+        for name in idle {
+            channels.free_if_idle(&name, now);
+        }
+        channels.tombstones.trim(now);
+    }
+
+    /// Tombstones held now.
+    pub fn tombstones(&self) -> usize {
+        lock(&self.channels).tombstones.len()
+    }
+
+    /// Tombstones dropped before their time by their bound (`max_channels`) since the last call
+    /// (the sweeper counts them as limit trips).
+    pub fn take_evicted_tombstones(&self) -> u64 {
+        lock(&self.channels).tombstones.take_evicted()
+    }
+
+    /// Tests: entries in the tombstones' expiry queue, stale ones included.
+    #[cfg(test)]
+    pub(crate) fn tombstone_queue(&self) -> usize {
+        lock(&self.channels).tombstones.queued()
     }
 }
 

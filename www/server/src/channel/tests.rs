@@ -95,9 +95,10 @@ fn a_subscriber_recovers_after_a_reset_from_the_history_or_gets_one_gap() {
 }
 
 #[test]
-fn a_channel_lives_while_it_has_a_subscriber_or_history_and_comes_back_in_a_new_epoch() {
+fn a_channel_lives_while_it_has_a_subscriber_or_history_and_without_a_tombstone_comes_back_in_a_new_epoch() {
     let limits = HistoryLimits { max_age: Duration::from_secs(10), ..HistoryLimits::default() };
-    let (registry, budget) = registry(ChannelConfig { history: limits, ..ChannelConfig::default() });
+    // No tombstones here (their tests are below): a freed channel is forgotten.
+    let (registry, budget) = registry(ChannelConfig { history: limits, tombstone_lifetime: Duration::ZERO, ..ChannelConfig::default() });
     let start = Instant::now();
     registry.subscribe("room", "s1", None, start).unwrap();
     registry.subscribe("room", "s2", None, start).unwrap();
@@ -161,6 +162,28 @@ fn offsets_that_run_out_start_a_new_epoch_at_offset_one() {
     assert_eq!(registry.publish("long", text(&budget, "first"), now).unwrap(), Published { epoch: 101, offset: 1, subscribers: 1 });
     let recovery = registry.since("long", Position { epoch: 100, offset: MAX_OFFSET }, now);
     assert!(matches!(recovery, Some(Recovery::Gap { from: 0, to: 1 })), "the old epoch's history is gone");
+}
+
+#[test]
+fn a_batch_is_consecutive_per_channel_all_or_nothing_and_goes_on_in_a_new_epoch_when_offsets_run_out() {
+    let (registry, budget) = registry(ChannelConfig { max_channels: 3, ..ChannelConfig::default() });
+    let now = Instant::now();
+    registry.subscribe("long", "s", None, now).unwrap();
+    registry.skip_to("long", MAX_OFFSET - 1);
+    let batch = |names: &[usize]| names.iter().map(|&index| (index, text(&budget, "m"))).collect::<Vec<_>>();
+    let positions = registry
+        .publish_batch(&["long", "new"], batch(&[0, 1, 0, 1, 0]), now, true, |index, published, _, _| (index, published.epoch, published.offset))
+        .unwrap();
+    assert_eq!(positions, vec![(0, 100, MAX_OFFSET), (1, 101, 1), (0, 102, 1), (1, 101, 2), (0, 102, 2)]);
+    // Two more channels would pass the limit of three: refused before any offset is assigned.
+    let refused = registry.publish_batch(&["long", "x", "y"], batch(&[0, 1, 2]), now, true, |_, published, _, _| published);
+    assert_eq!(refused.unwrap_err(), Refusal::TooManyChannels);
+    assert_eq!(registry.position("long"), Some(Position { epoch: 102, offset: 2 }), "nothing published");
+    assert_eq!(registry.len(), 2);
+    // Without `create`, one missing channel refuses the whole batch.
+    let refused = registry.publish_batch(&["long", "x"], batch(&[0, 1]), now, false, |_, published, _, _| published);
+    assert_eq!(refused.unwrap_err(), Refusal::Closed);
+    assert_eq!(registry.position("long").map(|position| position.offset), Some(2));
 }
 
 #[test]
@@ -284,4 +307,73 @@ mod properties {
             prop_assert_eq!(budget.used(), 0);
         }
     }
+}
+
+/// A channel that held offsets 1..=3, freed at `start + 11 s` (its history aged out, nobody
+/// subscribed): its tombstone is (100, 3).
+fn freed_channel(lifetime: Duration, max_channels: usize) -> (Registry, Arc<ReplayBudget>, Instant) {
+    let limits = HistoryLimits { max_age: Duration::from_secs(10), ..HistoryLimits::default() };
+    let (registry, budget) = registry(ChannelConfig { history: limits, tombstone_lifetime: lifetime, max_channels, ..ChannelConfig::default() });
+    let start = Instant::now();
+    for _ in 0..3 {
+        registry.publish("quiet", text(&budget, "m"), start).unwrap();
+    }
+    registry.sweep(start + Duration::from_secs(11));
+    assert!(registry.position("quiet").is_none(), "freed: no subscribers, no history");
+    (registry, budget, start + Duration::from_secs(11))
+}
+
+#[test]
+fn a_freed_channel_revived_within_its_tombstone_goes_on_in_the_same_epoch() {
+    let (registry, budget, now) = freed_channel(Duration::from_secs(60), 100);
+    assert_eq!(registry.tombstones(), 1);
+    // A subscriber at the top recovers with rec=1 and no replay (PROTOCOL §8.11 item 5).
+    let at_top = registry.subscribe("quiet", "s1", Some(Position { epoch: 100, offset: 3 }), now).unwrap();
+    assert_eq!((at_top.epoch, at_top.top, at_top.recovered(), replayed(&at_top)), (100, 3, true, Some(vec![])));
+    assert_eq!(registry.tombstones(), 0, "taken once");
+    // One further behind is told exactly what it missed; another epoch is unknown as ever.
+    let behind = registry.subscribe("quiet", "s2", Some(Position { epoch: 100, offset: 1 }), now).unwrap();
+    assert!(matches!(behind.recovery, Some(Recovery::Gap { from: 2, to: 3 })));
+    let other = registry.subscribe("quiet", "s3", Some(Position { epoch: 7, offset: 3 }), now).unwrap();
+    assert!(matches!(other.recovery, Some(Recovery::Gap { from: 0, to: 3 })));
+    assert_eq!(registry.publish("quiet", text(&budget, "next"), now).unwrap(), Published { epoch: 100, offset: 4, subscribers: 3 });
+}
+
+#[test]
+fn a_backend_publish_revives_a_tombstone_too_and_an_expired_one_is_a_new_epoch() {
+    let (registry, budget, now) = freed_channel(Duration::from_secs(60), 100);
+    assert_eq!(registry.publish("quiet", text(&budget, "m"), now).unwrap(), Published { epoch: 100, offset: 4, subscribers: 0 });
+    let (registry, _, now) = freed_channel(Duration::from_secs(60), 100);
+    registry.sweep(now + Duration::from_secs(61));
+    assert_eq!(registry.tombstones(), 0, "expired");
+    let fresh = registry.subscribe("quiet", "s", Some(Position { epoch: 100, offset: 3 }), now + Duration::from_secs(61)).unwrap();
+    assert_eq!((fresh.epoch, fresh.top), (101, 0));
+    assert!(matches!(fresh.recovery, Some(Recovery::Gap { from: 0, to: 0 })));
+    let (registry, _, now) = freed_channel(Duration::ZERO, 100);
+    assert_eq!(registry.tombstones(), 0, "lifetime zero keeps none");
+    assert_eq!(registry.subscribe("quiet", "s", None, now).unwrap().epoch, 101);
+}
+
+#[test]
+fn tombstones_are_bounded_oldest_first_and_churn_on_one_name_does_not_grow_them() {
+    let (registry, budget, now) = freed_channel(Duration::from_secs(60), 2);
+    for name in ["b", "c"] {
+        registry.subscribe(name, "s", None, now).unwrap();
+        registry.unsubscribe(name, "s");
+    }
+    assert_eq!(registry.tombstones(), 2, "at most max_channels");
+    assert_eq!(registry.take_evicted_tombstones(), 1);
+    assert_eq!(registry.take_evicted_tombstones(), 0);
+    // The oldest (quiet) went: it starts a new epoch; c's is still there.
+    assert_eq!(registry.publish("quiet", text(&budget, "m"), now).unwrap().epoch, 103);
+    registry.sweep(now);
+    let c = registry.subscribe("c", "s", None, now).unwrap();
+    assert_eq!(c.epoch, 102, "c keeps its epoch (b got 101)");
+    registry.unsubscribe("c", "s");
+    for _ in 0..10_000 {
+        registry.subscribe("churn", "s", None, now).unwrap();
+        registry.unsubscribe("churn", "s");
+    }
+    assert!(registry.tombstones() <= 2);
+    assert!(registry.tombstone_queue() <= 2 * 2 + 64, "queue {}", registry.tombstone_queue());
 }

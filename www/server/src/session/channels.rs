@@ -20,7 +20,7 @@ use realtime_client::core::wire::{close_code, is_valid_channel_name, ChannelMess
 use super::replay::Item;
 use super::{close, lock, Inner, Session, Stop, REPLAY_OVERFLOW};
 use crate::channel::{Recovery, Refusal, Subscribed};
-use crate::limits::SharedMessage;
+use crate::limits::{SharedMessage, ENTRY_BYTES};
 use crate::Config;
 
 /// What a client's ordered channel frame asks of the registry, in the batch's seq order.
@@ -101,11 +101,13 @@ impl Session {
                 if inner.channels.contains(&channel) {
                     return Err(close(close_code::PROTOCOL_ERROR, "subscribe to a channel the session holds", Retry::Default));
                 }
+                // A bad name does not get here from the wire (the codec refuses the frame,
+                // PROTOCOL §8.7); the check keeps frames built in process to the same rule.
                 let refusal = if !is_valid_channel_name(&channel) {
                     Some(Refusal::BadName)
                 } else if inner.channels.len() >= limits.max_channels_per_session {
                     Some(Refusal::TooManyChannels)
-                } else if !inner.subscribe_rate.take(limits.subscribe_rate_per_sec, limits.subscribe_burst, Instant::now()) {
+                } else if !inner.subscribe_rate.take(limits.subscribe_rate_per_sec, limits.subscribe_burst(), Instant::now()) {
                     Some(Refusal::SubscribeRate)
                 } else {
                     None
@@ -125,6 +127,7 @@ impl Session {
     }
 
     fn publish_action(&self, seq: u64, channel: String, event: Option<String>, payload: Payload) -> Action {
+        // As in `classify`: unreachable from the wire, a guard for frames built in process.
         if !is_valid_channel_name(&channel) {
             return Action::Nack { seq, channel, refusal: Refusal::BadName };
         }
@@ -173,7 +176,13 @@ impl Session {
             inner.channels.insert(channel.to_owned());
             let mut recovery = answer.recovery.clone();
             if let (Some(Recovery::Replay(messages)), Some(since)) = (&recovery, since) {
-                if inner.replay.len().saturating_add(messages.len()) > config.replay_max_messages {
+                // The `subscribed` and every replayed message, each an entry.
+                let entries = messages.len().saturating_add(1);
+                let bytes = messages
+                    .iter()
+                    .map(|item| item.message.bytes)
+                    .fold(entries.saturating_mul(ENTRY_BYTES), usize::saturating_add);
+                if !inner.replay.fits(entries, bytes, config) {
                     recovery = Some(Recovery::Gap { from: since.offset.saturating_add(1), to: top });
                 }
             }
@@ -195,19 +204,26 @@ impl Session {
         })
     }
 
-    /// Queues a channel's message at `position` (under the channel's lock).
-    pub fn push_channel_message(&self, channel: &Arc<str>, position: Position, message: Arc<SharedMessage>, config: &Config) -> bool {
-        self.push_items(config, |inner| {
+    /// Queues a channel's message at `position` (under the channel's lock): Some(true) queued,
+    /// Some(false) it had to end the session (its unsent messages passed the replay bounds),
+    /// None the session had ended before (nothing queued, nothing to count).
+    pub fn push_channel_message(&self, channel: &Arc<str>, position: Position, message: Arc<SharedMessage>, config: &Config) -> Option<bool> {
+        self.try_push_items(config, |inner| {
             inner.replay.push_item(|_| Item::Message { channel: Some((channel.clone(), position)), message });
         })
     }
 
     /// Runs `push` on the live session's state, then its replay bounds; an overflowing session
-    /// ends (its client does not read). False when it had to end.
+    /// ends (its client does not read). False when it had to end (an ended one counts as true).
     pub(super) fn push_items(&self, config: &Config, push: impl FnOnce(&mut Inner)) -> bool {
+        self.try_push_items(config, push).unwrap_or(true)
+    }
+
+    /// [`Self::push_items`]; None when the session had already ended (nothing was pushed).
+    fn try_push_items(&self, config: &Config, push: impl FnOnce(&mut Inner)) -> Option<bool> {
         let mut inner = lock(&self.inner);
         if inner.ended {
-            return true;
+            return None;
         }
         push(&mut inner);
         let healthy = inner.replay.enforce_limits(config, Instant::now()) && inner.replay.enforce_ip_share();
@@ -216,7 +232,7 @@ impl Session {
             self.end(Stop::Close(close(close_code::LIMIT_EXCEEDED, REPLAY_OVERFLOW, Retry::Default)));
         }
         self.bump();
-        healthy
+        Some(healthy)
     }
 
     /// The actions of a batch were run: its ack may go out now (a `nack` precedes the `ack`

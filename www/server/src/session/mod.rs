@@ -235,7 +235,7 @@ impl Session {
                 ack_pending: false,
                 ack_due: false,
                 channels: HashSet::new(),
-                subscribe_rate: channels::SubscribeRate::new(config.channels.subscribe_burst),
+                subscribe_rate: channels::SubscribeRate::new(config.channels.subscribe_burst()),
                 control: VecDeque::new(),
                 attached: None,
                 next_generation: 1,
@@ -322,13 +322,20 @@ impl Session {
         }
         // Poll attachments are idle between polls; WebSocket and SSE are live until detached.
         inner.idle_since = if kind == TransportKind::Poll { Some(Instant::now()) } else { None };
+        // The hello's `ack=` never covers a publish whose `nack` the client has not acknowledged
+        // (PROTOCOL §8.11 item 3): the client would settle that publish as accepted before the
+        // replayed `nack` arrives. It resends the rest; they are dropped as duplicates.
+        let ack = match inner.replay.lowest_unacked_nack() {
+            Some(refused) => inner.ack_seq.min(refused.saturating_sub(1)),
+            None => inner.ack_seq,
+        };
         let hello = Hello {
             version: PROTOCOL_VERSION,
             session_id: self.id.clone(),
             secret: self.secret.clone(),
             heartbeat_ms: config.heartbeat_ms,
             max_body_bytes: config.max_message_bytes as u64,
-            ack: inner.ack_seq,
+            ack,
             resumed: resume_from.is_some(),
         };
         drop(inner);

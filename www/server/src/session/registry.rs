@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use realtime_client::core::wire::{Hello, Payload, Position};
+use realtime_client::core::wire::{close_code, Hello, Payload, Position, Retry};
 
-use super::{lock, Action, Attachment, Session, TransportKind};
+use super::{lock, Action, Attachment, Session, Stop, TransportKind};
 use crate::channel::{self, ChannelConfig};
 use crate::limits::{ReplayBudget, SessionSlot, SharedMessage};
 use crate::metrics::LimitKind;
@@ -57,9 +57,12 @@ pub struct Delivery {
     pub delivered: usize,
     /// Members ended because their unsent messages passed the replay bounds.
     pub overflowed: usize,
-    /// Where each published message went, in order (none when the channel does not exist and
-    /// the publish may not create it).
-    pub positions: Vec<Position>,
+    /// Where each published message went, in order, with the index of its channel (none when
+    /// the publish was refused).
+    pub positions: Vec<(usize, Position)>,
+    /// Why nothing was published: a channel is missing and the publish may not create it
+    /// (`Closed`), or creating the batch's channels would pass the server's channel limit.
+    pub refusal: Option<channel::Refusal>,
 }
 
 #[derive(Default)]
@@ -137,15 +140,21 @@ impl Registry {
         config: &Config,
         admit: impl FnOnce() -> Result<Option<SessionSlot>, LimitKind>,
     ) -> Connect {
+        // The session the request named with its right key, when it cannot resume it: the
+        // fresh session replaces it (PROTOCOL §8.11 item 10).
+        let mut replaced = None;
         if let Some(resume) = &request.resume {
             if let Some(session) = self.get(&resume.session_id) {
-                if session.key_matches(&resume.key) && session.room == request.room {
-                    if session.is_retired(request.conn) {
-                        return Connect::Retired;
+                if session.key_matches(&resume.key) {
+                    if session.room == request.room {
+                        if session.is_retired(request.conn) {
+                            return Connect::Retired;
+                        }
+                        if let Some((attachment, hello)) = session.attach(kind, request.conn, Some(resume.last), config) {
+                            return Connect::Attached { session, attachment, hello };
+                        }
                     }
-                    if let Some((attachment, hello)) = session.attach(kind, request.conn, Some(resume.last), config) {
-                        return Connect::Attached { session, attachment, hello };
-                    }
+                    replaced = Some(session);
                 }
             }
         }
@@ -156,6 +165,11 @@ impl Registry {
             Ok(slot) => slot,
             Err(kind) => return Connect::Refused(kind),
         };
+        // Only once the fresh session is certain (not refused by a limit) does the old one end:
+        // its transport gets 4004 and it leaves its channels now, not at the next sweep.
+        if let Some(old) = replaced {
+            self.end_session(&old, Stop::Close(super::close(close_code::REPLACED, "replaced by a fresh session", Retry::Never)));
+        }
         let session = Arc::new(Session::new(random_token(), random_token(), request.room.clone(), config, self.budget.clone(), slot));
         let mut maps = lock(&self.maps);
         if maps.sessions.len() >= config.max_sessions {
@@ -189,29 +203,44 @@ impl Registry {
     /// every member under the channel's lock. With `create`, a missing channel is created (a
     /// backend publish); else the messages reach nobody and nothing is created.
     pub fn publish(&self, channel: &str, messages: Vec<(Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
-        let name: Arc<str> = Arc::from(channel);
+        let messages = messages.into_iter().map(|(event, payload)| (0, event, payload)).collect();
+        self.publish_batch(&[channel], messages, create, config)
+    }
+
+    /// Publishes messages in order, each to the channel `channels[index]` (distinct names),
+    /// all or nothing (see [`channel::Registry::publish_batch`]): a refusal publishes nothing
+    /// and is in [`Delivery::refusal`]. Each message is stored once, shared by every member and
+    /// the history, and queued to every member under the channels lock.
+    pub fn publish_batch(&self, channels: &[&str], messages: Vec<(usize, Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
+        let names: Vec<Arc<str>> = channels.iter().map(|name| Arc::from(*name)).collect();
+        let messages: Vec<(usize, Arc<SharedMessage>)> =
+            messages.into_iter().map(|(index, event, payload)| (index, self.budget.share(event, payload))).collect();
         let mut delivery = Delivery::default();
-        for (event, payload) in messages {
-            let message: Arc<SharedMessage> = self.budget.share(event, payload);
-            let outcome = self.channels.publish_with(channel, message.clone(), Instant::now(), create, |published, members| {
-                let position = Position { epoch: published.epoch, offset: published.offset };
-                let sessions: Vec<Arc<Session>> = {
-                    let maps = lock(&self.maps);
-                    members.iter().filter_map(|id| maps.sessions.get(id).cloned()).collect()
-                };
-                for member in sessions {
-                    if member.push_channel_message(&name, position, message.clone(), config) {
-                        delivery.delivered += 1;
-                    } else {
-                        delivery.overflowed += 1;
-                    }
-                }
-                position
-            });
-            match outcome {
-                Ok(position) => delivery.positions.push(position),
-                Err(_) => break, // Missing (and not to be created), or refused: nothing more goes.
+        // The members of each channel, looked up again only when they changed (subscribes and
+        // leaves go on between two messages of a batch).
+        let mut members_of: Vec<Option<(u64, Vec<Arc<Session>>)>> = vec![None; channels.len()];
+        let outcome = self.channels.publish_batch(channels, messages, Instant::now(), create, |index, published, members, message| {
+            let position = Position { epoch: published.epoch, offset: published.offset };
+            delivery.positions.push((index, position));
+            let (Some(name), Some(slot)) = (names.get(index), members_of.get_mut(index)) else {
+                return;
+            };
+            if slot.as_ref().is_none_or(|(version, _)| *version != members.version) {
+                let maps = lock(&self.maps);
+                *slot = Some((members.version, members.ids.iter().filter_map(|id| maps.sessions.get(id).cloned()).collect()));
             }
+            let Some((_, sessions)) = slot.as_ref() else { return };
+            for member in sessions {
+                // A member ended by an earlier message of the batch (it overflowed) is skipped.
+                match member.push_channel_message(name, position, message.clone(), config) {
+                    Some(true) => delivery.delivered += 1,
+                    Some(false) => delivery.overflowed += 1,
+                    None => {}
+                }
+            }
+        });
+        if let Err(refusal) = outcome {
+            delivery.refusal = Some(refusal);
         }
         delivery
     }
@@ -254,6 +283,21 @@ impl Registry {
         }
         session.finish_batch();
         delivery
+    }
+
+    /// Ends `session` at once: its transport stops as told, it leaves the registry and all its
+    /// channels. Ending it again is harmless.
+    pub fn end_session(&self, session: &Arc<Session>, stop: Stop) {
+        session.end(stop);
+        let removed = {
+            let mut maps = lock(&self.maps);
+            // Only this session: a later one cannot have its id (128 random bits).
+            maps.sessions.remove(&session.id).is_some()
+        };
+        if removed {
+            let names = session.channel_names();
+            self.channels.leave_all(&session.id, names.iter().map(String::as_str));
+        }
     }
 
     /// Drops ended, expired and overflowing sessions.

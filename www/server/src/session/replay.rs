@@ -94,9 +94,13 @@ impl Replay {
         self.next_seq
     }
 
-    /// Entries buffered now.
-    pub(super) fn len(&self) -> usize {
-        self.entries.len()
+    /// Whether `entries` more entries of `bytes` in all (their [`ENTRY_BYTES`] included) fit
+    /// the session's count and byte bounds and its client IP's share, without trimming.
+    pub(super) fn fits(&self, entries: usize, bytes: usize, config: &Config) -> bool {
+        let ip_fits = self.slot.as_ref().is_none_or(|slot| slot.ip_replay_bytes().saturating_add(bytes) <= self.ip_share);
+        self.entries.len().saturating_add(entries) <= config.replay_max_messages
+            && self.bytes.saturating_add(bytes) <= config.replay_max_bytes
+            && ip_fits
     }
 
     /// False once a sent, unacked message was trimmed (or the buffer was discarded).
@@ -128,12 +132,13 @@ impl Replay {
     }
 
     /// Appends the item `make` builds for the next seq (it gets the seq: a control frame
-    /// carries it). A control frame counts 32 bytes plus its reason, a message 32 plus its size.
+    /// carries it). Every entry counts [`ENTRY_BYTES`] (64, PROTOCOL §8.11 item 13) beside its
+    /// payload: a control frame's reason, a message's size.
     pub(super) fn push_item(&mut self, make: impl FnOnce(u64) -> Item) -> u64 {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.saturating_add(1);
         let item = make(seq);
-        let bytes = 32 + match &item {
+        let bytes = ENTRY_BYTES + match &item {
             Item::Message { message, .. } => message.bytes,
             Item::Control(Frame::Unsubscribed { close, .. } | Frame::Nack { close, .. }) => close.reason.len(),
             Item::Control(_) => 0,
@@ -145,6 +150,18 @@ impl Replay {
             slot.charge_replay(bytes);
         }
         seq
+    }
+
+    /// The lowest client seq that a buffered (so unacknowledged) `nack` refuses: a hello's
+    /// `ack=` must stay below it (PROTOCOL §8.11 item 3).
+    pub(super) fn lowest_unacked_nack(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter_map(|entry| match &entry.item {
+                Item::Control(Frame::Nack { reply_to, .. }) => Some(*reply_to),
+                _ => None,
+            })
+            .min()
     }
 
     /// Drops every message up to `seq`: the client has it. `seq < next_seq` (callers check).
