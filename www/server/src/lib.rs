@@ -42,6 +42,7 @@ pub mod session;
 pub mod sse;
 pub mod stats;
 pub mod tls;
+pub mod v3;
 pub mod writer;
 pub mod ws;
 
@@ -90,6 +91,8 @@ pub struct Config {
     /// Channels a client may publish to (`--client-publish`): exact names or prefixes ending in
     /// `*`; `none` allows none. Default `*`.
     pub client_publish: Vec<String>,
+    /// Protocol v3: who verifies credentials ([`v3::auth`]); open (no authentication) by default.
+    pub auth: v3::auth::AuthHook,
 }
 
 impl Default for Config {
@@ -116,6 +119,7 @@ impl Default for Config {
             admin: admin::AdminConfig::default(),
             channels: channel::ChannelConfig::default(),
             client_publish: vec![String::from("*")],
+            auth: v3::auth::AuthHook::default(),
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct AppState {
     pub fanout_permits: Arc<tokio::sync::Semaphore>,
     /// Fan-outs that ran on a blocking thread.
     pub blocking_fan_outs: std::sync::atomic::AtomicU64,
+    /// Protocol v3: event streams waiting for their bind.
+    pub v3: v3::V3State,
 }
 
 /// Longest a publish waits for a blocking fan-out permit before it gets 503.
@@ -184,6 +190,7 @@ impl AppState {
             metrics,
             fanout_permits: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from).max(2))),
             blocking_fan_outs: std::sync::atomic::AtomicU64::new(0),
+            v3: v3::V3State::default(),
         });
         let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -193,6 +200,7 @@ impl AppState {
                 interval.tick().await;
                 let Some(state) = weak.upgrade() else { return };
                 let dropped = state.registry.sweep(&state.config);
+                v3::expire_credentials(&state);
                 // Keeps the keyed limiter's memory bounded by the IPs of the last burst window.
                 state.ip_limits.prune();
                 state.metrics.sessions.set(i64::try_from(state.registry.len()).unwrap_or(i64::MAX));
@@ -445,10 +453,11 @@ pub fn app(state: Arc<AppState>) -> Router {
     let (admin_realtime, admin_metrics) = admin::routes(state.clone());
     let admin_here = state.config.admin.listen.is_none();
     let realtime = Router::new()
-        .route("/realtime", any(ws::handle))
-        .route("/realtime/sse", get(sse::handle))
-        .route("/realtime/poll", get(poll::handle_poll))
-        .route("/realtime/send", post(poll::handle_send).layer(DefaultBodyLimit::max(batch_limit)))
+        .route("/realtime", any(v3::ws::handle))
+        .route("/realtime/sse", get(v3::sse::handle))
+        .route("/realtime/poll", get(poll::handle_poll).post(v3::poll::handle_poll).layer(DefaultBodyLimit::max(v3::poll::POLL_BODY_BYTES)))
+        .route("/realtime/bind", post(v3::sse::handle_bind).layer(DefaultBodyLimit::max(v3::sse::BIND_BODY_BYTES)))
+        .route("/realtime/send", post(v3::poll::handle_send).layer(DefaultBodyLimit::max(batch_limit)))
         .route(
             "/realtime/publish",
             post(publish::handle).layer(DefaultBodyLimit::max(batch_limit)),

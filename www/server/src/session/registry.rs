@@ -189,10 +189,15 @@ impl Registry {
     /// every member under the channel's lock. With `create`, a missing channel is created (a
     /// backend publish); else the messages reach nobody and nothing is created.
     pub fn publish(&self, channel: &str, messages: Vec<(Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
+        self.publish_from(channel, None, messages, create, config)
+    }
+
+    /// [`Self::publish`] of messages by the verified subject `from` (v3: their `f`).
+    pub fn publish_from(&self, channel: &str, from: Option<Arc<str>>, messages: Vec<(Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
         let name: Arc<str> = Arc::from(channel);
         let mut delivery = Delivery::default();
         for (event, payload) in messages {
-            let message: Arc<SharedMessage> = self.budget.share(event, payload);
+            let message: Arc<SharedMessage> = self.budget.share_from(from.clone(), event, payload);
             let outcome = self.channels.publish_with(channel, message.clone(), Instant::now(), create, |published, members| {
                 let position = Position { epoch: published.epoch, offset: published.offset };
                 let sessions: Vec<Arc<Session>> = {
@@ -235,7 +240,7 @@ impl Registry {
         for action in actions {
             match action {
                 Action::Publish { channel, event, payload, .. } => {
-                    let published = self.publish(&channel, vec![(event, payload)], false, config);
+                    let published = self.publish_from(&channel, session.auth.subject(), vec![(event, payload)], false, config);
                     delivery.delivered += published.delivered;
                     delivery.overflowed += published.overflowed;
                 }
