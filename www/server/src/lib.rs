@@ -455,7 +455,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let realtime = Router::new()
         .route("/realtime", any(v3::ws::handle))
         .route("/realtime/sse", get(v3::sse::handle))
-        .route("/realtime/poll", get(poll::handle_poll).post(v3::poll::handle_poll).layer(DefaultBodyLimit::max(v3::poll::POLL_BODY_BYTES)))
+        .route("/realtime/poll", get(v3::poll::handle_get_poll).post(v3::poll::handle_poll).layer(DefaultBodyLimit::max(v3::poll::POLL_BODY_BYTES)))
         .route("/realtime/bind", post(v3::sse::handle_bind).layer(DefaultBodyLimit::max(v3::sse::BIND_BODY_BYTES)))
         .route("/realtime/send", post(v3::poll::handle_send).layer(DefaultBodyLimit::max(batch_limit)))
         .route(

@@ -23,6 +23,16 @@ use crate::{busy, probe, refusal, text_error, AppState};
 /// Largest poll body: a `session` frame and a credential, with room to spare.
 pub const POLL_BODY_BYTES: usize = 16 * 1024;
 
+/// `GET /realtime/poll` (v2): served while no authentication is configured, else refused
+/// in-protocol (a v2 poll cannot carry a credential).
+pub async fn handle_get_poll(state: State<Arc<AppState>>, ip: Extension<ClientIp>, query: RawQuery) -> Response {
+    if state.config.auth.is_open() {
+        return crate::poll::handle_poll(state, ip, query).await;
+    }
+    let close = close(close_code::UNSUPPORTED_VERSION, ParamError::UnsupportedVersion.as_str(), Retry::Never);
+    frames_response(&[Frame::Close(close)])
+}
+
 /// `POST /realtime/poll?rt_v=3`.
 pub async fn handle_poll(State(state): State<Arc<AppState>>, Extension(ip): Extension<ClientIp>, RawQuery(query): RawQuery, body: Bytes) -> Response {
     let params = Params::parse(query.as_deref());

@@ -111,49 +111,46 @@ pub async fn handle(State(state): State<Arc<AppState>>, Extension(ip): Extension
         let _held = (live, stream_slot);
         let mut sink = SseSink { sender };
         let mut shutdown = state.shutdown_receiver();
-        let outcome = if !sink.send_frames(&[Frame::Pending { stream: id.clone() }]).await {
-            None
+        // Whoever removes the entry owns the stream's fate: when the stream gives up (timeout,
+        // shutdown, gone) but a bind took the entry first, the bind's outcome is on its way (a
+        // bind answers at once), so that is what the stream serves.
+        let waited = if !sink.send_frames(&[Frame::Pending { stream: id.clone() }]).await {
+            Err(None)
         } else {
             tokio::select! {
-                outcome = &mut bound => outcome.ok(),
-                _ = tokio::time::sleep(BIND_WAIT) => Some(Bound::Closed(close(super::auth::CREDENTIAL_REFUSED, "stream not bound", Retry::AfterMs(0)))),
-                _ = sink.gone() => None,
-                _ = AppState::shutting_down(&mut shutdown) => Some(Bound::Closed(going_away())),
+                // The bind took the entry and sent its outcome (or dropped it: nothing to do).
+                outcome = &mut bound => Ok(outcome.ok()),
+                _ = tokio::time::sleep(BIND_WAIT) => Err(Some(close(super::auth::CREDENTIAL_REFUSED, "stream not bound", Retry::AfterMs(0)))),
+                _ = sink.gone() => Err(None),
+                _ = AppState::shutting_down(&mut shutdown) => Err(Some(going_away())),
             }
         };
-        // Whoever removes the entry owns the stream's fate: if a bind took it first, its
-        // outcome is on the way (the bind answers at once), so wait for that instead.
-        let outcome = match outcome {
-            Some(Bound::Closed(close)) if state.v3.streams.take(&id).is_none() => {
-                tokio::time::timeout(BIND_WAIT, bound).await.ok().and_then(Result::ok).or(Some(Bound::Closed(close)))
-            }
-            None => {
-                // Gone before its bind; a bind that took it meanwhile attached a session that
-                // no stream will serve: detach it (it waits for a resume).
-                if state.v3.streams.take(&id).is_none() {
-                    if let Ok(Ok(Bound::Attached { session, attachment, .. })) = tokio::time::timeout(BIND_WAIT, bound).await {
-                        session.detach(&attachment);
-                    }
-                }
-                None
-            }
-            outcome => outcome,
+        let outcome = match waited {
+            Ok(outcome) => outcome,
+            Err(give_up) if state.v3.streams.take(&id).is_some() => give_up.map(Bound::Closed),
+            Err(_) => tokio::time::timeout(BIND_WAIT, bound).await.ok().and_then(Result::ok),
         };
-        match outcome {
-            None => {}
-            Some(Bound::Closed(close)) => {
-                sink.send_frames(&[Frame::Close(close)]).await;
-            }
-            Some(Bound::Attached { session, attachment, first }) => {
-                tracing::info!(session = %session.tag(), room = ?session.room, transport = "sse", v = 3, "attached");
-                let keep_alive = Some(state.config.sse_keepalive);
-                writer::run(state.clone(), session.clone(), attachment.clone(), sink, vec![first], keep_alive).await;
-                session.detach(&attachment);
-                tracing::info!(session = %session.tag(), transport = "sse", "detached");
-            }
-        }
+        serve_bound(state, sink, outcome).await;
     });
     sse_response(channel_body(receiver))
+}
+
+/// Serves a stream once its bind (or its timeout) decided: the close, or the session.
+async fn serve_bound(state: Arc<AppState>, mut sink: SseSink, outcome: Option<Bound>) {
+    match outcome {
+        None => {}
+        Some(Bound::Closed(close)) => {
+            sink.send_frames(&[Frame::Close(close)]).await;
+        }
+        Some(Bound::Attached { session, attachment, first }) => {
+            tracing::info!(session = %session.tag(), room = ?session.room, transport = "sse", v = 3, "attached");
+            let keep_alive = Some(state.config.sse_keepalive);
+            // A stream gone meanwhile ends the writer at its first write; the session detaches.
+            writer::run(state.clone(), session.clone(), attachment.clone(), sink, vec![first], keep_alive).await;
+            session.detach(&attachment);
+            tracing::info!(session = %session.tag(), transport = "sse", "detached");
+        }
+    }
 }
 
 /// `POST /realtime/bind?rt_v=3`: binds a pending event stream to a session.
