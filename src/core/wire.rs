@@ -245,16 +245,22 @@ pub enum Frame {
     /// Server to client (v2): the client's publish `reply_to` to `channel` was refused.
     Nack { seq: u64, channel: String, reply_to: u64, close: Close },
     /// Client to server (v3): the session a connection, poll, bind or upload is about.
+    #[cfg(not(target_arch = "wasm32"))]
     Session(SessionFrame),
     /// Client to server (v3): a credential, at connect or as an in-band refresh.
+    #[cfg(not(target_arch = "wasm32"))]
     Token(Credential),
     /// Server to client (v3): the refreshed credential verified; it expires in `expires_in_ms`.
+    #[cfg(not(target_arch = "wasm32"))]
     Authed { expires_in_ms: Option<u64> },
     /// Server to client (v3): the first event of an event stream waiting for its bind.
+    #[cfg(not(target_arch = "wasm32"))]
     Pending { stream: String },
     /// Server to client (v3): a hello with the credential's expiry and principal.
+    #[cfg(not(target_arch = "wasm32"))]
     AuthHello(Hello, HelloAuth),
     /// Server to client (v3): a channel message published by the verified `subject` (`f`).
+    #[cfg(not(target_arch = "wasm32"))]
     Attributed { subject: String, message: ChannelMessage },
 }
 
@@ -269,9 +275,11 @@ impl Frame {
             | Frame::Unsubscribe { seq, .. }
             | Frame::Unsubscribed { seq, .. }
             | Frame::Gap { seq, .. }
-            | Frame::Nack { seq, .. }
-            | Frame::Attributed { message: ChannelMessage { message: Message { seq, .. }, .. }, .. } => Some(*seq),
+            | Frame::Nack { seq, .. } => Some(*seq),
             Frame::Hello(_) | Frame::Ack { .. } | Frame::Ping { .. } | Frame::Pong { .. } | Frame::Close(_) => None,
+            #[cfg(not(target_arch = "wasm32"))]
+            Frame::Attributed { message: ChannelMessage { message: Message { seq, .. }, .. }, .. } => Some(*seq),
+            #[cfg(not(target_arch = "wasm32"))]
             Frame::Session(_) | Frame::Token(_) | Frame::Authed { .. } | Frame::Pending { .. } | Frame::AuthHello(..) => None,
         }
     }
@@ -394,19 +402,9 @@ pub fn encode(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) {
             carrier,
             out,
         ),
-        #[cfg(not(target_arch = "wasm32"))]
-        Frame::Attributed { subject, message: ChannelMessage { channel, position, message } } => encode_message_parts(
-            message.seq,
-            Some((channel, *position)),
-            Some(subject),
-            message.event.as_deref(),
-            &message.payload,
-            carrier,
-            out,
-        ),
         _ => {
             if !channels::encode_control(frame, out) {
-                auth::encode(frame, out);
+                auth::encode(frame, carrier, out);
             }
         }
     }
@@ -430,7 +428,7 @@ pub fn encode_channel_message(
 }
 
 /// Encodes a message frame; `subject` (v3, server only) is the publisher's `f`.
-fn encode_message_parts(
+pub(crate) fn encode_message_parts(
     seq: u64,
     channel: Option<(&str, Option<Position>)>,
     subject: Option<&str>,
@@ -525,7 +523,11 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
                 ack: parse_number(fields.require(b"ack")?)?,
                 resumed: parse_number(fields.require(b"resumed")?)? == 1,
             };
-            auth::hello_frame(&mut fields, hello)?
+            #[cfg(not(target_arch = "wasm32"))]
+            let hello = auth::hello_frame(&mut fields, hello)?;
+            #[cfg(target_arch = "wasm32")]
+            let hello = Frame::Hello(hello);
+            hello
         }
         b"msg" => {
             let seq = parse_number(fields.require(b"s")?)?;
@@ -551,7 +553,9 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
                 return Err(WireError::BodyTooLarge);
             }
             let frame = channels::message_in_channel(&mut fields, Message { seq, event, payload })?;
-            auth::attribute(&mut fields, frame)?
+            #[cfg(not(target_arch = "wasm32"))]
+            let frame = auth::attribute(&mut fields, frame)?;
+            frame
         }
         b"ack" => Frame::Ack { seq: parse_number(fields.require(b"s")?)? },
         b"ping" => Frame::Ping { time: parse_number(fields.require(b"t")?)? },

@@ -17,7 +17,8 @@ use realtime_server::v3::auth::{Authenticator, AuthHook, Principal, Refusal};
 use realtime_server::Config;
 use tokio_tungstenite::tungstenite;
 
-/// `user:<subject>` verifies as that subject, `user:<subject>:<ms>` also expires `ms` from now;
+/// `user:<subject>` verifies as that subject; `user:<subject>:<ms>:<channels>:<publish>` also
+/// expires `ms` from now (empty: never) and carries the claims (comma-separated patterns);
 /// anything else, or no credential, is refused (4005); `user:banned` is forbidden (4001).
 struct TestAuth;
 
@@ -32,10 +33,14 @@ impl Authenticator for TestAuth {
             return Err(Refusal::forbidden("principal refused"));
         }
         let expires_at = match parts.next() {
-            None => None,
+            None | Some("") => None,
             Some(ms) => Some(SystemTime::now() + Duration::from_millis(ms.parse().map_err(|_| Refusal::credential("bad expiry"))?)),
         };
-        Ok(Some(Principal::new(subject.replace("%20", " "), expires_at)))
+        let patterns = |part: Option<&str>| part.map(|list| list.split(',').map(str::to_owned).collect());
+        let mut principal = Principal::new(subject.replace("%20", " "), expires_at);
+        principal.channels = patterns(parts.next());
+        principal.publish = patterns(parts.next());
+        Ok(Some(principal))
     }
 }
 
@@ -533,4 +538,42 @@ async fn sse_bind_refusals_go_on_the_stream() {
     assert_eq!(kind, "close");
     assert!(data.starts_with("close code=4005"), "{data}");
     assert!(server.state.registry.is_empty());
+}
+
+#[tokio::test]
+async fn the_credential_claims_limit_channels_and_publishes() {
+    let server = Server::start(authenticated()).await;
+    let mut client = ws_open(&Urls::new(&server), "rt_v=3&rt_conn=1&room=lobby", &[fresh(), token("user:fay::lobby,news*:news*")]).await;
+    split_hello(client.frame().await);
+    let subscribe = |seq: u64, channel: &str| Frame::Subscribe { seq, channel: channel.into(), since: None };
+    client.send_frames(&[subscribe(1, "news:a"), subscribe(2, "secret")], Carrier::Text).await;
+    let frames = sync(&mut client, 1).await;
+    assert!(frames.iter().any(|frame| matches!(frame, Frame::Subscribed { channel, .. } if channel == "news:a")), "{frames:?}");
+    assert!(
+        frames.iter().any(|frame| matches!(frame, Frame::Unsubscribed { channel, close, .. } if channel == "secret" && close.code == 4013)),
+        "{frames:?}"
+    );
+    // Publishing: `news*` only (the room is not in the `publish` claim).
+    client.send_raw_text("msg s=3 k=t n=1\nx").await;
+    client.send_raw_text("msg s=4 ch=news:a k=t n=1\ny").await;
+    let frames = sync(&mut client, 2).await;
+    assert!(frames.iter().any(|frame| matches!(frame, Frame::Nack { reply_to: 3, close, .. } if close.code == 4013)), "{frames:?}");
+    let delivered: Vec<_> = frames.iter().filter_map(message_of).map(|(_, body, from)| (body, from)).collect();
+    assert_eq!(delivered, [("y".to_owned(), Some("fay".to_owned()))]);
+    // A refresh whose claims no longer allow `news:a` ends that subscription.
+    client.send_frames(&[token("user:fay::lobby:news*")], Carrier::Text).await;
+    let frames = sync(&mut client, 3).await;
+    assert!(frames.iter().any(|frame| matches!(frame, Frame::Authed { .. })), "{frames:?}");
+    assert!(
+        frames.iter().any(|frame| matches!(frame, Frame::Unsubscribed { channel, close, reply_to: None, .. } if channel == "news:a" && close.code == 4013)),
+        "{frames:?}"
+    );
+    // A room the claim does not allow is left at once.
+    let mut other = ws_open(&Urls::new(&server), "rt_v=3&rt_conn=1&room=closed", &[fresh(), token("user:gus::news*")]).await;
+    split_hello(other.frame().await);
+    let frames = sync(&mut other, 1).await;
+    assert!(
+        frames.iter().any(|frame| matches!(frame, Frame::Unsubscribed { channel, close, .. } if channel == "closed" && close.code == 4013)),
+        "{frames:?}"
+    );
 }

@@ -25,7 +25,7 @@ use realtime_client::core::wire::{close_code, Close, Credential, Frame, HelloAut
 use crate::client_ip::ClientIp;
 use crate::metrics::LimitKind;
 use crate::params::{ParamError, Params};
-use crate::session::{close, lock, Attachment, Connect, ConnectRequest, Outgoing, ResumeRequest, Session, Stop, TransportKind};
+use crate::session::{close, lock, pattern_allows, Attachment, Connect, ConnectRequest, Outgoing, ResumeRequest, Session, Stop, TransportKind};
 use crate::writer::FrameSink;
 use crate::AppState;
 
@@ -126,6 +126,24 @@ impl SessionAuth {
         *lock(&self.binding) = Some(Binding { subject, principal, expires_at });
     }
 
+    /// Whether the credential's `channels` claim lets the session subscribe to `channel` (no
+    /// claim, or no principal: yes; the server's own limits apply either way).
+    pub fn may_subscribe(&self, channel: &str) -> bool {
+        self.claim_allows(|principal| principal.channels.as_deref(), channel)
+    }
+
+    /// Whether the credential's `publish` claim lets its clients publish to `channel` (beside
+    /// `--client-publish`, which applies either way).
+    pub fn may_publish(&self, channel: &str) -> bool {
+        self.claim_allows(|principal| principal.publish.as_deref(), channel)
+    }
+
+    fn claim_allows(&self, claim: impl Fn(&Principal) -> Option<&[String]>, channel: &str) -> bool {
+        let binding = lock(&self.binding);
+        let patterns = binding.as_ref().and_then(|binding| binding.principal.as_ref()).and_then(claim);
+        patterns.is_none_or(|patterns| patterns.iter().any(|pattern| pattern_allows(pattern, channel)))
+    }
+
     /// Whether the session's credential has expired by `now`.
     pub fn expired(&self, now: SystemTime) -> bool {
         lock(&self.binding).as_ref().and_then(|binding| binding.expires_at).is_some_and(|at| at <= now)
@@ -193,6 +211,8 @@ pub fn connect(state: &AppState, base: &ConnectRequest, opening: &Opening, kind:
         subject: principal.as_ref().map(|principal| principal.subject.clone()),
     };
     session.auth.bind(principal);
+    // The room channel was joined before the principal was known; it may not allow it.
+    revoke_disallowed(state, &session);
     let first = if auth == HelloAuth::default() { Frame::Hello(hello) } else { Frame::AuthHello(hello, auth) };
     Opened::Attached { session, attachment, first }
 }
@@ -230,7 +250,20 @@ fn refresh(state: &AppState, session: &Session, credential: &Credential) -> Resu
     let expires_in_ms = principal.as_ref().and_then(|principal| principal.expires_at).map(millis_until);
     session.auth.bind(principal);
     session.push_control(Frame::Authed { expires_in_ms });
+    revoke_disallowed(state, session);
     Ok(())
+}
+
+/// Ends (`unsubscribed code=4013`) every subscription of `session` that its credential's
+/// `channels` claim does not allow (after a bind or a refresh, PROTOCOL §9.4).
+fn revoke_disallowed(state: &AppState, session: &Session) {
+    for channel in session.channel_names() {
+        if !session.auth.may_subscribe(&channel) {
+            state.registry.channels().unsubscribe(&channel, &session.id);
+            session.forget_channel(&channel);
+            session.push_unsubscribed(&channel, None, Some(crate::channel::Refusal::NotAllowed), &state.config);
+        }
+    }
 }
 
 /// Closes (4005) the connection of every session whose credential expired without a refresh;
