@@ -577,3 +577,59 @@ async fn the_credential_claims_limit_channels_and_publishes() {
         "{frames:?}"
     );
 }
+
+/// Captures what the server logs at info level on this test's thread (its runtime's thread).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn no_credential_key_or_stream_id_reaches_the_logs() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_ansi(false).with_writer(captured.clone()).finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let server = Server::start(authenticated()).await;
+    let urls = Urls::new(&server);
+    let secret_token = "user:henry:60000:lobby,news*:news*";
+    let mut client = ws_open(&urls, "rt_v=3&rt_conn=1&room=lobby", &[fresh(), token(secret_token)]).await;
+    let (hello, _) = split_hello(client.frame().await);
+    client.send_frames(&[token("user:henry:70000"), text(1, "x")], Carrier::Text).await;
+    sync(&mut client, 1).await;
+    client.send_frames(&[token("user:mallory:1")], Carrier::Text).await;
+    closed(&mut client).await;
+    let mut refused = ws_open(&urls, "rt_v=3&rt_conn=2", &[fresh(), token("forged-credential")]).await;
+    closed(&mut refused).await;
+    let mut reader = SseReader::new(reqwest::get(urls.http("/realtime/sse?rt_v=3&rt_conn=3&room=lobby")).await.unwrap());
+    let (_, _, data) = parse_event(&reader.next_event().await);
+    let (Frame::Pending { stream }, _) = wire::decode(data.as_bytes(), 1024).unwrap() else { panic!("{data}") };
+    let bind = Frame::Session(SessionFrame { stream: Some(stream.clone()), ..match resume(&hello, 0) { Frame::Session(session) => session, _ => unreachable!() } });
+    assert_eq!(post(urls.http("/realtime/bind?rt_v=3&rt_conn=3"), encode(&[bind, token(secret_token)])).await.status(), 204);
+    reader.next_event().await;
+    let upload = encode(&[resume(&hello, 0), token("user:henry:80000"), text(2, "y")]);
+    assert_eq!(post(urls.http("/realtime/send?rt_v=3&rt_conn=3"), upload).await.status(), 204);
+    let upload = encode(&[resume(&hello, 0), token("not-a-valid-one")]);
+    assert_eq!(post(urls.http("/realtime/send?rt_v=3&rt_conn=3"), upload).await.status(), 401);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("attached") && logs.contains("credential refused"), "the capture works: {logs}");
+    for secret in [secret_token, "user:", "forged-credential", "not-a-valid-one", &hello.session_id, &hello.secret, &stream] {
+        assert!(!logs.contains(secret), "{secret:?} in the logs:\n{logs}");
+    }
+}

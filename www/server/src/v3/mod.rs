@@ -55,6 +55,12 @@ pub fn base_request(params: &Params) -> Result<ConnectRequest, ParamError> {
     Ok(ConnectRequest { room: params.room()?, conn: params.conn()?, resume: None, since: params.since()? })
 }
 
+/// The body limit an opening decodes with: room for the largest credential even on a server
+/// whose message limit is smaller.
+pub fn opening_body_limit(config: &crate::Config) -> usize {
+    config.max_message_bytes.max(realtime_client::core::wire::MAX_CREDENTIAL_BYTES)
+}
+
 /// A connection's opening: its `session` frame and, when one followed it, its credential.
 #[derive(Debug, Clone, Default)]
 pub struct Opening {

@@ -57,7 +57,7 @@ pub async fn handle_poll(State(state): State<Arc<AppState>>, Extension(ip): Exte
         return text_error(StatusCode::PAYLOAD_TOO_LARGE, "poll body too large");
     }
     // A body that is not `session [token]` is a protocol error, answered in-protocol (§9.2).
-    let opening = match decode_batch(&body, state.config.max_message_bytes, 4).map_err(|error| error.as_str()).and_then(opening) {
+    let opening = match decode_batch(&body, super::opening_body_limit(&state.config), 4).map_err(|error| error.as_str()).and_then(opening) {
         Ok((opening, rest)) if rest.is_empty() => opening,
         Ok(_) => return frames_response(&[Frame::Close(close(close_code::PROTOCOL_ERROR, "a poll holds session and token only", Retry::Default))]),
         Err(reason) => return frames_response(&[Frame::Close(close(close_code::PROTOCOL_ERROR, reason, Retry::Default))]),

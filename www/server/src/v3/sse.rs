@@ -27,7 +27,8 @@ use crate::params::Params;
 use crate::session::{close, lock, random_token, Attachment, ConnectRequest, Session, TransportKind};
 use crate::sse::{channel_body, encode_event, sse_response, stream_response, SseSink, CHANNEL_CHUNKS};
 use crate::writer::{self, going_away, FrameSink};
-use crate::{busy, probe, text_error, AppState};
+use crate::metrics::LimitKind;
+use crate::{busy, probe, refusal, text_error, AppState};
 
 /// Longest an event stream waits for its bind.
 pub const BIND_WAIT: Duration = Duration::from_secs(10);
@@ -102,6 +103,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, Extension(ip): Extension
     let Some(stream_slot) = state.stream_slot(ip) else {
         return busy(&state, StatusCode::SERVICE_UNAVAILABLE, "too many streams from this address");
     };
+    // Unbound streams hold no session, so the session cap bounds them apart from the per-IP one.
+    if state.v3.streams.len() >= state.config.max_sessions {
+        return refusal(&state, LimitKind::sessions_total, StatusCode::SERVICE_UNAVAILABLE, "too many streams waiting for their bind");
+    }
     let id = random_token();
     let (bound_sender, mut bound) = oneshot::channel();
     state.v3.streams.insert(id.clone(), PendingStream { base, ip, bound: bound_sender });
@@ -162,7 +167,7 @@ pub async fn handle_bind(State(state): State<Arc<AppState>>, RawQuery(query): Ra
     if let Err(error) = base_request(&params) {
         return text_error(StatusCode::BAD_REQUEST, error.as_str());
     }
-    let frames = match decode_batch(&body, state.config.max_message_bytes, 4) {
+    let frames = match decode_batch(&body, super::opening_body_limit(&state.config), 4) {
         Ok(frames) => frames,
         Err(error) => return text_error(StatusCode::BAD_REQUEST, error.as_str()),
     };

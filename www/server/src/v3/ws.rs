@@ -134,7 +134,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, base: ConnectRequest, ip
             return sink.finish(Some(&close)).await;
         }
     };
-    let opened = match decode_batch(&bytes, state.config.max_message_bytes, 4) {
+    let opened = match decode_batch(&bytes, super::opening_body_limit(&state.config), 4) {
         Err(BatchError::Wire(error)) => Err(close_for_wire_error(error)),
         Err(error @ BatchError::TooManyFrames) => Err(close(close_code::PROTOCOL_ERROR, error.as_str(), Retry::Default)),
         Ok(frames) => match opening(frames) {
