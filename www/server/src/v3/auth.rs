@@ -87,6 +87,18 @@ impl Authenticator for OpenAuthenticator {
     }
 }
 
+/// A verifier of present credentials as a function (`|jwt| verify(jwt)`): a connect without a
+/// credential is refused (4005), every credential goes to the function.
+impl<F> Authenticator for F
+where
+    F: Fn(&str) -> Result<Principal, Refusal> + Send + Sync + 'static,
+{
+    fn verify(&self, credential: Option<&str>) -> Result<Option<Principal>, Refusal> {
+        let credential = credential.ok_or(Refusal::credential("credential missing"))?;
+        self(credential).map(Some)
+    }
+}
+
 /// The configured authenticator ([`OpenAuthenticator`] by default).
 #[derive(Clone)]
 pub struct AuthHook(pub Arc<dyn Authenticator>);
@@ -130,4 +142,41 @@ impl fmt::Debug for AuthHook {
 /// Milliseconds from now until `at` (0 when it passed), for `exp` on `hello` and `authed`.
 pub fn millis_until(at: SystemTime) -> u64 {
     at.duration_since(SystemTime::now()).map_or(0, |left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn alice(credential: &str) -> Result<Principal, Refusal> {
+        match credential {
+            "alice" => Ok(Principal::new("alice", None)),
+            "old" => Ok(Principal::new("alice", Some(SystemTime::now() - Duration::from_secs(1)))),
+            "nameless" => Ok(Principal::new("", None)),
+            _ => Err(Refusal::credential("does not verify")),
+        }
+    }
+
+    #[test]
+    fn a_function_verifies_present_credentials_and_the_hook_checks_what_it_returns() {
+        let hook = AuthHook::new(alice);
+        assert!(!hook.is_open());
+        assert_eq!(hook.verify(Some("alice")).unwrap().unwrap().subject, "alice");
+        assert_eq!(hook.verify(None), Err(Refusal::credential("credential missing")));
+        assert_eq!(hook.verify(Some("bob")).unwrap_err().code, CREDENTIAL_REFUSED);
+        assert_eq!(hook.verify(Some("old")), Err(Refusal::credential("token expired")), "an expired principal never passes");
+        assert_eq!(hook.verify(Some("nameless")).unwrap_err().code, CREDENTIAL_REFUSED);
+        assert_eq!(format!("{hook:?}"), "AuthHook(configured)");
+    }
+
+    #[test]
+    fn the_open_hook_allows_everyone_as_no_one() {
+        let hook = AuthHook::default();
+        assert!(hook.is_open());
+        assert_eq!(hook.verify(None), Ok(None));
+        assert_eq!(hook.verify(Some("anything")), Ok(None));
+        assert_eq!(Refusal::forbidden("banned").code, close_code::UNAUTHORIZED);
+    }
 }
