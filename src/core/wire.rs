@@ -21,8 +21,12 @@ use crate::prelude::*;
 pub use crate::core::base64::{base64_decode, base64_encode};
 pub use channels::{is_valid_channel_name, parse_epoch, push_epoch, ChannelMessage, Position, MAX_CHANNEL_NAME_BYTES};
 
+mod auth;
 mod channels;
 mod fields;
+pub use auth::{is_valid_credential, is_valid_subject, Credential, HelloAuth, Resume, SessionFrame, MAX_CREDENTIAL_BYTES, MAX_SUBJECT_BYTES, PROTOCOL_V3};
+#[cfg(not(target_arch = "wasm32"))]
+pub use auth::{encode_attributed_message, parse_subject, push_subject};
 use fields::{parse_event_name, parse_token, utf8_body, Fields};
 pub use fields::{is_valid_event_name, is_valid_token, parse_number};
 
@@ -71,6 +75,12 @@ pub enum WireError {
     BadToken,
     /// A channel name is empty, too long or uses a character outside `[A-Za-z0-9_.:/-]`.
     BadChannel,
+    /// A credential (v3 `token` body) is empty or holds a byte outside ASCII 0x21-0x7E.
+    #[cfg(not(target_arch = "wasm32"))]
+    BadCredential,
+    /// A subject (v3 `sub`, `f`) is badly percent-encoded, not UTF-8, empty or too long.
+    #[cfg(not(target_arch = "wasm32"))]
+    BadSubject,
 }
 
 impl WireError {
@@ -90,6 +100,10 @@ impl WireError {
             WireError::BadEventName => "bad event name",
             WireError::BadToken => "bad session id or secret",
             WireError::BadChannel => "bad channel name",
+            #[cfg(not(target_arch = "wasm32"))]
+            WireError::BadCredential => "bad credential",
+            #[cfg(not(target_arch = "wasm32"))]
+            WireError::BadSubject => "bad subject",
         }
     }
 }
@@ -230,6 +244,24 @@ pub enum Frame {
     Gap { seq: u64, channel: String, epoch: u64, from: u64, to: u64 },
     /// Server to client (v2): the client's publish `reply_to` to `channel` was refused.
     Nack { seq: u64, channel: String, reply_to: u64, close: Close },
+    /// Client to server (v3): the session a connection, poll, bind or upload is about.
+    #[cfg(not(target_arch = "wasm32"))]
+    Session(SessionFrame),
+    /// Client to server (v3): a credential, at connect or as an in-band refresh.
+    #[cfg(not(target_arch = "wasm32"))]
+    Token(Credential),
+    /// Server to client (v3): the refreshed credential verified; it expires in `expires_in_ms`.
+    #[cfg(not(target_arch = "wasm32"))]
+    Authed { expires_in_ms: Option<u64> },
+    /// Server to client (v3): the first event of an event stream waiting for its bind.
+    #[cfg(not(target_arch = "wasm32"))]
+    Pending { stream: String },
+    /// Server to client (v3): a hello with the credential's expiry and principal.
+    #[cfg(not(target_arch = "wasm32"))]
+    AuthHello(Hello, HelloAuth),
+    /// Server to client (v3): a channel message published by the verified `subject` (`f`).
+    #[cfg(not(target_arch = "wasm32"))]
+    Attributed { subject: String, message: ChannelMessage },
 }
 
 impl Frame {
@@ -245,6 +277,10 @@ impl Frame {
             | Frame::Gap { seq, .. }
             | Frame::Nack { seq, .. } => Some(*seq),
             Frame::Hello(_) | Frame::Ack { .. } | Frame::Ping { .. } | Frame::Pong { .. } | Frame::Close(_) => None,
+            #[cfg(not(target_arch = "wasm32"))]
+            Frame::Attributed { message: ChannelMessage { message: Message { seq, .. }, .. }, .. } => Some(*seq),
+            #[cfg(not(target_arch = "wasm32"))]
+            Frame::Session(_) | Frame::Token(_) | Frame::Authed { .. } | Frame::Pending { .. } | Frame::AuthHello(..) => None,
         }
     }
 }
@@ -367,7 +403,9 @@ pub fn encode(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) {
             out,
         ),
         _ => {
-            channels::encode_control(frame, out);
+            if !channels::encode_control(frame, out) {
+                auth::encode(frame, carrier, out);
+            }
         }
     }
 }
@@ -386,8 +424,27 @@ pub fn encode_channel_message(
     carrier: Carrier,
     out: &mut Vec<u8>,
 ) {
+    encode_message_parts(seq, channel, None, event, payload, carrier, out);
+}
+
+/// Encodes a message frame; `subject` (v3, server only) is the publisher's `f`.
+pub(crate) fn encode_message_parts(
+    seq: u64,
+    channel: Option<(&str, Option<Position>)>,
+    subject: Option<&str>,
+    event: Option<&str>,
+    payload: &Payload,
+    carrier: Carrier,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"msg");
     push_number_field(out, b"s", seq);
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(subject) = subject {
+        auth::push_from(out, subject);
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = subject;
     if let Some((channel, position)) = channel {
         channels::push_message_channel(out, channel, position);
     }
@@ -457,7 +514,7 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
     let frame = match fields.kind {
         b"hello" => {
             let version = parse_number(fields.require(b"v")?)?;
-            Frame::Hello(Hello {
+            let hello = Hello {
                 version: u32::try_from(version).map_err(|_| WireError::BadNumber)?,
                 session_id: parse_token(fields.require(b"sid")?)?,
                 secret: parse_token(fields.require(b"key")?)?,
@@ -465,7 +522,12 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
                 max_body_bytes: parse_number(fields.require(b"max")?)?,
                 ack: parse_number(fields.require(b"ack")?)?,
                 resumed: parse_number(fields.require(b"resumed")?)? == 1,
-            })
+            };
+            #[cfg(not(target_arch = "wasm32"))]
+            let hello = auth::hello_frame(&mut fields, hello)?;
+            #[cfg(target_arch = "wasm32")]
+            let hello = Frame::Hello(hello);
+            hello
         }
         b"msg" => {
             let seq = parse_number(fields.require(b"s")?)?;
@@ -490,7 +552,10 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
             if payload.len() > max_body_bytes {
                 return Err(WireError::BodyTooLarge);
             }
-            channels::message_in_channel(&mut fields, Message { seq, event, payload })?
+            let frame = channels::message_in_channel(&mut fields, Message { seq, event, payload })?;
+            #[cfg(not(target_arch = "wasm32"))]
+            let frame = auth::attribute(&mut fields, frame)?;
+            frame
         }
         b"ack" => Frame::Ack { seq: parse_number(fields.require(b"s")?)? },
         b"ping" => Frame::Ping { time: parse_number(fields.require(b"t")?)? },
@@ -511,7 +576,10 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
         }
         _ => match channels::decode_control(&mut fields, body) {
             Some(frame) => frame?,
-            None => return Err(WireError::UnknownFrameType),
+            None => match auth::decode(&mut fields, body) {
+                Some(frame) => frame?,
+                None => return Err(WireError::UnknownFrameType),
+            },
         },
     };
     Ok((frame, body_end))

@@ -43,6 +43,7 @@ pub mod session;
 pub mod sse;
 pub mod stats;
 pub mod tls;
+pub mod v3;
 pub mod writer;
 pub mod ws;
 
@@ -93,6 +94,8 @@ pub struct Config {
     pub client_publish: Vec<String>,
     /// Tokens, the publish key, the demo sign-in ([`auth`]).
     pub auth: auth::AuthConfig,
+    /// Protocol v3: who verifies credentials ([`v3::auth`]); open (no authentication) by default.
+    pub authenticator: v3::auth::AuthHook,
 }
 
 impl Default for Config {
@@ -120,6 +123,7 @@ impl Default for Config {
             channels: channel::ChannelConfig::default(),
             client_publish: vec![String::from("*")],
             auth: auth::AuthConfig::default(),
+            authenticator: v3::auth::AuthHook::default(),
         }
     }
 }
@@ -162,6 +166,8 @@ pub struct AppState {
     pub fanout_permits: Arc<tokio::sync::Semaphore>,
     /// Fan-outs that ran on a blocking thread.
     pub blocking_fan_outs: std::sync::atomic::AtomicU64,
+    /// Protocol v3: event streams waiting for their bind.
+    pub v3: v3::V3State,
 }
 
 /// Longest a publish waits for a blocking fan-out permit before it gets 503.
@@ -173,7 +179,11 @@ pub struct FanOutBusy;
 
 impl AppState {
     /// Creates the state and starts the session sweeper (needs a tokio runtime).
-    pub fn new(config: Config) -> Arc<Self> {
+    pub fn new(mut config: Config) -> Arc<Self> {
+        // Configured JWT keys verify the v3 connects, unless a test chose its own authenticator.
+        if let (true, Some(verifier)) = (config.authenticator.is_open(), &config.auth.verifier) {
+            config.authenticator = v3::auth::AuthHook::new(auth::connect::JwtAuthenticator(verifier.clone()));
+        }
         let metrics = metrics::Metrics::default();
         let budget = Arc::new(limits::ReplayBudget::new(metrics.replay_bytes.clone()));
         // A freed channel's tombstone lasts its history's age bound plus the resume window
@@ -191,6 +201,7 @@ impl AppState {
             metrics,
             fanout_permits: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from).max(2))),
             blocking_fan_outs: std::sync::atomic::AtomicU64::new(0),
+            v3: v3::V3State::default(),
         });
         let weak = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -200,6 +211,7 @@ impl AppState {
                 interval.tick().await;
                 let Some(state) = weak.upgrade() else { return };
                 let dropped = state.registry.sweep(&state.config);
+                v3::expire_credentials(&state);
                 // Keeps the keyed limiter's memory bounded by the IPs of the last burst window.
                 state.ip_limits.prune();
                 state.metrics.trip_many(metrics::LimitKind::channel_tombstones, state.registry.channels().take_evicted_tombstones());
@@ -301,7 +313,7 @@ impl AppState {
         let state = self.clone();
         self.run_fan_out(deliveries, Some(PUBLISH_FANOUT_WAIT), move || {
             let names: Vec<&str> = channels.iter().map(String::as_str).collect();
-            state.registry.publish_batch(&names, messages, create, &state.config)
+            state.registry.publish_batch(&names, None, messages, create, &state.config)
         })
         .await
     }
@@ -477,10 +489,11 @@ pub fn app(state: Arc<AppState>) -> Router {
     let (admin_realtime, admin_metrics) = admin::routes(state.clone());
     let admin_here = state.config.admin.listen.is_none();
     let realtime = Router::new()
-        .route("/realtime", any(ws::handle))
-        .route("/realtime/sse", get(sse::handle))
-        .route("/realtime/poll", get(poll::handle_poll))
-        .route("/realtime/send", post(poll::handle_send).layer(DefaultBodyLimit::max(batch_limit)))
+        .route("/realtime", any(v3::ws::handle))
+        .route("/realtime/sse", get(v3::sse::handle))
+        .route("/realtime/poll", get(v3::poll::handle_get_poll).post(v3::poll::handle_poll).layer(DefaultBodyLimit::max(v3::poll::POLL_BODY_BYTES)))
+        .route("/realtime/bind", post(v3::sse::handle_bind).layer(DefaultBodyLimit::max(v3::sse::BIND_BODY_BYTES)))
+        .route("/realtime/send", post(v3::poll::handle_send).layer(DefaultBodyLimit::max(batch_limit)))
         // Behind the publish key; on `--publish-listen` instead when given.
         .merge(auth::publish_key::main_routes(&state))
         .merge(auth::demo::routes(&state))

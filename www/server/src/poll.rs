@@ -86,7 +86,7 @@ impl Drop for PollGuard {
     }
 }
 
-async fn continue_poll(
+pub(crate) async fn continue_poll(
     state: Arc<AppState>,
     session: Arc<Session>,
     attachment: Arc<crate::session::Attachment>,
@@ -134,13 +134,13 @@ fn broken_response() -> Response {
     response
 }
 
-fn frames_response(frames: &[Frame]) -> Response {
+pub(crate) fn frames_response(frames: &[Frame]) -> Response {
     let frames: Vec<Outgoing> = frames.iter().cloned().map(Outgoing::Frame).collect();
     outgoing_response(&frames)
 }
 
 /// A poll answer; its body is handed to the connection, whose writes have the edge's deadline.
-fn outgoing_response(frames: &[Outgoing]) -> Response {
+pub(crate) fn outgoing_response(frames: &[Outgoing]) -> Response {
     let mut body = Vec::new();
     for frame in frames {
         frame.encode(Carrier::Binary, &mut body);
@@ -169,6 +169,17 @@ pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): Ra
     if !session.key_matches(&resume.key) {
         return text_error(StatusCode::FORBIDDEN, "wrong session key");
     }
+    send_batch(state, session, body, |_| Ok(())).await
+}
+
+/// Decodes and applies an upload's batch for `session` (whose key was checked); `before` sees
+/// the decoded frames first (v3 takes its in-band tokens out there) and may answer instead.
+pub(crate) async fn send_batch(
+    state: Arc<AppState>,
+    session: Arc<Session>,
+    body: Bytes,
+    before: impl FnOnce(&mut Vec<Frame>) -> Result<(), Response>,
+) -> Response {
     // One send at a time per session (the client sends one POST at a time): a second one is
     // answered at once rather than parked with its body and its decoded copy.
     let Ok(serial) = session.upstream.clone().try_lock_owned() else {
@@ -176,7 +187,7 @@ pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): Ra
     };
     let limits = &state.config.limits;
     let body_bytes = body.len();
-    let frames = match decode_batch(&body, state.config.max_message_bytes, limits.max_frames_per_batch) {
+    let mut frames = match decode_batch(&body, state.config.max_message_bytes, limits.max_frames_per_batch) {
         Ok(frames) => frames,
         Err(BatchError::Wire(error)) => {
             tracing::info!(session = %session.tag(), error = error.as_str(), "malformed upstream batch");
@@ -192,6 +203,9 @@ pub async fn handle_send(State(state): State<Arc<AppState>>, RawQuery(query): Ra
         }
     };
     drop(body);
+    if let Err(response) = before(&mut frames) {
+        return response;
+    }
     // Over its rates the answer is delayed (bounded), then the batch is refused, not processed.
     let messages = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).count();
     match session.rates.admit(messages.max(1), messages > 0, body_bytes, limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {

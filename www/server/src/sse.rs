@@ -24,7 +24,7 @@ use crate::{busy, refusal, text_error, AppState};
 /// Chunks of at most this many bytes go into the body channel (a larger frame goes alone), and
 /// the channel holds at most [`CHANNEL_CHUNKS`]: what a stalled stream holds is bounded.
 const CHUNK_BYTES: usize = 64 * 1024;
-const CHANNEL_CHUNKS: usize = 4;
+pub(crate) const CHANNEL_CHUNKS: usize = 4;
 
 pub async fn handle(State(state): State<Arc<AppState>>, Extension(ip): Extension<ClientIp>, RawQuery(query): RawQuery) -> Response {
     let params = Params::parse(query.as_deref());
@@ -78,16 +78,16 @@ pub async fn handle(State(state): State<Arc<AppState>>, Extension(ip): Extension
 }
 
 /// A streaming body fed by a channel; it ends when every sender is dropped.
-fn channel_body(mut receiver: mpsc::Receiver<Bytes>) -> Body {
+pub(crate) fn channel_body(mut receiver: mpsc::Receiver<Bytes>) -> Body {
     let stream = futures_util::stream::poll_fn(move |context| receiver.poll_recv(context).map(|item| item.map(Ok::<_, Infallible>)));
     Body::from_stream(stream)
 }
 
-fn stream_response(bytes: Bytes) -> Response {
+pub(crate) fn stream_response(bytes: Bytes) -> Response {
     sse_response(Body::from(bytes))
 }
 
-fn sse_response(body: Body) -> Response {
+pub(crate) fn sse_response(body: Body) -> Response {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
@@ -112,6 +112,12 @@ pub fn frame_type(frame: &Frame) -> &'static str {
         Frame::Unsubscribed { .. } => "unsubscribed",
         Frame::Gap { .. } => "gap",
         Frame::Nack { .. } => "nack",
+        Frame::Session(_) => "session",
+        Frame::Token(_) => "token",
+        Frame::Authed { .. } => "authed",
+        Frame::Pending { .. } => "pending",
+        Frame::AuthHello(..) => "hello",
+        Frame::Attributed { .. } => "msg",
     }
 }
 
@@ -147,8 +153,8 @@ pub fn encode_outgoing_event(frame: &Outgoing, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-struct SseSink {
-    sender: mpsc::Sender<Bytes>,
+pub(crate) struct SseSink {
+    pub(crate) sender: mpsc::Sender<Bytes>,
 }
 
 impl FrameSink for SseSink {

@@ -88,7 +88,7 @@ async fn serve_probe(state: Arc<AppState>, socket: WebSocket, guard: ProbeGuard)
 
 /// Refuses a connect in-protocol: close 4003 with the retry advice, so the client backs off
 /// (a browser cannot read the status of a refused upgrade).
-async fn refuse(state: &AppState, mut sink: WsSink, kind: LimitKind, reason: &str) {
+pub(crate) async fn refuse(state: &AppState, mut sink: WsSink, kind: LimitKind, reason: &str) {
     state.metrics.trip(kind);
     let close = close(close_code::LIMIT_EXCEEDED, reason, state.config.limits.retry());
     sink.send_frames(&[Frame::Close(close.clone())]).await;
@@ -117,7 +117,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, request: ConnectRequest,
     tracing::info!(session = %session.tag(), room = ?session.room, resumed = hello.resumed, transport = "websocket", "attached");
     let first = vec![Frame::Hello(hello)];
     let mut send_task = tokio::spawn(writer::run(state.clone(), session.clone(), attachment.clone(), sink, first, None));
-    let mut receive_task = tokio::spawn(receive(state.clone(), session.clone(), attachment.clone(), stream));
+    let mut receive_task = tokio::spawn(receive(state.clone(), session.clone(), attachment.clone(), stream, false));
     tokio::select! {
         _ = &mut send_task => receive_task.abort(),
         _ = &mut receive_task => {
@@ -132,7 +132,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, request: ConnectRequest,
 }
 
 /// Reads client messages until the socket ends, an error, or `2 × hb` without traffic.
-async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<Attachment>, mut stream: SplitStream<WebSocket>) {
+pub(crate) async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<Attachment>, mut stream: SplitStream<WebSocket>, v3: bool) {
     let idle_limit = state.config.heartbeat() * 2;
     let max = state.config.max_message_bytes;
     let limits = &state.config.limits;
@@ -159,7 +159,7 @@ async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<At
             Message::Close(_) => break,
         };
         state.http_versions.record_websocket_message();
-        let frames = match decode_batch(&bytes, max, limits.max_frames_per_batch) {
+        let mut frames = match decode_batch(&bytes, max, limits.max_frames_per_batch) {
             Ok(frames) => frames,
             Err(BatchError::Wire(error)) => {
                 tracing::info!(session = %session.tag(), error = error.as_str(), "malformed frame");
@@ -172,6 +172,13 @@ async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<At
                 return;
             }
         };
+        // v3: in-band credential refreshes (PROTOCOL §9.4) are handled here, not by the session.
+        if v3 {
+            if let Err(close) = crate::v3::take_tokens(&state, &session, &mut frames) {
+                session.stop_transport(&attachment, Stop::Close(close));
+                return;
+            }
+        }
         // Over its rates the session's next message is read later (bounded), then refused.
         let messages = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).count();
         match session.rates.admit(messages.max(1), messages > 0, bytes.len(), limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {
@@ -200,14 +207,14 @@ async fn receive(state: Arc<AppState>, session: Arc<Session>, attachment: Arc<At
 }
 
 /// Whether a read failed because a message or frame was over the configured size.
-fn is_capacity_error(error: axum::Error) -> bool {
+pub(crate) fn is_capacity_error(error: axum::Error) -> bool {
     // axum wraps the tungstenite error it is built on; `Cargo.toml` pins the same version, so the
     // downcast works (`oversized_websocket_message_gets_limit_close` checks it still does).
     matches!(error.into_inner().downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
 }
 
-struct WsSink {
-    sink: SplitSink<WebSocket, Message>,
+pub(crate) struct WsSink {
+    pub(crate) sink: SplitSink<WebSocket, Message>,
 }
 
 impl FrameSink for WsSink {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use axum::http::{header, HeaderMap};
 
+pub mod connect;
 pub mod demo;
 pub mod jwt;
 pub mod keys;

@@ -57,9 +57,14 @@ impl ReplayBudget {
 
     /// Stores a message once, counted against the budget until its last holder drops it.
     pub fn share(self: &Arc<Self>, event: Option<String>, payload: Payload) -> Arc<SharedMessage> {
-        let bytes = payload.len() + event.as_ref().map_or(0, String::len);
+        self.share_from(None, event, payload)
+    }
+
+    /// [`Self::share`] for a message published by the verified `from` (v3: its `f`).
+    pub fn share_from(self: &Arc<Self>, from: Option<Arc<str>>, event: Option<String>, payload: Payload) -> Arc<SharedMessage> {
+        let bytes = payload.len() + event.as_ref().map_or(0, String::len) + from.as_ref().map_or(0, |from| from.len());
         self.charge(bytes);
-        Arc::new(SharedMessage { event, payload, bytes, budget: self.clone() })
+        Arc::new(SharedMessage { event, payload, from, bytes, budget: self.clone() })
     }
 }
 
@@ -82,7 +87,10 @@ impl Drop for Reservation {
 pub struct SharedMessage {
     pub event: Option<String>,
     pub payload: Payload,
-    /// Payload plus event name, in bytes.
+    /// The verified subject of the client that published it (v3 `f`; None: a backend publish
+    /// or a server without authentication).
+    pub from: Option<Arc<str>>,
+    /// Payload plus event name (and `from`), in bytes.
     pub bytes: usize,
     budget: Arc<ReplayBudget>,
 }

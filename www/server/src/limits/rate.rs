@@ -199,6 +199,11 @@ pub fn decode_batch(mut input: &[u8], max_body_bytes: usize, max_frames: usize) 
             return Err(BatchError::TooManyFrames);
         }
         let (frame, used) = wire::decode(input, max_body_bytes).map_err(BatchError::Wire)?;
+        // The server builds `f` itself (PROTOCOL §9.2): one a client sent is ignored.
+        let frame = match frame {
+            Frame::Attributed { message, .. } => Frame::ChannelMessage(message),
+            frame => frame,
+        };
         frames.push(frame);
         input = input.get(used..).ok_or(BatchError::Wire(WireError::Truncated))?;
     }

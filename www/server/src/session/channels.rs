@@ -109,6 +109,8 @@ impl Session {
                     Some(Refusal::TooManyChannels)
                 } else if !inner.subscribe_rate.take(limits.subscribe_rate_per_sec, limits.subscribe_burst(), Instant::now()) {
                     Some(Refusal::SubscribeRate)
+                } else if !self.auth.may_subscribe(&channel) {
+                    Some(Refusal::NotAllowed) // v3: the credential's `channels` claim.
                 } else {
                     None
                 };
@@ -131,7 +133,7 @@ impl Session {
         if !is_valid_channel_name(&channel) {
             return Action::Nack { seq, channel, refusal: Refusal::BadName };
         }
-        if !self.publish_policy.iter().any(|pattern| pattern_allows(pattern, &channel)) {
+        if !self.publish_policy.iter().any(|pattern| pattern_allows(pattern, &channel)) || !self.auth.may_publish(&channel) {
             return Action::Nack { seq, channel, refusal: Refusal::NotAllowed };
         }
         Action::Publish { seq, channel, event, payload }

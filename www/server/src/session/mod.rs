@@ -174,6 +174,8 @@ pub struct Session {
     /// Most pongs queued; the oldest goes first.
     max_control: usize,
     budget: Arc<ReplayBudget>,
+    /// Protocol v3: the principal it belongs to and its credential's expiry (`crate::v3`).
+    pub auth: crate::v3::SessionAuth,
 }
 
 /// What an upstream batch produced.
@@ -245,6 +247,7 @@ impl Session {
                 ended: false,
             }),
             upstream: Arc::new(tokio::sync::Mutex::new(())),
+            auth: crate::v3::SessionAuth::default(),
         }
     }
 
@@ -341,6 +344,23 @@ impl Session {
         drop(inner);
         self.bump();
         Some((attachment, hello))
+    }
+
+    /// The attached transport, if any (v3: a refused upload closes it, PROTOCOL §9.4).
+    pub fn current_attachment(&self) -> Option<Arc<Attachment>> {
+        let inner = lock(&self.inner);
+        inner.attached.clone().filter(|_| !inner.ended)
+    }
+
+    /// Queues an unnumbered frame for the attached transport (v3 `authed`), as a pong is.
+    pub fn push_control(&self, frame: Frame) {
+        let mut inner = lock(&self.inner);
+        while inner.control.len() >= self.max_control {
+            inner.control.pop_front();
+        }
+        inner.control.push_back(frame);
+        drop(inner);
+        self.bump();
     }
 
     /// Asks `attachment` to stop and wakes its writer.

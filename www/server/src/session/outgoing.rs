@@ -30,11 +30,13 @@ impl Outgoing {
             Outgoing::Message { seq, channel, message } => {
                 let message_frame = Message { seq, event: message.event.clone(), payload: message.payload.clone() };
                 match channel {
-                    Some((channel, position)) => Frame::ChannelMessage(ChannelMessage {
-                        channel: channel.to_string(),
-                        position: Some(position),
-                        message: message_frame,
-                    }),
+                    Some((channel, position)) => {
+                        let channel_message = ChannelMessage { channel: channel.to_string(), position: Some(position), message: message_frame };
+                        match &message.from {
+                            Some(from) => Frame::Attributed { subject: from.to_string(), message: channel_message },
+                            None => Frame::ChannelMessage(channel_message),
+                        }
+                    }
                     None => Frame::Message(message_frame),
                 }
             }
@@ -44,9 +46,10 @@ impl Outgoing {
     pub fn encode(&self, carrier: Carrier, out: &mut Vec<u8>) {
         match self {
             Outgoing::Frame(frame) => wire::encode(frame, carrier, out),
-            Outgoing::Message { seq, channel, message } => wire::encode_channel_message(
+            Outgoing::Message { seq, channel, message } => wire::encode_attributed_message(
                 *seq,
                 channel.as_ref().map(|(channel, position)| (&**channel, Some(*position))),
+                message.from.as_deref(),
                 message.event.as_deref(),
                 &message.payload,
                 carrier,

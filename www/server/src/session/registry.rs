@@ -203,18 +203,31 @@ impl Registry {
     /// every member under the channel's lock. With `create`, a missing channel is created (a
     /// backend publish); else the messages reach nobody and nothing is created.
     pub fn publish(&self, channel: &str, messages: Vec<(Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
+        self.publish_from(channel, None, messages, create, config)
+    }
+
+    /// [`Self::publish`] of messages by the verified subject `from` (v3: their `f`).
+    pub fn publish_from(&self, channel: &str, from: Option<Arc<str>>, messages: Vec<(Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
         let messages = messages.into_iter().map(|(event, payload)| (0, event, payload)).collect();
-        self.publish_batch(&[channel], messages, create, config)
+        self.publish_batch(&[channel], from, messages, create, config)
     }
 
     /// Publishes messages in order, each to the channel `channels[index]` (distinct names),
     /// all or nothing (see [`channel::Registry::publish_batch`]): a refusal publishes nothing
     /// and is in [`Delivery::refusal`]. Each message is stored once, shared by every member and
-    /// the history, and queued to every member under the channels lock.
-    pub fn publish_batch(&self, channels: &[&str], messages: Vec<(usize, Option<String>, Payload)>, create: bool, config: &Config) -> Delivery {
+    /// the history, and queued to every member under the channels lock. `from`: the verified
+    /// subject of the publishing client (None for a backend publish).
+    pub fn publish_batch(
+        &self,
+        channels: &[&str],
+        from: Option<Arc<str>>,
+        messages: Vec<(usize, Option<String>, Payload)>,
+        create: bool,
+        config: &Config,
+    ) -> Delivery {
         let names: Vec<Arc<str>> = channels.iter().map(|name| Arc::from(*name)).collect();
         let messages: Vec<(usize, Arc<SharedMessage>)> =
-            messages.into_iter().map(|(index, event, payload)| (index, self.budget.share(event, payload))).collect();
+            messages.into_iter().map(|(index, event, payload)| (index, self.budget.share_from(from.clone(), event, payload))).collect();
         let mut delivery = Delivery::default();
         // The members of each channel, looked up again only when they changed (subscribes and
         // leaves go on between two messages of a batch).
@@ -264,7 +277,7 @@ impl Registry {
         for action in actions {
             match action {
                 Action::Publish { channel, event, payload, .. } => {
-                    let published = self.publish(&channel, vec![(event, payload)], false, config);
+                    let published = self.publish_from(&channel, session.auth.subject(), vec![(event, payload)], false, config);
                     delivery.delivered += published.delivered;
                     delivery.overflowed += published.overflowed;
                 }
