@@ -56,7 +56,7 @@ extern "C" {
     /// A message; a channel's has its channel, epoch (hex) and offset.
     #[wasm_bindgen(method)]
     #[allow(clippy::too_many_arguments)]
-    fn message(this: &Hub, seq: f64, event: Option<&str>, kind: u32, data: &JsValue, channel: Option<&str>, epoch: Option<&str>, offset: Option<f64>);
+    fn message(this: &Hub, event: Option<&str>, kind: u32, data: &JsValue, channel: Option<&str>, epoch: Option<&str>, offset: Option<f64>);
     /// The Subscription object of `channel` (the live one, or a new one).
     #[wasm_bindgen(method)]
     fn subscription(this: &Hub, channel: &str) -> JsValue;
@@ -298,7 +298,8 @@ impl Facade {
     }
 
     /// Gives a message to hub.js (which parses JSON text: an 'error' event if it does not parse).
-    fn message(&self, seq: u64, event: Option<&str>, payload: Payload, channel: Option<(&str, crate::core::wire::Position)>) {
+    /// (hub.js numbers what it delivers itself: `info.seq` is not the wire seq.)
+    fn message(&self, event: Option<&str>, payload: Payload, channel: Option<(&str, crate::core::wire::Position)>) {
         let (kind, data) = match payload {
             Payload::Text(text) => (0, JsValue::from_str(&text)),
             Payload::Json(text) => (1, JsValue::from_str(&text)),
@@ -306,7 +307,7 @@ impl Facade {
         };
         let epoch = channel.map(|(_, position)| channels::epoch_hex(position.epoch));
         let offset = channel.map(|(_, position)| position.offset as f64);
-        self.hub.message(seq as f64, event, kind, &data, channel.map(|(name, _)| name), epoch.as_deref(), offset);
+        self.hub.message(event, kind, &data, channel.map(|(name, _)| name), epoch.as_deref(), offset);
     }
 
     fn dispatch(&self, event: Event) {
@@ -318,9 +319,9 @@ impl Facade {
                 }
                 self.notify(Js::Open, Some(&session_id), Some(transport.as_str()), f64::from(u8::from(resumed)));
             }
-            Event::Message { seq, event, payload } => self.message(seq, event.as_deref(), payload, None),
-            Event::ChannelMessage { channel, position, seq, event, payload } => {
-                self.message(seq, event.as_deref(), payload, Some((&channel, position)));
+            Event::Message { event, payload, .. } => self.message(event.as_deref(), payload, None),
+            Event::ChannelMessage { channel, position, event, payload, .. } => {
+                self.message(event.as_deref(), payload, Some((&channel, position)));
             }
             Event::Subscribed { channel, recovered, position } => {
                 let epoch = channels::epoch_hex(position.epoch);

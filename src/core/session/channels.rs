@@ -81,8 +81,12 @@ pub(super) struct Channels {
 impl Channels {
     /// A new life: only the room channel, which a fresh session holds from its creation.
     pub(super) fn new(room: Option<&str>) -> Channels {
-        let subs = room.map(|name| Sub { name: String::from(name), state: SubState::Implicit, position: None, owed: None });
-        Channels { subs: subs.into_iter().collect() }
+        // A push, not an `Option` collected: that collect is a monomorphization of its own.
+        let mut subs = Vec::new();
+        if let Some(name) = room {
+            subs.push(Sub { name: String::from(name), state: SubState::Implicit, position: None, owed: None });
+        }
+        Channels { subs }
     }
 
     fn find(&self, name: &str) -> Option<usize> {
@@ -252,19 +256,17 @@ impl Session {
 
     /// The resubscribe timer fired.
     pub(super) fn resubscribe_due(&mut self, now: Millis) {
-        let due: Vec<String> = self
-            .channels
-            .subs
-            .iter()
-            .filter(|sub| matches!(sub.state, SubState::Retrying { at } if at <= now))
-            .map(|sub| sub.name.clone())
-            .collect();
-        for name in due {
-            let since = self.position(&name);
-            let req = self.queue_control(now, Kind::Subscribe { channel: name.clone(), since });
-            if let Some(sub) = self.channels.get_mut(&name) {
-                sub.state = SubState::Pending { req };
+        // By index, with no list of names collected: queueing a request leaves `subs` as it is.
+        let mut index = 0;
+        while let Some(sub) = self.channels.subs.get(index) {
+            if matches!(sub.state, SubState::Retrying { at } if at <= now) {
+                let kind = Kind::Subscribe { channel: sub.name.clone(), since: sub.position };
+                let req = self.queue_control(now, kind);
+                if let Some(sub) = self.channels.subs.get_mut(index) {
+                    sub.state = SubState::Pending { req };
+                }
             }
+            index += 1;
         }
         self.rearm_resubscribe();
     }
