@@ -131,6 +131,19 @@ export function request(url, method, signal, body) {
 const TRANSPORTS = ['websocket', 'sse', 'long-polling'];
 
 /**
+ * The `room=` of the URL's query (the first one), or null: the room channel a session is
+ * subscribed to from its creation (PROTOCOL.md §8.5). URLSearchParams is the WHATWG
+ * application/x-www-form-urlencoded parser, the one the server's form_urlencoded implements, so
+ * both read the same name (a percent-encoded key, `+` for a space and bytes that are not UTF-8
+ * alike).
+ */
+export function room(url) {
+    // The query as Endpoint::parse takes it: after the first '?', before the fragment.
+    const query = /^[^#?]*\?([^#]*)/.exec(url);
+    return query && new URLSearchParams(query[1]).get('room');
+}
+
+/**
  * The constructor's options, validated in one pass over the object in key order (the first
  * problem found is thrown, as error('invalid-argument', ...), with a message that names the
  * option and what it must be) and flattened for the wasm (src/client/options.rs), NaN where an

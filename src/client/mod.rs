@@ -70,6 +70,10 @@ extern "C" {
     #[wasm_bindgen(method)]
     fn event(this: &Hub, kind: u32, a: Option<&str>, b: Option<&str>, c: Option<&str>, x: f64, y: f64);
 
+    /// The `room=` of the URL's query as the server reads it (the first one), or none.
+    #[wasm_bindgen(js_name = room)]
+    fn room_of(url: &str) -> Option<String>;
+
     /// An `Error` with its stable `code`.
     #[wasm_bindgen(js_name = error)]
     fn new_error(code: &str, message: &str) -> JsValue;
@@ -153,7 +157,7 @@ impl RealtimeClient {
         let endpoint = Endpoint::parse(&url).map_err(|error| invalid_argument(error.as_str()))?;
         let mut config = options::parse(&options)?;
         config.jitter_seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
-        let room = endpoint.room();
+        let room = room_of(&url);
         config.room = room.clone();
         // Only a client with the whole default ladder shares the rung memory: a restricted one
         // would remember (and be steered by) a rung it chose, not one the network forced.
