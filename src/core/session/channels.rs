@@ -224,16 +224,11 @@ impl Session {
                 sub.state = SubState::Implicit;
             } else if !matches!(sub.state, SubState::Retrying { .. }) {
                 prefix.push(Kind::Subscribe { channel: sub.name.clone(), since: sub.position });
-                sub.state = SubState::Pending { req: 0 };
+                // The fresh session numbers the prefix 1, 2, ...: this request is the last so far.
+                sub.state = SubState::Pending { req: prefix.len() as u64 };
             }
         }
-        for (channel, seq) in self.renumber_outbox_for_reset(prefix) {
-            if let Some(sub) = self.channels.get_mut(&channel) {
-                if sub.state == (SubState::Pending { req: 0 }) {
-                    sub.state = SubState::Pending { req: seq };
-                }
-            }
-        }
+        self.renumber_outbox_for_reset(prefix);
     }
 
     /// `close`: every subscription ends with the session.

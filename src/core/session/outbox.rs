@@ -194,14 +194,10 @@ impl Session {
     /// is rejected rather than risk a double. Messages never sent are renumbered and kept.
     /// `prefix`: the subscription requests the new session must see first (numbered 1, 2, ...);
     /// the old ones are dropped (the new session holds exactly what the client sends it).
-    pub(super) fn renumber_outbox_for_reset(&mut self, prefix: Vec<Kind>) -> Vec<(String, u64)> {
+    pub(super) fn renumber_outbox_for_reset(&mut self, prefix: Vec<Kind>) {
         let mut kept = Vec::with_capacity(self.outbox.len() + prefix.len());
         let mut next_seq = 1;
-        let mut numbered = Vec::new();
         for kind in prefix {
-            if let Kind::Subscribe { channel, .. } | Kind::Unsubscribe { channel } = &kind {
-                numbered.push((channel.clone(), next_seq));
-            }
             kept.push(Outgoing { id: 0, kind, failed: false, seq: next_seq, event: None, payload: Payload::Text(String::new()), transmitted: false });
             next_seq += 1;
         }
@@ -226,7 +222,6 @@ impl Session {
         }
         self.outbox.queue = kept;
         self.outbox.next_seq = next_seq;
-        numbered
     }
 
     /// After a hello: messages queued under an older (or the default) size limit that exceed
