@@ -15,7 +15,7 @@
 
 use crate::prelude::*;
 use crate::core::session::limits::{self, after};
-use crate::core::session::outbox::Kind;
+use crate::core::session::outbox::{Kind, Outgoing};
 use crate::core::session::timers::Timer;
 use crate::core::session::{ConnId, ErrorCode, Event, SendError, Session, State};
 use crate::core::wire::{self, ChannelMessage, Close, Frame, Payload, Position, Retry};
@@ -211,7 +211,7 @@ impl Session {
         let mut prefix = Vec::new();
         if let Some(room) = &room {
             if self.channels.find(room).is_none() {
-                prefix.push(Kind::Unsubscribe { channel: room.clone() });
+                prefix.push(Outgoing::request(Kind::Unsubscribe { channel: room.clone() }, 1));
             }
         }
         for sub in &mut self.channels.subs {
@@ -223,9 +223,10 @@ impl Session {
                 // The fresh session holds it already, recovered from `rt_since`.
                 sub.state = SubState::Implicit;
             } else if !matches!(sub.state, SubState::Retrying { .. }) {
-                prefix.push(Kind::Subscribe { channel: sub.name.clone(), since: sub.position });
-                // The fresh session numbers the prefix 1, 2, ...: this request is the last so far.
-                sub.state = SubState::Pending { req: prefix.len() as u64 };
+                // The fresh session numbers the prefix 1, 2, ...
+                let req = prefix.len() as u64 + 1;
+                prefix.push(Outgoing::request(Kind::Subscribe { channel: sub.name.clone(), since: sub.position }, req));
+                sub.state = SubState::Pending { req };
             }
         }
         self.renumber_outbox_for_reset(prefix);
