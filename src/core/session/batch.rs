@@ -150,9 +150,9 @@ impl Session {
         let mut index = self.outbox.first_untransmitted();
         while let Some(message) = self.outbox.held().get(index).filter(|_| index < window) {
             let bound = match &message.kind {
-                Kind::Publish { channel: None } => wire::message_size_bound(message.event.as_deref(), &message.payload, carrier),
-                Kind::Publish { channel: Some(name) } => {
-                    wire::message_size_bound(message.event.as_deref(), &message.payload, carrier) + wire::CHANNEL_FIELDS_BOUND + name.len()
+                Kind::Publish { channel } => {
+                    let channel_bound = channel.as_ref().map_or(0, |name| wire::CHANNEL_FIELDS_BOUND + name.len());
+                    wire::message_size_bound(message.event.as_deref(), &message.payload, carrier) + channel_bound
                 }
                 _ => crate::core::session::outbox::CONTROL_BOUND,
             };

@@ -207,11 +207,11 @@ impl Session {
     /// unsubscribe when the app dropped it; a subscribe with its position for every other held
     /// channel), then the outbox renumbered behind them.
     pub(super) fn renumber_for_reset(&mut self) {
-        let room = self.config.room.clone();
+        let room = self.config.room.as_deref();
         let mut prefix = Vec::new();
-        if let Some(room) = &room {
+        if let Some(room) = room {
             if self.channels.find(room).is_none() {
-                prefix.push(Outgoing::request(Kind::Unsubscribe { channel: room.clone() }, 1));
+                prefix.push(Outgoing::request(Kind::Unsubscribe { channel: String::from(room) }, 1));
             }
         }
         for sub in &mut self.channels.subs {
@@ -219,7 +219,7 @@ impl Session {
             if let Some(owed) = sub.owed.take() {
                 self.events.push(owed.event(sub.name.clone()));
             }
-            if room.as_deref() == Some(sub.name.as_str()) {
+            if room == Some(sub.name.as_str()) {
                 // The fresh session holds it already, recovered from `rt_since`.
                 sub.state = SubState::Implicit;
             } else if !matches!(sub.state, SubState::Retrying { .. }) {
