@@ -7,7 +7,7 @@
 //!   facade weakly, so it keeps neither alive, and it is the crate's `Fn` closure type, so a
 //!   listener that publishes from inside a publish's own events is not a recursive `FnMut` call
 //!   (which would throw).
-//! - A channel name and a `since` position are validated by hub.js (`since()`) before the core
+//! - A channel name and a `since` position are validated by hub.js (`since()`, through the hub's `subscribe()`) before the core
 //!   sees them; the core checks the name again (never trusts its caller).
 
 use super::*;
@@ -80,13 +80,13 @@ impl RealtimeClient {
     /// TypeScript section.)
     #[wasm_bindgen(skip_typescript)]
     pub fn subscribe(&self, channel: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
-        let since = since(&channel, &options)?;
+        let made = self.facade.hub.subscribe(&channel, &options)?;
         let name = channel.as_string().unwrap_or_default();
-        let position = since.get(0).as_string().and_then(|epoch| parse_epoch(epoch.as_bytes()).ok()).map(|epoch| Position {
+        let position = made.get(1).as_string().and_then(|epoch| parse_epoch(epoch.as_bytes()).ok()).map(|epoch| Position {
             epoch,
-            offset: since.get(1).as_f64().unwrap_or(0.0) as u64,
+            offset: made.get(2).as_f64().unwrap_or(0.0) as u64,
         });
-        let subscription = self.facade.hub.subscription(&name);
+        let subscription = made.get(0);
         if let Err(error) = self.driver.command(|session, now| session.subscribe(now, &name, position)) {
             // Ends the Subscription just made (or the live one: nothing changed for it then).
             self.facade.hub.event(Js::Unsubscribed as u32, Some(&name), Some(error.code().as_str()), Some(error.as_str()), 0.0, 0.0);

@@ -263,7 +263,7 @@ const SUB_LIFECYCLE = ['message', 'subscribed', 'unsubscribed', 'gap', 'error'];
  * and `options.since` = { offset: a whole number from 0 to 2^53 - 1, epoch: 16 lowercase hex
  * digits }. Returns [epoch, offset] of since, or [] without one.
  */
-export function since(channel, options) {
+function since(channel, options) {
     if (typeof channel !== 'string' || !CHANNEL.test(channel)) refuse('channel name must be 1-128 characters of A-Z a-z 0-9 _ . : / -');
     if (options === undefined || options === null) return [];
     if (typeof options !== 'object') refuse('subscribe options must be an object');
@@ -359,6 +359,37 @@ export function hub(room, call) {
         entry.events.listeners.clear();
     };
 
+    // The Subscription of `channel` (made now if there is none).
+    const subscription = (channel) => {
+        const entry = subscriptions.get(channel);
+        if (entry) return entry.sub;
+        const events = registry(SUB_LIFECYCLE);
+        let settle;
+        const ready = new Promise((resolve, reject) => (settle = [resolve, reject]));
+        // A refusal the app does not await is not an unhandled rejection.
+        ready.catch(() => {});
+        const made = { events, settle, ended: false };
+        const invoke = (op, event, data) =>
+            made.ended || freed ? reject(error('unsubscribed', "the subscription to '" + channel + "' has ended")) : call([op, channel, event, data]);
+        made.sub = {
+            channel,
+            ready,
+            on: events.on,
+            off: events.off,
+            publish: (data) => invoke(0, undefined, data),
+            emit(event, data) {
+                if (SUB_LIFECYCLE.includes(event)) refuse("'" + event + "' is a subscription event name and cannot be emitted");
+                emittable(event);
+                return invoke(1, event, data);
+            },
+            unsubscribe() {
+                if (!made.ended && !freed) call([2, channel]);
+            },
+        };
+        subscriptions.set(channel, made);
+        return made.sub;
+    };
+
     // Settles every waiting connect(): resolved (no error) or rejected with error().
     const settle = (code, message) => {
         const settled = waiters;
@@ -450,36 +481,12 @@ export function hub(room, call) {
                     return subscriptions.get(a)?.events.emit('error', error(b, c));
             }
         },
-        // The Subscription of `channel` (made now if there is none); subscribe() validated the
-        // name with since() and told the wasm.
-        subscription(channel) {
-            const entry = subscriptions.get(channel);
-            if (entry) return entry.sub;
-            const events = registry(SUB_LIFECYCLE);
-            let settle;
-            const ready = new Promise((resolve, reject) => (settle = [resolve, reject]));
-            // A refusal the app does not await is not an unhandled rejection.
-            ready.catch(() => {});
-            const made = { events, settle, ended: false };
-            const invoke = (op, event, data) =>
-                made.ended || freed ? reject(error('unsubscribed', "the subscription to '" + channel + "' has ended")) : call([op, channel, event, data]);
-            made.sub = {
-                channel,
-                ready,
-                on: events.on,
-                off: events.off,
-                publish: (data) => invoke(0, undefined, data),
-                emit(event, data) {
-                    if (SUB_LIFECYCLE.includes(event)) refuse("'" + event + "' is a subscription event name and cannot be emitted");
-                    emittable(event);
-                    return invoke(1, event, data);
-                },
-                unsubscribe() {
-                    if (!made.ended && !freed) call([2, channel]);
-                },
-            };
-            subscriptions.set(channel, made);
-            return made.sub;
+        // subscribe()'s arguments validated by since(), then the Subscription of `channel` (made
+        // now if there is none): [subscription, epoch, offset] (the position of `since`, if
+        // given). The wasm tells the session next.
+        subscribe(channel, options) {
+            const position = since(channel, options);
+            return [subscription(channel), ...position];
         },
         subscriptions() {
             return [...subscriptions.values()].map((entry) => entry.sub);

@@ -57,15 +57,14 @@ extern "C" {
     #[wasm_bindgen(method)]
     #[allow(clippy::too_many_arguments)]
     fn message(this: &Hub, event: Option<&str>, kind: u32, data: &JsValue, channel: Option<&str>, epoch: Option<&str>, offset: Option<f64>);
-    /// The Subscription object of `channel` (the live one, or a new one).
-    #[wasm_bindgen(method)]
-    fn subscription(this: &Hub, channel: &str) -> JsValue;
+    /// Validates subscribe()'s arguments, then the Subscription object of `channel` (the live
+    /// one, or a new one): `[subscription, epoch, offset]`, the last two those of `since` if
+    /// given; else the Error.
+    #[wasm_bindgen(method, catch)]
+    fn subscribe(this: &Hub, channel: &JsValue, options: &JsValue) -> Result<js_sys::Array, JsValue>;
     /// The live Subscription objects.
     #[wasm_bindgen(method)]
     fn subscriptions(this: &Hub) -> js_sys::Array;
-    /// Validates subscribe()'s arguments: `[epoch, offset]` of `since`, or `[]`; else the Error.
-    #[wasm_bindgen(catch)]
-    fn since(channel: &JsValue, options: &JsValue) -> Result<js_sys::Array, JsValue>;
     /// Every other event and notice, by `Js` kind (hub.js says what a, b, c, x and y are).
     #[wasm_bindgen(method)]
     fn event(this: &Hub, kind: u32, a: Option<&str>, b: Option<&str>, c: Option<&str>, x: f64, y: f64);
