@@ -174,43 +174,60 @@ pub(super) fn message_in_channel(fields: &mut Fields<'_>, message: Message) -> R
 /// client, which never receives them) does not decode a `subscribe` or an `unsubscribe`: they
 /// are an unknown frame type there, as any frame a server must not send.
 pub(super) fn decode_control(fields: &mut Fields<'_>, body: &[u8]) -> Option<Result<Frame, WireError>> {
-    let kind = fields.kind;
-    Some(match kind {
-        b"subscribed" => channel_head(fields).and_then(|(seq, channel)| {
-            Ok(Frame::Subscribed {
-                seq,
-                channel,
-                position: position(fields)?.ok_or(WireError::MissingField)?,
-                recovered: parse_number(fields.require(b"rec")?)? == 1,
-                reply_to: optional_number(fields, b"for")?,
-            })
-        }),
-        b"unsubscribed" => channel_head(fields).and_then(|(seq, channel)| {
-            Ok(Frame::Unsubscribed { seq, channel, reply_to: optional_number(fields, b"for")?, close: close_fields(fields, body)? })
-        }),
-        b"gap" => channel_head(fields).and_then(|(seq, channel)| {
-            Ok(Frame::Gap {
-                seq,
-                channel,
-                epoch: parse_epoch(fields.require(b"ep")?)?,
-                from: parse_number(fields.require(b"from")?)?,
-                to: parse_number(fields.require(b"to")?)?,
-            })
-        }),
-        b"nack" => channel_head(fields).and_then(|(seq, channel)| {
-            Ok(Frame::Nack { seq, channel, reply_to: parse_number(fields.require(b"for")?)?, close: close_fields(fields, body)? })
-        }),
+    let kind = match fields.kind {
+        b"subscribed" => Control::Subscribed,
+        b"unsubscribed" => Control::Unsubscribed,
+        b"gap" => Control::Gap,
+        b"nack" => Control::Nack,
         #[cfg(not(target_arch = "wasm32"))]
-        b"subscribe" => channel_head(fields).and_then(|(seq, channel)| Ok(Frame::Subscribe { seq, channel, since: position(fields)? })),
+        b"subscribe" => Control::Subscribe,
         #[cfg(not(target_arch = "wasm32"))]
-        b"unsubscribe" => channel_head(fields).map(|(seq, channel)| Frame::Unsubscribe { seq, channel }),
+        b"unsubscribe" => Control::Unsubscribe,
         _ => return None,
-    })
+    };
+    Some(decode_control_kind(kind, fields, body))
 }
 
-/// The `s` and `ch` every channel frame starts with.
-fn channel_head(fields: &mut Fields<'_>) -> Result<(u64, String), WireError> {
-    Ok((parse_number(fields.require(b"s")?)?, parse_channel(fields.require(b"ch")?)?))
+/// The channel frame types other than `msg`.
+#[derive(Clone, Copy)]
+enum Control {
+    Subscribed,
+    Unsubscribed,
+    Gap,
+    Nack,
+    #[cfg(not(target_arch = "wasm32"))]
+    Subscribe,
+    #[cfg(not(target_arch = "wasm32"))]
+    Unsubscribe,
+}
+
+fn decode_control_kind(kind: Control, fields: &mut Fields<'_>, body: &[u8]) -> Result<Frame, WireError> {
+    let seq = parse_number(fields.require(b"s")?)?;
+    let channel = parse_channel(fields.require(b"ch")?)?;
+    Ok(match kind {
+        Control::Subscribed => Frame::Subscribed {
+            seq,
+            channel,
+            position: position(fields)?.ok_or(WireError::MissingField)?,
+            recovered: parse_number(fields.require(b"rec")?)? == 1,
+            reply_to: optional_number(fields, b"for")?,
+        },
+        Control::Unsubscribed => {
+            Frame::Unsubscribed { seq, channel, reply_to: optional_number(fields, b"for")?, close: close_fields(fields, body)? }
+        }
+        Control::Gap => Frame::Gap {
+            seq,
+            channel,
+            epoch: parse_epoch(fields.require(b"ep")?)?,
+            from: parse_number(fields.require(b"from")?)?,
+            to: parse_number(fields.require(b"to")?)?,
+        },
+        Control::Nack => Frame::Nack { seq, channel, reply_to: parse_number(fields.require(b"for")?)?, close: close_fields(fields, body)? },
+        #[cfg(not(target_arch = "wasm32"))]
+        Control::Subscribe => Frame::Subscribe { seq, channel, since: position(fields)? },
+        #[cfg(not(target_arch = "wasm32"))]
+        Control::Unsubscribe => Frame::Unsubscribe { seq, channel },
+    })
 }
 
 #[cfg(test)]
