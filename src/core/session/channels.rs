@@ -97,17 +97,12 @@ impl Channels {
         self.subs.iter_mut().find(|sub| sub.name == name)
     }
 
-    /// Takes `name` out, keeping the others in order (no `Vec::remove`: no panic path).
-    fn take(&mut self, name: &str) -> Option<Sub> {
-        let mut taken = None;
-        for sub in core::mem::take(&mut self.subs) {
-            if taken.is_none() && sub.name == name {
-                taken = Some(sub);
-            } else {
-                self.subs.push(sub);
-            }
-        }
-        taken
+    /// Removes `name`, keeping the others in order (no `Vec::remove`: no panic path); returns
+    /// the state it had. Names are unique in `subs`.
+    fn remove(&mut self, name: &str) -> Option<SubState> {
+        let state = self.subs.iter().find(|sub| sub.name == name)?.state;
+        self.subs.retain(|sub| sub.name != name);
+        Some(state)
     }
 
     /// The earliest resubscribe deadline.
@@ -145,13 +140,13 @@ impl Session {
     /// Ends the subscription to `channel` at once: `Unsubscribed` now, and none of its messages
     /// from here on. False when it was not subscribed.
     pub fn unsubscribe(&mut self, now: Millis, channel: &str) -> bool {
-        let Some(sub) = self.channels.take(channel) else { return false };
-        if !matches!(sub.state, SubState::Retrying { .. }) {
-            self.queue_control(now, Kind::Unsubscribe { channel: sub.name.clone() });
+        let Some(state) = self.channels.remove(channel) else { return false };
+        if !matches!(state, SubState::Retrying { .. }) {
+            self.queue_control(now, Kind::Unsubscribe { channel: String::from(channel) });
         }
         self.rearm_resubscribe();
         self.events.push(Event::Unsubscribed {
-            channel: sub.name,
+            channel: String::from(channel),
             code: ErrorCode::Unsubscribed,
             reason: String::from("unsubscribed by the app"),
         });
@@ -375,7 +370,7 @@ impl Session {
             self.rearm_resubscribe();
             self.events.push(Event::SubscriptionError { channel, code, message: close.reason });
         } else {
-            self.channels.take(&channel);
+            self.channels.remove(&channel);
             self.events.push(Event::Unsubscribed { channel, code, reason: close.reason });
         }
     }
