@@ -505,9 +505,10 @@ export function hub(room, call) {
                 }
             }
             event = event ?? null;
-            if (channel === undefined || channel === room) emit(event ?? 'message', data, { event, seq, kind: KINDS[kind] });
-            const entry = channel === undefined ? undefined : subscriptions.get(channel);
-            if (entry) entry.events.emit(event ?? 'message', data, { channel, epoch, offset, event, seq, kind: KINDS[kind] });
+            const name = event ?? 'message';
+            if (channel === undefined || channel === room) emit(name, data, { event, seq, kind: KINDS[kind] });
+            // (No Subscription has the key undefined: an unnamed channel finds none.)
+            subscriptions.get(channel)?.events.emit(name, data, { channel, epoch, offset, event, seq, kind: KINDS[kind] });
         },
     };
 }
