@@ -31,7 +31,7 @@ help:
 	@echo "                   certificate made at start; prints its SPKI fingerprint and the Chromium flag"
 	@echo "                   that trusts it (--ignore-certificate-errors-spki-list=...)"
 	@echo "make test          host tests, browser tests (headless Chromium), release size"
-	@echo "make test-host     cargo test --workspace, and the post-build step's tests"
+	@echo "make test-host     cargo test --workspace, the post-build step's tests and hub.js's (node --test)"
 	@echo "make test-proxies  the nginx and haproxy configs of www/deploy/ in front of a release server"
 	@echo "make soak          the attacks at full size against a release server (minutes; not in make test)"
 	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
@@ -90,6 +90,7 @@ test-host:
 	.ci/check-invariants.sh
 	cargo test --workspace
 	.ci/post-build.sh --test
+	node --test src/client/hub.test.mjs
 
 # www/deploy/nginx.conf and haproxy.cfg in front of a release server: WebSocket, SSE within
 # 100 ms, long poll, send and the forwarded headers through each (.ci/proxy-tests.sh).
