@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make test-demo`: the demo page (www/) clicked through in headless Chromium by
 # tests/demo/run-demo.mjs (playwright-core driving /usr/bin/chromium; never `playwright install`):
-# two pages chat, one drops its connection (POST /realtime/kick), resumes, and no message is lost
-# or doubled. Screenshots go to target/demo-screenshots/.
+# two pages chat in two rooms over one connection each (unread counts), the live feed ticks
+# (--demo-feed clock, as `make demo` starts it), one page drops its connection (POST
+# /realtime/kick), resumes, and no message is lost or doubled in either room. Screenshots go to
+# target/demo-screenshots/.
 #
 # - npm ci runs only when tests/demo/node_modules is missing or was installed from another lock.
 # - The wasm package in www/public/pkg is reused when it is newer than every input of the crate (at the end
@@ -10,7 +12,7 @@
 #   (wasm-pack, then the post-build step of .ci/post-build.sh: the demo runs what ships).
 # - The reference server (debug build; REALTIME_SERVER_BIN overrides it) listens on a free port with
 #   --allow-kick and a random admin token (kick needs both; the pages get the token in the URL's
-#   fragment, as from `make demo`), and is stopped on exit, failures included.
+#   fragment, as from `make demo`) and --demo-feed clock, and is stopped on exit, failures included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/lib.sh
@@ -67,10 +69,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 admin_token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --static-dir www/public --allow-kick >"$server_log" 2>&1 &
+REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --static-dir www/public --allow-kick --demo-feed clock >"$server_log" 2>&1 &
 server_pid=$!
 address=$(wait_for_address "$server_pid" "$server_log" 20) || fail "the server did not start"
-say "server on http://$address (--allow-kick, admin token)"
+say "server on http://$address (--allow-kick, admin token, --demo-feed clock)"
 
 if ! ADMIN_TOKEN=$admin_token node "$demo/run-demo.mjs" "http://$address" "$shots"; then
     echo "demo-test: server log (last 40 lines):" >&2

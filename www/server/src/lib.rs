@@ -30,6 +30,7 @@ pub mod admin;
 pub mod channel;
 pub mod client_ip;
 pub mod cors;
+pub mod demo_feed;
 pub mod edge;
 pub mod kick;
 pub mod limits;
