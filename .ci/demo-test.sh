@@ -74,10 +74,13 @@ server_pid=$!
 address=$(wait_for_address "$server_pid" "$server_log" 20) || fail "the server did not start"
 say "server on http://$address (--allow-kick, admin token, --demo-feed clock)"
 
-if ! ADMIN_TOKEN=$admin_token node "$demo/run-demo.mjs" "http://$address" "$shots"; then
+# SERVER_*: run-demo.mjs restarts the server (SIGTERM, then the same flags on the same address;
+# it stops the new one when it exits) to show the rooms coming back without their history.
+if ! ADMIN_TOKEN=$admin_token SERVER_BIN=$server_bin SERVER_PID=$server_pid SERVER_LOG=$server_log \
+    node "$demo/run-demo.mjs" "http://$address" "$shots"; then
     echo "demo-test: server log (last 40 lines):" >&2
     tail -n 40 "$server_log" >&2
     fail "FAILED (screenshots, if any, in $shots)"
 fi
 timed "browser run"
-say "screenshots: $shots/chat.png (Alice after her dropped connection resumed; chat-full-page.png: the whole page), $shots/chat-bob.png (Bob)"
+say "screenshots: $shots/chat.png (Alice after her dropped connection resumed; chat-full-page.png: the whole page), $shots/chat-bob.png (Bob), $shots/chat-restart-bob.png (Bob after the server restart), $shots/chat-narrow.png (Alice at a phone's width)"
