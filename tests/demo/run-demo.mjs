@@ -238,11 +238,23 @@ async function checkPng(file, fullPage = false, viewport = VIEWPORT) {
   return `${width}x${height}, ${bytes.length} bytes`;
 }
 
-// The server restarted by this script, stopped when it exits (whatever the outcome).
+// The server restarted by this script: stopped at the end of the run (its pipe would keep this
+// process alive), and on a hard exit (the overall timeout) too.
 let restarted = null;
 process.on('exit', () => {
   if (restarted && restarted.exitCode === null) restarted.kill('SIGTERM');
 });
+
+async function stopRestarted() {
+  const child = restarted;
+  if (!child || child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  // It sends every transport its going-away close and exits; a stuck one is killed.
+  const timer = setTimeout(() => child.kill('SIGKILL'), WAIT_MS);
+  await exited;
+  clearTimeout(timer);
+}
 
 // Stops the server (SIGTERM: it tells every transport to come back in a second) and starts a new
 // one with the same flags on the same address, once the old one has let go of the port.
@@ -295,6 +307,7 @@ async function main() {
     await run(browser);
   } finally {
     await browser.close();
+    await stopRestarted();
   }
 }
 

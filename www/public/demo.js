@@ -247,6 +247,7 @@ function makeRoom(name) {
   button.type = 'button';
   button.className = 'room-button';
   button.dataset.room = name;
+  button.title = `#${name}`;
   const label = document.createElement('span');
   label.className = 'room-name';
   label.textContent = `#${name}`;
@@ -303,6 +304,8 @@ function selectRoom(name) {
   ui.roomTitle.textContent = name;
   room.channel.mirror(ui.roomOutcome);
   room.list.scrollTop = room.list.scrollHeight;
+  // On a narrow screen the list is one row that scrolls sideways: keep the selection in view.
+  room.button.scrollIntoView({ block: 'nearest', inline: 'nearest' });
   rememberSettings();
   render();
 }
