@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Server, WsClient, LIMIT};
@@ -56,16 +56,28 @@ async fn consecutive_ticks(client: &mut WsClient, channel: &str, start: Position
     ticks
 }
 
+/// Kills the server when the test ends, a failed assertion included (a leaked server would hold
+/// the test's output pipe open).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn the_flag_publishes_a_tick_per_second_at_consecutive_offsets() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_realtime-server"))
+    let child = Command::new(env!("CARGO_BIN_EXE_realtime-server"))
         .args(["--listen", "127.0.0.1:0", "--demo-feed", "clock"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop(child);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let address = line.trim().strip_prefix("listening on http://").expect("listening line").to_owned();
 
     let mut client = WsClient::connect_v2(&format!("ws://{address}/realtime?rt_conn=1")).await;
@@ -78,9 +90,6 @@ async fn the_flag_publishes_a_tick_per_second_at_consecutive_offsets() {
     assert_eq!(ticks[0], start.offset + 1, "tick N is at offset N");
     // Three ticks a second apart: about two periods between the first and the last.
     assert!(took >= Duration::from_millis(1_900) && took < Duration::from_secs(4), "three ticks took {took:?}");
-
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
