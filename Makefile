@@ -132,7 +132,8 @@ test-consumers: package
 
 # The demo page in headless Chromium (tests/demo, playwright-core): two pages chat in two rooms
 # (unread counts), watch the live feed (--demo-feed), one drops its connection (--allow-kick),
-# resumes, and no message is lost or doubled in any room; screenshots in target/demo-screenshots/.
+# resumes, and no message is lost or doubled in any room; a session reset shows every room
+# recovered, a server restart every room with a gap; screenshots in target/demo-screenshots/.
 .PHONY: test-demo
 test-demo: setup
 	.ci/demo-test.sh

@@ -3,8 +3,9 @@
 # tests/demo/run-demo.mjs (playwright-core driving /usr/bin/chromium; never `playwright install`):
 # two pages chat in two rooms over one connection each (unread counts), the live feed ticks
 # (--demo-feed clock, as `make demo` starts it), one page drops its connection (POST
-# /realtime/kick), resumes, and no message is lost or doubled in either room. Screenshots go to
-# target/demo-screenshots/.
+# /realtime/kick), resumes, and no message is lost or doubled in either room; then a session reset
+# (every room recovered from history) and a restart of the server (every room shows a gap).
+# Screenshots go to target/demo-screenshots/.
 #
 # - npm ci runs only when tests/demo/node_modules is missing or was installed from another lock.
 # - The wasm package in www/public/pkg is reused when it is newer than every input of the crate (at the end
