@@ -14,6 +14,8 @@
 // - Alice clicks "Reset session" (kick with reset=1: the server forgets her session): her fresh
 //   session recovers every room and the feed from the channels' history ("recovered"), with
 //   what Bob sent meanwhile, still exactly once.
+// - Alice clicks Disconnect, Bob writes, Alice clicks Connect: the new client subscribes from the
+//   positions the page saw, and every room shows "recovered" with Bob's message, once.
 // - With SERVER_BIN (as .ci/demo-test.sh runs it): the server is restarted on the same address
 //   (in memory, so sessions and histories are gone): both pages get a fresh session, every room
 //   and the feed show "gap" (history lost), and the chat goes on in the same rooms.
@@ -549,6 +551,40 @@ async function run(browser) {
     if (failed.length > 0) fail(failed.join('\n  '));
   }
   timed('Reset session: every room and the feed recovered from history, nothing lost or doubled');
+
+  // Disconnect, then Connect: a new client subscribes every channel from the last position the
+  // page saw, so what Bob sent in between is recovered, once.
+  await a.page.click('#disconnect-button');
+  await waitInPage(a.page, "Alice's client closed by Disconnect", () => document.getElementById('state-pill').dataset.state === 'closed', null, snapshot);
+  await waitOutcome(a, ['lobby', 'random', 'help', r1, r2], 'ended');
+  const whileClosed = 'Sent while Alice was disconnected';
+  await send(b.page, whileClosed);
+  await waitInPage(b.page, "Bob's message delivered", () => document.querySelectorAll('#rooms-messages .message.pending').length === 0, null, snapshot);
+  await a.page.click('#connect-button');
+  await waitOutcome(a, ['lobby', 'random', 'help', r1, r2], 'recovered');
+  expected.Alice[r2].others.push(whileClosed);
+  expected.Bob[r2].own.push(whileClosed);
+  await waitInPage(
+    a.page,
+    `Alice's #${r2} showing Bob's message sent while she was disconnected`,
+    ([room, count]) => document.querySelectorAll(`#rooms-messages .messages[data-room="${room}"] .message:not(.own):not(.system)`).length >= count,
+    [r2, expected.Alice[r2].others.length],
+    snapshot,
+  );
+  {
+    const view = await a.page.evaluate(snapshot);
+    const shown = view.rooms[r2];
+    const problem = offsetProblem('Alice', r2, view, expected.Alice[r2].others.length);
+    const reconnectChecks = [
+      [sameList(shown.others, expected.Alice[r2].others), `after Connect Alice's #${r2} shows ${JSON.stringify(shown.others)}`],
+      [problem === null, problem],
+      [shown.unread === awayR2.length + 2, `Alice's #${r2} unread is ${shown.unread}, expected ${awayR2.length + 2}`],
+      [view.log.some(([event, detail]) => event === 'unsubscribed' && detail.startsWith(`#${r2}: closed`)), `Alice's log has no unsubscribed of #${r2} at Disconnect`],
+    ];
+    const failed = reconnectChecks.filter(([ok]) => !ok).map(([, message]) => message);
+    if (failed.length > 0) fail(failed.join('\n  '));
+  }
+  timed('Disconnect and Connect: a new client recovered every room from where the page was');
 
   if (process.env.SERVER_BIN && process.env.SERVER_PID) {
     const resets = await Promise.all([a, b].map(({ page }) => page.evaluate(() => document.querySelectorAll('#event-log li[data-event="reset"]').length)));

@@ -338,8 +338,14 @@ function channelView(label, badges, notice) {
     label,
     outcome: 'idle',
     detail: '',
-    // A reset happened: the next `subscribed` says how this channel came back.
-    afterReset: false,
+    // The next `subscribed` says how this channel came back: after a reset, or subscribed by a
+    // new client (another transport, Reconnect) from where the last one left it.
+    returning: false,
+    // The last position this page saw ({ offset, epoch }), from which a new client subscribes.
+    position: null,
+    seen(info) {
+      view.position = { offset: info.offset, epoch: info.epoch };
+    },
     // A Subscription of the current client, or null.
     sub: null,
     mirrors: new Set(),
@@ -388,17 +394,19 @@ function listen(target, event, listener, myGeneration) {
 // The channel lifecycle of `sub`, the same for rooms and the feed: its badge and the log.
 function watchChannel(view, sub, myGeneration) {
   view.sub = sub;
-  view.afterReset = false;
+  view.returning = view.position !== null;
   view.set('subscribing', 'subscribe sent; it takes effect when the session is open');
   listen(sub, 'subscribed', ({ offset, epoch, recovered }) => {
     logEvent('subscribed', `${view.label} at offset ${offset}${recovered ? ' · recovered from history' : ''} · epoch ${epoch}`);
-    if (!view.afterReset) {
+    // Recovered: the missed messages follow, and each moves the position on.
+    if (!recovered || !view.position) view.position = { offset, epoch };
+    if (!view.returning) {
       view.set('live', `subscribed at offset ${offset} (epoch ${epoch})`);
       return;
     }
-    view.afterReset = false;
+    view.returning = false;
     if (recovered) {
-      view.set('recovered', `the fresh session recovered it from the channel's history, up to offset ${offset}`);
+      view.set('recovered', `recovered from the channel's history, up to offset ${offset}`);
       view.notice(`Recovered ${view.label} from the server's history (up to offset ${offset}): nothing was missed.`);
     } else {
       view.set('resubscribed', `subscribed again at offset ${offset}, epoch ${epoch}`);
@@ -410,6 +418,7 @@ function watchChannel(view, sub, myGeneration) {
       ? `the server lost its history (now epoch ${epoch}, offset ${to}): what was published while away is gone`
       : `offsets ${from}–${to} could not be recovered`;
     logEvent('gap', `${view.label}: ${from === 0 ? 'history lost' : `offsets ${from}–${to}`} · epoch ${epoch}`);
+    view.position = { offset: to, epoch };
     view.set('gap', what);
     view.notice(`Gap in ${view.label}: ${what}.`);
   }, myGeneration);
@@ -427,13 +436,15 @@ function watchChannel(view, sub, myGeneration) {
 function subscribeRoom(room, target, myGeneration) {
   let sub;
   try {
-    sub = target.subscribe(room.name);
+    // From the last position seen, if any: a new client recovers what was published meanwhile.
+    sub = target.subscribe(room.name, room.channel.position ? { since: room.channel.position } : undefined);
   } catch (error) {
     showError(`could not subscribe to #${room.name}`, error);
     return;
   }
   watchChannel(room.channel, sub, myGeneration);
   listen(sub, 'chat', (data, info) => {
+    room.channel.seen(info);
     const payload = data && typeof data === 'object' ? data : { text: describe(data) };
     const text = typeof payload.text === 'string' ? payload.text : describe(data);
     const author = typeof payload.name === 'string' && payload.name ? payload.name : 'anonymous';
@@ -446,6 +457,7 @@ function subscribeRoom(room, target, myGeneration) {
     if (room !== selectedRoom) setUnread(room, room.unread + 1);
   }, myGeneration);
   listen(sub, 'message', (data, info) => {
+    room.channel.seen(info);
     appendMessage(room, { text: `message: ${describe(data)}`, system: true, offset: info.offset });
     if (room !== selectedRoom) setUnread(room, room.unread + 1);
     logEvent('message', `#${room.name} ${info.kind} offset ${info.offset}`);
@@ -473,13 +485,14 @@ function pushFeedItem(item) {
 function subscribeFeed(target, myGeneration) {
   let sub;
   try {
-    sub = target.subscribe(FEED_CHANNEL);
+    sub = target.subscribe(FEED_CHANNEL, feed.position ? { since: feed.position } : undefined);
   } catch (error) {
     showError(`could not subscribe to the feed #${FEED_CHANNEL}`, error);
     return;
   }
   watchChannel(feed, sub, myGeneration);
   listen(sub, 'tick', (data, info) => {
+    feed.seen(info);
     const tick = data && typeof data === 'object' ? data : {};
     const when = typeof tick.unixMs === 'number' ? new Date(tick.unixMs) : new Date();
     feedTicks += 1;
@@ -623,7 +636,7 @@ function watchClient(target, myGeneration) {
     // again from its last position, and its own `subscribed` (and `gap`) tells how it came back.
     for (const view of everyChannel()) {
       if (!view.sub) continue;
-      view.afterReset = true;
+      view.returning = true;
       view.set('resubscribing', 'the session could not be resumed: subscribing again from the last position');
     }
     for (const room of rooms.values()) {
