@@ -423,7 +423,7 @@ fn flags_pick_one_key_source_and_keep_the_keys_apart() {
         assert!(!error.contains(SECRET) && !error.contains("short\""), "{error}");
     }
     // The publish key and the admin token must differ: one must not open the other.
-    let mut with_admin = Config { admin: AdminConfig::with_token(ADMIN_TOKEN), ..Config::default() };
+    let mut with_admin = Config { admin: AdminConfig::with_token(ADMIN_TOKEN).expect("a valid admin token"), ..Config::default() };
     let error = apply(&[], &[("RT_PUBLISH_KEY", ADMIN_TOKEN)], &mut with_admin).unwrap_err();
     assert!(error.contains("admin token") && !error.contains(ADMIN_TOKEN), "{error}");
     apply(&[], &[("RT_PUBLISH_KEY", PUBLISH_KEY)], &mut with_admin).unwrap();
@@ -473,7 +473,7 @@ fn the_startup_rule() {
     assert!(auth::startup_rule(loopback, &admin_public).unwrap_err().contains("--admin-listen"));
     let admin_loopback = Config { admin: AdminConfig { token: None, listen: Some(loopback) }, ..Config::default() };
     assert!(auth::startup_rule(loopback, &admin_loopback).is_ok());
-    let admin_keyed = Config { admin: AdminConfig { listen: Some(public), ..AdminConfig::with_token(ADMIN_TOKEN) }, ..Config::default() };
+    let admin_keyed = Config { admin: AdminConfig { listen: Some(public), ..AdminConfig::with_token(ADMIN_TOKEN).expect("a valid admin token") }, ..Config::default() };
     assert!(auth::startup_rule(loopback, &admin_keyed).is_ok());
 }
 
@@ -505,7 +505,7 @@ async fn next_text(client: &mut WsClient) -> String {
 
 #[tokio::test]
 async fn publish_needs_the_key_and_a_refused_publish_delivers_nothing() {
-    let server = Server::start(keyed(Config { admin: AdminConfig::with_token(ADMIN_TOKEN), ..Config::default() })).await;
+    let server = Server::start(keyed(Config { admin: AdminConfig::with_token(ADMIN_TOKEN).expect("a valid admin token"), ..Config::default() })).await;
     let base = format!("http://{}", server.addr);
     let mut subscriber = WsClient::connect(&server.ws_url("room=keyed")).await;
     subscriber.hello().await;
