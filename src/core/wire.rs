@@ -27,8 +27,8 @@ mod fields;
 pub use auth::{is_valid_credential, is_valid_subject, Credential, HelloAuth, Resume, SessionFrame, MAX_CREDENTIAL_BYTES, MAX_SUBJECT_BYTES, PROTOCOL_V3};
 #[cfg(not(target_arch = "wasm32"))]
 pub use auth::{encode_attributed_message, parse_subject, push_subject};
-use fields::{parse_event_name, parse_token, utf8_body, Fields};
-pub use fields::{is_valid_event_name, is_valid_token, parse_number};
+use fields::{parse_event_name, parse_token, push_body, push_field, push_number_field, utf8_body, Fields};
+pub use fields::{is_valid_event_name, is_valid_token, parse_number, push_decimal};
 
 /// The protocol version this codec speaks (channels, PROTOCOL.md §8).
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -287,46 +287,6 @@ impl Frame {
 
 // ---------------------------------------------------------------------------------------------
 // Encoding
-
-/// Appends the decimal form of `value` to `out` (no `core::fmt`).
-pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
-    // Most significant digit first: the divisor starts at the largest power of ten not above
-    // `value`. No indexing, so no bounds check (each keeps the panic formatter in the wasm).
-    let mut divisor = 1u64;
-    while value / divisor >= 10 {
-        divisor *= 10;
-    }
-    loop {
-        out.push(b'0' + (value / divisor) as u8);
-        value %= divisor;
-        if divisor == 1 {
-            break;
-        }
-        divisor /= 10;
-    }
-}
-
-fn push_field(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    out.push(b' ');
-    out.extend_from_slice(key);
-    out.push(b'=');
-    out.extend_from_slice(value);
-}
-
-fn push_number_field(out: &mut Vec<u8>, key: &[u8], value: u64) {
-    out.push(b' ');
-    out.extend_from_slice(key);
-    out.push(b'=');
-    push_decimal(out, value);
-}
-
-fn push_body(out: &mut Vec<u8>, body: &[u8]) {
-    if !body.is_empty() {
-        push_number_field(out, b"n", body.len() as u64);
-    }
-    out.push(b'\n');
-    out.extend_from_slice(body);
-}
 
 /// What a carrier can hold, which decides how bodies are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
