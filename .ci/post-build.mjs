@@ -66,13 +66,14 @@ const sizes = (wasmBytes, glueText) =>
     `wasm ${wasmBytes.length} B (${gz(wasmBytes)} B gz), glue ${Buffer.byteLength(glueText)} B (${gz(glueText)} B gz)`;
 say(`${dir}: before: ${sizes(bindgenWasm, glue)} (wasm-bindgen's wasm, before wasm-opt)`);
 
-// 0. The formatting trait methods trapped, then wasm-opt (wasm-pack runs none: Cargo.toml says
+// 0. Uncallable functions trapped, then wasm-opt (wasm-pack runs none: Cargo.toml says
 // wasm-opt = false). The wasm cannot format (it holds no core::fmt::write: the panic handler
 // traps without reading the message), yet each panic site stores a formatting method's table
 // index in the message it builds, and wasm-opt keeps every function in the table: those methods
-// and what they call (Formatter::pad, pad_integral, about 2.2 KB raw) stay for nothing. The
+// and what they call (Formatter::pad, pad_integral, about 2.2 KB raw) stay for nothing; so do
+// js-sys's JSPI waker functions, whose only maker went with the export wasm-bindgen deletes. The
 // helper replaces their bodies by `unreachable` (it refuses a wasm that formats; see
-// trap_formatting_methods in .ci/wasm-import-names). It finds them by the name section, which
+// trap_uncallable in .ci/wasm-import-names). It finds them by the name section, which
 // only `make package` keeps (.ci/package.sh links with --keep-section=name); without one (the
 // builds of `make size` and the demo) this part is skipped and says so. Then wasm-opt with the
 // flags below, which drops the names (no -g). --strip-producers drops the producers section
@@ -91,10 +92,10 @@ let wasm;
     if (named) {
         input = join(work, 'trapped.wasm');
         try {
-            trapped = execFileSync(helper, ['--trap-formatting', wasmPath, input], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+            trapped = execFileSync(helper, ['--trap-uncallable', wasmPath, input], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
                 .split('\n').filter(Boolean);
         } catch (error) {
-            fail(`trapping the formatting methods failed: ${error.message}`);
+            fail(`trapping the uncallable functions failed: ${error.message}`);
         }
     }
     try {
@@ -104,7 +105,7 @@ let wasm;
     }
     wasm = readFileSync(optimizedPath);
     if (WebAssembly.Module.customSections(new WebAssembly.Module(wasm), 'name').length) fail('wasm-opt kept the name section');
-    const what = named ? `${trapped.length} formatting methods trapped (${trapped.join(', ') || 'none'})` : 'no name section: formatting methods not trapped';
+    const what = named ? `${trapped.length} uncallable functions trapped (${trapped.join(', ') || 'none'})` : 'no name section: nothing trapped';
     say(`${dir}: ${what}; wasm-opt ${WASM_OPT_FLAGS.join(' ')}: wasm ${wasm.length} B (${gz(wasm)} B gz)`);
 }
 

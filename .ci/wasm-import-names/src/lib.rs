@@ -133,6 +133,24 @@ const FORMATTING_ENTRIES: &[&str] = &[
     "::fmt::format",
 ];
 
+/// js-sys's JSPI tasks (`js_sys::futures::jspi`): a task is made by `spawn_promising` and polled
+/// by the `__wbg_jspi_task_poll` export, whose poll makes the task's waker (`task_waker`); the
+/// waker's functions (`task_waker::raw_*`) and the `SpawnedTask::wake` they call are reached only
+/// through that waker. js-sys always links the export; wasm-bindgen deletes it from a module
+/// without JSPI exports, and with it everything that makes a task, leaving the waker's functions
+/// in the table (where wasm-opt keeps them, and `wake`'s `RefCell` borrow with its panic site).
+const JSPI_TASK_MAKERS: &[&str] = &[
+    "__wbg_jspi_task_poll",
+    "js_sys::futures::jspi::spawn_promising",
+    "js_sys::futures::jspi::SpawnedTask::poll",
+    "js_sys::futures::jspi::SpawnedTask::schedule",
+    "js_sys::futures::jspi::task_waker::h",
+];
+const JSPI_WAKER: &[&str] = &[
+    "js_sys::futures::jspi::task_waker::raw_",
+    "js_sys::futures::jspi::SpawnedTask::wake::h",
+];
+
 /// Whether `name` (a function name as wasm-bindgen writes it, demangled) is a method of a
 /// formatting trait: `<T as core::fmt::Display>::fmt`, `...Debug>::fmt`, `...LowerHex>::fmt`, ...
 fn is_formatting_method(name: &str) -> bool {
@@ -169,8 +187,9 @@ fn is_formatting_method(name: &str) -> bool {
 }
 
 /// `wasm` with the body of every formatting trait method (`<T as core::fmt::Display>::fmt` and
-/// the like, found by the name section) replaced by `unreachable`, and the name section dropped;
-/// with it, the names of the methods replaced. Every other section is copied byte for byte and no
+/// the like, found by the name section) replaced by `unreachable`, and, when nothing in it makes
+/// a JSPI task, those of js-sys's JSPI waker (see `JSPI_WAKER`); the name section dropped; with
+/// it, the names of the functions replaced. Every other section is copied byte for byte and no
 /// index changes, so a table entry that pointed at such a method still points at it.
 ///
 /// Why this is sound: a formatting method is called only with a `Formatter`, and only
@@ -183,7 +202,7 @@ fn is_formatting_method(name: &str) -> bool {
 ///
 /// Refuses a module without a name section (the build that made it stripped the names) and one
 /// that holds a formatting entry point.
-pub fn trap_formatting_methods(wasm: &[u8]) -> Result<(Vec<u8>, Vec<String>), String> {
+pub fn trap_uncallable(wasm: &[u8]) -> Result<(Vec<u8>, Vec<String>), String> {
     Validator::new()
         .validate_all(wasm)
         .map_err(|e| format!("the input does not validate: {e}"))?;
@@ -231,9 +250,17 @@ pub fn trap_formatting_methods(wasm: &[u8]) -> Result<(Vec<u8>, Vec<String>), St
             "the input formats (it holds {name}): its formatting methods may be called"
         ));
     }
+    // With no JSPI task maker left, no JSPI waker exists: its functions are dead too.
+    let no_jspi_tasks = !function_names
+        .values()
+        .any(|name| JSPI_TASK_MAKERS.iter().any(|maker| name.starts_with(maker)));
     let targets: BTreeMap<u32, &str> = function_names
         .iter()
-        .filter(|(index, name)| **index >= imported_functions && is_formatting_method(name))
+        .filter(|(index, name)| {
+            **index >= imported_functions
+                && (is_formatting_method(name)
+                    || (no_jspi_tasks && JSPI_WAKER.iter().any(|waker| name.starts_with(waker))))
+        })
         .map(|(index, name)| (*index, name.as_str()))
         .collect();
 

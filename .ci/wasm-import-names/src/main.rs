@@ -2,19 +2,19 @@
 //! NEW_MODULE, renames them by MAP (lines `old new`) and writes OUT.wasm; fails, writing nothing,
 //! unless every import of MODULE is in the map exactly once. See lib.rs.
 //!
-//! `wasm-import-names --trap-formatting IN.wasm OUT.wasm`: the formatting trait methods' bodies
-//! replaced by `unreachable` in a module that cannot format (see `trap_formatting_methods`);
-//! prints the names of the methods replaced, one a line.
+//! `wasm-import-names --trap-uncallable IN.wasm OUT.wasm`: the bodies of functions nothing can
+//! call (the formatting trait methods of a module that cannot format, a JSPI waker with no JSPI
+//! task) replaced by `unreachable` (see `trap_uncallable`); prints their names, one a line.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.as_slice() {
-        [flag, input, output] if flag == "--trap-formatting" => (|| {
+        [flag, input, output] if flag == "--trap-uncallable" => (|| {
             let wasm = std::fs::read(input).map_err(|e| format!("{input}: {e}"))?;
-            let (out, trapped) = wasm_import_names::trap_formatting_methods(&wasm)
-                .map_err(|e| format!("{input}: {e}"))?;
+            let (out, trapped) =
+                wasm_import_names::trap_uncallable(&wasm).map_err(|e| format!("{input}: {e}"))?;
             std::fs::write(output, out).map_err(|e| format!("{output}: {e}"))?;
             for name in trapped {
                 println!("{name}");
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         })(),
         _ => {
             eprintln!("usage: wasm-import-names IN.wasm OUT.wasm MODULE NEW_MODULE MAP");
-            eprintln!("       wasm-import-names --trap-formatting IN.wasm OUT.wasm");
+            eprintln!("       wasm-import-names --trap-uncallable IN.wasm OUT.wasm");
             return ExitCode::from(2);
         }
     };

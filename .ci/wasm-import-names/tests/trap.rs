@@ -3,7 +3,7 @@ use wasm_encoder::{
     FunctionSection, IndirectNameMap, Instruction, Module, NameMap, NameSection, RefType,
     TableSection, TableType, TypeSection, ValType,
 };
-use wasm_import_names::trap_formatting_methods;
+use wasm_import_names::trap_uncallable;
 use wasmparser::{Parser, Payload};
 
 /// Three functions of type (i32, i32) -> i32, named by `names`, all in a table, the first exported.
@@ -75,7 +75,7 @@ fn traps_the_formatting_methods_only() {
         "<my::Error as core::fmt::Debug>::fmt::h0123456789abcdef",
     ];
     let input = module(&names);
-    let (out, trapped) = trap_formatting_methods(&input).unwrap();
+    let (out, trapped) = trap_uncallable(&input).unwrap();
     assert_eq!(trapped, names[1..]);
     let (before, after) = (bodies(&input), bodies(&out));
     assert_eq!(after[0], before[0]);
@@ -95,7 +95,7 @@ fn leaves_other_functions_named_fmt() {
         "my::fmt",
         "<T as core::fmt::Display>::fmt_extra",
     ] {
-        let (_, trapped) = trap_formatting_methods(&module(&["run", name])).unwrap();
+        let (_, trapped) = trap_uncallable(&module(&["run", name])).unwrap();
         assert!(trapped.is_empty(), "{name} trapped");
     }
 }
@@ -107,12 +107,27 @@ fn refuses_a_module_that_formats_or_has_no_names() {
         "<alloc::string::String as core::fmt::Write>::write_fmt",
         "alloc::fmt::format::format_inner",
     ] {
-        let error =
-            trap_formatting_methods(&module(&["run", "<u32 as core::fmt::Display>::fmt", name]))
-                .unwrap_err();
+        let error = trap_uncallable(&module(&["run", "<u32 as core::fmt::Display>::fmt", name]))
+            .unwrap_err();
         assert!(error.contains("formats"), "{name}: {error}");
     }
     let unnamed = Module::new().finish();
-    let error = trap_formatting_methods(&unnamed).unwrap_err();
+    let error = trap_uncallable(&unnamed).unwrap_err();
     assert!(error.contains("no function names"), "{error}");
+}
+
+#[test]
+fn traps_the_jspi_waker_only_without_a_task_maker() {
+    let waker = "js_sys::futures::jspi::task_waker::raw_wake::hd432df7bdc6198a5";
+    let wake = "js_sys::futures::jspi::SpawnedTask::wake::hc3e7c18960f912dc";
+    let (_, trapped) = trap_uncallable(&module(&["run", waker, wake])).unwrap();
+    assert_eq!(trapped, [waker, wake]);
+    for maker in [
+        "__wbg_jspi_task_poll",
+        "js_sys::futures::jspi::spawn_promising::h0123456789abcdef",
+        "js_sys::futures::jspi::task_waker::h0123456789abcdef",
+    ] {
+        let (_, trapped) = trap_uncallable(&module(&["run", waker, maker])).unwrap();
+        assert!(trapped.is_empty(), "trapped beside {maker}");
+    }
 }
