@@ -236,7 +236,8 @@ try {
     // reads: npm consumers get the types from package.json; 28 B gzipped).
     const minified = await minify(inlinedGlue, {
         module: true,
-        compress: { passes: 2 },
+        // hoist_funs: function declarations first in their scope, where JS hoists them anyway: -28 B gz.
+        compress: { passes: 2, hoist_funs: true },
         mangle: true,
         keep_classnames: true,
         format: { comments: false },
