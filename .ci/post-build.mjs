@@ -74,8 +74,9 @@ say(`${dir}: before: ${sizes(bindgenWasm, glue)} (wasm-bindgen's wasm, before wa
 // js-sys's JSPI waker functions, whose only maker went with the export wasm-bindgen deletes. The
 // helper replaces their bodies by `unreachable` (it refuses a wasm that formats; see
 // trap_uncallable in .ci/wasm-import-names). It finds them by the name section, which
-// only `make package` keeps (.ci/package.sh links with --keep-section=name); without one (the
-// builds of `make size` and the demo) this part is skipped and says so. Then wasm-opt with the
+// only `make package` keeps (.ci/package.sh links with --keep-section=name); the builds of
+// `make size` and the demo have only the names wasm-bindgen gives its own shims, so nothing
+// matches there and the step says "0 ... trapped" (no name section at all: skipped). Then wasm-opt with the
 // flags below, which drops the names (no -g). --strip-producers drops the producers section
 // (tool names and versions, nothing a runtime reads): -51 B gzipped. -O2 --flatten --rereloop
 // -Oz -Oz instead of -Oz --converge: -198 B gzipped since channels; two more -Oz: -47 B (a fifth
