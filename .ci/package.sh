@@ -41,7 +41,11 @@ esac
 # (RUSTFLAGS replaces any rustflags in a .cargo/config.toml: keep such flags in Cargo.toml.)
 sysroot=$(rustc --print sysroot)
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--remap-path-prefix=$cargo_home/registry/src/=/cargo/ --remap-path-prefix=$sysroot/lib/rustlib/src/rust/=/rust/ --remap-path-prefix=$repo_root/="
+# --keep-section=name: the function names survive strip = true (which drops the name, producers and
+# target_features sections), for the post-build step, which finds the formatting methods by them
+# and whose wasm-opt drops them (.ci/post-build.mjs, step 0). The target_features section stays
+# out: with it wasm-bindgen would switch to externref glue (+700 B gzipped, measured).
+export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--remap-path-prefix=$cargo_home/registry/src/=/cargo/ --remap-path-prefix=$sysroot/lib/rustlib/src/rust/=/rust/ --remap-path-prefix=$repo_root/= -C link-arg=--keep-section=name"
 export CARGO_TARGET_DIR=${PACKAGE_TARGET_DIR:-$repo_root/target/package}
 rm -rf pkg
 # --no-default-features: no_std with a trapping panic handler, what ships (src/lib.rs).

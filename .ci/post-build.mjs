@@ -44,6 +44,8 @@ const dir = resolve(dirArg);
 const say = (message) => console.log(`post-build: ${message}`);
 const fail = (message) => {
     console.error(`post-build: ${message}`);
+    // The scratch directory, once made (step 0).
+    try { rmSync(work, { recursive: true, force: true }); } catch {}
     process.exit(1);
 };
 
@@ -56,13 +58,58 @@ const typeFiles = [`${stem}.d.ts`, `${stem}_bg.wasm.d.ts`].map((name) => join(di
 const MODULE = `./${stem}_bg.js`;
 const NEW_MODULE = 'w';
 
-const wasm = readFileSync(wasmPath);
+const bindgenWasm = readFileSync(wasmPath);
 const glue = readFileSync(gluePath, 'utf8');
 const types = typeFiles.map((path) => readFileSync(path, 'utf8')).join('\n');
 const gz = (data) => gzipSync(data, { level: 9 }).length;
 const sizes = (wasmBytes, glueText) =>
     `wasm ${wasmBytes.length} B (${gz(wasmBytes)} B gz), glue ${Buffer.byteLength(glueText)} B (${gz(glueText)} B gz)`;
-say(`${dir}: before: ${sizes(wasm, glue)}`);
+say(`${dir}: before: ${sizes(bindgenWasm, glue)} (wasm-bindgen's wasm, before wasm-opt)`);
+
+// 0. Uncallable functions trapped, then wasm-opt (wasm-pack runs none: Cargo.toml says
+// wasm-opt = false). The wasm cannot format (it holds no core::fmt::write: the panic handler
+// traps without reading the message), yet each panic site stores a formatting method's table
+// index in the message it builds, and wasm-opt keeps every function in the table: those methods
+// and what they call (Formatter::pad, pad_integral, about 2.2 KB raw) stay for nothing; so do
+// js-sys's JSPI waker functions, whose only maker went with the export wasm-bindgen deletes. The
+// helper replaces their bodies by `unreachable` (it refuses a wasm that formats; see
+// trap_uncallable in .ci/wasm-import-names). It finds them by the name section, which
+// only `make package` keeps (.ci/package.sh links with --keep-section=name); the builds of
+// `make size` and the demo have only the names wasm-bindgen gives its own shims, so nothing
+// matches there and the step says "0 ... trapped" (no name section at all: skipped). Then wasm-opt with the
+// flags below, which drops the names (no -g). --strip-producers drops the producers section
+// (tool names and versions, nothing a runtime reads): -51 B gzipped. -O2 --flatten --rereloop
+// -Oz -Oz instead of -Oz --converge: -198 B gzipped since channels; two more -Oz: -47 B (a fifth
+// changes nothing) (README, "Keeping the wasm small", says how each was measured). Not applied:
+// --strip-target-features (the section is gone).
+const WASM_OPT_FLAGS = ['-O2', '--flatten', '--rereloop', '-Oz', '-Oz', '-Oz', '-Oz', '--low-memory-unused', '--enable-bulk-memory',
+    '--enable-nontrapping-float-to-int', '--enable-sign-ext', '--enable-mutable-globals', '--strip-debug', '--strip-producers'];
+const work = mkdtempSync(join(tmpdir(), 'post-build-'));
+const optimizedPath = join(work, 'optimized.wasm');
+let wasm;
+{
+    const named = WebAssembly.Module.customSections(new WebAssembly.Module(bindgenWasm), 'name').length > 0;
+    let input = wasmPath;
+    let trapped = [];
+    if (named) {
+        input = join(work, 'trapped.wasm');
+        try {
+            trapped = execFileSync(helper, ['--trap-uncallable', wasmPath, input], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+                .split('\n').filter(Boolean);
+        } catch (error) {
+            fail(`trapping the uncallable functions failed: ${error.message}`);
+        }
+    }
+    try {
+        execFileSync(join(resolve(npmTools), 'node_modules/.bin/wasm-opt'), [input, ...WASM_OPT_FLAGS, '-o', optimizedPath], { stdio: 'inherit' });
+    } catch (error) {
+        fail(`wasm-opt failed: ${error.message}`);
+    }
+    wasm = readFileSync(optimizedPath);
+    if (WebAssembly.Module.customSections(new WebAssembly.Module(wasm), 'name').length) fail('wasm-opt kept the name section');
+    const what = named ? `${trapped.length} uncallable functions trapped (${trapped.join(', ') || 'none'})` : 'no name section: nothing trapped';
+    say(`${dir}: ${what}; wasm-opt ${WASM_OPT_FLAGS.join(' ')}: wasm ${wasm.length} B (${gz(wasm)} B gz)`);
+}
 
 // The wasm's imports, as V8 reads them.
 const imports = WebAssembly.Module.imports(new WebAssembly.Module(wasm));
@@ -109,12 +156,11 @@ const shortName = (index) =>
 const renames = new Map(names.map((name, index) => [name, shortName(index)]));
 
 // 1a. The wasm.
-const work = mkdtempSync(join(tmpdir(), 'post-build-'));
 try {
     const mapPath = join(work, 'imports.map');
     const renamedWasmPath = join(work, 'renamed.wasm');
     writeFileSync(mapPath, [...renames].map(([old, short]) => `${old} ${short}\n`).join(''));
-    execFileSync(helper, [wasmPath, renamedWasmPath, MODULE, NEW_MODULE, mapPath], { stdio: 'inherit' });
+    execFileSync(helper, [optimizedPath, renamedWasmPath, MODULE, NEW_MODULE, mapPath], { stdio: 'inherit' });
     const renamedWasm = readFileSync(renamedWasmPath);
     const renamedImports = WebAssembly.Module.imports(new WebAssembly.Module(renamedWasm));
     const expected = imports.map(({ name, kind }) => `${NEW_MODULE} ${renames.get(name)} ${kind}`).join('\n');
@@ -191,7 +237,8 @@ try {
     // reads: npm consumers get the types from package.json; 28 B gzipped).
     const minified = await minify(inlinedGlue, {
         module: true,
-        compress: { passes: 2 },
+        // hoist_funs: function declarations first in their scope, where JS hoists them anyway: -28 B gz.
+        compress: { passes: 2, hoist_funs: true },
         mangle: true,
         keep_classnames: true,
         format: { comments: false },

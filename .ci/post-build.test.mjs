@@ -48,10 +48,11 @@ export { initSync };
 `;
 
 // A wasm-pack-like directory; returns its path.
-function fixture({ names = NAMES, glueText = glue() } = {}) {
+// withNames: a name section in the wasm, as `make package` links it (step 0 then runs the helper).
+function fixture({ names = NAMES, glueText = glue(), withNames = false } = {}) {
     const dir = mkdtempSync(join(tmpdir(), 'post-build-test-'));
     writeFileSync(join(dir, 'fixture.wat'), wat(names));
-    execFileSync(join(npmTools, 'node_modules/.bin/wasm-as'), [join(dir, 'fixture.wat'), '-o', join(dir, 'fixture_bg.wasm')]);
+    execFileSync(join(npmTools, 'node_modules/.bin/wasm-as'), [join(dir, 'fixture.wat'), ...(withNames ? ['-g'] : []), '-o', join(dir, 'fixture_bg.wasm')]);
     writeFileSync(join(dir, 'fixture.js'), glueText);
     writeFileSync(join(dir, 'fixture.d.ts'), 'export class Fixture { run(x: number): number; }\n');
     writeFileSync(join(dir, 'fixture_bg.wasm.d.ts'), 'export const fixture_run: (a: number) => number;\n');
@@ -79,6 +80,24 @@ test('renames the imports, minifies the glue, and the pair still works', async (
         const again = run(dir);
         assert.notEqual(again.status, 0);
         assert.match(again.stderr, /already processed/);
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+});
+
+test('with a name section, runs the helper on the wasm and ships no names', async () => {
+    const dir = fixture({ withNames: true });
+    try {
+        const before = readFileSync(join(dir, 'fixture_bg.wasm'));
+        assert.equal(WebAssembly.Module.customSections(new WebAssembly.Module(before), 'name').length, 1);
+        const result = run(dir);
+        assert.equal(result.status, 0, result.stderr);
+        assert.match(result.stdout, /0 uncallable functions trapped \(none\)/);
+        const wasm = readFileSync(join(dir, 'fixture_bg.wasm'));
+        assert.equal(WebAssembly.Module.customSections(new WebAssembly.Module(wasm), 'name').length, 0);
+        const module = await import(pathToFileURL(join(dir, 'fixture.js')).href);
+        module.initSync({ module: wasm });
+        assert.equal(new module.Fixture().run(5), 12);
     } finally {
         rmSync(dir, { recursive: true, force: true });
     }
