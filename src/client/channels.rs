@@ -11,6 +11,7 @@
 
 use super::*;
 use crate::core::wire::{parse_epoch, push_epoch, Position};
+use crate::core::session::Input;
 
 /// The callback hub.js calls: (op, channel, event, data) -> a publish's promise, or undefined.
 pub(super) type Call = Closure<dyn Fn(u32, String, Option<String>, JsValue) -> JsValue>;
@@ -18,6 +19,10 @@ pub(super) type Call = Closure<dyn Fn(u32, String, Option<String>, JsValue) -> J
 /// Op numbers of the callback, as hub.js's `invoke()` passes them.
 const PUBLISH: u32 = 0;
 const EMIT: u32 = 1;
+/// The token source's answer (hub.js `token()`): the credential in `channel`, or (`TOKEN_FAILED`)
+/// why it failed.
+const TOKEN: u32 = 3;
+const TOKEN_FAILED: u32 = 4;
 
 pub(super) fn callback(driver: Weak<Driver>, facade: Weak<Facade>) -> Call {
     Closure::new(move |op: u32, channel: String, event: Option<String>, data: JsValue| -> JsValue {
@@ -27,6 +32,14 @@ pub(super) fn callback(driver: Weak<Driver>, facade: Weak<Facade>) -> Call {
         match op {
             PUBLISH => publish(&driver, &facade, Some(&channel), None, &data).into(),
             EMIT => publish(&driver, &facade, Some(&channel), event, &data).into(),
+            TOKEN => {
+                driver.token(Input::TokenReady(Some(channel)));
+                JsValue::UNDEFINED
+            }
+            TOKEN_FAILED => {
+                driver.token(Input::TokenFailed { reason: channel });
+                JsValue::UNDEFINED
+            }
             _ => {
                 driver.command(|session, now| {
                     session.unsubscribe(now, &channel);

@@ -103,19 +103,22 @@ export function rungMemory(key, rung, ttl) {
  * The transports' fetch() (src/transport/http.rs): the init object's fields in this order,
  * signal and body only when given (undefined from the wasm when absent).
  */
-export function request(url, method, signal, body) {
+export function request(url, method, signal, body, credentials) {
     const init = { method, cache: 'no-store' };
+    if (credentials !== undefined) init.credentials = credentials;
     if (signal !== undefined) init.signal = signal;
     if (body !== undefined) init.body = body;
-    // Any other status than 2xx rejects, with an Error 'HTTP 503'; a refusal (401, 403) with a
+    // Any other status than 2xx rejects, with an Error 'HTTP 503'; a refusal (403) with a
     // string, 'HTTP 403: <the server's reason>' (its first 200 characters), which the wasm reads
     // as a refusal. The reason tells a developer why (a proxy that rewrites Host makes a
-    // same-origin page look foreign).
+    // same-origin page look foreign). A 401 is no refusal in v3: it answers an upload whose
+    // in-band refresh was refused, and the session's connection closes with 4005 (PROTOCOL.md
+    // §9.8), which fetches a new credential.
     return fetch(url, init).then((response) => {
         const status = response.status;
         const head = 'HTTP ' + status;
         if (response.ok) return response;
-        if (status != 401 && status != 403) throw Error(head);
+        if (status != 403) throw Error(head);
         return response
             .text()
             .catch(() => '')
@@ -127,6 +130,7 @@ export function request(url, method, signal, body) {
 }
 
 const TRANSPORTS = ['websocket', 'sse', 'long-polling'];
+const CREDENTIALS = ['include', 'same-origin', 'omit'];
 
 /**
  * The constructor's options, validated in one pass over the object in key order (the first
@@ -138,7 +142,7 @@ const TRANSPORTS = ['websocket', 'sse', 'long-polling'];
  * the check that maxDelayMs is not below initialDelayMs.
  */
 export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
-    const flat = new Float64Array(11).fill(NaN);
+    const flat = new Float64Array(13).fill(NaN);
     const fail = (message) => {
         throw error('invalid-argument', message);
     };
@@ -165,7 +169,7 @@ export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
         flat[slot] = item;
     };
     if (value === undefined || value === null) return flat;
-    entries(value, '', 'transports, connectTimeoutMs, reconnect, outbox', (key, item) => {
+    entries(value, '', 'transports, connectTimeoutMs, reconnect, outbox, token, credentials', (key, item) => {
         if (key === 'transports') {
             if (!Array.isArray(item)) fail("option 'transports' must be an array of 'websocket', 'sse', 'long-polling'");
             const length = item.length;
@@ -198,6 +202,15 @@ export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
             const initial = flat[5] === flat[5] ? flat[5] : defaultInitialDelayMs;
             const max = flat[6] === flat[6] ? flat[6] : defaultMaxDelayMs;
             if (max < initial) fail("option 'reconnect.maxDelayMs' must not be below 'reconnect.initialDelayMs'");
+        } else if (key === 'token') {
+            // Its value is never shown (PROTOCOL.md §9.6): only its type.
+            if (typeof item !== 'string' && typeof item !== 'function') {
+                fail("option 'token' must be a string or a function returning a string or a Promise of one, not " + (item === null ? 'null' : typeof item));
+            }
+            flat[11] = 1;
+        } else if (key === 'credentials') {
+            flat[12] = CREDENTIALS.indexOf(item);
+            if (flat[12] < 0) fail("option 'credentials' must be 'include', 'same-origin' or 'omit'");
         } else if (key === 'outbox') {
             entries(item, key, 'maxMessages, maxBytes', (key, item) => {
                 if (key === 'maxMessages') integer(item, 'outbox.maxMessages', 1, 1000000, 9);
@@ -322,7 +335,12 @@ function registry(lifecycle) {
  * publish, 1 emit, 2 unsubscribe; it returns the promise of a publish) and is a wasm closure
  * that dies with the client: after 'freed' nothing calls it.
  */
-export function hub(room, call) {
+export function hub(room, call, options) {
+    // The token option (validated by options()), read once: a string or a function.
+    let source;
+    try {
+        source = options?.token;
+    } catch {}
     const client = registry(LIFECYCLE);
     const { listeners, emit } = client;
     // id -> [resolve, reject] of every unsettled send, in id order (ids only grow).
@@ -475,10 +493,24 @@ export function hub(room, call) {
         subscriptions() {
             return [...subscriptions.values()].map((entry) => entry.sub);
         },
+        // Calls the token source and answers the wasm: call(3, credential) or call(4, why it
+        // failed). The why never holds a credential: a wrong type is named by its type.
+        token() {
+            const failed = (thrown) => freed || call(4, 'the token function threw or rejected: ' + messageOf(thrown));
+            const answer = (value) => freed || (typeof value === 'string' ? call(3, value) : call(4, 'the token function must return a string or a Promise of one, not ' + (value === null ? 'null' : typeof value)));
+            let value;
+            try {
+                value = typeof source === 'function' ? source() : source;
+            } catch (thrown) {
+                return failed(thrown);
+            }
+            if (typeof value?.then === 'function') Promise.resolve(value).then(answer, failed);
+            else answer(value);
+        },
         // kind: 0 text, 1 json (data the text, parsed here), 2 binary; event undefined if unnamed.
         // A channel's message has its channel, epoch and offset: the room's goes to the client's
         // listeners (as before channels) and to the room's Subscription if the app made one.
-        message(wireSeq, event, kind, data, channel, epoch, offset) {
+        message(wireSeq, event, kind, data, channel, epoch, offset, from) {
             const seq = ++delivered;
             if (kind === 1) {
                 try {
@@ -489,9 +521,9 @@ export function hub(room, call) {
                 }
             }
             event = event ?? null;
-            if (channel === undefined || channel === room) emit(event ?? 'message', data, { event, seq, kind: KINDS[kind] });
+            if (channel === undefined || channel === room) emit(event ?? 'message', data, { event, seq, kind: KINDS[kind], from: from ?? null });
             const entry = channel === undefined ? undefined : subscriptions.get(channel);
-            if (entry) entry.events.emit(event ?? 'message', data, { channel, epoch, offset, event, seq, kind: KINDS[kind] });
+            if (entry) entry.events.emit(event ?? 'message', data, { channel, epoch, offset, event, seq, kind: KINDS[kind], from: from ?? null });
         },
     };
 }
