@@ -6,6 +6,7 @@ use crate::core::backoff::BackoffConfig;
 use crate::core::session::batch::{MAX_BATCH_BYTES, MAX_IN_FLIGHT};
 use crate::core::wire::{Carrier, Hello, Message, Payload};
 
+mod auth;
 mod batching;
 mod channel_properties;
 mod channels;
