@@ -18,6 +18,9 @@ DEMO_ADDR ?= 127.0.0.1:8080
 DEMO_SCHEME := http
 DEMO_FLAGS :=
 endif
+# The channel the server publishes a clock tick to once per second (--demo-feed): the demo page's
+# live feed, beside its chat rooms (www/public/demo.js subscribes to `clock`).
+DEMO_FEED := clock
 # The demo's admin token (made at each `make demo`; see the demo target).
 DEMO_TOKEN_FILE := $(or $(CARGO_TARGET_DIR),target)/demo-admin-token
 # --no-default-features: the shipped wasm is no_std with a trapping panic handler (src/lib.rs).
@@ -31,7 +34,7 @@ help:
 	@echo "                   certificate made at start; prints its SPKI fingerprint and the Chromium flag"
 	@echo "                   that trusts it (--ignore-certificate-errors-spki-list=...)"
 	@echo "make test          host tests, browser tests (headless Chromium), release size"
-	@echo "make test-host     cargo test --workspace, and the post-build step's tests"
+	@echo "make test-host     cargo test --workspace, the post-build step's tests and hub.js's (node --test)"
 	@echo "make test-proxies  the nginx and haproxy configs of www/deploy/ in front of a release server"
 	@echo "make soak          the attacks at full size against a release server (minutes; not in make test)"
 	@echo "make test-browser  wasm-pack test --headless --chrome against a reference server"
@@ -58,13 +61,14 @@ demo: setup
 	@mkdir -p $(dir $(DEMO_TOKEN_FILE)) && (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d " \n" >$(DEMO_TOKEN_FILE))
 	@echo
 	@echo "  Demo: open $(DEMO_SCHEME)://$(DEMO_ADDR)/#admin=$$(cat $(DEMO_TOKEN_FILE))"
-	@echo "  (two tabs in the same room chat with each other; the #admin= part makes \"Drop connection\" work)."
+	@echo "  (a multi-room chat and a live feed over one connection: two tabs chat with each other;"
+	@echo "  the #admin= part makes \"Drop connection\" work)."
 	@echo "  Stop the server with Ctrl-C."
 	@echo
 ifeq ($(TLS),1)
 	@# The certificate is new at every start: show how to trust this one, as soon as it exists.
 	cargo run --profile server -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www/public --allow-kick \
-		--admin-token-file $(DEMO_TOKEN_FILE) $(DEMO_FLAGS) | \
+		--admin-token-file $(DEMO_TOKEN_FILE) --demo-feed $(DEMO_FEED) $(DEMO_FLAGS) | \
 		awk -v token="$$(cat $(DEMO_TOKEN_FILE))" '{ print; fflush() } /^spki sha256 / { \
 			print ""; \
 			print "  Development certificate, SPKI sha256 " $$3 ". Let Chromium trust it (and nothing else new):"; \
@@ -73,7 +77,7 @@ ifeq ($(TLS),1)
 			print ""; fflush() }'
 else
 	cargo run --profile server -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www/public --allow-kick \
-		--admin-token-file $(DEMO_TOKEN_FILE) $(DEMO_FLAGS)
+		--admin-token-file $(DEMO_TOKEN_FILE) --demo-feed $(DEMO_FEED) $(DEMO_FLAGS)
 endif
 
 # The sub-steps run in sequence, in this order, whatever -j says.
@@ -90,6 +94,7 @@ test-host:
 	.ci/check-invariants.sh
 	cargo test --workspace
 	.ci/post-build.sh --test
+	node --test src/client/hub.test.mjs
 
 # www/deploy/nginx.conf and haproxy.cfg in front of a release server: WebSocket, SSE within
 # 100 ms, long poll, send and the forwarded headers through each (.ci/proxy-tests.sh).
@@ -126,8 +131,10 @@ package: setup
 test-consumers: package
 	.ci/consumer-tests.sh
 
-# The demo page in headless Chromium (tests/demo, playwright-core): two pages chat, one drops its
-# connection (--allow-kick), resumes, and no message is lost; screenshots in target/demo-screenshots/.
+# The demo page in headless Chromium (tests/demo, playwright-core): two pages chat in two rooms
+# (unread counts), watch the live feed (--demo-feed), one drops its connection (--allow-kick),
+# resumes, and no message is lost or doubled in any room; a session reset shows every room
+# recovered, a server restart every room with a gap; screenshots in target/demo-screenshots/.
 .PHONY: test-demo
 test-demo: setup
 	.ci/demo-test.sh

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # `make test-demo`: the demo page (www/) clicked through in headless Chromium by
 # tests/demo/run-demo.mjs (playwright-core driving /usr/bin/chromium; never `playwright install`):
-# two pages chat, one drops its connection (POST /realtime/kick), resumes, and no message is lost
-# or doubled. Screenshots go to target/demo-screenshots/.
+# two pages chat in two rooms over one connection each (unread counts), the live feed ticks
+# (--demo-feed clock, as `make demo` starts it), one page drops its connection (POST
+# /realtime/kick), resumes, and no message is lost or doubled in either room; then a session reset
+# (every room recovered from history) and a restart of the server (every room shows a gap).
+# Screenshots go to target/demo-screenshots/.
 #
 # - npm ci runs only when tests/demo/node_modules is missing or was installed from another lock.
 # - The wasm package in www/public/pkg is reused when it is newer than every input of the crate (at the end
@@ -10,7 +13,7 @@
 #   (wasm-pack, then the post-build step of .ci/post-build.sh: the demo runs what ships).
 # - The reference server (debug build; REALTIME_SERVER_BIN overrides it) listens on a free port with
 #   --allow-kick and a random admin token (kick needs both; the pages get the token in the URL's
-#   fragment, as from `make demo`), and is stopped on exit, failures included.
+#   fragment, as from `make demo`) and --demo-feed clock, and is stopped on exit, failures included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/lib.sh
@@ -67,15 +70,18 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 admin_token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --static-dir www/public --allow-kick >"$server_log" 2>&1 &
+REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --static-dir www/public --allow-kick --demo-feed clock >"$server_log" 2>&1 &
 server_pid=$!
 address=$(wait_for_address "$server_pid" "$server_log" 20) || fail "the server did not start"
-say "server on http://$address (--allow-kick, admin token)"
+say "server on http://$address (--allow-kick, admin token, --demo-feed clock)"
 
-if ! ADMIN_TOKEN=$admin_token node "$demo/run-demo.mjs" "http://$address" "$shots"; then
+# SERVER_*: run-demo.mjs restarts the server (SIGTERM, then the same flags on the same address;
+# it stops the new one when it exits) to show the rooms coming back without their history.
+if ! ADMIN_TOKEN=$admin_token SERVER_BIN=$server_bin SERVER_PID=$server_pid SERVER_LOG=$server_log \
+    node "$demo/run-demo.mjs" "http://$address" "$shots"; then
     echo "demo-test: server log (last 40 lines):" >&2
     tail -n 40 "$server_log" >&2
     fail "FAILED (screenshots, if any, in $shots)"
 fi
 timed "browser run"
-say "screenshots: $shots/chat.png (Alice after her dropped connection resumed; chat-full-page.png: the whole page), $shots/chat-bob.png (Bob)"
+say "screenshots: $shots/chat.png (Alice after her dropped connection resumed; chat-full-page.png: the whole page), $shots/chat-bob.png (Bob), $shots/chat-restart-bob.png (Bob after the server restart), $shots/chat-narrow.png (Alice at a phone's width)"

@@ -4,49 +4,49 @@
 //! Invariants:
 //! - The callback is one `Closure` per client, owned by its `Facade` and dropped with it; hub.js
 //!   stops calling it at 'freed' (notified before the facade goes). It holds the driver and the
-//!   facade weakly, so it keeps neither alive, and it is a `Fn`, so a listener that publishes from
-//!   inside a publish's own events is not a recursive `FnMut` call (which would throw).
-//! - A channel name and a `since` position are validated by hub.js (`since()`) before the core
+//!   facade weakly, so it keeps neither alive, and it is the crate's `Fn` closure type, so a
+//!   listener that publishes from inside a publish's own events is not a recursive `FnMut` call
+//!   (which would throw).
+//! - A channel name and a `since` position are validated by hub.js (`since()`, through the hub's `subscribe()`) before the core
 //!   sees them; the core checks the name again (never trusts its caller).
 
 use super::*;
 use crate::core::wire::{parse_epoch, push_epoch, Position};
 use crate::core::session::Input;
 
-/// The callback hub.js calls: (op, channel, event, data) -> a publish's promise, or undefined.
-pub(super) type Call = Closure<dyn Fn(u32, String, Option<String>, JsValue) -> JsValue>;
+/// The callback hub.js calls with `[op, channel, event, data]`: a publish's promise, or
+/// undefined. The crate's one closure type (`transport::Callback`), so it ships no glue shims of
+/// its own.
+pub(super) type Call = crate::transport::Callback;
 
 /// Op numbers of the callback, as hub.js's `invoke()` passes them.
-const PUBLISH: u32 = 0;
-const EMIT: u32 = 1;
+const PUBLISH: f64 = 0.0;
+const EMIT: f64 = 1.0;
 /// The token source's answer (hub.js `token()`): the credential in `channel`, or (`TOKEN_FAILED`)
 /// why it failed.
-const TOKEN: u32 = 3;
-const TOKEN_FAILED: u32 = 4;
+const TOKEN: f64 = 3.0;
+const TOKEN_FAILED: f64 = 4.0;
 
 pub(super) fn callback(driver: Weak<Driver>, facade: Weak<Facade>) -> Call {
-    Closure::new(move |op: u32, channel: String, event: Option<String>, data: JsValue| -> JsValue {
+    Call::new(move |args: JsValue| -> JsValue {
         let (Some(driver), Some(facade)) = (driver.upgrade(), facade.upgrade()) else {
             return rejected(ErrorCode::Closed, "client was freed").into();
         };
-        match op {
-            PUBLISH => publish(&driver, &facade, Some(&channel), None, &data).into(),
-            EMIT => publish(&driver, &facade, Some(&channel), event, &data).into(),
-            TOKEN => {
-                driver.token(Input::TokenReady(Some(channel)));
-                JsValue::UNDEFINED
-            }
-            TOKEN_FAILED => {
-                driver.token(Input::TokenFailed { reason: channel });
-                JsValue::UNDEFINED
-            }
-            _ => {
-                driver.command(|session, now| {
-                    session.unsubscribe(now, &channel);
-                });
-                JsValue::UNDEFINED
-            }
+        let args: &js_sys::Array = args.unchecked_ref();
+        let channel = args.get(1).as_string().unwrap_or_default();
+        let op = args.get(0).as_f64();
+        if op == Some(PUBLISH) || op == Some(EMIT) {
+            let event = if op == Some(EMIT) { args.get(2).as_string() } else { None };
+            return publish(&driver, &facade, Some(&channel), event, &args.get(3)).into();
         }
+        if op == Some(TOKEN) || op == Some(TOKEN_FAILED) {
+            driver.token(if op == Some(TOKEN) { Input::TokenReady(Some(channel)) } else { Input::TokenFailed { reason: channel } });
+            return JsValue::UNDEFINED;
+        }
+        driver.command(|session, now| {
+            session.unsubscribe(now, &channel);
+        });
+        JsValue::UNDEFINED
     })
 }
 
@@ -89,13 +89,13 @@ impl RealtimeClient {
     /// TypeScript section.)
     #[wasm_bindgen(skip_typescript)]
     pub fn subscribe(&self, channel: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
-        let since = since(&channel, &options)?;
+        let made = self.facade.hub.subscribe(&channel, &options)?;
         let name = channel.as_string().unwrap_or_default();
-        let position = since.get(0).as_string().and_then(|epoch| parse_epoch(epoch.as_bytes()).ok()).map(|epoch| Position {
+        let position = made.get(1).as_string().and_then(|epoch| parse_epoch(epoch.as_bytes()).ok()).map(|epoch| Position {
             epoch,
-            offset: since.get(1).as_f64().unwrap_or(0.0) as u64,
+            offset: made.get(2).as_f64().unwrap_or(0.0) as u64,
         });
-        let subscription = self.facade.hub.subscription(&name);
+        let subscription = made.get(0);
         if let Err(error) = self.driver.command(|session, now| session.subscribe(now, &name, position)) {
             // Ends the Subscription just made (or the live one: nothing changed for it then).
             self.facade.hub.event(Js::Unsubscribed as u32, Some(&name), Some(error.code().as_str()), Some(error.as_str()), 0.0, 0.0);

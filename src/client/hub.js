@@ -17,6 +17,11 @@ export function error(code, message) {
     return value;
 }
 
+/** Throws the Error (code 'invalid-argument') for an argument or option the API refuses. */
+function refuse(message) {
+    throw error('invalid-argument', message);
+}
+
 /** A promise rejected with `value`. */
 export function reject(value) {
     return Promise.reject(value);
@@ -53,19 +58,16 @@ export function bytes(data) {
  * (throws on) or turns into nothing. Nothing else throws here.
  */
 export function json(data) {
-    const fail = (message) => {
-        throw error('invalid-argument', message);
-    };
     if (data === undefined || typeof data === 'function' || typeof data === 'symbol') {
-        fail('cannot send undefined, a function or a symbol: pass a string, bytes or a JSON value');
+        refuse('cannot send undefined, a function or a symbol: pass a string, bytes or a JSON value');
     }
     let text;
     try {
         text = JSON.stringify(data);
     } catch (thrown) {
-        fail('value does not serialise to JSON: ' + messageOf(thrown));
+        refuse('value does not serialise to JSON: ' + messageOf(thrown));
     }
-    if (typeof text !== 'string') fail('value does not serialise to JSON');
+    if (typeof text !== 'string') refuse('value does not serialise to JSON');
     return text;
 }
 
@@ -133,6 +135,19 @@ const TRANSPORTS = ['websocket', 'sse', 'long-polling'];
 const CREDENTIALS = ['include', 'same-origin', 'omit'];
 
 /**
+ * The `room=` of the URL's query (the first one), or null: the room channel a session is
+ * subscribed to from its creation (PROTOCOL.md §8.5). URLSearchParams is the WHATWG
+ * application/x-www-form-urlencoded parser, the one the server's form_urlencoded implements, so
+ * both read the same name (a percent-encoded key, `+` for a space and bytes that are not UTF-8
+ * alike).
+ */
+export function room(url) {
+    // The query as Endpoint::parse takes it: after the first '?', before the fragment.
+    const query = /^[^#?]*\?([^#]*)/.exec(url);
+    return query && new URLSearchParams(query[1]).get('room');
+}
+
+/**
  * The constructor's options, validated in one pass over the object in key order (the first
  * problem found is thrown, as error('invalid-argument', ...), with a message that names the
  * option and what it must be) and flattened for the wasm (src/client/options.rs), NaN where an
@@ -143,15 +158,12 @@ const CREDENTIALS = ['include', 'same-origin', 'omit'];
  */
 export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
     const flat = new Float64Array(13).fill(NaN);
-    const fail = (message) => {
-        throw error('invalid-argument', message);
-    };
     // Calls each(key, value) for every own enumerable key whose value is not undefined (which
     // means the default, as in most JS APIs; a getter that throws counts as undefined); false
     // from it is an unknown key.
     const entries = (object, name, known, each) => {
         if (typeof object !== 'object' || object === null || Array.isArray(object)) {
-            fail(name ? "option '" + name + "' must be an object" : 'options must be an object');
+            refuse(name ? "option '" + name + "' must be an object" : 'options must be an object');
         }
         for (const key of Object.keys(object)) {
             let item;
@@ -159,27 +171,27 @@ export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
                 item = object[key];
             } catch {}
             if (item === undefined) continue;
-            if (!each(key, item)) fail("unknown option '" + (name ? name + '.' : '') + key + "' (expected one of " + known + ')');
+            if (!each(key, item)) refuse("unknown option '" + (name ? name + '.' : '') + key + "' (expected one of " + known + ')');
         }
     };
     const integer = (item, name, min, max, slot) => {
         if (!(typeof item === 'number' && item >= min && item <= max && Number.isInteger(item))) {
-            fail("option '" + name + "' must be a whole number from " + min + ' to ' + max);
+            refuse("option '" + name + "' must be a whole number from " + min + ' to ' + max);
         }
         flat[slot] = item;
     };
     if (value === undefined || value === null) return flat;
     entries(value, '', 'transports, connectTimeoutMs, reconnect, outbox, token, credentials', (key, item) => {
         if (key === 'transports') {
-            if (!Array.isArray(item)) fail("option 'transports' must be an array of 'websocket', 'sse', 'long-polling'");
+            if (!Array.isArray(item)) refuse("option 'transports' must be an array of 'websocket', 'sse', 'long-polling'");
             const length = item.length;
-            if (length === 0) fail("option 'transports' must name at least one transport");
+            if (length === 0) refuse("option 'transports' must name at least one transport");
             const seen = [];
             for (let at = 0; at < length; at++) {
                 const name = typeof item[at] === 'string' ? item[at] : '';
                 const index = TRANSPORTS.indexOf(name);
-                if (index < 0) fail("unknown transport '" + name + "' (expected one of 'websocket', 'sse', 'long-polling')");
-                if (seen.includes(index)) fail("option 'transports' names '" + name + "' twice");
+                if (index < 0) refuse("unknown transport '" + name + "' (expected one of 'websocket', 'sse', 'long-polling')");
+                if (seen.includes(index)) refuse("option 'transports' names '" + name + "' twice");
                 flat[seen.push(index) - 1] = index;
             }
         } else if (key === 'connectTimeoutMs') {
@@ -191,7 +203,7 @@ export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
                 if (key === 'initialDelayMs') integer(item, 'reconnect.initialDelayMs', 0, 3600000, 5);
                 else if (key === 'maxDelayMs') integer(item, 'reconnect.maxDelayMs', 0, 3600000, 6);
                 else if (key === 'multiplier') {
-                    if (!(typeof item === 'number' && item >= 1 && item <= 100)) fail("option 'reconnect.multiplier' must be a number from 1 to 100");
+                    if (!(typeof item === 'number' && item >= 1 && item <= 100)) refuse("option 'reconnect.multiplier' must be a number from 1 to 100");
                     flat[7] = item;
                 } else if (key === 'maxAttempts') {
                     if (item === null || item === Infinity) flat[8] = Infinity;
@@ -201,16 +213,16 @@ export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
             });
             const initial = flat[5] === flat[5] ? flat[5] : defaultInitialDelayMs;
             const max = flat[6] === flat[6] ? flat[6] : defaultMaxDelayMs;
-            if (max < initial) fail("option 'reconnect.maxDelayMs' must not be below 'reconnect.initialDelayMs'");
+            if (max < initial) refuse("option 'reconnect.maxDelayMs' must not be below 'reconnect.initialDelayMs'");
         } else if (key === 'token') {
             // Its value is never shown (PROTOCOL.md §9.6): only its type.
             if (typeof item !== 'string' && typeof item !== 'function') {
-                fail("option 'token' must be a string or a function returning a string or a Promise of one, not " + (item === null ? 'null' : typeof item));
+                refuse("option 'token' must be a string or a function returning a string or a Promise of one, not " + (item === null ? 'null' : typeof item));
             }
             flat[11] = 1;
         } else if (key === 'credentials') {
             flat[12] = CREDENTIALS.indexOf(item);
-            if (flat[12] < 0) fail("option 'credentials' must be 'include', 'same-origin' or 'omit'");
+            if (flat[12] < 0) refuse("option 'credentials' must be 'include', 'same-origin' or 'omit'");
         } else if (key === 'outbox') {
             entries(item, key, 'maxMessages, maxBytes', (key, item) => {
                 if (key === 'maxMessages') integer(item, 'outbox.maxMessages', 1, 1000000, 9);
@@ -249,8 +261,8 @@ const BAD_NAME = 'event name must be 1-64 characters of A-Z a-z 0-9 _ . : / -';
 
 /** Throws the Error for an event name that emit() refuses. */
 export function emittable(event) {
-    if (LIFECYCLE.includes(event)) throw error('invalid-argument', "'" + event + "' is a lifecycle event name and cannot be emitted");
-    if (!NAME.test(event)) throw error('invalid-argument', BAD_NAME);
+    if (LIFECYCLE.includes(event)) refuse("'" + event + "' is a lifecycle event name and cannot be emitted");
+    if (!NAME.test(event)) refuse(BAD_NAME);
 }
 
 // A channel name (is_valid_channel_name in src/core/wire/channels.rs) and an epoch on the wire.
@@ -264,22 +276,19 @@ const SUB_LIFECYCLE = ['message', 'subscribed', 'unsubscribed', 'gap', 'error'];
  * and `options.since` = { offset: a whole number from 0 to 2^53 - 1, epoch: 16 lowercase hex
  * digits }. Returns [epoch, offset] of since, or [] without one.
  */
-export function since(channel, options) {
-    const fail = (message) => {
-        throw error('invalid-argument', message);
-    };
-    if (typeof channel !== 'string' || !CHANNEL.test(channel)) fail('channel name must be 1-128 characters of A-Z a-z 0-9 _ . : / -');
+function since(channel, options) {
+    if (typeof channel !== 'string' || !CHANNEL.test(channel)) refuse('channel name must be 1-128 characters of A-Z a-z 0-9 _ . : / -');
     if (options === undefined || options === null) return [];
-    if (typeof options !== 'object') fail('subscribe options must be an object');
+    if (typeof options !== 'object') refuse('subscribe options must be an object');
     for (const key of Object.keys(options)) {
-        if (key !== 'since') fail("unknown subscribe option '" + key + "' (expected since)");
+        if (key !== 'since') refuse("unknown subscribe option '" + key + "' (expected since)");
     }
     const position = options.since;
     if (position === undefined || position === null) return [];
-    if (typeof position !== 'object') fail("option 'since' must be { offset, epoch }");
+    if (typeof position !== 'object') refuse("option 'since' must be { offset, epoch }");
     const { offset, epoch } = position;
-    if (!(typeof offset === 'number' && Number.isSafeInteger(offset) && offset >= 0)) fail("option 'since.offset' must be a whole number from 0 to 2^53 - 1");
-    if (typeof epoch !== 'string' || !EPOCH.test(epoch)) fail("option 'since.epoch' must be the 16 hex digits of an epoch the server sent");
+    if (!(typeof offset === 'number' && Number.isSafeInteger(offset) && offset >= 0)) refuse("option 'since.offset' must be a whole number from 0 to 2^53 - 1");
+    if (typeof epoch !== 'string' || !EPOCH.test(epoch)) refuse("option 'since.epoch' must be the 16 hex digits of an epoch the server sent");
     return [epoch, offset];
 }
 
@@ -315,8 +324,8 @@ function registry(lifecycle) {
         // Throws the Error for a name that is neither a lifecycle name nor valid, or a listener
         // that is not a function.
         on(event, listener) {
-            if (!lifecycle.includes(event) && !NAME.test(event)) throw error('invalid-argument', BAD_NAME);
-            if (typeof listener !== 'function') throw error('invalid-argument', 'listener must be a function');
+            if (!lifecycle.includes(event) && !NAME.test(event)) refuse(BAD_NAME);
+            if (typeof listener !== 'function') refuse('listener must be a function');
             const id = ++next;
             listeners.set(id, [event, listener]);
             return listeners.delete.bind(listeners, id);
@@ -331,7 +340,7 @@ function registry(lifecycle) {
 
 /**
  * The registry and promises of one client. `room` is the channel of the URL's room= (or
- * undefined); `call(op, channel, event, data)` reaches the wasm for a Subscription (op 0
+ * undefined); `call([op, channel, event, data])` reaches the wasm for a Subscription (op 0
  * publish, 1 emit, 2 unsubscribe; it returns the promise of a publish) and is a wasm closure
  * that dies with the client: after 'freed' nothing calls it.
  */
@@ -366,6 +375,37 @@ export function hub(room, call, options) {
         entry.settle[1](error(code, reason));
         entry.events.emit('unsubscribed', { channel, code, reason });
         entry.events.listeners.clear();
+    };
+
+    // The Subscription of `channel` (made now if there is none).
+    const subscription = (channel) => {
+        const entry = subscriptions.get(channel);
+        if (entry) return entry.sub;
+        const events = registry(SUB_LIFECYCLE);
+        let settle;
+        const ready = new Promise((resolve, reject) => (settle = [resolve, reject]));
+        // A refusal the app does not await is not an unhandled rejection.
+        ready.catch(() => {});
+        const made = { events, settle, ended: false };
+        const invoke = (op, event, data) =>
+            made.ended || freed ? reject(error('unsubscribed', "the subscription to '" + channel + "' has ended")) : call([op, channel, event, data]);
+        made.sub = {
+            channel,
+            ready,
+            on: events.on,
+            off: events.off,
+            publish: (data) => invoke(0, undefined, data),
+            emit(event, data) {
+                if (SUB_LIFECYCLE.includes(event)) refuse("'" + event + "' is a subscription event name and cannot be emitted");
+                emittable(event);
+                return invoke(1, event, data);
+            },
+            unsubscribe() {
+                if (!made.ended && !freed) call([2, channel]);
+            },
+        };
+        subscriptions.set(channel, made);
+        return made.sub;
     };
 
     // Settles every waiting connect(): resolved (no error) or rejected with error().
@@ -459,45 +499,21 @@ export function hub(room, call, options) {
                     return subscriptions.get(a)?.events.emit('error', error(b, c));
             }
         },
-        // The Subscription of `channel` (made now if there is none); subscribe() validated the
-        // name with since() and told the wasm.
-        subscription(channel) {
-            const entry = subscriptions.get(channel);
-            if (entry) return entry.sub;
-            const events = registry(SUB_LIFECYCLE);
-            let settle;
-            const ready = new Promise((resolve, reject) => (settle = [resolve, reject]));
-            // A refusal the app does not await is not an unhandled rejection.
-            ready.catch(() => {});
-            const made = { events, settle, ended: false };
-            const invoke = (op, event, data) =>
-                made.ended || freed ? reject(error('unsubscribed', "the subscription to '" + channel + "' has ended")) : call(op, channel, event, data);
-            made.sub = {
-                channel,
-                ready,
-                on: events.on,
-                off: events.off,
-                publish: (data) => invoke(0, undefined, data),
-                emit(event, data) {
-                    if (SUB_LIFECYCLE.includes(event)) throw error('invalid-argument', "'" + event + "' is a subscription event name and cannot be emitted");
-                    emittable(event);
-                    return invoke(1, event, data);
-                },
-                unsubscribe() {
-                    if (!made.ended && !freed) call(2, channel);
-                },
-            };
-            subscriptions.set(channel, made);
-            return made.sub;
+        // subscribe()'s arguments validated by since(), then the Subscription of `channel` (made
+        // now if there is none): [subscription, epoch, offset] (the position of `since`, if
+        // given). The wasm tells the session next.
+        subscribe(channel, options) {
+            const position = since(channel, options);
+            return [subscription(channel), ...position];
         },
         subscriptions() {
             return [...subscriptions.values()].map((entry) => entry.sub);
         },
-        // Calls the token source and answers the wasm: call(3, credential) or call(4, why it
+        // Calls the token source and answers the wasm: call([3, credential]) or call([4, why it
         // failed). The why never holds a credential: a wrong type is named by its type.
         token() {
-            const failed = (thrown) => freed || call(4, 'the token function threw or rejected: ' + messageOf(thrown));
-            const answer = (value) => freed || (typeof value === 'string' ? call(3, value) : call(4, 'the token function must return a string or a Promise of one, not ' + (value === null ? 'null' : typeof value)));
+            const failed = (thrown) => freed || call([4, 'the token function threw or rejected: ' + messageOf(thrown)]);
+            const answer = (value) => freed || call(typeof value === 'string' ? [3, value] : [4, 'the token function must return a string or a Promise of one, not ' + (value === null ? 'null' : typeof value)]);
             let value;
             try {
                 value = typeof source === 'function' ? source() : source;
@@ -510,7 +526,7 @@ export function hub(room, call, options) {
         // kind: 0 text, 1 json (data the text, parsed here), 2 binary; event undefined if unnamed.
         // A channel's message has its channel, epoch and offset: the room's goes to the client's
         // listeners (as before channels) and to the room's Subscription if the app made one.
-        message(wireSeq, event, kind, data, channel, epoch, offset, from) {
+        message(event, kind, data, channel, epoch, offset, from) {
             const seq = ++delivered;
             if (kind === 1) {
                 try {
@@ -521,9 +537,11 @@ export function hub(room, call, options) {
                 }
             }
             event = event ?? null;
-            if (channel === undefined || channel === room) emit(event ?? 'message', data, { event, seq, kind: KINDS[kind], from: from ?? null });
-            const entry = channel === undefined ? undefined : subscriptions.get(channel);
-            if (entry) entry.events.emit(event ?? 'message', data, { channel, epoch, offset, event, seq, kind: KINDS[kind], from: from ?? null });
+            const name = event ?? 'message';
+            from = from ?? null;
+            if (channel === undefined || channel === room) emit(name, data, { event, seq, kind: KINDS[kind], from });
+            // (No Subscription has the key undefined: an unnamed channel finds none.)
+            subscriptions.get(channel)?.events.emit(name, data, { channel, epoch, offset, event, seq, kind: KINDS[kind], from });
         },
     };
 }

@@ -60,19 +60,22 @@ extern "C" {
     /// A message; a channel's has its channel, epoch (hex) and offset.
     #[wasm_bindgen(method)]
     #[allow(clippy::too_many_arguments)]
-    fn message(this: &Hub, seq: f64, event: Option<&str>, kind: u32, data: &JsValue, channel: Option<&str>, epoch: Option<&str>, offset: Option<f64>, from: Option<&str>);
-    /// The Subscription object of `channel` (the live one, or a new one).
-    #[wasm_bindgen(method)]
-    fn subscription(this: &Hub, channel: &str) -> JsValue;
+    fn message(this: &Hub, event: Option<&str>, kind: u32, data: &JsValue, channel: Option<&str>, epoch: Option<&str>, offset: Option<f64>, from: Option<&str>);
+    /// Validates subscribe()'s arguments, then the Subscription object of `channel` (the live
+    /// one, or a new one): `[subscription, epoch, offset]`, the last two those of `since` if
+    /// given; else the Error.
+    #[wasm_bindgen(method, catch)]
+    fn subscribe(this: &Hub, channel: &JsValue, options: &JsValue) -> Result<js_sys::Array, JsValue>;
     /// The live Subscription objects.
     #[wasm_bindgen(method)]
     fn subscriptions(this: &Hub) -> js_sys::Array;
-    /// Validates subscribe()'s arguments: `[epoch, offset]` of `since`, or `[]`; else the Error.
-    #[wasm_bindgen(catch)]
-    fn since(channel: &JsValue, options: &JsValue) -> Result<js_sys::Array, JsValue>;
     /// Every other event and notice, by `Js` kind (hub.js says what a, b, c, x and y are).
     #[wasm_bindgen(method)]
     fn event(this: &Hub, kind: u32, a: Option<&str>, b: Option<&str>, c: Option<&str>, x: f64, y: f64);
+
+    /// The `room=` of the URL's query as the server reads it (the first one), or none.
+    #[wasm_bindgen(js_name = room)]
+    fn room_of(url: &str) -> Option<String>;
 
     /// An `Error` with its stable `code`.
     #[wasm_bindgen(js_name = error)]
@@ -157,7 +160,7 @@ impl RealtimeClient {
         let endpoint = Endpoint::parse(&url).map_err(|error| invalid_argument(error.as_str()))?;
         let (mut config, credentials) = options::parse(&options)?;
         config.jitter_seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
-        let room = endpoint.room();
+        let room = room_of(&url);
         config.room = room.clone();
         // Only a client with the whole default ladder shares the rung memory: a restricted one
         // would remember (and be steered by) a rung it chose, not one the network forced.
@@ -306,7 +309,9 @@ impl Facade {
     }
 
     /// Gives a message to hub.js (which parses JSON text: an 'error' event if it does not parse).
-    fn message(&self, seq: u64, event: Option<&str>, payload: Payload, channel: Option<(&str, crate::core::wire::Position)>, from: Option<&str>) {
+    /// (hub.js numbers what it delivers itself: `info.seq` is not the wire seq.) `from`: the
+    /// publisher's verified subject.
+    fn message(&self, event: Option<&str>, payload: Payload, channel: Option<(&str, crate::core::wire::Position)>, from: Option<&str>) {
         let (kind, data) = match payload {
             Payload::Text(text) => (0, JsValue::from_str(&text)),
             Payload::Json(text) => (1, JsValue::from_str(&text)),
@@ -314,7 +319,7 @@ impl Facade {
         };
         let epoch = channel.map(|(_, position)| channels::epoch_hex(position.epoch));
         let offset = channel.map(|(_, position)| position.offset as f64);
-        self.hub.message(seq as f64, event, kind, &data, channel.map(|(name, _)| name), epoch.as_deref(), offset, from);
+        self.hub.message(event, kind, &data, channel.map(|(name, _)| name), epoch.as_deref(), offset, from);
     }
 
     fn dispatch(&self, event: Event) {
@@ -326,9 +331,9 @@ impl Facade {
                 }
                 self.notify(Js::Open, Some(&session_id), Some(transport.as_str()), f64::from(u8::from(resumed)));
             }
-            Event::Message { seq, event, payload } => self.message(seq, event.as_deref(), payload, None, None),
-            Event::ChannelMessage { channel, position, seq, event, payload, from } => {
-                self.message(seq, event.as_deref(), payload, Some((&channel, position)), from.as_deref());
+            Event::Message { event, payload, .. } => self.message(event.as_deref(), payload, None, None),
+            Event::ChannelMessage { channel, position, event, payload, from, .. } => {
+                self.message(event.as_deref(), payload, Some((&channel, position)), from.as_deref());
             }
             Event::Subscribed { channel, recovered, position } => {
                 let epoch = channels::epoch_hex(position.epoch);

@@ -152,32 +152,6 @@ impl Endpoint {
         url
     }
 
-    /// The `room=` of the user's query, percent-decoded as the server decodes it (the first one
-    /// if repeated): the room channel a session is subscribed to from its creation (PROTOCOL.md
-    /// §8.5). None without one, or when it does not decode to UTF-8.
-    pub fn room(&self) -> Option<String> {
-        // By bytes and `get`: str searching and slicing ship panics (and the formatter they keep).
-        let value = self.query.as_bytes().split(|&byte| byte == b'&').find_map(|pair| match pair.get(..5) {
-            Some(b"room=") => pair.get(5..),
-            _ => None,
-        })?;
-        let mut bytes = Vec::with_capacity(value.len());
-        let mut rest = value;
-        while let Some((&byte, tail)) = rest.split_first() {
-            rest = tail;
-            let hex = |digit: u8| (digit as char).to_digit(16);
-            match (byte, rest) {
-                (b'%', [high, low, tail @ ..]) if hex(*high).is_some() && hex(*low).is_some() => {
-                    bytes.push((hex(*high).unwrap_or(0) * 16 + hex(*low).unwrap_or(0)) as u8);
-                    rest = tail;
-                }
-                (b'+', _) => bytes.push(b' '),
-                _ => bytes.push(byte),
-            }
-        }
-        String::from_utf8(bytes).ok()
-    }
-
     fn base(&self, scheme: &str, suffix: &str) -> String {
         let mut url = String::with_capacity(scheme.len() + self.authority_and_path.len() + self.query.len() + 96);
         url.push_str(scheme);
@@ -253,18 +227,6 @@ mod tests {
             let padded = format!("{c}https://h.example/rt{c}");
             assert_eq!(Endpoint::parse(&padded).unwrap().authority_and_path, "h.example/rt", "U+{:04X}", c as u32);
         }
-    }
-
-    #[test]
-    fn the_room_is_read_from_the_query_as_the_server_decodes_it() {
-        let room = |url: &str| Endpoint::parse(url).unwrap().room();
-        assert_eq!(room("http://h/rt?room=lobby"), Some("lobby".to_owned()));
-        assert_eq!(room("http://h/rt?token=x&room=a%3Ab%2fc&room=second"), Some("a:b/c".to_owned()));
-        assert_eq!(room("http://h/rt?myroom=x&roomy=y"), None);
-        assert_eq!(room("http://h/rt"), None);
-        assert_eq!(room("http://h/rt?room=%zz%4"), Some("%zz%4".to_owned()));
-        assert_eq!(room("http://h/rt?room=%ff"), None, "not UTF-8");
-        assert_eq!(room("http://h/rt?room=a+b"), Some("a b".to_owned()));
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use crate::prelude::*;
 pub use crate::core::base64::{base64_decode, base64_encode};
-pub use channels::{is_valid_channel_name, parse_epoch, push_epoch, ChannelMessage, Position, MAX_CHANNEL_NAME_BYTES};
+pub use channels::{encode_subscribe, encode_unsubscribe, is_valid_channel_name, parse_epoch, push_epoch, ChannelMessage, Position, MAX_CHANNEL_NAME_BYTES};
 
 mod auth;
 mod channels;
@@ -27,8 +27,8 @@ mod fields;
 pub use auth::{is_valid_credential, is_valid_subject, Credential, HelloAuth, Resume, SessionFrame, MAX_CREDENTIAL_BYTES, MAX_SUBJECT_BYTES, PROTOCOL_V3};
 #[cfg(not(target_arch = "wasm32"))]
 pub use auth::{encode_attributed_message, parse_subject, push_subject};
-use fields::{parse_event_name, parse_token, utf8_body, Fields};
-pub use fields::{is_valid_event_name, is_valid_token, parse_number};
+use fields::{parse_event_name, parse_token, push_body, push_field, push_number_field, utf8_body, Fields};
+pub use fields::{is_valid_event_name, is_valid_token, parse_number, push_decimal};
 
 /// The protocol version this codec speaks (channels, PROTOCOL.md §8).
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -276,46 +276,6 @@ impl Frame {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-/// Appends the decimal form of `value` to `out` (no `core::fmt`).
-pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
-    // Most significant digit first: the divisor starts at the largest power of ten not above
-    // `value`. No indexing, so no bounds check (each keeps the panic formatter in the wasm).
-    let mut divisor = 1u64;
-    while value / divisor >= 10 {
-        divisor *= 10;
-    }
-    loop {
-        out.push(b'0' + (value / divisor) as u8);
-        value %= divisor;
-        if divisor == 1 {
-            break;
-        }
-        divisor /= 10;
-    }
-}
-
-fn push_field(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    out.push(b' ');
-    out.extend_from_slice(key);
-    out.push(b'=');
-    out.extend_from_slice(value);
-}
-
-fn push_number_field(out: &mut Vec<u8>, key: &[u8], value: u64) {
-    out.push(b' ');
-    out.extend_from_slice(key);
-    out.push(b'=');
-    push_decimal(out, value);
-}
-
-fn push_body(out: &mut Vec<u8>, body: &[u8]) {
-    if !body.is_empty() {
-        push_number_field(out, b"n", body.len() as u64);
-    }
-    out.push(b'\n');
-    out.extend_from_slice(body);
-}
-
 /// What a carrier can hold, which decides how bodies are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carrier {
@@ -342,45 +302,41 @@ impl Carrier {
 
 /// Encodes `frame` and appends it to `out`, encoding bodies as `carrier` requires.
 pub fn encode(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) {
+    if encode_client_frame(frame, carrier, out) {
+        return;
+    }
+    if let Frame::Hello(hello) = frame {
+        out.extend_from_slice(b"hello");
+        push_number_field(out, b"v", u64::from(hello.version));
+        push_field(out, b"sid", hello.session_id.as_bytes());
+        push_field(out, b"key", hello.secret.as_bytes());
+        push_number_field(out, b"hb", hello.heartbeat_ms);
+        push_number_field(out, b"max", hello.max_body_bytes);
+        push_number_field(out, b"ack", hello.ack);
+        push_number_field(out, b"resumed", u64::from(hello.resumed));
+        out.push(b'\n');
+    } else {
+        // Each writes only the frames it knows (the v3 ones a server sends: host builds only).
+        channels::encode_server_control(frame, out);
+        auth::encode(frame, carrier, out);
+    }
+}
+
+/// Encodes the frames a client sends (messages, acks, pings, pongs, a close, a subscribe, an
+/// unsubscribe, v3's session and token) as [`encode`] does; false, writing nothing, for a frame only a server sends.
+/// The client calls this one rather than `encode`, so that the server's encoders (a hello and
+/// the channel answers) are not linked into the wasm.
+pub fn encode_client_frame(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) -> bool {
     match frame {
-        Frame::Hello(hello) => {
-            out.extend_from_slice(b"hello");
-            push_number_field(out, b"v", u64::from(hello.version));
-            push_field(out, b"sid", hello.session_id.as_bytes());
-            push_field(out, b"key", hello.secret.as_bytes());
-            push_number_field(out, b"hb", hello.heartbeat_ms);
-            push_number_field(out, b"max", hello.max_body_bytes);
-            push_number_field(out, b"ack", hello.ack);
-            push_number_field(out, b"resumed", u64::from(hello.resumed));
-            out.push(b'\n');
-        }
         Frame::Message(message) => {
             encode_message(message.seq, message.event.as_deref(), &message.payload, carrier, out);
         }
-        Frame::Ack { seq } => {
-            out.extend_from_slice(b"ack");
-            push_number_field(out, b"s", *seq);
-            out.push(b'\n');
-        }
-        Frame::Ping { time } => {
-            out.extend_from_slice(b"ping");
-            push_number_field(out, b"t", *time);
-            out.push(b'\n');
-        }
-        Frame::Pong { time } => {
-            out.extend_from_slice(b"pong");
-            push_number_field(out, b"t", *time);
-            out.push(b'\n');
-        }
+        Frame::Ack { seq } => push_numbered(out, b"ack", b"s", *seq),
+        Frame::Ping { time } => push_numbered(out, b"ping", b"t", *time),
+        Frame::Pong { time } => push_numbered(out, b"pong", b"t", *time),
         Frame::Close(close) => {
             out.extend_from_slice(b"close");
-            push_number_field(out, b"code", u64::from(close.code));
-            match close.retry {
-                Retry::Default => {}
-                Retry::Never => push_field(out, b"retry", b"no"),
-                Retry::AfterMs(ms) => push_number_field(out, b"retry", ms),
-            }
-            push_body(out, close.reason.as_bytes());
+            push_close_fields(out, close);
         }
         Frame::ChannelMessage(ChannelMessage { channel, position, message }) => encode_channel_message(
             message.seq,
@@ -390,12 +346,31 @@ pub fn encode(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) {
             carrier,
             out,
         ),
-        _ => {
-            if !channels::encode_control(frame, out) {
-                auth::encode(frame, carrier, out);
-            }
-        }
+        Frame::Subscribe { seq, channel, since } => encode_subscribe(*seq, channel, *since, out),
+        Frame::Unsubscribe { seq, channel } => encode_unsubscribe(*seq, channel, out),
+        // v3: what opens a connection, a poll, a bind or an upload, and a refresh.
+        Frame::Session(_) | Frame::Token(_) => auth::encode(frame, carrier, out),
+        _ => return false,
     }
+    true
+}
+
+/// A header line of one number field: `ack s=3`, `ping t=5`.
+fn push_numbered(out: &mut Vec<u8>, kind: &[u8], key: &[u8], value: u64) {
+    out.extend_from_slice(kind);
+    push_number_field(out, key, value);
+    out.push(b'\n');
+}
+
+/// The fields and body of a close (also those of an `unsubscribed` and a `nack`).
+fn push_close_fields(out: &mut Vec<u8>, close: &Close) {
+    push_number_field(out, b"code", u64::from(close.code));
+    match close.retry {
+        Retry::Default => {}
+        Retry::Never => push_field(out, b"retry", b"no"),
+        Retry::AfterMs(ms) => push_number_field(out, b"retry", ms),
+    }
+    push_body(out, close.reason.as_bytes());
 }
 
 /// Encodes a message frame from borrowed parts (no copy of the payload before encoding).
@@ -542,20 +517,8 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
         b"ack" => Frame::Ack { seq: parse_number(fields.require(b"s")?)? },
         b"ping" => Frame::Ping { time: parse_number(fields.require(b"t")?)? },
         b"pong" => Frame::Pong { time: parse_number(fields.require(b"t")?)? },
-        b"close" => {
-            let code = parse_number(fields.require(b"code")?)?;
-            let retry = match fields.take(b"retry") {
-                None => Retry::Default,
-                Some(b"no") => Retry::Never,
-                Some(value) => Retry::AfterMs(parse_number(value)?),
-            };
-            Frame::Close(Close {
-                code: u16::try_from(code).map_err(|_| WireError::BadNumber)?,
-                // A close reason is bounded by the header limit, whatever the body limit.
-                reason: utf8_body(body, MAX_HEADER_BYTES)?,
-                retry,
-            })
-        }
+        // A close reason is bounded by the header limit, whatever the body limit.
+        b"close" => Frame::Close(close_fields(&mut fields, body)?),
         _ => match channels::decode_control(&mut fields, body) {
             Some(frame) => frame?,
             None => match auth::decode(&mut fields, body) {
@@ -565,6 +528,22 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
         },
     };
     Ok((frame, body_end))
+}
+
+/// The fields and body of a close (also those of an `unsubscribed` and a `nack`); the reason is
+/// bounded by the header limit, whatever the body limit.
+fn close_fields(fields: &mut Fields<'_>, body: &[u8]) -> Result<Close, WireError> {
+    let code = parse_number(fields.require(b"code")?)?;
+    let retry = match fields.take(b"retry") {
+        None => Retry::Default,
+        Some(b"no") => Retry::Never,
+        Some(value) => Retry::AfterMs(parse_number(value)?),
+    };
+    Ok(Close {
+        code: u16::try_from(code).map_err(|_| WireError::BadNumber)?,
+        reason: utf8_body(body, MAX_HEADER_BYTES)?,
+        retry,
+    })
 }
 
 /// Decodes every frame of a batch (concatenated frames). Stops at the first error.
@@ -631,6 +610,16 @@ mod tests {
             round_trip(&frame, Carrier::Binary);
             round_trip(&frame, Carrier::Text);
             round_trip(&frame, Carrier::Sse);
+        }
+    }
+
+    #[test]
+    fn the_client_encoder_writes_what_encode_writes_but_no_hello() {
+        for frame in every_kind() {
+            let mut out = Vec::new();
+            let client = !matches!(frame, Frame::Hello(_));
+            assert_eq!(encode_client_frame(&frame, Carrier::Sse, &mut out), client);
+            assert_eq!(out, if client { encode_to_vec(&frame, Carrier::Sse) } else { Vec::new() });
         }
     }
 

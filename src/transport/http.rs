@@ -22,7 +22,6 @@ use core::cell::Cell;
 use alloc::rc::Rc;
 
 use js_sys::{ArrayBuffer, Promise};
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{AbortController, Response};
@@ -64,7 +63,7 @@ struct State {
     cancelled: Cell<bool>,
     /// The one closure both promises of the request call (see the module docs).
     /// `Cell`s, taken and put back, never borrowed (no borrow panic site).
-    step: Cell<Option<Closure<dyn FnMut(JsValue)>>>,
+    step: Cell<Option<crate::transport::Callback>>,
     done: Cell<Option<Done>>,
 }
 
@@ -95,7 +94,7 @@ impl HttpRequest {
             done: Cell::new(Some(Box::new(done))),
         });
         let held = state.clone();
-        let step = Closure::<dyn FnMut(JsValue)>::new(move |value: JsValue| on_settled(&held, value));
+        let step = crate::transport::callback(move |value| on_settled(&held, value));
         // The init object is shaped by hub.js: `RequestInit`'s setters would be one import each,
         // and `Reflect.set` with a key string per field costs more than one call. A string body
         // is sent as `text/plain;charset=UTF-8` (Fetch: extract a body), which keeps the POST a
@@ -119,8 +118,17 @@ impl Drop for HttpRequest {
 
 /// Calls `step` with whatever `promise` settles to, value or reason alike: the value's type
 /// tells them apart (a `Response` or an `ArrayBuffer` on success, an exception otherwise).
-fn wait(promise: &Promise, step: &Closure<dyn FnMut(JsValue)>) {
-    let _ = promise.then2(step, step);
+fn wait(promise: &Promise, step: &crate::transport::Callback) {
+    promise.unchecked_ref::<Thenable>().then(step, step);
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// A promise, seen through a `then` that takes the crate's closure type (js-sys's `then2`
+    /// takes `FnMut`s).
+    type Thenable;
+    #[wasm_bindgen(method)]
+    fn then(this: &Thenable, on_fulfilled: &crate::transport::Callback, on_rejected: &crate::transport::Callback);
 }
 
 /// One promise of the request settled with `value`.

@@ -6,7 +6,6 @@
 //! then drop: a closure that JS still calls after drop throws "closure invoked after being
 //! dropped".
 
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::EventTarget;
 
@@ -16,14 +15,14 @@ pub struct Listener {
     kind: &'static str,
     // `JsValue`, not `Event`: every callback of the crate has this one closure type, which
     // saves a set of glue shims per type; each caller knows its event type from its name.
-    callback: Closure<dyn FnMut(JsValue)>,
+    callback: crate::transport::Callback,
     attached: bool,
 }
 
 impl Listener {
     /// Attaches `callback` to `target` for events of type `kind`.
-    pub fn new(target: &EventTarget, kind: &'static str, callback: impl FnMut(JsValue) + 'static) -> Listener {
-        let callback = Closure::<dyn FnMut(JsValue)>::new(callback);
+    pub fn new(target: &EventTarget, kind: &'static str, callback: impl Fn(JsValue) + 'static) -> Listener {
+        let callback = crate::transport::callback(callback);
         let attached = target.add_event_listener_with_callback(kind, callback.as_ref().unchecked_ref()).is_ok();
         Listener { target: target.clone(), kind, callback, attached }
     }

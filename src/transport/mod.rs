@@ -23,6 +23,22 @@ use wasm_bindgen::JsValue;
 
 use crate::core::session::{ConnId, Input};
 
+/// The crate's one closure type for every JS callback (listeners, the timer, the microtask, the
+/// fetch chain, the channel calls of hub.js): each further type ships its own glue shims (a
+/// wasm export and a JS wrapper), and a mutable closure (`FnMut`) its own `makeMutClosure`. It
+/// is a `Fn` so that JS may call it again from inside its own call (a listener that publishes
+/// from inside a publish's events) instead of throwing; it returns what JS asked for, or
+/// `undefined`.
+pub type Callback = wasm_bindgen::closure::Closure<dyn Fn(JsValue) -> JsValue>;
+
+/// Wraps `callback` (no result) in the crate's one closure type.
+pub fn callback(callback: impl Fn(JsValue) + 'static) -> Callback {
+    Callback::new(move |value| {
+        callback(value);
+        JsValue::UNDEFINED
+    })
+}
+
 /// Where adapters report what happened. It holds only a weak handle on the client.
 pub type InputSink = Rc<dyn Fn(Input)>;
 

@@ -5,16 +5,17 @@
 use alloc::rc::Rc;
 use core::cell::Cell;
 
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
+
+use crate::transport::Callback;
 
 #[wasm_bindgen]
 extern "C" {
     // The globals, present in windows and workers alike. The handle is kept as a JsValue: a
     // number in browsers, an object in some other hosts.
     #[wasm_bindgen(js_name = setTimeout)]
-    fn set_timeout(handler: &Closure<dyn FnMut(JsValue)>, delay_ms: u32) -> JsValue;
+    fn set_timeout(handler: &Callback, delay_ms: u32) -> JsValue;
     #[wasm_bindgen(js_name = clearTimeout)]
     fn clear_timeout(handle: &JsValue);
 }
@@ -23,13 +24,13 @@ extern "C" {
 /// inside its own call, the closure is freed once that call returns).
 pub struct Timeout {
     handle: JsValue,
-    _callback: Closure<dyn FnMut(JsValue)>,
+    _callback: Callback,
 }
 
 impl Timeout {
     /// Calls `callback` once after `delay_ms` (callers keep it at most 2^31 - 1).
-    pub fn new(delay_ms: u32, mut callback: impl FnMut() + 'static) -> Timeout {
-        let callback = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| callback());
+    pub fn new(delay_ms: u32, callback: impl Fn() + 'static) -> Timeout {
+        let callback = crate::transport::callback(move |_| callback());
         let handle = set_timeout(&callback, delay_ms);
         Timeout { handle, _callback: callback }
     }
@@ -45,7 +46,7 @@ impl Drop for Timeout {
 extern "C" {
     // The global, present in windows and workers alike.
     #[wasm_bindgen(js_name = queueMicrotask)]
-    fn queue_microtask_js(callback: &Closure<dyn FnMut(JsValue)>);
+    fn queue_microtask_js(callback: &Callback);
 }
 
 /// Calls `callback` once, at the end of the current task (a microtask).
@@ -56,10 +57,10 @@ extern "C" {
 /// glue frees a closure dropped during its own call once that call returns, and the cycle is
 /// gone. What `callback` captures must not keep its owner alive (callers pass a `Weak`).
 pub fn queue_microtask(callback: impl FnOnce() + 'static) {
-    let slot: Rc<Cell<Option<Closure<dyn FnMut(JsValue)>>>> = Rc::new(Cell::new(None));
+    let slot: Rc<Cell<Option<Callback>>> = Rc::new(Cell::new(None));
     let held = slot.clone();
-    let mut callback = Some(callback);
-    let closure = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+    let callback = Cell::new(Some(callback));
+    let closure = crate::transport::callback(move |_| {
         let this = held.take();
         if let Some(callback) = callback.take() {
             callback();

@@ -59,9 +59,10 @@ impl Session {
     /// The frames that open a connection: `session` (resuming `resume`, binding `stream`) and
     /// `token` when a credential is known.
     pub(super) fn opening(&self, resume: Option<Resume>, stream: Option<String>) -> Vec<u8> {
-        let mut out = wire::encode_to_vec(&Frame::Session(SessionFrame { resume, stream }), Carrier::Text);
+        let mut out = Vec::new();
+        wire::encode_client_frame(&Frame::Session(SessionFrame { resume, stream }), Carrier::Text, &mut out);
         if let Some(credential) = &self.auth.credential {
-            wire::encode(&Frame::Token(Credential(credential.clone())), Carrier::Text, &mut out);
+            wire::encode_client_frame(&Frame::Token(Credential(credential.clone())), Carrier::Text, &mut out);
         }
         out
     }
@@ -70,7 +71,8 @@ impl Session {
     pub(super) fn session_frame(&self, last: Option<u64>) -> Option<Vec<u8>> {
         let ids = self.ids.as_ref()?;
         let resume = Resume { session_id: ids.id.clone(), secret: ids.secret.clone(), last: last.unwrap_or(0) };
-        let mut out = wire::encode_to_vec(&Frame::Session(SessionFrame { resume: Some(resume), stream: None }), Carrier::Text);
+        let mut out = Vec::new();
+        wire::encode_client_frame(&Frame::Session(SessionFrame { resume: Some(resume), stream: None }), Carrier::Text, &mut out);
         if last.is_none() {
             // An upload names no `last`: drop the ` last=0` the encoder wrote before the LF.
             out.truncate(out.len().saturating_sub(b" last=0\n".len()));

@@ -150,9 +150,9 @@ impl Session {
         let mut index = self.outbox.first_untransmitted();
         while let Some(message) = self.outbox.held().get(index).filter(|_| index < window) {
             let bound = match &message.kind {
-                Kind::Publish { channel: None } => wire::message_size_bound(message.event.as_deref(), &message.payload, carrier),
-                Kind::Publish { channel: Some(name) } => {
-                    wire::message_size_bound(message.event.as_deref(), &message.payload, carrier) + wire::CHANNEL_FIELDS_BOUND + name.len()
+                Kind::Publish { channel } => {
+                    let channel_bound = channel.as_ref().map_or(0, |name| wire::CHANNEL_FIELDS_BOUND + name.len());
+                    wire::message_size_bound(message.event.as_deref(), &message.payload, carrier) + channel_bound
                 }
                 _ => crate::core::session::outbox::CONTROL_BOUND,
             };
@@ -177,12 +177,8 @@ impl Session {
                     carrier,
                     out,
                 ),
-                Kind::Subscribe { channel, since } => {
-                    wire::encode(&Frame::Subscribe { seq: message.seq, channel: channel.clone(), since: *since }, carrier, out)
-                }
-                Kind::Unsubscribe { channel } => {
-                    wire::encode(&Frame::Unsubscribe { seq: message.seq, channel: channel.clone() }, carrier, out)
-                }
+                Kind::Subscribe { channel, since } => wire::encode_subscribe(message.seq, channel, *since, out),
+                Kind::Unsubscribe { channel } => wire::encode_unsubscribe(message.seq, channel, out),
             }
             index += 1;
         }
@@ -194,7 +190,7 @@ impl Session {
         if matches!(frame, Frame::Message(Message { payload: Payload::Binary(_), .. })) && carrier == Carrier::Binary {
             self.batch.binary = true;
         }
-        wire::encode(frame, carrier, &mut self.batch.bytes);
+        wire::encode_client_frame(frame, carrier, &mut self.batch.bytes);
     }
 
     /// Hands the frames queued during this step to the active connection as one batch.

@@ -15,7 +15,7 @@
 
 use crate::prelude::*;
 use crate::core::session::limits::{self, after};
-use crate::core::session::outbox::Kind;
+use crate::core::session::outbox::{Kind, Outgoing};
 use crate::core::session::timers::Timer;
 use crate::core::session::{ConnId, ErrorCode, Event, SendError, Session, State};
 use crate::core::wire::{self, ChannelMessage, Close, Frame, Payload, Position, Retry};
@@ -81,8 +81,12 @@ pub(super) struct Channels {
 impl Channels {
     /// A new life: only the room channel, which a fresh session holds from its creation.
     pub(super) fn new(room: Option<&str>) -> Channels {
-        let subs = room.map(|name| Sub { name: String::from(name), state: SubState::Implicit, position: None, owed: None });
-        Channels { subs: subs.into_iter().collect() }
+        // A push, not an `Option` collected: that collect is a monomorphization of its own.
+        let mut subs = Vec::new();
+        if let Some(name) = room {
+            subs.push(Sub { name: String::from(name), state: SubState::Implicit, position: None, owed: None });
+        }
+        Channels { subs }
     }
 
     fn find(&self, name: &str) -> Option<usize> {
@@ -93,17 +97,12 @@ impl Channels {
         self.subs.iter_mut().find(|sub| sub.name == name)
     }
 
-    /// Takes `name` out, keeping the others in order (no `Vec::remove`: no panic path).
-    fn take(&mut self, name: &str) -> Option<Sub> {
-        let mut taken = None;
-        for sub in core::mem::take(&mut self.subs) {
-            if taken.is_none() && sub.name == name {
-                taken = Some(sub);
-            } else {
-                self.subs.push(sub);
-            }
-        }
-        taken
+    /// Removes `name`, keeping the others in order (no `Vec::remove`: no panic path); returns
+    /// the state it had. Names are unique in `subs`.
+    fn remove(&mut self, name: &str) -> Option<SubState> {
+        let state = self.subs.iter().find(|sub| sub.name == name)?.state;
+        self.subs.retain(|sub| sub.name != name);
+        Some(state)
     }
 
     /// The earliest resubscribe deadline.
@@ -141,13 +140,13 @@ impl Session {
     /// Ends the subscription to `channel` at once: `Unsubscribed` now, and none of its messages
     /// from here on. False when it was not subscribed.
     pub fn unsubscribe(&mut self, now: Millis, channel: &str) -> bool {
-        let Some(sub) = self.channels.take(channel) else { return false };
-        if !matches!(sub.state, SubState::Retrying { .. }) {
-            self.queue_control(now, Kind::Unsubscribe { channel: sub.name.clone() });
+        let Some(state) = self.channels.remove(channel) else { return false };
+        if !matches!(state, SubState::Retrying { .. }) {
+            self.queue_control(now, Kind::Unsubscribe { channel: String::from(channel) });
         }
         self.rearm_resubscribe();
         self.events.push(Event::Unsubscribed {
-            channel: sub.name,
+            channel: String::from(channel),
             code: ErrorCode::Unsubscribed,
             reason: String::from("unsubscribed by the app"),
         });
@@ -203,11 +202,11 @@ impl Session {
     /// unsubscribe when the app dropped it; a subscribe with its position for every other held
     /// channel), then the outbox renumbered behind them.
     pub(super) fn renumber_for_reset(&mut self) {
-        let room = self.config.room.clone();
+        let room = self.config.room.as_deref();
         let mut prefix = Vec::new();
-        if let Some(room) = &room {
+        if let Some(room) = room {
             if self.channels.find(room).is_none() {
-                prefix.push(Kind::Unsubscribe { channel: room.clone() });
+                prefix.push(Outgoing::request(Kind::Unsubscribe { channel: String::from(room) }, 1));
             }
         }
         for sub in &mut self.channels.subs {
@@ -215,21 +214,17 @@ impl Session {
             if let Some(owed) = sub.owed.take() {
                 self.events.push(owed.event(sub.name.clone()));
             }
-            if room.as_deref() == Some(sub.name.as_str()) {
+            if room == Some(sub.name.as_str()) {
                 // The fresh session holds it already, recovered from `rt_since`.
                 sub.state = SubState::Implicit;
             } else if !matches!(sub.state, SubState::Retrying { .. }) {
-                prefix.push(Kind::Subscribe { channel: sub.name.clone(), since: sub.position });
-                sub.state = SubState::Pending { req: 0 };
+                // The fresh session numbers the prefix 1, 2, ...
+                let req = prefix.len() as u64 + 1;
+                prefix.push(Outgoing::request(Kind::Subscribe { channel: sub.name.clone(), since: sub.position }, req));
+                sub.state = SubState::Pending { req };
             }
         }
-        for (channel, seq) in self.renumber_outbox_for_reset(prefix) {
-            if let Some(sub) = self.channels.get_mut(&channel) {
-                if sub.state == (SubState::Pending { req: 0 }) {
-                    sub.state = SubState::Pending { req: seq };
-                }
-            }
-        }
+        self.renumber_outbox_for_reset(prefix);
     }
 
     /// `close`: every subscription ends with the session.
@@ -252,19 +247,17 @@ impl Session {
 
     /// The resubscribe timer fired.
     pub(super) fn resubscribe_due(&mut self, now: Millis) {
-        let due: Vec<String> = self
-            .channels
-            .subs
-            .iter()
-            .filter(|sub| matches!(sub.state, SubState::Retrying { at } if at <= now))
-            .map(|sub| sub.name.clone())
-            .collect();
-        for name in due {
-            let since = self.position(&name);
-            let req = self.queue_control(now, Kind::Subscribe { channel: name.clone(), since });
-            if let Some(sub) = self.channels.get_mut(&name) {
-                sub.state = SubState::Pending { req };
+        // By index, with no list of names collected: queueing a request leaves `subs` as it is.
+        let mut index = 0;
+        while let Some(sub) = self.channels.subs.get(index) {
+            if matches!(sub.state, SubState::Retrying { at } if at <= now) {
+                let kind = Kind::Subscribe { channel: sub.name.clone(), since: sub.position };
+                let req = self.queue_control(now, kind);
+                if let Some(sub) = self.channels.subs.get_mut(index) {
+                    sub.state = SubState::Pending { req };
+                }
             }
+            index += 1;
         }
         self.rearm_resubscribe();
     }
@@ -379,7 +372,7 @@ impl Session {
             self.rearm_resubscribe();
             self.events.push(Event::SubscriptionError { channel, code, message: close.reason });
         } else {
-            self.channels.take(&channel);
+            self.channels.remove(&channel);
             self.events.push(Event::Unsubscribed { channel, code, reason: close.reason });
         }
     }

@@ -37,6 +37,13 @@ pub(super) struct Outgoing {
     pub(super) transmitted: bool,
 }
 
+impl Outgoing {
+    /// A subscription request numbered `seq`.
+    pub(super) fn request(kind: Kind, seq: u64) -> Outgoing {
+        Outgoing { id: 0, kind, failed: false, seq, event: None, payload: Payload::Text(String::new()), transmitted: false }
+    }
+}
+
 pub(super) struct Outbox {
     /// The entries from `acked` on are held; those before it were acked and wait to be dropped.
     queue: Vec<Outgoing>,
@@ -161,7 +168,7 @@ impl Session {
         self.outbox.next_seq += 1;
         let bound = CONTROL_BOUND;
         self.before_deferred_send(now, bound);
-        self.outbox.queue.push(Outgoing { id: 0, kind, failed: false, seq, event: None, payload: Payload::Text(String::new()), transmitted: false });
+        self.outbox.queue.push(Outgoing::request(kind, seq));
         self.defer_send(now, bound);
         seq
     }
@@ -192,19 +199,11 @@ impl Session {
 
     /// A fresh session: a message that went out may or may not have reached the old one, so it
     /// is rejected rather than risk a double. Messages never sent are renumbered and kept.
-    /// `prefix`: the subscription requests the new session must see first (numbered 1, 2, ...);
-    /// the old ones are dropped (the new session holds exactly what the client sends it).
-    pub(super) fn renumber_outbox_for_reset(&mut self, prefix: Vec<Kind>) -> Vec<(String, u64)> {
-        let mut kept = Vec::with_capacity(self.outbox.len() + prefix.len());
-        let mut next_seq = 1;
-        let mut numbered = Vec::new();
-        for kind in prefix {
-            if let Kind::Subscribe { channel, .. } | Kind::Unsubscribe { channel } = &kind {
-                numbered.push((channel.clone(), next_seq));
-            }
-            kept.push(Outgoing { id: 0, kind, failed: false, seq: next_seq, event: None, payload: Payload::Text(String::new()), transmitted: false });
-            next_seq += 1;
-        }
+    /// `kept`: the subscription requests the new session must see first, numbered 1, 2, ...
+    /// (`Outgoing::request`); the old ones are dropped (the new session holds exactly what the
+    /// client sends it).
+    pub(super) fn renumber_outbox_for_reset(&mut self, mut kept: Vec<Outgoing>) {
+        let mut next_seq = kept.len() as u64 + 1;
         for mut message in self.outbox.take_held() {
             if !matches!(message.kind, Kind::Publish { .. }) {
                 continue;
@@ -226,7 +225,6 @@ impl Session {
         }
         self.outbox.queue = kept;
         self.outbox.next_seq = next_seq;
-        numbered
     }
 
     /// After a hello: messages queued under an older (or the default) size limit that exceed

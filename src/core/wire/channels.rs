@@ -7,7 +7,7 @@
 //! carries both `o` and `ep` or neither.
 
 use crate::prelude::*;
-use super::{parse_number, push_body, push_field, push_number_field, utf8_body, Close, Fields, Frame, Message, Retry, WireError, MAX_HEADER_BYTES};
+use super::{close_fields, parse_number, push_close_fields, push_field, push_number_field, Fields, Frame, Message, WireError};
 
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
@@ -85,16 +85,6 @@ fn push_head(out: &mut Vec<u8>, kind: &[u8], seq: u64, channel: &str) {
     push_field(out, b"ch", channel.as_bytes());
 }
 
-fn push_close_fields(out: &mut Vec<u8>, close: &Close) {
-    push_number_field(out, b"code", u64::from(close.code));
-    match close.retry {
-        Retry::Default => {}
-        Retry::Never => push_field(out, b"retry", b"no"),
-        Retry::AfterMs(ms) => push_number_field(out, b"retry", ms),
-    }
-    push_body(out, close.reason.as_bytes());
-}
-
 /// The `ch`, `o` and `ep` fields of a channel `msg`, written after its `s`.
 pub(super) fn push_message_channel(out: &mut Vec<u8>, channel: &str, position: Option<Position>) {
     push_field(out, b"ch", channel.as_bytes());
@@ -104,17 +94,26 @@ pub(super) fn push_message_channel(out: &mut Vec<u8>, channel: &str, position: O
     }
 }
 
-/// Encodes the channel frames other than `msg`; returns false for any other frame.
-pub(super) fn encode_control(frame: &Frame, out: &mut Vec<u8>) -> bool {
+/// Encodes a `subscribe`, from `since` when given.
+pub fn encode_subscribe(seq: u64, channel: &str, since: Option<Position>, out: &mut Vec<u8>) {
+    push_head(out, b"subscribe", seq, channel);
+    if let Some(since) = since {
+        push_number_field(out, b"o", since.offset);
+        push_epoch_field(out, since.epoch);
+    }
+    out.push(b'\n');
+}
+
+/// Encodes an `unsubscribe`.
+pub fn encode_unsubscribe(seq: u64, channel: &str, out: &mut Vec<u8>) {
+    push_head(out, b"unsubscribe", seq, channel);
+    out.push(b'\n');
+}
+
+/// Encodes the channel frames only a server sends (`subscribed`, `unsubscribed`, `gap`,
+/// `nack`); writes nothing for any other frame.
+pub(super) fn encode_server_control(frame: &Frame, out: &mut Vec<u8>) {
     match frame {
-        Frame::Subscribe { seq, channel, since } => {
-            push_head(out, b"subscribe", *seq, channel);
-            if let Some(since) = since {
-                push_number_field(out, b"o", since.offset);
-                push_epoch_field(out, since.epoch);
-            }
-            out.push(b'\n');
-        }
         Frame::Subscribed { seq, channel, position, recovered, reply_to } => {
             push_head(out, b"subscribed", *seq, channel);
             push_epoch_field(out, position.epoch);
@@ -123,10 +122,6 @@ pub(super) fn encode_control(frame: &Frame, out: &mut Vec<u8>) -> bool {
             if let Some(reply_to) = reply_to {
                 push_number_field(out, b"for", *reply_to);
             }
-            out.push(b'\n');
-        }
-        Frame::Unsubscribe { seq, channel } => {
-            push_head(out, b"unsubscribe", *seq, channel);
             out.push(b'\n');
         }
         Frame::Unsubscribed { seq, channel, reply_to, close } => {
@@ -148,9 +143,8 @@ pub(super) fn encode_control(frame: &Frame, out: &mut Vec<u8>) -> bool {
             push_number_field(out, b"for", *reply_to);
             push_close_fields(out, close);
         }
-        _ => return false,
+        _ => {}
     }
-    true
 }
 
 /// The `o` and `ep` of a frame: both or neither.
@@ -160,20 +154,6 @@ fn position(fields: &mut Fields<'_>) -> Result<Option<Position>, WireError> {
         (None, None) => Ok(None),
         _ => Err(WireError::MissingField),
     }
-}
-
-fn close_fields(fields: &mut Fields<'_>, body: &[u8]) -> Result<Close, WireError> {
-    let code = parse_number(fields.require(b"code")?)?;
-    let retry = match fields.take(b"retry") {
-        None => Retry::Default,
-        Some(b"no") => Retry::Never,
-        Some(value) => Retry::AfterMs(parse_number(value)?),
-    };
-    Ok(Close {
-        code: u16::try_from(code).map_err(|_| WireError::BadNumber)?,
-        reason: utf8_body(body, MAX_HEADER_BYTES)?,
-        retry,
-    })
 }
 
 fn optional_number(fields: &mut Fields<'_>, key: &[u8]) -> Result<Option<u64>, WireError> {
@@ -190,46 +170,70 @@ pub(super) fn message_in_channel(fields: &mut Fields<'_>, message: Message) -> R
     }
 }
 
-/// Decodes the channel frames other than `msg`; `None` for another frame type.
+/// Decodes the channel frames other than `msg`; `None` for another frame type. The wasm (a
+/// client, which never receives them) does not decode a `subscribe` or an `unsubscribe`: they
+/// are an unknown frame type there, as any frame a server must not send.
 pub(super) fn decode_control(fields: &mut Fields<'_>, body: &[u8]) -> Option<Result<Frame, WireError>> {
-    let kind = fields.kind;
-    if !matches!(kind, b"subscribe" | b"subscribed" | b"unsubscribe" | b"unsubscribed" | b"gap" | b"nack") {
-        return None;
-    }
-    Some(decode_control_fields(kind, fields, body))
+    let kind = match fields.kind {
+        b"subscribed" => Control::Subscribed,
+        b"unsubscribed" => Control::Unsubscribed,
+        b"gap" => Control::Gap,
+        b"nack" => Control::Nack,
+        #[cfg(not(target_arch = "wasm32"))]
+        b"subscribe" => Control::Subscribe,
+        #[cfg(not(target_arch = "wasm32"))]
+        b"unsubscribe" => Control::Unsubscribe,
+        _ => return None,
+    };
+    Some(decode_control_kind(kind, fields, body))
 }
 
-fn decode_control_fields(kind: &[u8], fields: &mut Fields<'_>, body: &[u8]) -> Result<Frame, WireError> {
+/// The channel frame types other than `msg`.
+#[derive(Clone, Copy)]
+enum Control {
+    Subscribed,
+    Unsubscribed,
+    Gap,
+    Nack,
+    #[cfg(not(target_arch = "wasm32"))]
+    Subscribe,
+    #[cfg(not(target_arch = "wasm32"))]
+    Unsubscribe,
+}
+
+fn decode_control_kind(kind: Control, fields: &mut Fields<'_>, body: &[u8]) -> Result<Frame, WireError> {
     let seq = parse_number(fields.require(b"s")?)?;
     let channel = parse_channel(fields.require(b"ch")?)?;
     Ok(match kind {
-        b"subscribe" => Frame::Subscribe { seq, channel, since: position(fields)? },
-        b"subscribed" => Frame::Subscribed {
+        Control::Subscribed => Frame::Subscribed {
             seq,
             channel,
             position: position(fields)?.ok_or(WireError::MissingField)?,
             recovered: parse_number(fields.require(b"rec")?)? == 1,
             reply_to: optional_number(fields, b"for")?,
         },
-        b"unsubscribe" => Frame::Unsubscribe { seq, channel },
-        b"unsubscribed" => {
+        Control::Unsubscribed => {
             Frame::Unsubscribed { seq, channel, reply_to: optional_number(fields, b"for")?, close: close_fields(fields, body)? }
         }
-        b"gap" => Frame::Gap {
+        Control::Gap => Frame::Gap {
             seq,
             channel,
             epoch: parse_epoch(fields.require(b"ep")?)?,
             from: parse_number(fields.require(b"from")?)?,
             to: parse_number(fields.require(b"to")?)?,
         },
-        _ => Frame::Nack { seq, channel, reply_to: parse_number(fields.require(b"for")?)?, close: close_fields(fields, body)? },
+        Control::Nack => Frame::Nack { seq, channel, reply_to: parse_number(fields.require(b"for")?)?, close: close_fields(fields, body)? },
+        #[cfg(not(target_arch = "wasm32"))]
+        Control::Subscribe => Frame::Subscribe { seq, channel, since: position(fields)? },
+        #[cfg(not(target_arch = "wasm32"))]
+        Control::Unsubscribe => Frame::Unsubscribe { seq, channel },
     })
 }
 
 #[cfg(test)]
 #[cfg(not(target_arch = "wasm32"))]
 mod tests {
-    use super::super::{decode, decode_all, encode_to_vec, Carrier, Payload, DEFAULT_MAX_BODY_BYTES};
+    use super::super::{decode, decode_all, encode_client_frame, encode_to_vec, Carrier, Close, Payload, Retry, DEFAULT_MAX_BODY_BYTES};
     use super::*;
 
     fn close(code: u16, reason: &str, retry: Retry) -> Close {
@@ -275,6 +279,17 @@ mod tests {
                 batch.extend_from_slice(&bytes);
             }
             assert_eq!(decode_all(&batch, DEFAULT_MAX_BODY_BYTES).expect("batch decodes"), frames());
+        }
+    }
+
+    #[test]
+    fn the_client_encoder_writes_only_client_frames() {
+        for frame in frames() {
+            let mut out = Vec::new();
+            let client = matches!(frame, Frame::ChannelMessage(_) | Frame::Subscribe { .. } | Frame::Unsubscribe { .. });
+            assert_eq!(encode_client_frame(&frame, Carrier::Text, &mut out), client, "{frame:?}");
+            let expected = if client { encode_to_vec(&frame, Carrier::Text) } else { Vec::new() };
+            assert_eq!(out, expected, "{frame:?}");
         }
     }
 

@@ -1,4 +1,4 @@
-//! Header fields and the checked parsing of numbers, names and tokens, shared by every frame.
+//! Header fields, shared by every frame: the checked parsing of numbers, names and tokens, and their writing.
 
 use crate::prelude::*;
 use super::{WireError, MAX_EVENT_NAME_BYTES, MAX_TOKEN_BYTES};
@@ -100,4 +100,46 @@ pub(super) fn parse_token(token: &[u8]) -> Result<String, WireError> {
         Ok(token) if is_valid_token(token) => Ok(token.to_owned()),
         _ => Err(WireError::BadToken),
     }
+}
+
+// Writing: the header fields of an encoded frame.
+
+/// Appends the decimal form of `value` to `out` (no `core::fmt`).
+pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    // Most significant digit first: the divisor starts at the largest power of ten not above
+    // `value`. No indexing, so no bounds check (each keeps the panic formatter in the wasm).
+    let mut divisor = 1u64;
+    while value / divisor >= 10 {
+        divisor *= 10;
+    }
+    loop {
+        out.push(b'0' + (value / divisor) as u8);
+        value %= divisor;
+        if divisor == 1 {
+            break;
+        }
+        divisor /= 10;
+    }
+}
+
+pub(super) fn push_field(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+}
+
+pub(super) fn push_number_field(out: &mut Vec<u8>, key: &[u8], value: u64) {
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    push_decimal(out, value);
+}
+
+pub(super) fn push_body(out: &mut Vec<u8>, body: &[u8]) {
+    if !body.is_empty() {
+        push_number_field(out, b"n", body.len() as u64);
+    }
+    out.push(b'\n');
+    out.extend_from_slice(body);
 }

@@ -90,9 +90,9 @@ pub struct AdminConfig {
 }
 
 impl AdminConfig {
-    /// A configuration with this token (tests).
-    pub fn with_token(token: &str) -> AdminConfig {
-        AdminConfig { token: Some(AdminToken::new(token).unwrap_or_else(|error| panic!("{error}"))), listen: None }
+    /// A configuration with this token (tests); Err says why the token is refused.
+    pub fn with_token(token: &str) -> Result<AdminConfig, String> {
+        Ok(AdminConfig { token: Some(AdminToken::new(token)?), listen: None })
     }
 }
 

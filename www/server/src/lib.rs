@@ -31,6 +31,7 @@ pub mod auth;
 pub mod channel;
 pub mod client_ip;
 pub mod cors;
+pub mod demo_feed;
 pub mod edge;
 pub mod kick;
 pub mod limits;

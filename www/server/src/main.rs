@@ -72,6 +72,9 @@ struct Flags {
     /// client address for per-IP limits (repeatable); without it the TCP peer is the client.
     #[arg(long = "trusted-proxy", value_name = "IP|CIDR")]
     trusted_proxies: Vec<realtime_server::client_ip::ProxyNet>,
+    /// DEMO ONLY: publish a clock tick (event `tick`) to this channel once per second; off by default.
+    #[arg(long, value_name = "CHANNEL")]
+    demo_feed: Option<String>,
     #[command(flatten)]
     edge: realtime_server::edge::EdgeFlags,
     #[command(flatten)]
@@ -92,6 +95,10 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: --allow-origin {origin:?} must look like http://host[:port], without a path");
             return std::process::ExitCode::from(2);
         }
+    }
+    if let Some(channel) = flags.demo_feed.as_deref().filter(|channel| !realtime_client::core::wire::is_valid_channel_name(channel)) {
+        eprintln!("error: --demo-feed {channel:?} is not a channel name (1-128 characters of A-Z a-z 0-9 _ . : / -)");
+        return std::process::ExitCode::from(2);
     }
     let static_dir = flags.static_dir.unwrap_or_else(default_static_dir);
     if !static_dir.is_dir() {
@@ -174,6 +181,9 @@ async fn main() -> std::process::ExitCode {
     if let Err(error) = realtime_server::auth::publish_key::spawn_listener(state.clone()).await {
         eprintln!("error: cannot listen on --publish-listen: {error}");
         return std::process::ExitCode::from(1);
+    }
+    if let Some(channel) = flags.demo_feed {
+        realtime_server::demo_feed::spawn(&state, channel, realtime_server::demo_feed::PERIOD);
     }
     let shutdown = shutdown_signal();
     let acceptor = match tls {

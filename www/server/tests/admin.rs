@@ -51,7 +51,7 @@ async fn without_a_configured_token_every_admin_endpoint_says_how_to_enable_it()
 
 #[tokio::test]
 async fn a_missing_or_wrong_token_gets_401_and_is_counted() {
-    let server = Server::start(Config { allow_kick: true, admin: AdminConfig::with_token(TOKEN), ..Config::default() }).await;
+    let server = Server::start(Config { allow_kick: true, admin: AdminConfig::with_token(TOKEN).expect("a valid admin token"), ..Config::default() }).await;
     let wrong = [
         None,
         Some("Bearer wrong-token-0123456789xx".to_owned()),
@@ -77,7 +77,7 @@ async fn a_missing_or_wrong_token_gets_401_and_is_counted() {
 
 #[tokio::test]
 async fn the_right_token_opens_metrics_stats_and_kick() {
-    let server = Server::start(Config { allow_kick: true, admin: AdminConfig::with_token(TOKEN), ..Config::default() }).await;
+    let server = Server::start(Config { allow_kick: true, admin: AdminConfig::with_token(TOKEN).expect("a valid admin token"), ..Config::default() }).await;
     let bearer = format!("Bearer {TOKEN}");
     let mut client = WsClient::connect(&server.ws_url("room=admin&rt_v=2&rt_conn=1")).await;
     let hello = client.hello().await;
@@ -112,7 +112,7 @@ async fn the_right_token_opens_metrics_stats_and_kick() {
 
 #[tokio::test]
 async fn the_token_does_not_replace_allow_kick() {
-    let server = Server::start(Config { admin: AdminConfig::with_token(TOKEN), ..Config::default() }).await;
+    let server = Server::start(Config { admin: AdminConfig::with_token(TOKEN).expect("a valid admin token"), ..Config::default() }).await;
     let response = call(&base(&server), "POST", "/realtime/kick?sid=x", Some(&format!("Bearer {TOKEN}"))).await;
     assert_eq!(response.status(), 403);
     assert!(response.text().await.unwrap().contains("--allow-kick"));
@@ -120,7 +120,7 @@ async fn the_token_does_not_replace_allow_kick() {
 
 #[tokio::test]
 async fn an_allowed_origin_can_preflight_and_read_the_stats_with_the_token() {
-    let config = Config { allowed_origins: vec!["https://app.example".into()], admin: AdminConfig::with_token(TOKEN), ..Config::default() };
+    let config = Config { allowed_origins: vec!["https://app.example".into()], admin: AdminConfig::with_token(TOKEN).expect("a valid admin token"), ..Config::default() };
     let server = Server::start(config).await;
     let preflight = reqwest::Client::new()
         .request(reqwest::Method::OPTIONS, server.url("/realtime/stats"))
@@ -154,7 +154,7 @@ async fn an_allowed_origin_can_preflight_and_read_the_stats_with_the_token() {
 #[tokio::test]
 async fn admin_listen_moves_the_admin_routes_off_the_public_listener() {
     let listen = "127.0.0.1:0".parse().unwrap();
-    let config = Config { admin: AdminConfig { listen: Some(listen), ..AdminConfig::with_token(TOKEN) }, ..Config::default() };
+    let config = Config { admin: AdminConfig { listen: Some(listen), ..AdminConfig::with_token(TOKEN).expect("a valid admin token") }, ..Config::default() };
     let public = Server::start(config).await;
     let bearer = format!("Bearer {TOKEN}");
     for (method, path) in ENDPOINTS {

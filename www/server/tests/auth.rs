@@ -15,7 +15,7 @@ use base64::Engine;
 use clap::Parser;
 use common::{Server, WsClient, LIMIT};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use realtime_client::core::wire::Payload;
+use realtime_client::core::wire::{self, Carrier, Credential, Frame, Hello, Payload, Resume, SessionFrame};
 use realtime_server::admin::{self, AdminConfig};
 use realtime_server::auth::demo::DemoSigner;
 use realtime_server::auth::jwt::Verifier;
@@ -423,7 +423,7 @@ fn flags_pick_one_key_source_and_keep_the_keys_apart() {
         assert!(!error.contains(SECRET) && !error.contains("short\""), "{error}");
     }
     // The publish key and the admin token must differ: one must not open the other.
-    let mut with_admin = Config { admin: AdminConfig::with_token(ADMIN_TOKEN), ..Config::default() };
+    let mut with_admin = Config { admin: AdminConfig::with_token(ADMIN_TOKEN).expect("a valid admin token"), ..Config::default() };
     let error = apply(&[], &[("RT_PUBLISH_KEY", ADMIN_TOKEN)], &mut with_admin).unwrap_err();
     assert!(error.contains("admin token") && !error.contains(ADMIN_TOKEN), "{error}");
     apply(&[], &[("RT_PUBLISH_KEY", PUBLISH_KEY)], &mut with_admin).unwrap();
@@ -473,7 +473,7 @@ fn the_startup_rule() {
     assert!(auth::startup_rule(loopback, &admin_public).unwrap_err().contains("--admin-listen"));
     let admin_loopback = Config { admin: AdminConfig { token: None, listen: Some(loopback) }, ..Config::default() };
     assert!(auth::startup_rule(loopback, &admin_loopback).is_ok());
-    let admin_keyed = Config { admin: AdminConfig { listen: Some(public), ..AdminConfig::with_token(ADMIN_TOKEN) }, ..Config::default() };
+    let admin_keyed = Config { admin: AdminConfig { listen: Some(public), ..AdminConfig::with_token(ADMIN_TOKEN).expect("a valid admin token") }, ..Config::default() };
     assert!(auth::startup_rule(loopback, &admin_keyed).is_ok());
 }
 
@@ -505,7 +505,7 @@ async fn next_text(client: &mut WsClient) -> String {
 
 #[tokio::test]
 async fn publish_needs_the_key_and_a_refused_publish_delivers_nothing() {
-    let server = Server::start(keyed(Config { admin: AdminConfig::with_token(ADMIN_TOKEN), ..Config::default() })).await;
+    let server = Server::start(keyed(Config { admin: AdminConfig::with_token(ADMIN_TOKEN).expect("a valid admin token"), ..Config::default() })).await;
     let base = format!("http://{}", server.addr);
     let mut subscriber = WsClient::connect(&server.ws_url("room=keyed")).await;
     subscriber.hello().await;
@@ -801,21 +801,46 @@ async fn no_secret_reaches_the_log_at_the_most_verbose_level() {
             let _ = request.header("authorization", authorization).header("content-type", "text/plain").header("cookie", format!("rt={secret}")).send().await.unwrap().bytes().await;
         }
     }
-    // A session key (rt_key) from a hello, used to resume over every transport.
+    // A session key from a hello (protocol v3: in frames, never in a URL), used to resume over
+    // every transport; the demo token is the connect credential.
     let ws_base = base.replace("http://", "ws://");
-    let mut ws = WsClient::connect(&format!("{ws_base}/realtime?room=logs&rt_conn=1&token={token}")).await;
-    let hello = ws.hello().await;
+    let session = |resume: Option<&Hello>, stream: Option<String>| {
+        let resume = resume.map(|hello| Resume { session_id: hello.session_id.clone(), secret: hello.secret.clone(), last: 0 });
+        Frame::Session(SessionFrame { resume, stream })
+    };
+    let credential = Frame::Token(Credential(token.clone()));
+    let mut ws = WsClient::connect_v2(&format!("{ws_base}/realtime?rt_v=3&room=logs&rt_conn=1&token={token}")).await;
+    ws.send_raw_text(&frames(&[session(None, None), credential.clone()])).await;
+    let hello = match ws.frame().await {
+        Frame::Hello(hello) | Frame::AuthHello(hello, _) => hello,
+        other => panic!("expected hello, got {other:?}"),
+    };
     secrets.push(hello.secret.clone());
     drop(ws);
-    let resume = format!("room=logs&rt_conn=2&rt_sid={}&rt_key={}", hello.session_id, hello.secret);
-    let mut resumed = WsClient::connect(&format!("{ws_base}/realtime?{resume}")).await;
-    assert!(resumed.hello().await.resumed, "the session key resumed the session");
+    let mut resumed = WsClient::connect_v2(&format!("{ws_base}/realtime?rt_v=3&room=logs&rt_conn=2")).await;
+    resumed.send_raw_text(&frames(&[session(Some(&hello), None), credential.clone()])).await;
+    match resumed.frame().await {
+        Frame::Hello(again) | Frame::AuthHello(again, _) => assert!(again.resumed, "the session key resumed the session"),
+        other => panic!("expected hello, got {other:?}"),
+    }
     resumed.send_raw_text(&format!("msg s=1 {token}\n{token}")).await;
     resumed.send_raw_text(&token).await;
     drop(resumed);
-    let _ = client.get(format!("{base}/realtime/poll?{resume}&rt_conn=3")).timeout(std::time::Duration::from_secs(1)).send().await;
-    let _ = client.post(format!("{base}/realtime/send?{resume}&rt_conn=3")).body(format!("msg s=2 {token}\n{token}")).send().await;
-    let _ = client.get(format!("{base}/realtime/sse?{resume}&rt_conn=4")).timeout(std::time::Duration::from_millis(500)).send().await;
+    let resume_body = frames(&[session(Some(&hello), None), credential.clone()]);
+    let _ = client.post(format!("{base}/realtime/poll?rt_v=3&room=logs&rt_conn=3")).body(resume_body.clone()).timeout(std::time::Duration::from_secs(1)).send().await;
+    let upload = format!("{}msg s=2 {token}\n{token}", frames(&[session(Some(&hello), None)]));
+    let _ = client.post(format!("{base}/realtime/send?rt_v=3&room=logs&rt_conn=3")).body(upload).send().await;
+    // SSE: the stream id comes in the stream, the bind carries the session and the token.
+    if let Ok(response) = client.get(format!("{base}/realtime/sse?rt_v=3&room=logs&rt_conn=4")).send().await {
+        let mut reader = common::SseReader::new(response);
+        let (_, _, data) = common::parse_event(&reader.next_event().await);
+        if let Ok((Frame::Pending { stream }, _)) = wire::decode(data.as_bytes(), 1024) {
+            secrets.push(stream.clone());
+            let bind = frames(&[session(Some(&hello), Some(stream)), credential.clone()]);
+            let _ = client.post(format!("{base}/realtime/bind?rt_v=3&rt_conn=4")).body(bind).send().await;
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), reader.next_event()).await;
+        }
+    }
     let log = stop(child);
     assert!(log.contains("DEBUG") && log.contains("attached"), "the verbose log is there:\n{log}");
     for secret in &secrets {
@@ -902,4 +927,13 @@ async fn oversized_authorization_headers_are_refused() {
     }
     assert_eq!(publish(&base, "big", "x", Some(&format!("Bearer {PUBLISH_KEY}"))).await.status(), 202);
     stop(child);
+}
+
+/// Frames as one text batch (a WebSocket message or a POST body).
+fn frames(frames: &[Frame]) -> String {
+    let mut bytes = Vec::new();
+    for frame in frames {
+        wire::encode(frame, Carrier::Text, &mut bytes);
+    }
+    String::from_utf8(bytes).unwrap_or_default()
 }

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 const ADMIN_TOKEN: &str = "kick-test-admin-token";
 
 fn kick_config() -> Config {
-    Config { allow_kick: true, admin: AdminConfig::with_token(ADMIN_TOKEN), ..Config::default() }
+    Config { allow_kick: true, admin: AdminConfig::with_token(ADMIN_TOKEN).expect("a valid admin token"), ..Config::default() }
 }
 
 async fn kick(server: &Server, query: &str, origin: Option<&str>) -> reqwest::Response {
@@ -149,7 +149,7 @@ async fn kicked_poll_is_aborted_and_resumes() {
 #[tokio::test]
 async fn kick_is_off_by_default() {
     // Even with the admin token: kick is its own switch.
-    let server = Server::start(Config { admin: AdminConfig::with_token(ADMIN_TOKEN), ..Config::default() }).await;
+    let server = Server::start(Config { admin: AdminConfig::with_token(ADMIN_TOKEN).expect("a valid admin token"), ..Config::default() }).await;
     let mut client = WsClient::connect(&server.ws_url("room=kick&rt_v=2&rt_conn=1")).await;
     let hello = client.hello().await;
     let response = kick(&server, &format!("sid={}", hello.session_id), None).await;
