@@ -277,13 +277,9 @@ impl Session {
         if !self.accept_ordered(now, id, seq) {
             return;
         }
-        // A message with its sender (v3) is a channel message: one call site.
-        let (frame, from) = match frame {
-            Frame::Attributed { subject, message } => (Frame::ChannelMessage(message), Some(subject)),
-            frame => (frame, None),
-        };
         match frame {
-            Frame::ChannelMessage(message) => self.channel_message(message, from),
+            Frame::ChannelMessage(message) => self.channel_message(message, None),
+            Frame::Attributed { subject, message } => self.channel_message(message, Some(subject)),
             Frame::Subscribed { channel, position, recovered, reply_to, .. } => {
                 self.channel_subscribed(channel, position, recovered, reply_to)
             }

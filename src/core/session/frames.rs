@@ -19,11 +19,6 @@ impl Session {
     pub(super) fn handle_frame(&mut self, now: Millis, id: ConnId, frame: Frame) {
         let Some(conn) = self.conn(id) else { return };
         let (role, established) = (conn.role, conn.established);
-        // A v3 hello is a hello with an expiry: one call site of the (large) hello handling.
-        let (frame, expires_in_ms) = match frame {
-            Frame::AuthHello(hello, auth) => (Frame::Hello(hello), auth.expires_in_ms),
-            frame => (frame, None),
-        };
         match (role, frame) {
             (Role::Draining, Frame::Message(message)) => self.handle_message(now, id, message),
             (Role::Draining, Frame::Ack { seq }) => self.handle_ack(now, id, seq),
@@ -32,13 +27,20 @@ impl Session {
             (Role::Draining, _) => {}
             (_, Frame::Close(close)) if close.code == CREDENTIAL_REFUSED => self.credential_refused(now, id, role, close),
             (Role::Candidate | Role::Migrating, Frame::Pending { stream }) if !established => self.bind(now, id, stream),
+            (_, Frame::AuthHello(hello, auth)) if !established => {
+                let promoted = role != Role::Probe;
+                self.handle_hello(now, id, role, hello);
+                if promoted && self.active().is_some_and(|conn| conn.id == id) {
+                    self.credential_expires_in(now, auth.expires_in_ms);
+                }
+            }
             (_, Frame::Hello(hello)) if !established => {
                 self.handle_hello(now, id, role, hello);
                 if self.active().is_some_and(|conn| conn.id == id) {
-                    self.credential_expires_in(now, expires_in_ms);
+                    self.credential_expires_in(now, None);
                 }
             }
-            (_, Frame::Hello(_)) => self.conn_failed(now, id, "second hello on one connection", Failure::Protocol),
+            (_, Frame::Hello(_) | Frame::AuthHello(..)) => self.conn_failed(now, id, "second hello on one connection", Failure::Protocol),
             (_, Frame::Close(close)) if !established => self.handle_close_before_hello(now, id, role, close),
             (Role::Active, Frame::Close(close)) if close.code == close_code::REPLACED => self.handle_replaced(now, id),
             (_, _) if !established => self.conn_failed(now, id, "expected hello as the first frame", Failure::Protocol),
