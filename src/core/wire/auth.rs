@@ -195,7 +195,11 @@ pub(super) fn push_from(out: &mut Vec<u8>, subject: &str) {
 /// A decoded hello, as [`Frame::AuthHello`] when it carries `exp` or `sub`.
 pub(super) fn hello_frame(fields: &mut Fields<'_>, hello: Hello) -> Result<Frame, WireError> {
     let expires_in_ms = fields.take(b"exp").map(parse_number).transpose()?;
+    // The client's API has no use for its own subject: its wasm leaves `sub` unread.
+    #[cfg(not(target_arch = "wasm32"))]
     let subject = fields.take(b"sub").map(parse_subject).transpose()?;
+    #[cfg(target_arch = "wasm32")]
+    let subject = None;
     if expires_in_ms.is_some() || subject.is_some() {
         return Ok(Frame::AuthHello(hello, HelloAuth { expires_in_ms, subject }));
     }
