@@ -40,7 +40,7 @@ pub(super) fn callback(driver: Weak<Driver>, facade: Weak<Facade>) -> Call {
             return publish(&driver, &facade, Some(&channel), event, &args.get(3)).into();
         }
         if op == Some(TOKEN) || op == Some(TOKEN_FAILED) {
-            driver.token(if op == Some(TOKEN) { Input::TokenReady(Some(channel)) } else { Input::TokenFailed { reason: channel } });
+            driver.token(if op == Some(TOKEN) { Input::TokenReady(Some(crate::core::wire::Credential(channel))) } else { Input::TokenFailed { reason: channel } });
             return JsValue::UNDEFINED;
         }
         driver.command(|session, now| {

@@ -243,7 +243,7 @@ impl Session {
     /// Feeds a transport event.
     pub fn handle_input(&mut self, now: Millis, input: Input) {
         match input {
-            Input::TokenReady(credential) => self.token_ready(now, credential),
+            Input::TokenReady(credential) => self.token_ready(now, credential.map(|credential| credential.0)),
             Input::TokenFailed { reason } => self.token_failed(now, reason),
             _ => self.input_of_conn(now, input),
         }

@@ -7,7 +7,7 @@
 use crate::prelude::*;
 use crate::core::backoff::BackoffConfig;
 use crate::core::endpoint::TransportKind;
-use crate::core::wire::{Payload, Position};
+use crate::core::wire::{Credential, Payload, Position};
 
 /// Identifies one transport connection of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,8 +119,8 @@ pub enum Input {
     /// The server refused the client outright (HTTP 401 or 403): retrying cannot help.
     Refused { conn: ConnId, reason: String },
     /// The answer to [`Effect::NeedToken`]: the credential (None: the source gave none, connect
-    /// without one).
-    TokenReady(Option<String>),
+    /// without one). Its `Debug` is redacted.
+    TokenReady(Option<Credential>),
     /// The token source threw or rejected; `reason` never holds a credential.
     TokenFailed { reason: String },
 }

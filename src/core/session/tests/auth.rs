@@ -36,7 +36,7 @@ fn connect_with(h: &mut Harness, token: &str) -> (ConnId, String, Vec<u8>) {
     h.session.connect(h.now);
     let effects = h.effects();
     assert_eq!(effects, vec![Effect::NeedToken], "nothing opens before the credential");
-    h.session.handle_input(h.now, Input::TokenReady(Some(token.into())));
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential(token.into()))));
     match h.effects().as_slice() {
         [Effect::Open { conn, url, body, .. }] => (*conn, url.clone(), body.clone()),
         other => panic!("{other:?}"),
@@ -80,7 +80,7 @@ fn the_websockets_first_message_is_session_and_token_and_the_url_holds_no_secret
     let effects = h.effects();
     assert_eq!(need_token(&effects), 1, "{effects:?}");
     assert!(opened(&effects).is_empty(), "the round waits for the credential");
-    h.session.handle_input(h.now, Input::TokenReady(Some("tok-2".into())));
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-2".into()))));
     let [(_, _, ref opening)] = opened(&h.effects())[..] else { panic!() };
     assert!(opening.ends_with("rt_conn=2 session sid=s1 key=secret last=0\ntoken n=5\ntok-2"), "{opening}");
 }
@@ -152,7 +152,7 @@ fn a_second_pending_is_a_protocol_error_and_a_refused_bind_fails_the_attempt() {
 
     // The next attempt: the bind is answered 404 (the adapter reports the POST failed).
     h.run_until(h.now + 60_000);
-    h.session.handle_input(h.now, Input::TokenReady(Some("tok-2".into())));
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-2".into()))));
     let [(conn, ..)] = opened(&h.effects())[..] else { panic!() };
     h.data(conn, &[Frame::Pending { stream: "def".into() }]);
     let bind = h.effects();
@@ -189,7 +189,7 @@ fn the_refresh_goes_out_ahead_of_expiry_and_authed_reschedules_it() {
     assert_eq!(need_token(&h.effects()), 0);
     h.run_until(start + 40_000);
     assert_eq!(need_token(&h.effects()), 1);
-    h.session.handle_input(h.now, Input::TokenReady(Some("tok-2".into())));
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-2".into()))));
     assert_eq!(transmitted(&h.effects()), vec![Frame::Token(wire::Credential("tok-2".into()))]);
     h.data(conn, &[Frame::Authed { expires_in_ms: Some(120_000) }]);
     // 120 s - 30 s.
@@ -210,7 +210,7 @@ fn over_http_the_refresh_rides_in_the_next_upload() {
     h.session.handle_input(h.now, Input::Posted { conn });
     h.run_until(h.now + 6_000);
     assert_eq!(need_token(&h.effects()), 1);
-    h.session.handle_input(h.now, Input::TokenReady(Some("tok-2".into())));
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-2".into()))));
     let frames = posted(&h.effects());
     assert!(frames.contains(&Frame::Token(wire::Credential("tok-2".into()))), "{frames:?}");
 }
@@ -243,7 +243,7 @@ fn an_authed_without_a_refresh_and_an_answer_nobody_waits_for_change_nothing_els
     live_until(&mut h, conn, until);
     assert_eq!(need_token(&h.effects()), 0, "no refresh without exp");
     h.data(conn, &[Frame::Authed { expires_in_ms: Some(3_000) }]);
-    h.session.handle_input(h.now, Input::TokenReady(Some("stray".into())));
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("stray".into()))));
     h.session.handle_input(h.now, Input::TokenFailed { reason: "stray".into() });
     assert!(transmitted(&h.effects()).is_empty());
     assert!(h.events().is_empty());
@@ -262,7 +262,7 @@ fn exp_zero_refreshes_at_once_without_spinning_and_a_huge_exp_never_overflows() 
     let until = h.now + 1_000;
     live_until(&mut h, conn, until);
     assert_eq!(need_token(&h.effects()), 0, "one ask until it is answered");
-    h.session.handle_input(h.now, Input::TokenReady(Some("tok-2".into())));
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-2".into()))));
     h.effects();
     h.data(conn, &[Frame::Authed { expires_in_ms: Some(u64::MAX) }]);
     let until = h.now + 100_000;
@@ -283,7 +283,7 @@ fn a_refused_credential_reconnects_at_once_once_then_with_backoff() {
     let effects = h.effects();
     assert!(effects.contains(&Effect::Close { conn }));
     assert_eq!(need_token(&effects), 1, "a new credential at once: {effects:?}");
-    h.session.handle_input(h.now, Input::TokenReady(Some("tok-2".into())));
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-2".into()))));
     let [(conn, ..)] = opened(&h.effects())[..] else { panic!() };
     // Refused again before the hello: now the backoff.
     h.data(conn, &[refused(4005, Retry::AfterMs(0))]);
@@ -297,7 +297,7 @@ fn a_refused_credential_reconnects_at_once_once_then_with_backoff() {
     assert_eq!(need_token(&h.effects()), 0);
     h.run_until(h.now + 60_000);
     assert_eq!(need_token(&h.effects()), 1);
-    h.session.handle_input(h.now, Input::TokenReady(Some("tok-3".into())));
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-3".into()))));
     let [(conn, ..)] = opened(&h.effects())[..] else { panic!() };
     h.data(conn, &[auth_hello("s1", true, Some(60_000))]);
     assert_eq!(h.session.state(), State::Open);
