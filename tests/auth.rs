@@ -280,10 +280,12 @@ async fn three_second_tokens_refresh_in_band_through_cuts_with_nothing_lost_or_d
     let reconnects = get(&client.stats(), "reconnects").as_f64().unwrap_or(0.0);
     console_log!("{n} each way, {calls} token calls, {reconnects} reconnects");
     assert!(reconnects >= 1.0, "the proxy cut the session's connections");
-    // No credential expired (no `unauthorized` above), so each connection, cut after about 4 s
-    // with tokens that live under 3 s, was refreshed in band at least once: at least one call
-    // for the first connect and each reconnect, and one refresh on each of those connections.
-    assert!(calls >= 2.0 * (1.0 + reconnects), "{calls} calls for {reconnects} reconnects");
+    // Every connect round asks (the first connect and each reconnect), and no credential expired
+    // or was refused (no `unauthorized` above) in 20 s of tokens that live under 3 s: so the
+    // client held at least 7 of them, and some came by in-band refresh, not by reconnecting.
+    // (A connection cut before 2/3 of its token's life needs no refresh: no tighter bound holds.)
+    assert!(calls >= 7.0, "{calls} token calls in 20 s of sub-3 s tokens");
+    assert!(calls >= 2.0 + reconnects, "{calls} calls for {reconnects} reconnects: no in-band refresh");
     client.close();
     control("/reset").await;
 }
