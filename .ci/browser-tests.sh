@@ -82,6 +82,8 @@ chaos_log=$(mktemp -t fault-proxy-chaos.XXXXXX.log)
 server_pid=""
 proxy_pid=""
 chaos_pid=""
+auth_pid=""
+auth_log=""
 tls_pid=""
 stop_pid() {
     local pid=$1
@@ -99,10 +101,11 @@ stop_pid() {
 stop_all() {
     # The chaos proxy kills its server when it exits (and, on Linux, if it dies).
     stop_pid "$chaos_pid"
+    stop_pid "$auth_pid"
     stop_pid "$proxy_pid"
     stop_pid "$server_pid"
     stop_pid "$tls_pid"
-    rm -f "$server_log" "$proxy_log" "$chaos_log" "$tls_log" "$tls_webdriver_json"
+    rm -f "$server_log" "$proxy_log" "$chaos_log" "$tls_log" "$tls_webdriver_json" ${auth_log:+"$auth_log"}
 }
 trap stop_all EXIT
 trap 'exit 130' INT
@@ -171,6 +174,24 @@ export REALTIME_CHAOS_CONTROL="http://127.0.0.1:$chaos_control_port"
 export REALTIME_CHAOS_UPSTREAM="http://127.0.0.1:$chaos_upstream_port/realtime"
 echo "browser-tests: chaos proxy at $REALTIME_CHAOS_URL, control $REALTIME_CHAOS_CONTROL (pid $chaos_pid), its server at $REALTIME_CHAOS_UPSTREAM"
 
+# The auth setup (tests/auth.rs): a third proxy running its own server that verifies HS256 JWTs
+# signed with a test secret (RT_JWT_SECRET, in its environment only; the tests sign with it in
+# the browser), no clock-skew leeway (so a token expired 2 minutes ago is refused), and a 1 s
+# heartbeat. TEST-ONLY: a fixed secret of a loopback server.
+export REALTIME_JWT_SECRET=browser-tests-jwt-secret-0123456789abcdef
+auth_log=$(mktemp -t fault-proxy-auth.XXXXXX.log)
+RT_JWT_SECRET=$REALTIME_JWT_SECRET "$proxy_bin" --listen 127.0.0.1:0 --control 127.0.0.1:0 --spawn-upstream -- \
+    "$server_bin" --listen 127.0.0.1:0 --allow-loopback-origins "${test_limits[@]}" --heartbeat-ms 1000 --resume-window-ms 60000 \
+    --jwt-leeway-secs 0 >"$auth_log" 2>&1 &
+auth_pid=$!
+auth_proxy_port=$(wait_for_port "auth proxy" "$auth_pid" "$auth_log" 'proxy ')
+auth_control_port=$(wait_for_port "auth proxy" "$auth_pid" "$auth_log" 'control ')
+auth_upstream_port=$(wait_for_port "auth proxy" "$auth_pid" "$auth_log" 'upstream ')
+export REALTIME_AUTH_URL="http://127.0.0.1:$auth_proxy_port/realtime"
+export REALTIME_AUTH_CONTROL="http://127.0.0.1:$auth_control_port"
+export REALTIME_AUTH_UPSTREAM="http://127.0.0.1:$auth_upstream_port/realtime"
+echo "browser-tests: auth proxy at $REALTIME_AUTH_URL, control $REALTIME_AUTH_CONTROL (pid $auth_pid), its JWT-verifying server at $REALTIME_AUTH_UPSTREAM"
+
 # The TLS server prints `spki sha256 <BASE64>` (its development certificate's fingerprint), then
 # `listening on https://ADDR`.
 "$server_bin" --tls-self-signed --listen 127.0.0.1:0 --allow-loopback-origins "${test_limits[@]}" >"$tls_log" 2>&1 &
@@ -233,5 +254,7 @@ if [ "$status" -ne 0 ]; then
     cat "$proxy_log" >&2
     echo "browser-tests: chaos proxy output (with its server's):" >&2
     cat "$chaos_log" >&2
+    echo "browser-tests: auth proxy output (with its server's):" >&2
+    cat "$auth_log" >&2
 fi
 exit "$status"

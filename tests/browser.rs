@@ -214,7 +214,7 @@ fn bad_urls_and_options_throw_clear_errors() {
     };
     assert_eq!(
         with(r#"{"transport":["websocket"]}"#).as_deref(),
-        Some("unknown option 'transport' (expected one of transports, connectTimeoutMs, reconnect, outbox)")
+        Some("unknown option 'transport' (expected one of transports, connectTimeoutMs, reconnect, outbox, token, credentials)")
     );
     assert_eq!(
         with(r#"{"connectTimeoutMs":"5000"}"#).as_deref(),
@@ -226,6 +226,13 @@ fn bad_urls_and_options_throw_clear_errors() {
     assert!(with(r#"{"transports":["carrier-pigeon"]}"#).unwrap().starts_with("unknown transport 'carrier-pigeon'"));
     assert!(with(r#"{"reconnect":{"tries":3}}"#).unwrap().starts_with("unknown option 'reconnect.tries'"));
     assert_eq!(with(r#"[]"#).as_deref(), Some("options must be an object"));
+    // A token of another type says what is wrong, never its value.
+    assert_eq!(
+        with(r#"{"token":12345}"#).as_deref(),
+        Some("option 'token' must be a string or a function returning a string or a Promise of one, not number")
+    );
+    assert_eq!(with(r#"{"credentials":"always"}"#).as_deref(), Some("option 'credentials' must be 'include', 'same-origin' or 'omit'"));
+    assert_eq!(with(r#"{"token":"a.b.c","credentials":"include"}"#), None);
     // The whole documented set is accepted.
     assert_eq!(
         with(r#"{"transports":["websocket","sse","long-polling"],"connectTimeoutMs":5000,

@@ -159,7 +159,9 @@ async fn a_failed_rung_says_why_in_an_error_event() {
 #[wasm_bindgen_test]
 async fn an_upload_refused_for_origin_says_so_in_the_error_and_the_close() {
     // A proxy that rewrites Host makes the server judge the page foreign: the event stream opens
-    // (no Origin on a same-origin GET), the first POST gets 403. The app must learn why.
+    // (no Origin on a same-origin GET), the first POST gets 403. The app must learn why. In v3
+    // that first POST is the stream's bind (PROTOCOL.md §9.3), before any hello: connect()
+    // rejects, and the send queued meanwhile fails with it.
     forget_rungs();
     proxy("/reset").await;
     proxy("/mode?http=forbid").await;
@@ -168,9 +170,10 @@ async fn an_upload_refused_for_origin_says_so_in_the_error_and_the_close() {
     let client = proxied_client(&room, &options);
     let errors = Recorder::attach(&client, "error");
     let closes = Recorder::attach(&client, "close");
-    JsFuture::from(client.connect()).await.expect("the event stream opens");
-    let sent = JsFuture::from(client.send(JsValue::from_str("hello"))).await;
-    assert!(sent.is_err(), "the refused message's promise rejects");
+    let connected = client.connect();
+    let sent = JsFuture::from(client.send(JsValue::from_str("hello")));
+    assert!(JsFuture::from(connected).await.is_err(), "the refused bind ends the client before its hello");
+    assert!(sent.await.is_err(), "the refused message's promise rejects");
     errors.wait_for(1).await;
     let error = &errors.take()[0].0;
     assert_eq!(get(error, "code").as_string().as_deref(), Some("unauthorized"));

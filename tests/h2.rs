@@ -133,12 +133,16 @@ async fn twelve_event_streams_in_one_page_all_open_and_deliver_within_2s_over_h2
 #[wasm_bindgen_test]
 async fn twelve_event_streams_over_http1_stall_at_six_connections_per_host() {
     // The same page against the plain HTTP server: six streams take all six connections Chromium
-    // allows per host, and the rest wait for one of them to close.
+    // allows per host, and the rest wait for one of them to close. In protocol v3 a stream opens
+    // only once its bind (a POST, PROTOCOL.md §9.3) got through, and the binds wait for a free
+    // connection too: with the six taken by streams, none opens within the limit (the server
+    // drops a stream left unbound for 10 s, which frees a connection). Over HTTP/1.1 at most five
+    // event streams per host can be open in one browser; h2 (the test above) has no such limit.
     let before = http_versions(base_url()).await;
     let (opened, received, _) = many_event_streams(base_url()).await;
     assert_eq!(received, 0, "nothing is published unless all streams opened");
     assert!(opened < STREAMS, "all {STREAMS} event streams opened over HTTP/1.1: the per-host limit is gone?");
-    assert_eq!(opened, HTTP1_CONNECTIONS_PER_HOST, "over HTTP/1.1 exactly the per-host limit of streams opens");
+    assert!(opened < HTTP1_CONNECTIONS_PER_HOST, "over HTTP/1.1 a v3 stream needs a connection for its bind too: {opened} opened");
     let after = http_versions(base_url()).await;
     assert_eq!(delta(&before, &after, "sse", "http2"), 0.0, "the plain server spoke h2");
 }

@@ -12,6 +12,7 @@
 
 use super::*;
 use crate::core::wire::{parse_epoch, push_epoch, Position};
+use crate::core::session::Input;
 
 /// The callback hub.js calls with `[op, channel, event, data]`: a publish's promise, or
 /// undefined. The crate's one closure type (`transport::Callback`), so it ships no glue shims of
@@ -21,6 +22,10 @@ pub(super) type Call = crate::transport::Callback;
 /// Op numbers of the callback, as hub.js's `invoke()` passes them.
 const PUBLISH: f64 = 0.0;
 const EMIT: f64 = 1.0;
+/// The token source's answer (hub.js `token()`): the credential in `channel`, or (`TOKEN_FAILED`)
+/// why it failed.
+const TOKEN: f64 = 3.0;
+const TOKEN_FAILED: f64 = 4.0;
 
 pub(super) fn callback(driver: Weak<Driver>, facade: Weak<Facade>) -> Call {
     Call::new(move |args: JsValue| -> JsValue {
@@ -33,6 +38,10 @@ pub(super) fn callback(driver: Weak<Driver>, facade: Weak<Facade>) -> Call {
         if op == Some(PUBLISH) || op == Some(EMIT) {
             let event = if op == Some(EMIT) { args.get(2).as_string() } else { None };
             return publish(&driver, &facade, Some(&channel), event, &args.get(3)).into();
+        }
+        if op == Some(TOKEN) || op == Some(TOKEN_FAILED) {
+            driver.token(if op == Some(TOKEN) { Input::TokenReady(Some(crate::core::wire::Credential(channel))) } else { Input::TokenFailed { reason: channel } });
+            return JsValue::UNDEFINED;
         }
         driver.command(|session, now| {
             session.unsubscribe(now, &channel);

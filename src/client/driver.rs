@@ -60,6 +60,8 @@ impl Core {
 pub trait EventHandler {
     /// Called with no borrow of the session held.
     fn handle_events(&self, events: Vec<Event>);
+    /// Calls the token source; its answer comes back through [`Driver::token`].
+    fn need_token(&self);
 }
 
 /// See the module docs.
@@ -78,6 +80,11 @@ pub struct Driver {
     lifecycle: Cell<Vec<Listener>>,
     /// `(Date.now(), performance.now())` when the last timer fired, to spot a clock jump.
     clocks: Cell<(f64, f64)>,
+    /// The session asked for a credential ([`Effect::NeedToken`]); the pump asks the facade.
+    token_wanted: Cell<bool>,
+    /// fetch's `credentials` mode (the `credentials` option; None: the default), for the HTTP
+    /// transports.
+    credentials: Option<&'static str>,
 }
 
 /// The longest delay `setTimeout` honours (2^31 - 1 ms, about 24.8 days).
@@ -88,7 +95,7 @@ const CLOCK_JUMP_MS: f64 = 5_000.0;
 
 impl Driver {
     /// A driver around an idle session.
-    pub fn new(session: Session) -> Rc<Driver> {
+    pub fn new(session: Session, credentials: Option<&'static str>) -> Rc<Driver> {
         Rc::new_cyclic(|myself| Driver {
             core: RefCell::new(Core { session, transports: Vec::new(), timer: None, fired_timer: None }),
             inbox: Cell::new(Vec::new()),
@@ -97,6 +104,8 @@ impl Driver {
             handler: Cell::new(None),
             lifecycle: Cell::new(Vec::new()),
             clocks: Cell::new((js_sys::Date::now(), performance_now())),
+            token_wanted: Cell::new(false),
+            credentials,
         })
     }
 
@@ -157,6 +166,14 @@ impl Driver {
         result
     }
 
+    /// The token source's answer (a credential, or why it failed).
+    pub fn token(&self, input: Input) {
+        let mut inbox = self.inbox.take();
+        inbox.push(input);
+        self.inbox.set(inbox);
+        self.pump();
+    }
+
     fn sink(&self) -> InputSink {
         let driver = self.myself.clone();
         Rc::new(move |input| {
@@ -193,6 +210,14 @@ impl Driver {
             if flush {
                 self.schedule_flush();
             }
+            if self.token_wanted.replace(false) {
+                let weak = self.handler.take();
+                let handler = weak.as_ref().and_then(Weak::upgrade);
+                self.handler.set(weak);
+                if let Some(handler) = handler {
+                    handler.need_token();
+                }
+            }
             if events.is_empty() {
                 let inbox = self.inbox.take();
                 let idle = inbox.is_empty();
@@ -220,12 +245,12 @@ impl Driver {
 
     fn apply(&self, core: &mut Core, effect: Effect) {
         match effect {
-            Effect::Open { conn, kind, url } => {
+            Effect::Open { conn, kind, url, body } => {
                 let sink = self.sink();
                 let transport: Option<Box<dyn Transport>> = match kind {
-                    TransportKind::WebSocket => WebSocketTransport::open(conn, &url, sink).map(|t| Box::new(t) as Box<dyn Transport>),
-                    TransportKind::Sse => EventSourceTransport::open(conn, &url, sink).map(|t| Box::new(t) as Box<dyn Transport>),
-                    TransportKind::LongPolling => Some(Box::new(LongPollTransport::open(conn, &url, sink))),
+                    TransportKind::WebSocket => WebSocketTransport::open(conn, &url, body, sink).map(|t| Box::new(t) as Box<dyn Transport>),
+                    TransportKind::Sse => EventSourceTransport::open(conn, &url, self.credentials, sink).map(|t| Box::new(t) as Box<dyn Transport>),
+                    TransportKind::LongPolling => Some(Box::new(LongPollTransport::open(conn, &url, &body, self.credentials, sink))),
                 };
                 if let Some(transport) = transport {
                     core.transports.push((conn, transport));
@@ -241,11 +266,13 @@ impl Driver {
                     transport.post(&url, &body);
                 }
             }
-            Effect::Poll { conn, url } => {
+            Effect::Poll { conn, url, body } => {
                 if let Some(transport) = core.transport(conn) {
-                    transport.poll(&url);
+                    transport.poll(&url, &body);
                 }
             }
+            // Asked of the facade once the session is released (it may call user code).
+            Effect::NeedToken => self.token_wanted.set(true),
             Effect::Close { conn } => {
                 // Dropping the transport detaches its listeners, closes it, then frees closures.
                 core.transports.retain(|(id, _)| *id != conn);

@@ -105,19 +105,22 @@ export function rungMemory(key, rung, ttl) {
  * The transports' fetch() (src/transport/http.rs): the init object's fields in this order,
  * signal and body only when given (undefined from the wasm when absent).
  */
-export function request(url, method, signal, body) {
+export function request(url, method, signal, body, credentials) {
     const init = { method, cache: 'no-store' };
+    if (credentials !== undefined) init.credentials = credentials;
     if (signal !== undefined) init.signal = signal;
     if (body !== undefined) init.body = body;
-    // Any other status than 2xx rejects, with an Error 'HTTP 503'; a refusal (401, 403) with a
+    // Any other status than 2xx rejects, with an Error 'HTTP 503'; a refusal (403) with a
     // string, 'HTTP 403: <the server's reason>' (its first 200 characters), which the wasm reads
     // as a refusal. The reason tells a developer why (a proxy that rewrites Host makes a
-    // same-origin page look foreign).
+    // same-origin page look foreign). A 401 is no refusal in v3: it answers an upload whose
+    // in-band refresh was refused, and the session's connection closes with 4005 (PROTOCOL.md
+    // §9.8), which fetches a new credential.
     return fetch(url, init).then((response) => {
         const status = response.status;
         const head = 'HTTP ' + status;
         if (response.ok) return response;
-        if (status != 401 && status != 403) throw Error(head);
+        if (status != 403) throw Error(head);
         return response
             .text()
             .catch(() => '')
@@ -129,6 +132,7 @@ export function request(url, method, signal, body) {
 }
 
 const TRANSPORTS = ['websocket', 'sse', 'long-polling'];
+const CREDENTIALS = ['include', 'same-origin', 'omit'];
 
 /**
  * The `room=` of the URL's query (the first one), or null: the room channel a session is
@@ -153,7 +157,7 @@ export function room(url) {
  * the check that maxDelayMs is not below initialDelayMs.
  */
 export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
-    const flat = new Float64Array(11).fill(NaN);
+    const flat = new Float64Array(13).fill(NaN);
     // Calls each(key, value) for every own enumerable key whose value is not undefined (which
     // means the default, as in most JS APIs; a getter that throws counts as undefined); false
     // from it is an unknown key.
@@ -177,7 +181,7 @@ export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
         flat[slot] = item;
     };
     if (value === undefined || value === null) return flat;
-    entries(value, '', 'transports, connectTimeoutMs, reconnect, outbox', (key, item) => {
+    entries(value, '', 'transports, connectTimeoutMs, reconnect, outbox, token, credentials', (key, item) => {
         if (key === 'transports') {
             if (!Array.isArray(item)) refuse("option 'transports' must be an array of 'websocket', 'sse', 'long-polling'");
             const length = item.length;
@@ -210,6 +214,15 @@ export function options(value, defaultInitialDelayMs, defaultMaxDelayMs) {
             const initial = flat[5] === flat[5] ? flat[5] : defaultInitialDelayMs;
             const max = flat[6] === flat[6] ? flat[6] : defaultMaxDelayMs;
             if (max < initial) refuse("option 'reconnect.maxDelayMs' must not be below 'reconnect.initialDelayMs'");
+        } else if (key === 'token') {
+            // Its value is never shown (PROTOCOL.md §9.6): only its type.
+            if (typeof item !== 'string' && typeof item !== 'function') {
+                refuse("option 'token' must be a string or a function returning a string or a Promise of one, not " + (item === null ? 'null' : typeof item));
+            }
+            flat[11] = 1;
+        } else if (key === 'credentials') {
+            flat[12] = CREDENTIALS.indexOf(item);
+            if (flat[12] < 0) refuse("option 'credentials' must be 'include', 'same-origin' or 'omit'");
         } else if (key === 'outbox') {
             entries(item, key, 'maxMessages, maxBytes', (key, item) => {
                 if (key === 'maxMessages') integer(item, 'outbox.maxMessages', 1, 1000000, 9);
@@ -331,7 +344,12 @@ function registry(lifecycle) {
  * publish, 1 emit, 2 unsubscribe; it returns the promise of a publish) and is a wasm closure
  * that dies with the client: after 'freed' nothing calls it.
  */
-export function hub(room, call) {
+export function hub(room, call, options) {
+    // The token option (validated by options()), read once: a string or a function.
+    let source;
+    try {
+        source = options?.token;
+    } catch {}
     const client = registry(LIFECYCLE);
     const { listeners, emit } = client;
     // id -> [resolve, reject] of every unsettled send, in id order (ids only grow).
@@ -491,10 +509,24 @@ export function hub(room, call) {
         subscriptions() {
             return [...subscriptions.values()].map((entry) => entry.sub);
         },
+        // Calls the token source and answers the wasm: call([3, credential]) or call([4, why it
+        // failed). The why never holds a credential: a wrong type is named by its type.
+        token() {
+            const failed = (thrown) => freed || call([4, 'the token function threw or rejected: ' + messageOf(thrown)]);
+            const answer = (value) => freed || call(typeof value === 'string' ? [3, value] : [4, 'the token function must return a string or a Promise of one, not ' + (value === null ? 'null' : typeof value)]);
+            let value;
+            try {
+                value = typeof source === 'function' ? source() : source;
+            } catch (thrown) {
+                return failed(thrown);
+            }
+            if (typeof value?.then === 'function') Promise.resolve(value).then(answer, failed);
+            else answer(value);
+        },
         // kind: 0 text, 1 json (data the text, parsed here), 2 binary; event undefined if unnamed.
         // A channel's message has its channel, epoch and offset: the room's goes to the client's
         // listeners (as before channels) and to the room's Subscription if the app made one.
-        message(event, kind, data, channel, epoch, offset) {
+        message(event, kind, data, channel, epoch, offset, from) {
             const seq = ++delivered;
             if (kind === 1) {
                 try {
@@ -506,9 +538,10 @@ export function hub(room, call) {
             }
             event = event ?? null;
             const name = event ?? 'message';
-            if (channel === undefined || channel === room) emit(name, data, { event, seq, kind: KINDS[kind] });
+            from = from ?? null;
+            if (channel === undefined || channel === room) emit(name, data, { event, seq, kind: KINDS[kind], from });
             // (No Subscription has the key undefined: an unnamed channel finds none.)
-            subscriptions.get(channel)?.events.emit(name, data, { channel, epoch, offset, event, seq, kind: KINDS[kind] });
+            subscriptions.get(channel)?.events.emit(name, data, { channel, epoch, offset, event, seq, kind: KINDS[kind], from });
         },
     };
 }

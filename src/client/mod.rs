@@ -39,8 +39,12 @@ extern "C" {
     /// The registry and promises of one client (`hub()` in hub.js).
     type Hub;
     /// `room`: the URL's room channel; `call`: the Subscriptions' way into the wasm (channels.rs).
+    /// `options`: the constructor's (hub.js keeps its `token`, validated by `options()`).
     #[wasm_bindgen(js_name = hub)]
-    fn new_hub(room: Option<&str>, call: &JsValue) -> Hub;
+    fn new_hub(room: Option<&str>, call: &JsValue, options: &JsValue) -> Hub;
+    /// Calls the token source; it answers through `call` (ops 3 and 4, channels.rs).
+    #[wasm_bindgen(method)]
+    fn token(this: &Hub);
     /// Adds a listener, or returns the `Error` for a bad name or a listener that is not a function.
     #[wasm_bindgen(method, catch)]
     fn on(this: &Hub, event: &str, listener: &JsValue) -> Result<Function, JsValue>;
@@ -56,7 +60,7 @@ extern "C" {
     /// A message; a channel's has its channel, epoch (hex) and offset.
     #[wasm_bindgen(method)]
     #[allow(clippy::too_many_arguments)]
-    fn message(this: &Hub, event: Option<&str>, kind: u32, data: &JsValue, channel: Option<&str>, epoch: Option<&str>, offset: Option<f64>);
+    fn message(this: &Hub, event: Option<&str>, kind: u32, data: &JsValue, channel: Option<&str>, epoch: Option<&str>, offset: Option<f64>, from: Option<&str>);
     /// Validates subscribe()'s arguments, then the Subscription object of `channel` (the live
     /// one, or a new one): `[subscription, epoch, offset]`, the last two those of `since` if
     /// given; else the Error.
@@ -154,7 +158,7 @@ impl RealtimeClient {
             return Err(invalid_argument("url must be a string"));
         };
         let endpoint = Endpoint::parse(&url).map_err(|error| invalid_argument(error.as_str()))?;
-        let mut config = options::parse(&options)?;
+        let (mut config, credentials) = options::parse(&options)?;
         config.jitter_seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
         let room = room_of(&url);
         config.room = room.clone();
@@ -163,12 +167,12 @@ impl RealtimeClient {
         let memory_key = (config.transports == TransportKind::ALL).then(|| rung_memory_key(&url));
         config.initial_transport = memory_key.as_deref().and_then(recall_rung);
         let top_rung = config.transports.first().copied();
-        let driver = Driver::new(Session::new(endpoint, config));
+        let driver = Driver::new(Session::new(endpoint, config), credentials);
         let weak_driver = Rc::downgrade(&driver);
         let facade = Rc::new_cyclic(|weak_facade: &Weak<Facade>| {
             let call = channels::callback(weak_driver, weak_facade.clone());
             Facade {
-                hub: new_hub(room.as_deref(), call.as_ref()),
+                hub: new_hub(room.as_deref(), call.as_ref(), &options),
                 memory_key,
                 top_rung,
                 current_rung: core::cell::Cell::new(None),
@@ -292,6 +296,10 @@ impl EventHandler for Facade {
             self.dispatch(event);
         }
     }
+
+    fn need_token(&self) {
+        self.hub.token();
+    }
 }
 
 impl Facade {
@@ -301,8 +309,9 @@ impl Facade {
     }
 
     /// Gives a message to hub.js (which parses JSON text: an 'error' event if it does not parse).
-    /// (hub.js numbers what it delivers itself: `info.seq` is not the wire seq.)
-    fn message(&self, event: Option<&str>, payload: Payload, channel: Option<(&str, crate::core::wire::Position)>) {
+    /// (hub.js numbers what it delivers itself: `info.seq` is not the wire seq.) `from`: the
+    /// publisher's verified subject.
+    fn message(&self, event: Option<&str>, payload: Payload, channel: Option<(&str, crate::core::wire::Position)>, from: Option<&str>) {
         let (kind, data) = match payload {
             Payload::Text(text) => (0, JsValue::from_str(&text)),
             Payload::Json(text) => (1, JsValue::from_str(&text)),
@@ -310,7 +319,7 @@ impl Facade {
         };
         let epoch = channel.map(|(_, position)| channels::epoch_hex(position.epoch));
         let offset = channel.map(|(_, position)| position.offset as f64);
-        self.hub.message(event, kind, &data, channel.map(|(name, _)| name), epoch.as_deref(), offset);
+        self.hub.message(event, kind, &data, channel.map(|(name, _)| name), epoch.as_deref(), offset, from);
     }
 
     fn dispatch(&self, event: Event) {
@@ -322,9 +331,9 @@ impl Facade {
                 }
                 self.notify(Js::Open, Some(&session_id), Some(transport.as_str()), f64::from(u8::from(resumed)));
             }
-            Event::Message { event, payload, .. } => self.message(event.as_deref(), payload, None),
-            Event::ChannelMessage { channel, position, event, payload, .. } => {
-                self.message(event.as_deref(), payload, Some((&channel, position)));
+            Event::Message { event, payload, .. } => self.message(event.as_deref(), payload, None, None),
+            Event::ChannelMessage { channel, position, event, payload, from, .. } => {
+                self.message(event.as_deref(), payload, Some((&channel, position)), from.as_deref());
             }
             Event::Subscribed { channel, recovered, position } => {
                 let epoch = channels::epoch_hex(position.epoch);

@@ -20,7 +20,8 @@ extern "C" {
 
 /// Builds the session configuration from the constructor's `options` argument, or returns the
 /// `Error` (code `invalid-argument`) to throw.
-pub fn parse(options: &JsValue) -> Result<SessionConfig, JsValue> {
+/// Also returns fetch's `credentials` mode (None: the default).
+pub fn parse(options: &JsValue) -> Result<(SessionConfig, Option<&'static str>), JsValue> {
     let mut config = SessionConfig::default();
     let defaults = BackoffConfig::default();
     let flat = flat_options(options, defaults.initial_delay_ms as f64, defaults.max_delay_ms as f64)?;
@@ -53,5 +54,7 @@ pub fn parse(options: &JsValue) -> Result<SessionConfig, JsValue> {
     if let Some(bytes) = slot(10) {
         config.outbox_max_bytes = bytes as usize;
     }
-    Ok(config)
+    config.token_source = slot(11).is_some();
+    let credentials = slot(12).and_then(|mode| ["include", "same-origin", "omit"].get(mode as usize).copied());
+    Ok((config, credentials))
 }

@@ -26,6 +26,10 @@ export interface RealtimeClientOptions {
   reconnect?: ReconnectOptions | boolean;
   /** Bounds of the queue of unacknowledged messages. Defaults 10000 messages, 16 MiB. */
   outbox?: { maxMessages?: number; maxBytes?: number };
+  /** The credential: a string, or a function returning one (or a Promise of one), called before every connect and reconnect and for every refresh. Never logged. */
+  token?: string | (() => string | Promise<string>);
+  /** Cookies on every transport: 'include' sends them cross-origin too (EventSource withCredentials, fetch credentials). */
+  credentials?: 'include' | 'same-origin' | 'omit';
 }
 /** The stable code of every error the client reports (README: "Errors"). Branch on it, never on the message. */
 export type ErrorCode =
@@ -40,7 +44,11 @@ export interface RealtimeError extends Error {
   cause?: unknown;
 }
 export type MessageData = string | Uint8Array | unknown;
-export interface MessageInfo { event: string | null; seq: number; kind: 'text' | 'json' | 'binary'; }
+export interface MessageInfo {
+  event: string | null; seq: number; kind: 'text' | 'json' | 'binary';
+  /** The verified subject of the client that published it; null for a backend publish or an open server. */
+  from: string | null;
+}
 export interface OpenInfo { sessionId: string; transport: TransportName; resumed: boolean; }
 export interface CloseInfo { code: number; reason: string; }
 export interface TransportInfo { from: TransportName | null; to: TransportName; reason: string; }

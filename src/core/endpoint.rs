@@ -75,13 +75,12 @@ impl EndpointError {
     }
 }
 
-/// The session parameters a connection request carries.
+/// The parameters a connection request carries in its URL: nothing secret (PROTOCOL.md §9.1);
+/// the session and the credential travel in the request's frames.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectParams<'a> {
+pub struct ConnectParams {
     /// The client's connection number.
     pub conn: u32,
-    /// `(session id, secret, last delivered server seq)` when resuming.
-    pub resume: Option<(&'a str, &'a str, u64)>,
     /// A probe: the server answers with a hello and holds the connection, but creates no
     /// session (the client only wants to know whether the rung works).
     pub probe: bool,
@@ -116,45 +115,40 @@ impl Endpoint {
     }
 
     /// The URL that opens a connection of `kind`.
-    pub fn connect_url(&self, kind: TransportKind, params: ConnectParams<'_>) -> String {
+    pub fn connect_url(&self, kind: TransportKind, params: ConnectParams) -> String {
         let (scheme, suffix) = match (kind, self.secure) {
             (TransportKind::WebSocket, false) => ("ws://", ""),
             (TransportKind::WebSocket, true) => ("wss://", ""),
             (TransportKind::Sse, secure) => (http_scheme(secure), "/sse"),
             (TransportKind::LongPolling, secure) => (http_scheme(secure), "/poll"),
         };
-        let mut url = self.base(scheme, suffix);
-        push_param(&mut url, "rt_v", wire::PROTOCOL_VERSION.into());
-        push_param(&mut url, "rt_conn", params.conn.into());
-        if let Some((session_id, secret, last)) = params.resume {
-            push_text_param(&mut url, "rt_sid", session_id);
-            push_text_param(&mut url, "rt_key", secret);
-            push_param(&mut url, "rt_last", last);
-        }
+        let mut url = self.request_url(scheme, suffix, params.conn);
         if params.probe {
             push_text_param(&mut url, "rt_probe", "1");
         }
         url
     }
 
-    /// The URL of a long poll continuing connection `conn`, acknowledging up to `last`.
-    pub fn poll_url(&self, conn: u32, session_id: &str, secret: &str, last: u64) -> String {
-        let mut url = self.base(http_scheme(self.secure), "/poll");
-        push_param(&mut url, "rt_v", wire::PROTOCOL_VERSION.into());
-        push_param(&mut url, "rt_conn", conn.into());
-        push_text_param(&mut url, "rt_sid", session_id);
-        push_text_param(&mut url, "rt_key", secret);
-        push_param(&mut url, "rt_last", last);
-        url
+    /// The URL of the long polls after the first, of connection `conn` (POSTs; the session
+    /// travels in the body).
+    pub fn poll_url(&self, conn: u32) -> String {
+        self.request_url(http_scheme(self.secure), "/poll", conn)
     }
 
-    /// The URL of upstream POSTs for a session (SSE and long polling).
-    pub fn send_url(&self, conn: u32, session_id: &str, secret: &str) -> String {
-        let mut url = self.base(http_scheme(self.secure), "/send");
-        push_param(&mut url, "rt_v", wire::PROTOCOL_VERSION.into());
+    /// The URL of upstream POSTs (SSE and long polling).
+    pub fn send_url(&self, conn: u32) -> String {
+        self.request_url(http_scheme(self.secure), "/send", conn)
+    }
+
+    /// The URL of the POST that binds an SSE stream to its session (PROTOCOL.md §9.3).
+    pub fn bind_url(&self, conn: u32) -> String {
+        self.request_url(http_scheme(self.secure), "/bind", conn)
+    }
+
+    fn request_url(&self, scheme: &str, suffix: &str, conn: u32) -> String {
+        let mut url = self.base(scheme, suffix);
+        push_param(&mut url, "rt_v", wire::PROTOCOL_V3.into());
         push_param(&mut url, "rt_conn", conn.into());
-        push_text_param(&mut url, "rt_sid", session_id);
-        push_text_param(&mut url, "rt_key", secret);
         url
     }
 
@@ -205,7 +199,7 @@ fn push_text_param(url: &mut String, name: &str, value: &str) {
     }
     url.push_str(name);
     url.push('=');
-    // Tokens are base64url by protocol (checked when the hello is decoded): no escaping needed.
+    // Only numbers and fixed words: no escaping needed.
     url.push_str(value);
 }
 
@@ -236,34 +230,31 @@ mod tests {
     }
 
     #[test]
-    fn urls_keep_the_user_query_on_every_transport() {
+    fn urls_keep_the_user_query_on_every_transport_and_carry_no_secret() {
         let endpoint = Endpoint::parse("http://127.0.0.1:8080/realtime?room=lobby#x").unwrap();
-        let fresh = ConnectParams { conn: 3, resume: None, probe: false };
         assert_eq!(
-            endpoint.connect_url(TransportKind::WebSocket, fresh),
-            "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=2&rt_conn=3"
+            endpoint.connect_url(TransportKind::WebSocket, ConnectParams { conn: 3, probe: false }),
+            "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=3&rt_conn=3"
         );
         assert_eq!(
-            endpoint.connect_url(TransportKind::Sse, ConnectParams { conn: 4, resume: Some(("s", "k", 9)), probe: false }),
-            "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=2&rt_conn=4&rt_sid=s&rt_key=k&rt_last=9"
+            endpoint.connect_url(TransportKind::Sse, ConnectParams { conn: 4, probe: false }),
+            "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=3&rt_conn=4"
         );
-        assert_eq!(
-            endpoint.poll_url(5, "s", "k", 2),
-            "http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=2&rt_conn=5&rt_sid=s&rt_key=k&rt_last=2"
-        );
-        assert_eq!(endpoint.send_url(5, "s", "k"), "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=2&rt_conn=5&rt_sid=s&rt_key=k");
+        assert_eq!(endpoint.poll_url(5), "http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=3&rt_conn=5");
+        assert_eq!(endpoint.send_url(5), "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=3&rt_conn=5");
+        assert_eq!(endpoint.bind_url(6), "http://127.0.0.1:8080/realtime/bind?room=lobby&rt_v=3&rt_conn=6");
     }
 
     #[test]
     fn secure_and_queryless_urls() {
         let endpoint = Endpoint::parse("HTTPS://example.com/rt/").unwrap();
         assert_eq!(
-            endpoint.connect_url(TransportKind::WebSocket, ConnectParams { conn: 1, resume: None, probe: true }),
-            "wss://example.com/rt?rt_v=2&rt_conn=1&rt_probe=1"
+            endpoint.connect_url(TransportKind::WebSocket, ConnectParams { conn: 1, probe: true }),
+            "wss://example.com/rt?rt_v=3&rt_conn=1&rt_probe=1"
         );
         assert_eq!(
-            endpoint.connect_url(TransportKind::LongPolling, ConnectParams { conn: 1, resume: None, probe: true }),
-            "https://example.com/rt/poll?rt_v=2&rt_conn=1&rt_probe=1"
+            endpoint.connect_url(TransportKind::LongPolling, ConnectParams { conn: 1, probe: true }),
+            "https://example.com/rt/poll?rt_v=3&rt_conn=1&rt_probe=1"
         );
     }
 

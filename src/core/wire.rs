@@ -76,11 +76,9 @@ pub enum WireError {
     /// A channel name is empty, too long or uses a character outside `[A-Za-z0-9_.:/-]`.
     BadChannel,
     /// A credential (v3 `token` body) is empty or holds a byte outside ASCII 0x21-0x7E.
-    #[cfg(not(target_arch = "wasm32"))]
-    BadCredential,
+        BadCredential,
     /// A subject (v3 `sub`, `f`) is badly percent-encoded, not UTF-8, empty or too long.
-    #[cfg(not(target_arch = "wasm32"))]
-    BadSubject,
+        BadSubject,
 }
 
 impl WireError {
@@ -100,9 +98,7 @@ impl WireError {
             WireError::BadEventName => "bad event name",
             WireError::BadToken => "bad session id or secret",
             WireError::BadChannel => "bad channel name",
-            #[cfg(not(target_arch = "wasm32"))]
             WireError::BadCredential => "bad credential",
-            #[cfg(not(target_arch = "wasm32"))]
             WireError::BadSubject => "bad subject",
         }
     }
@@ -245,22 +241,16 @@ pub enum Frame {
     /// Server to client (v2): the client's publish `reply_to` to `channel` was refused.
     Nack { seq: u64, channel: String, reply_to: u64, close: Close },
     /// Client to server (v3): the session a connection, poll, bind or upload is about.
-    #[cfg(not(target_arch = "wasm32"))]
     Session(SessionFrame),
     /// Client to server (v3): a credential, at connect or as an in-band refresh.
-    #[cfg(not(target_arch = "wasm32"))]
     Token(Credential),
     /// Server to client (v3): the refreshed credential verified; it expires in `expires_in_ms`.
-    #[cfg(not(target_arch = "wasm32"))]
     Authed { expires_in_ms: Option<u64> },
     /// Server to client (v3): the first event of an event stream waiting for its bind.
-    #[cfg(not(target_arch = "wasm32"))]
     Pending { stream: String },
     /// Server to client (v3): a hello with the credential's expiry and principal.
-    #[cfg(not(target_arch = "wasm32"))]
     AuthHello(Hello, HelloAuth),
     /// Server to client (v3): a channel message published by the verified `subject` (`f`).
-    #[cfg(not(target_arch = "wasm32"))]
     Attributed { subject: String, message: ChannelMessage },
 }
 
@@ -277,9 +267,7 @@ impl Frame {
             | Frame::Gap { seq, .. }
             | Frame::Nack { seq, .. } => Some(*seq),
             Frame::Hello(_) | Frame::Ack { .. } | Frame::Ping { .. } | Frame::Pong { .. } | Frame::Close(_) => None,
-            #[cfg(not(target_arch = "wasm32"))]
             Frame::Attributed { message: ChannelMessage { message: Message { seq, .. }, .. }, .. } => Some(*seq),
-            #[cfg(not(target_arch = "wasm32"))]
             Frame::Session(_) | Frame::Token(_) | Frame::Authed { .. } | Frame::Pending { .. } | Frame::AuthHello(..) => None,
         }
     }
@@ -328,14 +316,14 @@ pub fn encode(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) {
         push_number_field(out, b"resumed", u64::from(hello.resumed));
         out.push(b'\n');
     } else {
-        // Each writes only the frames it knows (the v3 ones: host builds only, for now).
+        // Each writes only the frames it knows (the v3 ones a server sends: host builds only).
         channels::encode_server_control(frame, out);
         auth::encode(frame, carrier, out);
     }
 }
 
 /// Encodes the frames a client sends (messages, acks, pings, pongs, a close, a subscribe, an
-/// unsubscribe) as [`encode`] does; false, writing nothing, for a frame only a server sends.
+/// unsubscribe, v3's session and token) as [`encode`] does; false, writing nothing, for a frame only a server sends.
 /// The client calls this one rather than `encode`, so that the server's encoders (a hello and
 /// the channel answers) are not linked into the wasm.
 pub fn encode_client_frame(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) -> bool {
@@ -360,6 +348,8 @@ pub fn encode_client_frame(frame: &Frame, carrier: Carrier, out: &mut Vec<u8>) -
         ),
         Frame::Subscribe { seq, channel, since } => encode_subscribe(*seq, channel, *since, out),
         Frame::Unsubscribe { seq, channel } => encode_unsubscribe(*seq, channel, out),
+        // v3: what opens a connection, a poll, a bind or an upload, and a refresh.
+        Frame::Session(_) | Frame::Token(_) => auth::encode(frame, carrier, out),
         _ => return false,
     }
     true
@@ -496,11 +486,7 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
                 ack: parse_number(fields.require(b"ack")?)?,
                 resumed: parse_number(fields.require(b"resumed")?)? == 1,
             };
-            #[cfg(not(target_arch = "wasm32"))]
-            let hello = auth::hello_frame(&mut fields, hello)?;
-            #[cfg(target_arch = "wasm32")]
-            let hello = Frame::Hello(hello);
-            hello
+            auth::hello_frame(&mut fields, hello)?
         }
         b"msg" => {
             let seq = parse_number(fields.require(b"s")?)?;
@@ -526,9 +512,7 @@ pub fn decode(input: &[u8], max_body_bytes: usize) -> Result<(Frame, usize), Wir
                 return Err(WireError::BodyTooLarge);
             }
             let frame = channels::message_in_channel(&mut fields, Message { seq, event, payload })?;
-            #[cfg(not(target_arch = "wasm32"))]
-            let frame = auth::attribute(&mut fields, frame)?;
-            frame
+            auth::attribute(&mut fields, frame)?
         }
         b"ack" => Frame::Ack { seq: parse_number(fields.require(b"s")?)? },
         b"ping" => Frame::Ping { time: parse_number(fields.require(b"t")?)? },

@@ -18,7 +18,8 @@ use crate::transport::listener::Listener;
 use crate::transport::{js_error_message, upload, InputSink, Transport};
 
 /// The SSE event names the server uses: one per frame type it sends (PROTOCOL.md §3.2, §8.2).
-const FRAME_EVENTS: [&str; 10] = ["hello", "msg", "ack", "ping", "pong", "close", "subscribed", "unsubscribed", "gap", "nack"];
+const FRAME_EVENTS: [&str; 12] =
+    ["hello", "msg", "ack", "ping", "pong", "close", "subscribed", "unsubscribed", "gap", "nack", "pending", "authed"];
 
 /// One SSE connection.
 pub struct EventSourceTransport {
@@ -26,14 +27,19 @@ pub struct EventSourceTransport {
     listeners: Vec<Listener>,
     conn: ConnId,
     sink: InputSink,
+    /// fetch's `credentials` mode for the uploads and the bind (the `credentials` option).
+    credentials: Option<&'static str>,
     // A `Cell`, not a `RefCell`: replaced whole, never borrowed (no borrow panic site).
     upload: Cell<Option<HttpRequest>>,
 }
 
 impl EventSourceTransport {
-    /// Opens the event stream; failures arrive as `Input::Closed`.
-    pub fn open(conn: ConnId, url: &str, sink: InputSink) -> Option<EventSourceTransport> {
-        let source = match EventSource::new(url) {
+    /// Opens the event stream (with `withCredentials` when `credentials` is 'include'); failures
+    /// arrive as `Input::Closed`.
+    pub fn open(conn: ConnId, url: &str, credentials: Option<&'static str>, sink: InputSink) -> Option<EventSourceTransport> {
+        let init = web_sys::EventSourceInit::new();
+        init.set_with_credentials(credentials == Some("include"));
+        let source = match EventSource::new_with_event_source_init_dict(url, &init) {
             Ok(source) => source,
             Err(error) => {
                 let mut reason = String::from("event stream failed to open: ");
@@ -72,13 +78,13 @@ impl EventSourceTransport {
             };
             on_error(Input::Closed { conn, reason: String::from(reason) });
         }));
-        Some(EventSourceTransport { source, listeners, conn, sink, upload: Cell::new(None) })
+        Some(EventSourceTransport { source, listeners, conn, sink, credentials, upload: Cell::new(None) })
     }
 }
 
 impl Transport for EventSourceTransport {
     fn post(&self, url: &str, body: &[u8]) {
-        self.upload.set(upload(self.conn, url, body, &self.sink));
+        self.upload.set(upload(self.conn, url, body, self.credentials, &self.sink));
     }
 }
 

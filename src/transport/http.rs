@@ -32,7 +32,7 @@ use crate::transport::js_error_message;
 extern "C" {
     /// `fetch(url, { method, cache: 'no-store', signal?, body? })` (`request` in hub.js); a
     /// 401 or 403 rejects with a string: `HTTP <status>: <the server's reason, printable>`.
-    fn request(url: &str, method: &str, signal: Option<web_sys::AbortSignal>, body: Option<&str>) -> Promise;
+    fn request(url: &str, method: &str, signal: Option<web_sys::AbortSignal>, body: Option<&str>, credentials: Option<&str>) -> Promise;
 }
 
 /// What a request must answer with to count as a success.
@@ -74,11 +74,13 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
-    /// Starts `method url` with an optional UTF-8 body; `done` gets the body or a reason.
+    /// Starts `method url` with an optional UTF-8 body and fetch's `credentials` mode (None: the
+    /// default); `done` gets the body or a reason.
     pub fn start(
         method: &str,
         url: &str,
         body: Option<&str>,
+        credentials: Option<&'static str>,
         expect: Expect,
         what: &'static str,
         done: impl FnOnce(Result<Vec<u8>, Failure>) + 'static,
@@ -99,7 +101,7 @@ impl HttpRequest {
         // "simple request": no CORS preflight round trip. `fetch` rejects (never throws) on a
         // bad URL or a network error.
         let signal = controller.as_ref().map(AbortController::signal);
-        wait(&request(url, method, signal, body), &step);
+        wait(&request(url, method, signal, body, credentials), &step);
         state.step.set(Some(step));
         HttpRequest { controller, state }
     }

@@ -51,19 +51,19 @@ pub trait Transport {
     fn transmit(&self, _data: &[u8], _binary: bool) {}
     /// POSTs encoded frames upstream (SSE, long polling).
     fn post(&self, _url: &str, _body: &[u8]) {}
-    /// Issues the next long poll.
-    fn poll(&self, _url: &str) {}
+    /// Issues the next long poll, POSTing `body`.
+    fn poll(&self, _url: &str, _body: &[u8]) {}
 }
 
 /// Starts an upstream POST that reports `Posted` or `Closed` for `conn`.
-pub fn upload(conn: ConnId, url: &str, body: &[u8], sink: &InputSink) -> Option<http::HttpRequest> {
+pub fn upload(conn: ConnId, url: &str, body: &[u8], credentials: Option<&'static str>, sink: &InputSink) -> Option<http::HttpRequest> {
     // The core encodes upstream batches with the text carrier, so this never fails in practice.
     let Ok(body) = core::str::from_utf8(body) else {
         sink(Input::Closed { conn, reason: String::from("upload failed: batch is not text") });
         return None;
     };
     let sink = sink.clone();
-    Some(http::HttpRequest::start("POST", url, Some(body), http::Expect::Success, "upload", move |result| {
+    Some(http::HttpRequest::start("POST", url, Some(body), credentials, http::Expect::Success, "upload", move |result| {
         sink(match result {
             Ok(_) => Input::Posted { conn },
             Err(failure) => failure_input(conn, failure),

@@ -22,8 +22,10 @@ pub struct WebSocketTransport {
 }
 
 impl WebSocketTransport {
-    /// Opens `url`; failures (even a synchronous one, like a bad URL) arrive as `Input::Closed`.
-    pub fn open(conn: ConnId, url: &str, sink: InputSink) -> Option<WebSocketTransport> {
+    /// Opens `url` and sends `first` as the first message once open (the session and the
+    /// credential, PROTOCOL.md §9.3; nothing for a probe); failures (even a synchronous one,
+    /// like a bad URL) arrive as `Input::Closed`.
+    pub fn open(conn: ConnId, url: &str, first: Vec<u8>, sink: InputSink) -> Option<WebSocketTransport> {
         let socket = match WebSocket::new(url) {
             Ok(socket) => socket,
             Err(error) => {
@@ -36,7 +38,14 @@ impl WebSocketTransport {
         socket.set_binary_type(BinaryType::Arraybuffer);
         let mut listeners = Vec::with_capacity(3);
         let on_open = sink.clone();
-        listeners.push(Listener::new(&socket, "open", move |_| on_open(Input::Opened { conn })));
+        let opened = socket.clone();
+        listeners.push(Listener::new(&socket, "open", move |_| {
+            if !first.is_empty() && opened.send_with_u8_array(&first).is_err() {
+                on_open(Input::Closed { conn, reason: String::from("websocket send failed") });
+                return;
+            }
+            on_open(Input::Opened { conn });
+        }));
         let on_message = sink.clone();
         listeners.push(Listener::new(&socket, "message", move |event| {
             // The event name fixes the type: no `instanceof` check (and no import for one).

@@ -209,20 +209,21 @@ impl Session {
         }
         let upload_timeout =
             (self.heartbeat_ms.saturating_mul(limits::UPLOAD_TIMEOUT_HEARTBEATS)).max(limits::MIN_UPLOAD_TIMEOUT_MS);
-        let post_url = match (self.active().map(|conn| conn.kind), self.ids.as_ref()) {
-            (Some(TransportKind::WebSocket), _) | (None, _) => None,
-            (Some(_), Some(ids)) => self.active().map(|conn| self.endpoint.send_url(conn.id.0, &ids.id, &ids.secret)),
-            (Some(_), None) => None,
+        let post = match self.active().map(|conn| (conn.id, conn.kind)) {
+            Some((_, TransportKind::WebSocket)) | None => None,
+            // Every upload starts with its session (PROTOCOL.md §9.3).
+            Some((id, _)) => self.session_frame(None).map(|head| (self.endpoint.send_url(id.0), head)),
         };
         let Some(conn) = self.conns.active_mut() else { return };
         conn.last_sent = now;
         let id = conn.id;
-        match post_url {
+        match post {
             None => self.effects.push(Effect::Transmit { conn: id, data, binary }),
-            Some(url) => {
+            Some((url, mut body)) => {
                 conn.post_in_flight = true;
                 conn.post_deadline = Some(after(now, upload_timeout));
-                self.effects.push(Effect::Post { conn: id, url, body: data });
+                body.extend_from_slice(&data);
+                self.effects.push(Effect::Post { conn: id, url, body });
             }
         }
     }
@@ -243,10 +244,10 @@ impl Session {
     }
 
     fn issue_poll(&mut self, id: ConnId) {
-        let Some(ids) = self.ids.as_ref() else { return };
-        let url = self.endpoint.poll_url(id.0, &ids.id, &ids.secret, self.inbox.last_delivered);
-        // The poll's `rt_last` acknowledges everything delivered so far.
+        let Some(body) = self.session_frame(Some(self.inbox.last_delivered)) else { return };
+        let url = self.endpoint.poll_url(id.0);
+        // The poll's `last` acknowledges everything delivered so far.
         self.inbox.last_acked = self.inbox.last_delivered;
-        self.effects.push(Effect::Poll { conn: id, url });
+        self.effects.push(Effect::Poll { conn: id, url, body });
     }
 }

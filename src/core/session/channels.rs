@@ -278,7 +278,8 @@ impl Session {
             return;
         }
         match frame {
-            Frame::ChannelMessage(message) => self.channel_message(message),
+            Frame::ChannelMessage(message) => self.channel_message(message, None),
+            Frame::Attributed { subject, message } => self.channel_message(message, Some(subject)),
             Frame::Subscribed { channel, position, recovered, reply_to, .. } => {
                 self.channel_subscribed(channel, position, recovered, reply_to)
             }
@@ -291,7 +292,7 @@ impl Session {
         }
     }
 
-    fn channel_message(&mut self, message: ChannelMessage) {
+    fn channel_message(&mut self, message: ChannelMessage, from: Option<String>) {
         let ChannelMessage { channel, position, message } = message;
         // A server message names its position; one that does not cannot be placed.
         let Some(position) = position else { return };
@@ -325,6 +326,7 @@ impl Session {
             seq: message.seq,
             event: message.event,
             payload: message.payload,
+            from,
         });
     }
 

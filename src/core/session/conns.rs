@@ -12,6 +12,7 @@ use crate::prelude::*;
 use crate::core::endpoint::{ConnectParams, TransportKind};
 use crate::core::session::limits::after;
 use crate::core::session::{ConnId, Effect, Session};
+use crate::core::wire::Resume;
 use crate::core::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,10 @@ pub(super) struct Connection {
     /// The `rt_last` its connect URL presented, if it asked to resume our session: the server
     /// treats it as an ack of everything up to there once the resume succeeds.
     pub(super) presented_last: Option<u64>,
+    /// The session its opening frames name (kept for an SSE bind, PROTOCOL.md §9.3).
+    pub(super) resume: Option<crate::core::wire::Resume>,
+    /// An SSE connection's `pending` arrived and its bind went out.
+    pub(super) bound: bool,
     /// Whether the server's hello arrived on it.
     pub(super) established: bool,
     /// When it was opened: the time to its transport-level open is at least one round trip.
@@ -132,20 +137,28 @@ impl Session {
     pub(super) fn open_conn(&mut self, now: Millis, kind: TransportKind, role: Role, attach: Attach) -> ConnId {
         let id = self.conns.next_id();
         let resume = match attach {
-            Attach::Resume => self.ids.as_ref().map(|ids| (ids.id.as_str(), ids.secret.as_str(), self.inbox.last_delivered)),
+            Attach::Resume => self.ids.as_ref().map(|ids| Resume {
+                session_id: ids.id.clone(),
+                secret: ids.secret.clone(),
+                last: self.inbox.last_delivered,
+            }),
             Attach::HelloOnly => None,
         };
-        let presented_last = resume.map(|(_, _, last)| last);
+        let presented_last = resume.as_ref().map(|resume| resume.last);
         let probe = attach == Attach::HelloOnly;
-        let mut url = self.endpoint.connect_url(kind, ConnectParams { conn: id.0, resume, probe });
+        let mut url = self.endpoint.connect_url(kind, ConnectParams { conn: id.0, probe });
         self.push_room_since(&mut url);
-        self.effects.push(Effect::Open { conn: id, kind, url });
+        // A probe carries no frame; an event stream's session goes in its bind.
+        let body = if probe || kind == TransportKind::Sse { Vec::new() } else { self.opening(resume.clone(), None) };
+        self.effects.push(Effect::Open { conn: id, kind, url, body });
         self.conns.list.push(Connection {
             id,
             kind,
             role,
             attach,
             presented_last,
+            resume,
+            bound: false,
             established: false,
             opened_at: now,
             deadline: Some(after(now, self.config.connect_timeout_ms)),

@@ -6,6 +6,7 @@
 //! (messages and acks) but never answered.
 
 use crate::prelude::*;
+use crate::core::session::auth::CREDENTIAL_REFUSED;
 use crate::core::session::conns::{Attach, Role};
 use crate::core::session::limits::{self, after};
 use crate::core::session::ladder::Failure;
@@ -24,8 +25,22 @@ impl Session {
             (Role::Draining, frame) if is_channel_frame(&frame) => self.handle_channel_frame(now, id, frame),
             (Role::Draining, Frame::Close(_)) => self.drop_conn(id),
             (Role::Draining, _) => {}
-            (_, Frame::Hello(hello)) if !established => self.handle_hello(now, id, role, hello),
-            (_, Frame::Hello(_)) => self.conn_failed(now, id, "second hello on one connection", Failure::Protocol),
+            (_, Frame::Close(close)) if close.code == CREDENTIAL_REFUSED => self.credential_refused(now, id, role, close),
+            (Role::Candidate | Role::Migrating, Frame::Pending { stream }) if !established => self.bind(now, id, stream),
+            (_, Frame::AuthHello(hello, auth)) if !established => {
+                let promoted = role != Role::Probe;
+                self.handle_hello(now, id, role, hello);
+                if promoted && self.active().is_some_and(|conn| conn.id == id) {
+                    self.credential_expires_in(now, auth.expires_in_ms);
+                }
+            }
+            (_, Frame::Hello(hello)) if !established => {
+                self.handle_hello(now, id, role, hello);
+                if self.active().is_some_and(|conn| conn.id == id) {
+                    self.credential_expires_in(now, None);
+                }
+            }
+            (_, Frame::Hello(_) | Frame::AuthHello(..)) => self.conn_failed(now, id, "second hello on one connection", Failure::Protocol),
             (_, Frame::Close(close)) if !established => self.handle_close_before_hello(now, id, role, close),
             (Role::Active, Frame::Close(close)) if close.code == close_code::REPLACED => self.handle_replaced(now, id),
             (_, _) if !established => self.conn_failed(now, id, "expected hello as the first frame", Failure::Protocol),
@@ -39,18 +54,20 @@ impl Session {
                 }
             }
             (Role::Active, Frame::Close(close)) => self.handle_close(now, close),
+            // An `authed` answers a refresh; one nobody asked for still says when this ends.
+            (Role::Active, Frame::Authed { expires_in_ms }) => self.credential_expires_in(now, expires_in_ms),
             // A migrating connection carries nothing but its hello before it becomes active.
             (_, _) => {}
         }
     }
 
     fn handle_hello(&mut self, now: Millis, id: ConnId, role: Role, hello: Hello) {
-        if hello.version != wire::PROTOCOL_VERSION && matches!(role, Role::Probe | Role::Migrating) {
+        if hello.version != wire::PROTOCOL_V3 && matches!(role, Role::Probe | Role::Migrating) {
             // The better rung is served by another server version; the session is fine where it is.
             self.conn_failed(now, id, "the better transport's server speaks another protocol version", Failure::Transport);
             return;
         }
-        if hello.version != wire::PROTOCOL_VERSION {
+        if hello.version != wire::PROTOCOL_V3 {
             self.events.push(Event::Error {
                 code: ErrorCode::UnsupportedVersion,
                 message: String::from("server speaks an unsupported protocol version"),
@@ -240,7 +257,7 @@ impl Session {
 fn is_channel_frame(frame: &Frame) -> bool {
     matches!(
         frame,
-        Frame::ChannelMessage(_) | Frame::Subscribed { .. } | Frame::Unsubscribed { .. } | Frame::Gap { .. } | Frame::Nack { .. }
+        Frame::ChannelMessage(_) | Frame::Attributed { .. } | Frame::Subscribed { .. } | Frame::Unsubscribed { .. } | Frame::Gap { .. } | Frame::Nack { .. }
     )
 }
 

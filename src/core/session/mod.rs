@@ -40,6 +40,7 @@ use crate::core::endpoint::{Endpoint, TransportKind};
 use crate::core::wire::{self, close_code, Close, Frame, Retry};
 use crate::core::Millis;
 
+mod auth;
 mod batch;
 mod channels;
 mod conns;
@@ -56,6 +57,7 @@ mod upgrade;
 pub use limits::{MAX_BODY_BYTES, MAX_HEARTBEAT_MS, MAX_RETRY_MS, MIN_HEARTBEAT_MS};
 pub use types::{ConnId, Effect, ErrorCode, Event, Input, SendError, SessionConfig, State, Stats, TransportCause, Wake};
 
+use auth::Auth;
 use batch::Batch;
 use channels::Channels;
 use conns::{Conns, Role};
@@ -96,6 +98,7 @@ pub struct Session {
     /// throttled, and silence found then is checked before it is believed.
     last_step: Millis,
     batch: Batch,
+    auth: Auth,
     stats: Stats,
     effects: Queue<Effect>,
     events: Queue<Event>,
@@ -155,6 +158,7 @@ impl Session {
             last_failure: String::new(),
             last_step: 0,
             batch: Batch::default(),
+            auth: Auth::default(),
             stats: Stats::default(),
             effects: Queue::default(),
             events: Queue::default(),
@@ -238,12 +242,22 @@ impl Session {
 
     /// Feeds a transport event.
     pub fn handle_input(&mut self, now: Millis, input: Input) {
+        match input {
+            Input::TokenReady(credential) => self.token_ready(now, credential.map(|credential| credential.0)),
+            Input::TokenFailed { reason } => self.token_failed(now, reason),
+            _ => self.input_of_conn(now, input),
+        }
+        self.last_step = now;
+    }
+
+    fn input_of_conn(&mut self, now: Millis, input: Input) {
         let id = match &input {
             Input::Opened { conn }
             | Input::Data { conn, .. }
             | Input::Posted { conn }
             | Input::Closed { conn, .. }
             | Input::Refused { conn, .. } => *conn,
+            Input::TokenReady(_) | Input::TokenFailed { .. } => return,
         };
         let Some(role) = self.conn(id).map(|conn| conn.role) else {
             return; // A late event from an abandoned connection.
@@ -290,6 +304,7 @@ impl Session {
                     self.finish(close_code::UNAUTHORIZED, reason, ErrorCode::Unauthorized, "server refused the client");
                 }
             }
+            Input::TokenReady(_) | Input::TokenFailed { .. } => {}
         }
         self.last_step = now;
     }
@@ -327,6 +342,9 @@ impl Session {
         }
         if self.timers.take_due(Timer::Probe, now) {
             self.open_probe(now);
+        }
+        if self.timers.take_due(Timer::Refresh, now) {
+            self.refresh_due();
         }
         if self.timers.take_due(Timer::Resubscribe, now) {
             self.resubscribe_due(now);

@@ -24,9 +24,11 @@ pub(super) enum Timer {
     Suspect,
     /// Subscribe again to a channel the server ended with `retry=N`.
     Resubscribe,
+    /// Ask for a fresh credential ahead of the one in force (PROTOCOL.md §9.4).
+    Refresh,
 }
 
-const COUNT: usize = 7;
+const COUNT: usize = 8;
 
 impl Timer {
     fn slot(self) -> usize {

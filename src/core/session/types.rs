@@ -7,7 +7,7 @@
 use crate::prelude::*;
 use crate::core::backoff::BackoffConfig;
 use crate::core::endpoint::TransportKind;
-use crate::core::wire::{Payload, Position};
+use crate::core::wire::{Credential, Payload, Position};
 
 /// Identifies one transport connection of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,6 +73,9 @@ pub struct SessionConfig {
     /// The `room=` of the URL: the channel a fresh session is subscribed to from its creation
     /// (PROTOCOL.md §8.5). `None`: no room channel.
     pub room: Option<String>,
+    /// The app gave a `token` (PROTOCOL.md §9.6): every connect round and every refresh asks
+    /// for a credential first ([`Effect::NeedToken`]).
+    pub token_source: bool,
 }
 
 impl Default for SessionConfig {
@@ -97,6 +100,7 @@ impl Default for SessionConfig {
             stable_after_ms: 5_000,
             jitter_seed: 1,
             room: None,
+            token_source: false,
         }
     }
 }
@@ -114,6 +118,11 @@ pub enum Input {
     Closed { conn: ConnId, reason: String },
     /// The server refused the client outright (HTTP 401 or 403): retrying cannot help.
     Refused { conn: ConnId, reason: String },
+    /// The answer to [`Effect::NeedToken`]: the credential (None: the source gave none, connect
+    /// without one). Its `Debug` is redacted.
+    TokenReady(Option<Credential>),
+    /// The token source threw or rejected; `reason` never holds a credential.
+    TokenFailed { reason: String },
 }
 
 /// Page and network lifecycle signals the adapter forwards (window events, a clock jump).
@@ -134,15 +143,20 @@ pub enum Wake {
 /// What the adapter must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Open a connection of `kind` to `url` (for long polling: issue its first poll).
-    Open { conn: ConnId, kind: TransportKind, url: String },
+    /// Open a connection of `kind` to `url` and hand it `body` (PROTOCOL.md §9.3): a WebSocket
+    /// sends it as its first message once open, long polling POSTs it as its first poll, SSE
+    /// gets it empty (its session travels in the bind, a [`Effect::Post`]).
+    Open { conn: ConnId, kind: TransportKind, url: String, body: Vec<u8> },
     /// Send encoded frames on a WebSocket; `binary` says a text message cannot hold them.
     Transmit { conn: ConnId, data: Vec<u8>, binary: bool },
     /// POST encoded frames (UTF-8) upstream for an SSE or long-polling connection; report
     /// `Posted` or `Closed`.
     Post { conn: ConnId, url: String, body: Vec<u8> },
-    /// Issue the next long poll of the connection.
-    Poll { conn: ConnId, url: String },
+    /// Issue the next long poll of the connection: POST `body` (its `session` frame).
+    Poll { conn: ConnId, url: String, body: Vec<u8> },
+    /// Call the app's token source and answer with [`Input::TokenReady`] or
+    /// [`Input::TokenFailed`]. At most one is outstanding.
+    NeedToken,
     /// Tear the connection down (listeners first, then close, then drop).
     Close { conn: ConnId },
 }
@@ -157,7 +171,8 @@ pub enum Event {
     /// A message from the server, delivered exactly once and in order.
     Message { seq: u64, event: Option<String>, payload: Payload },
     /// A message of a channel (the room channel's too), delivered once and in order per channel.
-    ChannelMessage { channel: String, position: Position, seq: u64, event: Option<String>, payload: Payload },
+    /// `from`: the publisher's verified subject (None: a backend publish, or an open server).
+    ChannelMessage { channel: String, position: Position, seq: u64, event: Option<String>, payload: Payload, from: Option<String> },
     /// A subscription took effect at `position` (`recovered`: the messages after the position
     /// it was asked from follow).
     Subscribed { channel: String, recovered: bool, position: Position },

@@ -14,10 +14,8 @@
 //! wire.
 
 use crate::prelude::*;
-#[cfg(not(target_arch = "wasm32"))]
 use super::{parse_number, parse_token, push_field, push_number_field, Fields, WireError};
 use super::Frame;
-#[cfg(not(target_arch = "wasm32"))]
 use super::Hello;
 
 /// The protocol version whose credentials travel in frames, never in URLs (PROTOCOL.md §9).
@@ -91,7 +89,6 @@ pub fn push_subject(out: &mut Vec<u8>, subject: &str) {
 }
 
 /// Decodes a percent-encoded subject; it must be UTF-8 of 1 to 256 bytes.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn parse_subject(text: &[u8]) -> Result<String, WireError> {
     fn hex(digit: u8) -> Option<u8> {
         match digit {
@@ -123,8 +120,8 @@ pub fn parse_subject(text: &[u8]) -> Result<String, WireError> {
 
 /// Encodes the v3 frames (and `hello` with its [`HelloAuth`]); other frames are not written.
 pub(super) fn encode(frame: &Frame, carrier: super::Carrier, out: &mut Vec<u8>) {
-    #[cfg(not(target_arch = "wasm32"))]
     match frame {
+        #[cfg(not(target_arch = "wasm32"))]
         Frame::Attributed { subject, message: super::ChannelMessage { channel, position, message } } => {
             let channel = Some((channel.as_str(), *position));
             super::encode_message_parts(message.seq, channel, Some(subject), message.event.as_deref(), &message.payload, carrier, out);
@@ -147,6 +144,7 @@ pub(super) fn encode(frame: &Frame, carrier: super::Carrier, out: &mut Vec<u8>) 
             out.push(b'\n');
             out.extend_from_slice(credential.as_bytes());
         }
+        #[cfg(not(target_arch = "wasm32"))]
         Frame::Authed { expires_in_ms } => {
             out.extend_from_slice(b"authed");
             if let Some(ms) = expires_in_ms {
@@ -154,11 +152,13 @@ pub(super) fn encode(frame: &Frame, carrier: super::Carrier, out: &mut Vec<u8>) 
             }
             out.push(b'\n');
         }
+        #[cfg(not(target_arch = "wasm32"))]
         Frame::Pending { stream } => {
             out.extend_from_slice(b"pending");
             push_field(out, b"stream", stream.as_bytes());
             out.push(b'\n');
         }
+        #[cfg(not(target_arch = "wasm32"))]
         Frame::AuthHello(hello, auth) => {
             let mut plain = Vec::new();
             super::encode(&Frame::Hello(hello.clone()), super::Carrier::Binary, &mut plain);
@@ -170,8 +170,7 @@ pub(super) fn encode(frame: &Frame, carrier: super::Carrier, out: &mut Vec<u8>) 
         }
         _ => {}
     }
-    #[cfg(target_arch = "wasm32")]
-    let _ = (frame, carrier, out);
+    let _ = carrier;
 }
 
 /// The `exp` and `sub` fields of a v3 hello.
@@ -194,10 +193,13 @@ pub(super) fn push_from(out: &mut Vec<u8>, subject: &str) {
 }
 
 /// A decoded hello, as [`Frame::AuthHello`] when it carries `exp` or `sub`.
-#[cfg(not(target_arch = "wasm32"))]
 pub(super) fn hello_frame(fields: &mut Fields<'_>, hello: Hello) -> Result<Frame, WireError> {
     let expires_in_ms = fields.take(b"exp").map(parse_number).transpose()?;
+    // The client's API has no use for its own subject: its wasm leaves `sub` unread.
+    #[cfg(not(target_arch = "wasm32"))]
     let subject = fields.take(b"sub").map(parse_subject).transpose()?;
+    #[cfg(target_arch = "wasm32")]
+    let subject = None;
     if expires_in_ms.is_some() || subject.is_some() {
         return Ok(Frame::AuthHello(hello, HelloAuth { expires_in_ms, subject }));
     }
@@ -206,7 +208,6 @@ pub(super) fn hello_frame(fields: &mut Fields<'_>, hello: Hello) -> Result<Frame
 
 /// A decoded channel message, as [`Frame::Attributed`] when it carries `f`. A plain `msg` (no
 /// `ch`) keeps no `f`: only the server writes `f`, and only on channel messages.
-#[cfg(not(target_arch = "wasm32"))]
 pub(super) fn attribute(fields: &mut Fields<'_>, frame: Frame) -> Result<Frame, WireError> {
     if let Frame::ChannelMessage(message) = frame {
         return match fields.take(b"f") {
@@ -219,24 +220,25 @@ pub(super) fn attribute(fields: &mut Fields<'_>, frame: Frame) -> Result<Frame, 
 
 /// Decodes the v3 frame types; None for any other type.
 pub(super) fn decode(
-    #[allow(unused_variables)] fields: &mut super::fields::Fields<'_>,
-    #[allow(unused_variables)] body: &[u8],
+    fields: &mut super::fields::Fields<'_>,
+    body: &[u8],
 ) -> Option<Result<Frame, super::WireError>> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let frame = match fields.kind {
-            b"session" => decode_session(fields),
-            b"token" if is_valid_credential(body) => Ok(Frame::Token(Credential(String::from_utf8_lossy(body).into_owned()))),
-            b"token" if body.len() > MAX_CREDENTIAL_BYTES => Err(WireError::BodyTooLarge),
-            b"token" => Err(WireError::BadCredential),
-            b"authed" => fields.take(b"exp").map(parse_number).transpose().map(|expires_in_ms| Frame::Authed { expires_in_ms }),
-            b"pending" => fields.require(b"stream").and_then(parse_token).map(|stream| Frame::Pending { stream }),
-            _ => return None,
-        };
-        Some(frame)
-    }
-    #[cfg(target_arch = "wasm32")]
-    None
+    let frame = match fields.kind {
+        // What only a server reads: the client's wasm keeps no decoder for it.
+        #[cfg(not(target_arch = "wasm32"))]
+        b"session" => decode_session(fields),
+        #[cfg(not(target_arch = "wasm32"))]
+        b"token" if is_valid_credential(body) => Ok(Frame::Token(Credential(String::from_utf8_lossy(body).into_owned()))),
+        #[cfg(not(target_arch = "wasm32"))]
+        b"token" if body.len() > MAX_CREDENTIAL_BYTES => Err(WireError::BodyTooLarge),
+        #[cfg(not(target_arch = "wasm32"))]
+        b"token" => Err(WireError::BadCredential),
+        b"authed" => fields.take(b"exp").map(parse_number).transpose().map(|expires_in_ms| Frame::Authed { expires_in_ms }),
+        b"pending" => fields.require(b"stream").and_then(parse_token).map(|stream| Frame::Pending { stream }),
+        _ => return None,
+    };
+    let _ = body;
+    Some(frame)
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -42,6 +42,16 @@ const options: RealtimeClientOptions = {
 };
 const noReconnect = new RealtimeClient('http://127.0.0.1:8080/realtime', { reconnect: false, outbox: {} });
 noReconnect.free();
+// Authentication (protocol v3): a token string or a function of one, and the cookie mode.
+const withToken = new RealtimeClient('http://127.0.0.1:8080/realtime', { token: 'a.b.c', credentials: 'include' });
+withToken.free();
+const withTokenSource = new RealtimeClient('http://127.0.0.1:8080/realtime', {
+    token: async () => (await Promise.resolve('a.b.c')),
+    credentials: 'same-origin',
+});
+withTokenSource.free();
+const syncSource: RealtimeClientOptions = { token: () => 'a.b.c', credentials: 'omit' };
+console.log(syncSource);
 
 export async function run(url: string): Promise<void> {
     const client = new RealtimeClient<StrictEvents>(url, options);
@@ -66,7 +76,8 @@ export async function run(url: string): Promise<void> {
         const kind: 'text' | 'json' | 'binary' = info.kind;
         const seq: number = info.seq;
         const event: string | null = info.event;
-        console.log(data, kind, seq, event);
+        const from: string | null = info.from;
+        console.log(data, kind, seq, event, from);
     };
     client.on('message', onMessage);
 

@@ -232,6 +232,31 @@ fn encode(frames: &[Frame], carrier: Carrier) -> Vec<u8> {
 }
 
 /// The request's path and parsed query.
+/// The client speaks v3 (PROTOCOL.md §9): its session travels in a `session` frame at the start
+/// of the body, not in the URL. This model serves it through the server's v2 building blocks, so
+/// the v3 request is read as the v2 one it stands for: the URL with `rt_v=2` and the frame's
+/// `sid`, `key` and `last` as `rt_sid`, `rt_key` and `rt_last`; returned with the frames after
+/// the `session` (and any `token`: this server runs open) and the bind's stream, if any.
+fn v2_request(url: &str, body: &[u8]) -> Result<(String, Vec<Frame>, Option<String>), String> {
+    check!(!url.contains("rt_sid") && !url.contains("rt_key") && !url.contains("rt_last"), "a secret in a v3 URL: {url}");
+    let mut frames = wire::decode_all(body, 1 << 24).map_err(|error| format!("a malformed v3 body: {}", error.as_str()))?.into_iter();
+    let mut url = url.replacen("rt_v=3", "rt_v=2", 1);
+    let mut stream = None;
+    let mut rest = Vec::new();
+    match frames.next() {
+        Some(Frame::Session(session)) => {
+            if let Some(resume) = session.resume {
+                url.push_str(&format!("&rt_sid={}&rt_key={}&rt_last={}", resume.session_id, resume.secret, resume.last));
+            }
+            stream = session.stream;
+        }
+        Some(other) => return Err(format!("a v3 body must start with a session frame, not {other:?}")),
+        None => {}
+    }
+    rest.extend(frames.filter(|frame| !matches!(frame, Frame::Token(_))));
+    Ok((url, rest, stream))
+}
+
 fn request_of(url: &str) -> (String, Params) {
     let (location, query) = url.split_once('?').unwrap_or((url, ""));
     let path = location.splitn(4, '/').nth(3).map(|path| format!("/{path}")).unwrap_or_default();
@@ -374,6 +399,8 @@ struct Sim {
     fresh_sessions: Vec<String>,
     /// Fresh sessions created for a resume request (refusals).
     refused: BTreeSet<String>,
+    /// v3 event streams waiting for their bind: stream id -> (connection, its URL).
+    pending_streams: HashMap<String, (ConnId, String)>,
 
     // What the client showed.
     session_id: Option<String>,
@@ -436,6 +463,7 @@ impl Sim {
             expected: HashMap::new(),
             fresh_sessions: Vec::new(),
             refused: BTreeSet::new(),
+            pending_streams: HashMap::new(),
             session_id: None,
             adopted: BTreeSet::new(),
             got: 0,
@@ -490,7 +518,8 @@ impl Sim {
         while let Some(effect) = self.client.poll_effect() {
             self.note("effect", &effect);
             match &effect {
-                Effect::Open { conn, kind, url } => {
+                Effect::NeedToken => return Err(String::from("a token asked of a client without a token source")),
+                Effect::Open { conn, kind, url, .. } => {
                     check!(!self.conns.contains_key(conn), "{conn:?} opened twice");
                     let (path, params) = request_of(url);
                     let want = match kind {
@@ -742,6 +771,17 @@ impl Sim {
     /// Queues frames to the client as its transport carries them.
     fn respond(&mut self, conn: ConnId, frames: Vec<Frame>, poll: Option<u64>) {
         let Some(kind) = self.conns.get(&conn).map(|entry| entry.kind) else { return };
+        // The v2 building blocks say hello as v2; this server speaks v3 to the client.
+        let frames: Vec<Frame> = frames
+            .into_iter()
+            .map(|frame| match frame {
+                Frame::Hello(mut hello) => {
+                    hello.version = wire::PROTOCOL_V3;
+                    Frame::Hello(hello)
+                }
+                frame => frame,
+            })
+            .collect();
         if poll.is_some() {
             self.down.push_back((conn, Delivery::Frames { frames, carrier: Carrier::Binary, poll }));
         } else if kind == TransportKind::Sse {
@@ -771,6 +811,7 @@ impl Sim {
             | Effect::Post { conn, .. }
             | Effect::Transmit { conn, .. }
             | Effect::Close { conn } => *conn,
+            Effect::NeedToken => ConnId(0),
         };
         let mut waiting: BTreeSet<ConnId> = BTreeSet::new();
         for position in 0..self.up.len() {
@@ -788,15 +829,26 @@ impl Sim {
     fn serve_at(&mut self, position: usize) -> Outcome {
         let Some((effect, request)) = self.up.remove(position) else { return Ok(()) };
         match effect {
-            Effect::Open { conn, kind: TransportKind::LongPolling, url } | Effect::Poll { conn, url } => {
+            Effect::Open { conn, kind: TransportKind::LongPolling, url, body } | Effect::Poll { conn, url, body } => {
                 self.coverage.polls += 1;
+                let (url, _, _) = v2_request(&url, &body)?;
                 self.serve_poll(conn, &url, request)
             }
-            Effect::Open { conn, kind, url } => self.serve_stream(conn, kind, &url),
+            Effect::Open { conn, kind: TransportKind::Sse, url, .. } if !url.contains("rt_probe=1") => {
+                // A v3 event stream waits for its bind (PROTOCOL.md §9.3), named by its conn.
+                self.pending_streams.insert(conn.0.to_string(), (conn, url));
+                self.respond(conn, vec![Frame::Pending { stream: conn.0.to_string() }], None);
+                Ok(())
+            }
+            // A WebSocket's first message (the session) is sent as it opens.
+            Effect::Open { conn, kind, url, body } => self.serve_stream(conn, kind, &v2_request(&url, &body)?.0),
+            Effect::Post { conn, url, body } if url.contains("/realtime/bind?") => self.serve_bind(conn, &body),
             Effect::Post { conn, url, body } => {
                 self.coverage.posts += 1;
-                self.serve_post(conn, &url, &body)
+                let (url, frames, _) = v2_request(&url, &body)?;
+                self.serve_post(conn, &url, frames)
             }
+            Effect::NeedToken => Ok(()),
             Effect::Transmit { conn, data, .. } => self.serve_websocket_message(conn, &data),
             Effect::Close { conn } => {
                 self.peer_gone(conn);
@@ -916,7 +968,19 @@ impl Sim {
     }
 
     /// `POST /realtime/send` (`handle_send` in poll.rs).
-    fn serve_post(&mut self, conn: ConnId, url: &str, body: &[u8]) -> Outcome {
+    /// `POST /realtime/bind`: the pending stream it names is connected with its session, and
+    /// the POST is answered.
+    fn serve_bind(&mut self, conn: ConnId, body: &[u8]) -> Outcome {
+        let (_, _, stream) = v2_request("?rt_v=3", body)?;
+        let stream = stream.ok_or("a bind without its stream")?;
+        let (stream_conn, url) = self.pending_streams.remove(&stream).ok_or("a bind of an unknown or bound stream")?;
+        check!(stream_conn == conn, "{conn:?} bound the stream of {stream_conn:?}");
+        let (v2_url, _, _) = v2_request(&url, body)?;
+        self.down.push_back((conn, Delivery::Posted));
+        self.serve_stream(conn, TransportKind::Sse, &v2_url)
+    }
+
+    fn serve_post(&mut self, conn: ConnId, url: &str, frames: Vec<Frame>) -> Outcome {
         let (path, params) = request_of(url);
         check!(path == "/realtime/send", "POST to {path}");
         params.check_version().map_err(|error| error.as_str().to_owned())?;
@@ -926,9 +990,6 @@ impl Sim {
             return Ok(());
         };
         check!(session.key_matches(&resume.key), "POST with the wrong key");
-        check!(std::str::from_utf8(body).is_ok(), "POST body is not text");
-        let frames = wire::decode_all(body, self.config.max_message_bytes)
-            .map_err(|error| format!("the client POSTed a malformed batch: {}", error.as_str()))?;
         self.upstream(&session, frames)?;
         self.down.push_back((conn, Delivery::Posted));
         Ok(())
@@ -1396,7 +1457,8 @@ fn a_migration_whose_handshake_is_overtaken_by_a_poll_ack_resumes_the_session() 
     let run = |sim: &mut Sim, op: Op| sim.step(&op, &case).unwrap_or_else(|error| panic!("{op:?} at t={}: {error}", sim.now));
     let migrating = |sim: &Sim| {
         sim.up.iter().any(|(effect, _)| {
-            matches!(effect, Effect::Open { kind: TransportKind::WebSocket, url, .. } if url.contains("rt_sid=") && !url.contains("rt_probe"))
+            // v3: the resume is in the WebSocket's first message, not in its URL.
+            matches!(effect, Effect::Open { kind: TransportKind::WebSocket, url, body, .. } if body.starts_with(b"session sid=") && !url.contains("rt_probe"))
         })
     };
     // Long polling: the hello, then a held poll (the client also POSTs a ping first).

@@ -1,8 +1,9 @@
 //! A client on long polling upgrades to WebSocket (the reported "migration resets the session"):
 //! it polls, its background probe (`rt_probe=1`) proves the WebSocket rung, and a migrating
 //! WebSocket resumes the session while the poll connection is still attached, with a poll held.
-//! Every URL is built by the client's own `Endpoint` (`src/core/endpoint.rs`), so the parameters
-//! are exactly those a browser sends.
+//! These are the server's v2 paths (the session in the URL); the client's own `Endpoint` speaks
+//! v3 since issue 14 (no secret in any URL), so the v2 URLs are built here, as the v2 client
+//! built them, until v2 is removed from the server.
 //!
 //! The migrating WebSocket's URL carries the `rt_last` delivered when it was opened; the poll
 //! connection stays active until the new hello and keeps polling, and each poll's `rt_last` acks
@@ -13,13 +14,49 @@
 mod common;
 
 use common::{poll, Server, WsClient, LIMIT};
-use realtime_client::core::endpoint::{ConnectParams, Endpoint, TransportKind};
+use realtime_client::core::endpoint::TransportKind;
 use realtime_client::core::wire::{self, close_code, Frame, Hello, Message, Payload};
 
 const ROOM: &str = "up";
 
+/// What a v2 connect URL carried.
+#[derive(Clone, Copy)]
+struct ConnectParams<'a> {
+    conn: u32,
+    resume: Option<(&'a str, &'a str, u64)>,
+    probe: bool,
+}
+
+/// The v2 client's URLs: `http://host/realtime[/poll]?room=…&rt_v=2&rt_conn=N[&rt_sid&rt_key&rt_last]`.
+struct Endpoint {
+    http: String,
+}
+
+impl Endpoint {
+    fn connect_url(&self, kind: TransportKind, params: ConnectParams<'_>) -> String {
+        let (location, query) = self.http.split_once('?').unwrap();
+        let mut url = match kind {
+            TransportKind::WebSocket => format!("{}?{query}", location.replacen("http://", "ws://", 1)),
+            TransportKind::Sse => format!("{location}/sse?{query}"),
+            TransportKind::LongPolling => format!("{location}/poll?{query}"),
+        };
+        url.push_str(&format!("&rt_v=2&rt_conn={}", params.conn));
+        if let Some((sid, key, last)) = params.resume {
+            url.push_str(&format!("&rt_sid={sid}&rt_key={key}&rt_last={last}"));
+        }
+        if params.probe {
+            url.push_str("&rt_probe=1");
+        }
+        url
+    }
+
+    fn poll_url(&self, conn: u32, sid: &str, key: &str, last: u64) -> String {
+        self.connect_url(TransportKind::LongPolling, ConnectParams { conn, resume: Some((sid, key, last)), probe: false })
+    }
+}
+
 fn endpoint(server: &Server) -> Endpoint {
-    Endpoint::parse(&server.url(&format!("/realtime?room={ROOM}"))).unwrap()
+    Endpoint { http: server.url(&format!("/realtime?room={ROOM}")) }
 }
 
 /// The query string of a client-built URL (the helpers add scheme, host and path themselves).

@@ -109,11 +109,19 @@ impl Server {
     }
 
     /// A connect request: hello (delivered at once), then the replay waits for `Deliver`.
-    fn connect(&mut self, conn: ConnId, url: &str) -> Frame {
+    /// `opening`: the WebSocket's first message (PROTOCOL.md §9.3).
+    fn connect(&mut self, conn: ConnId, url: &str, opening: &[u8]) -> Frame {
         let params: BTreeMap<&str, &str> =
             url.split_once('?').map_or("", |(_, query)| query).split('&').filter_map(|pair| pair.split_once('=')).collect();
-        let last: Option<u64> = params.get("rt_last").and_then(|last| last.parse().ok());
-        let resumed = self.alive && params.get("rt_sid") == Some(&self.sid().as_str()) && last.is_some_and(|last| last <= self.out.len() as u64);
+        assert!(!params.contains_key("rt_sid") && !params.contains_key("rt_key"), "no secret in a URL: {url}");
+        let resume = match wire::decode_all(opening, 1 << 20).unwrap().first() {
+            Some(Frame::Session(session)) => session.resume.clone(),
+            other => panic!("the first message must be a session frame: {other:?}"),
+        };
+        let last = resume.as_ref().map(|resume| resume.last);
+        let resumed = self.alive
+            && resume.as_ref().map(|resume| resume.session_id.as_str()) == Some(self.sid().as_str())
+            && last.is_some_and(|last| last <= self.out.len() as u64);
         if resumed {
             self.conn = Some((conn, last.unwrap_or(0)));
         } else {
@@ -131,7 +139,7 @@ impl Server {
         }
         self.ack_owed = false;
         Frame::Hello(Hello {
-            version: 2,
+            version: 3,
             session_id: self.sid(),
             secret: "k".into(),
             heartbeat_ms: 10_000,
@@ -274,8 +282,8 @@ impl World {
             while let Some(effect) = self.session.poll_effect() {
                 any = true;
                 match effect {
-                    Effect::Open { conn, url, .. } => {
-                        let hello = self.server.connect(conn, &url);
+                    Effect::Open { conn, url, body, .. } => {
+                        let hello = self.server.connect(conn, &url, &body);
                         self.uploads.clear();
                         self.session.handle_input(self.now, Input::Opened { conn });
                         let bytes = wire::encode_to_vec(&hello, Carrier::Binary);

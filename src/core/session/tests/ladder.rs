@@ -13,7 +13,7 @@ fn a_refused_websocket_costs_nothing_sse_starts_at_once() {
     let effects = h.effects();
     assert_eq!(effects[0], Effect::Close { conn: ws });
     let [(sse, TransportKind::Sse, ref url)] = opened(&effects)[..] else { panic!("{effects:?}") };
-    assert_eq!(url, "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=2&rt_conn=2");
+    assert_eq!(url, "http://127.0.0.1:8080/realtime/sse?room=lobby&rt_v=3&rt_conn=2");
     h.data(sse, &[hello("s1", 0, false)]);
     let events = h.events();
     assert_eq!(
@@ -37,18 +37,18 @@ fn a_blackholed_websocket_and_sse_lead_to_long_polling_within_two_head_starts() 
     let [(_, TransportKind::Sse, _)] = opened(&h.effects())[..] else { panic!() };
     h.run_until(1_600);
     let [(poll, TransportKind::LongPolling, ref url)] = opened(&h.effects())[..] else { panic!() };
-    assert!(url.starts_with("http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=2&rt_conn=3"));
+    assert!(url.starts_with("http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=3&rt_conn=3"));
     h.now = 1_605;
     h.data(poll, &[hello("s1", 0, false), text(1, "first")]);
     assert_eq!(h.session.transport(), Some(TransportKind::LongPolling));
     let effects = h.effects();
     assert_eq!(effects.iter().filter(|effect| matches!(effect, Effect::Close { .. })).count(), 2);
     // The next poll goes out at once and acknowledges what was delivered.
-    let polls: Vec<&String> = effects.iter().filter_map(|effect| match effect {
-        Effect::Poll { url, .. } => Some(url),
+    let polls: Vec<(&str, &[u8])> = effects.iter().filter_map(|effect| match effect {
+        Effect::Poll { url, body, .. } => Some((url.as_str(), body.as_slice())),
         _ => None,
     }).collect();
-    assert_eq!(polls, vec!["http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=2&rt_conn=3&rt_sid=s1&rt_key=secret&rt_last=1"]);
+    assert_eq!(polls, vec![("http://127.0.0.1:8080/realtime/poll?room=lobby&rt_v=3&rt_conn=3", &b"session sid=s1 key=secret last=1\n"[..])]);
     assert!(h.events().iter().any(|event| matches!(event, Event::Message { seq: 1, .. })));
 }
 
@@ -109,7 +109,7 @@ fn upstream_posts_are_serialised_one_at_a_time() {
     let effects = h.effects();
     assert_eq!(posted(&effects), vec![Frame::Ping { time: 1_000 }]);
     let Effect::Post { url, .. } = effects.iter().find(|effect| matches!(effect, Effect::Post { .. })).unwrap() else { panic!() };
-    assert_eq!(url, "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=2&rt_conn=1&rt_sid=s1&rt_key=secret");
+    assert_eq!(url, "http://127.0.0.1:8080/realtime/send?room=lobby&rt_v=3&rt_conn=1");
     h.session.send(h.now, None, Payload::Binary(vec![1, 2, 3])).unwrap();
     h.session.send(h.now, None, Payload::Text("b".into())).unwrap();
     assert!(posted(&h.effects()).is_empty(), "a POST is in flight");
@@ -141,7 +141,7 @@ fn a_probe_proves_the_better_rung_then_the_session_migrates_without_loss_or_doub
     h.run_until(1_000 + 2_000);
     let effects = h.effects();
     let [(probe, TransportKind::WebSocket, ref url)] = opened(&effects)[..] else { panic!("{effects:?} {probe_at}") };
-    assert!(url.ends_with("rt_probe=1") && !url.contains("rt_sid"), "{url}");
+    assert!(url.ends_with("rt_probe=1") && !url.contains("sid="), "{url}");
     assert_eq!(h.session.transport(), Some(TransportKind::Sse), "nothing moves before the proof");
 
     // The probe says hello: it is dropped and the session resumes on the WebSocket.
@@ -149,7 +149,7 @@ fn a_probe_proves_the_better_rung_then_the_session_migrates_without_loss_or_doub
     let effects = h.effects();
     assert!(effects.contains(&Effect::Close { conn: probe }));
     let [(migrating, TransportKind::WebSocket, ref url)] = opened(&effects)[..] else { panic!() };
-    assert!(url.ends_with("rt_sid=s1&rt_key=secret&rt_last=2"), "{url}");
+    assert!(url.ends_with("session sid=s1 key=secret last=2"), "{url}");
 
     // The old stream still delivers until the server moves the session.
     h.data(sse, &[text(3, "c")]);
@@ -349,7 +349,7 @@ fn online_or_visible_while_waiting_to_reconnect_tries_at_once_and_coalesces() {
     h.session.handle_wake(h.now, Wake::ClockJump);
     let opens = opened(&h.effects());
     assert_eq!(opens.len(), 1, "three signals, one attempt: {opens:?}");
-    assert!(opens[0].2.contains("rt_sid=s1"), "it resumes");
+    assert!(opens[0].2.contains("session sid=s1"), "it resumes");
 }
 
 #[test]
@@ -365,7 +365,7 @@ fn pagehide_suspends_and_pageshow_resumes_the_same_session() {
     h.now += 60_000;
     h.session.handle_wake(h.now, Wake::PageShow);
     let opens = opened(&h.effects());
-    assert!(opens[0].2.ends_with("rt_sid=s1&rt_key=secret&rt_last=1"), "{opens:?}");
+    assert!(opens[0].2.ends_with("session sid=s1 key=secret last=1"), "{opens:?}");
 }
 
 #[test]

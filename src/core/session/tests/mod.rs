@@ -6,6 +6,7 @@ use crate::core::backoff::BackoffConfig;
 use crate::core::session::batch::{MAX_BATCH_BYTES, MAX_IN_FLIGHT};
 use crate::core::wire::{Carrier, Hello, Message, Payload};
 
+mod auth;
 mod batching;
 mod channel_properties;
 mod channels;
@@ -86,8 +87,8 @@ impl Harness {
     fn open(&mut self) -> ConnId {
         self.session.connect(self.now);
         let conn = match self.effects().as_slice() {
-            [Effect::Open { conn, kind: TransportKind::WebSocket, url }] => {
-                assert_eq!(url, "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=2&rt_conn=1");
+            [Effect::Open { conn, kind: TransportKind::WebSocket, url, .. }] => {
+                assert_eq!(url, "ws://127.0.0.1:8080/realtime?room=lobby&rt_v=3&rt_conn=1");
                 *conn
             }
             other => panic!("unexpected effects {other:?}"),
@@ -105,7 +106,7 @@ fn ws_only() -> SessionConfig {
 
 fn hello(session_id: &str, ack: u64, resumed: bool) -> Frame {
     Frame::Hello(Hello {
-        version: 2,
+        version: 3,
         session_id: session_id.into(),
         secret: "secret".into(),
         heartbeat_ms: 10_000,
@@ -134,7 +135,9 @@ fn opened(effects: &[Effect]) -> Vec<(ConnId, TransportKind, String)> {
     effects
         .iter()
         .filter_map(|effect| match effect {
-            Effect::Open { conn, kind, url } => Some((*conn, *kind, url.clone())),
+            // The URL, then the opening frames (PROTOCOL.md §9.3) as text, if any.
+            Effect::Open { conn, kind, url, body } if body.is_empty() => Some((*conn, *kind, url.clone())),
+            Effect::Open { conn, kind, url, body } => Some((*conn, *kind, format!("{url} {}", String::from_utf8_lossy(body).trim_end()))),
             _ => None,
         })
         .collect()
@@ -146,7 +149,11 @@ fn posted(effects: &[Effect]) -> Vec<Frame> {
         .filter_map(|effect| match effect {
             Effect::Post { body, .. } => {
                 assert!(std::str::from_utf8(body).is_ok(), "POST bodies are text");
-                Some(wire::decode_all(body, 1 << 20).unwrap())
+                let mut frames = wire::decode_all(body, 1 << 20).unwrap();
+                // Every upload starts with its session (PROTOCOL.md §9.3), a bind too.
+                assert!(matches!(frames.first(), Some(Frame::Session(_))), "{frames:?}");
+                frames.remove(0);
+                Some(frames)
             }
             _ => None,
         })

@@ -4,7 +4,7 @@ use super::*;
 
 fn hello_with(session_id: &str, heartbeat_ms: u64, max_body_bytes: u64, ack: u64, resumed: bool) -> Frame {
     Frame::Hello(Hello {
-        version: 2,
+        version: 3,
         session_id: session_id.into(),
         secret: "secret".into(),
         heartbeat_ms,
@@ -118,9 +118,9 @@ fn reconnect_race(h: &mut Harness) -> (ConnId, ConnId) {
     let conn = h.open_default_websocket();
     h.session.handle_input(h.now, Input::Closed { conn, reason: "cut".into() });
     let [(ws, TransportKind::WebSocket, ref ws_url)] = opened(&run_until_opened(h, 1_000))[..] else { panic!() };
-    assert!(ws_url.contains("rt_sid=s1"), "the first candidate resumes: {ws_url}");
+    assert!(ws_url.contains("session sid=s1"), "the first candidate resumes: {ws_url}");
     let [(sse, TransportKind::Sse, ref sse_url)] = opened(&run_until_opened(h, 300))[..] else { panic!() };
-    assert!(!sse_url.contains("rt_sid"), "only one connection of a round presents the resume: {sse_url}");
+    assert!(!sse_url.contains("sid="), "only one connection of a round presents the resume: {sse_url}");
     assert!(sse_url.contains("rt_probe=1"), "{sse_url}");
     h.events();
     (ws, sse)
@@ -135,7 +135,11 @@ fn a_raced_rung_that_wins_resumes_alone() {
     assert!(effects.contains(&Effect::Close { conn: ws }), "the resuming WebSocket is closed first");
     assert!(effects.contains(&Effect::Close { conn: sse }));
     let [(resume, TransportKind::Sse, ref url)] = opened(&effects)[..] else { panic!("{effects:?}") };
-    assert!(url.contains("rt_sid=s1"), "{url}");
+    assert!(!url.contains("sid="), "{url}");
+    // The stream waits for its bind, which names the session.
+    h.data(resume, &[Frame::Pending { stream: "st".into() }]);
+    let bind = h.effects();
+    assert!(matches!(&bind[..], [Effect::Post { body, .. }] if body.starts_with(b"session stream=st sid=s1 ")), "{bind:?}");
     assert_eq!(h.session.state(), State::Reconnecting, "not open on a probe's hello");
     h.data(resume, &[hello("s1", 0, true)]);
     let events = h.events();
@@ -236,7 +240,11 @@ fn a_hung_upload_replaces_the_connection_and_the_resume_sends_it_again() {
     // The resume sends the message again, with its sequence number.
     let effects = run_until_opened(&mut h, 60_000);
     let [(resume, TransportKind::Sse, ref url)] = opened(&effects)[..] else { panic!("{effects:?}") };
-    assert!(url.contains("rt_sid=s1"));
+    assert!(!url.contains("sid="), "an event stream's session goes in its bind: {url}");
+    h.data(resume, &[Frame::Pending { stream: "st".into() }]);
+    let bind = h.effects();
+    assert!(matches!(&bind[..], [Effect::Post { url, body, .. }] if url.contains("/bind?") && body.starts_with(b"session stream=st sid=s1 key=secret")), "{bind:?}");
+    h.session.handle_input(h.now, Input::Posted { conn: resume });
     h.data(resume, &[hello("s1", 0, true)]);
     let frames = posted_frames(&h.effects());
     let resent: Vec<&Frame> = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).collect();
@@ -279,7 +287,7 @@ fn an_ack_dropped_with_its_batch_is_sent_on_the_next_connection() {
     let [(probe, TransportKind::WebSocket, _)] = opened(&h.effects())[..] else { panic!() };
     h.data(probe, &[hello("probe", 0, false)]);
     let [(migrating, TransportKind::WebSocket, ref url)] = opened(&h.effects())[..] else { panic!() };
-    assert!(url.contains("rt_last=0"));
+    assert!(url.contains("last=0"));
     // Messages arrive on the old stream after the migration presented rt_last=0.
     h.data(sse, &[text(1, "a"), text(2, "b")]);
     h.run_until(h.now + 300);
@@ -375,7 +383,7 @@ fn a_probe_answered_by_another_protocol_version_only_fails_the_probe() {
     let [(probe, TransportKind::WebSocket, _)] = opened(&effects)[..] else { panic!() };
     h.events();
     h.data(probe, &[Frame::Hello(Hello {
-        version: 2,
+        version: 3,
         session_id: "x".into(),
         secret: "y".into(),
         heartbeat_ms: 10_000,

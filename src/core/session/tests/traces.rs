@@ -99,8 +99,9 @@ fn lost_connection_reconnects_with_jittered_backoff_and_resumes() {
     assert_eq!(h.session.poll_timeout(), Some(reconnect_at));
     h.advance_to(reconnect_at);
     let conn2 = match h.effects().as_slice() {
-        [Effect::Open { conn, url, .. }] => {
-            assert!(url.ends_with("rt_conn=2&rt_sid=s1&rt_key=secret&rt_last=1"), "{url}");
+        [Effect::Open { conn, url, body, .. }] => {
+            assert!(url.ends_with("rt_conn=2"), "no secret in the URL: {url}");
+            assert_eq!(body, b"session sid=s1 key=secret last=1\n");
             *conn
         }
         other => panic!("{other:?}"),
