@@ -633,3 +633,85 @@ async fn no_credential_key_or_stream_id_reaches_the_logs() {
         assert!(!logs.contains(secret), "{secret:?} in the logs:\n{logs}");
     }
 }
+
+/// Review finding 1: the room of a connect (`room=`, recovering from `rt_since`) is a subscribe
+/// like any other: a credential whose `channels` claim does not cover it gets `unsubscribed
+/// code=4013` and nothing of the channel, neither its epoch nor its history, on every transport.
+#[tokio::test]
+async fn a_room_join_is_checked_against_the_channels_claim_before_anything_is_replayed() {
+    let server = Server::start(authenticated()).await;
+    let urls = Urls::new(&server);
+    for text in ["top secret 1", "top secret 2"] {
+        assert_eq!(server.publish("channel=vault", "text/plain", text).await.status(), 202);
+    }
+    // The epoch, as an allowed subscriber sees it (the attacker's first probe leaked it).
+    let mut owner = ws_open(&urls, "rt_v=3&rt_conn=1&room=vault", &[fresh(), token("user:owner::vault")]).await;
+    split_hello(owner.frame().await);
+    let frames = sync(&mut owner, 1).await;
+    let epoch = frames
+        .iter()
+        .find_map(|frame| match frame {
+            Frame::Subscribed { channel, position, .. } if channel == "vault" => Some(position.epoch),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the owner is subscribed: {frames:?}"));
+    let since = format!("{epoch:016x}.0");
+    let refused = |frames: &[Frame]| {
+        assert!(
+            frames.iter().any(|frame| matches!(frame, Frame::Unsubscribed { channel, close, .. } if channel == "vault" && close.code == 4013)),
+            "{frames:?}"
+        );
+        assert!(!frames.iter().any(|frame| matches!(frame, Frame::Subscribed { .. } | Frame::Gap { .. })), "{frames:?}");
+        assert!(frames.iter().all(|frame| message_of(frame).is_none()), "history leaked: {frames:?}");
+    };
+    for query in ["rt_v=3&rt_conn=1&room=vault".to_owned(), format!("rt_v=3&rt_conn=1&room=vault&rt_since={since}")] {
+        // A long poll: its answer is everything the session had queued.
+        let frames = post_frames(urls.http(&format!("/realtime/poll?{query}")), encode(&[fresh(), token("user:eve::public")])).await;
+        split_hello(frames[0].clone());
+        refused(&frames);
+        // A WebSocket.
+        let mut eve = ws_open(&urls, &query, &[fresh(), token("user:eve::public")]).await;
+        split_hello(eve.frame().await);
+        refused(&sync(&mut eve, 1).await);
+        // A later publish does not reach her either.
+        assert_eq!(server.publish("channel=vault", "text/plain", "top secret 3").await.status(), 202);
+        let later = sync(&mut eve, 2).await;
+        assert!(later.iter().all(|frame| message_of(frame).is_none() && !matches!(frame, Frame::Subscribed { .. })), "{later:?}");
+    }
+    assert_eq!(server.state.registry.room_size("vault"), 1, "only the owner is a member");
+}
+
+/// Review finding 5: a resume by another principal (who has the key) is a failed resume: the
+/// old session ends only once the fresh one is certain, with 4004, leaving the registry and its
+/// channels at once; one refused by a limit ends nothing.
+#[tokio::test]
+async fn a_resume_by_another_principal_replaces_the_session_only_once_admitted() {
+    let server = Server::start(Config { max_sessions: 1, ..authenticated() }).await;
+    let urls = Urls::new(&server);
+    let mut alice = ws_open(&urls, "rt_v=3&rt_conn=1&room=r5", &[fresh(), token("user:alice")]).await;
+    let (hello, _) = split_hello(alice.frame().await);
+    sync(&mut alice, 1).await;
+    // The server is full: Bob's attempt is refused by the limit, and Alice keeps her session.
+    let mut bob = ws_open(&urls, "rt_v=3&rt_conn=2&room=r5", &[resume(&hello, 0), token("user:bob")]).await;
+    assert_eq!(closed(&mut bob).await.code, close_code::LIMIT_EXCEEDED);
+    let frames = sync(&mut alice, 2).await;
+    assert!(!frames.iter().any(|frame| matches!(frame, Frame::Close(_))), "{frames:?}");
+    assert!(server.state.registry.get(&hello.session_id).is_some_and(|session| !session.is_ended()));
+    assert_eq!(server.state.registry.room_size("r5"), 1);
+}
+
+/// With room for the fresh session, the old one gets 4004 and is gone by the new hello.
+#[tokio::test]
+async fn a_resume_by_another_principal_ends_the_old_session_with_4004() {
+    let server = Server::start(authenticated()).await;
+    let urls = Urls::new(&server);
+    let mut alice = ws_open(&urls, "rt_v=3&rt_conn=1&room=r5", &[fresh(), token("user:alice")]).await;
+    let (hello, _) = split_hello(alice.frame().await);
+    sync(&mut alice, 1).await;
+    let mut bob = ws_open(&urls, "rt_v=3&rt_conn=2&room=r5", &[resume(&hello, 0), token("user:bob")]).await;
+    let (fresh_hello, _) = split_hello(bob.frame().await);
+    assert!(!fresh_hello.resumed);
+    assert!(server.state.registry.get(&hello.session_id).is_none(), "left the registry at once");
+    assert_eq!(server.state.registry.room_size("r5"), 1, "and its channels: only Bob is in the room");
+    assert_eq!(closed(&mut alice).await.code, close_code::REPLACED);
+}

@@ -25,7 +25,7 @@ use realtime_client::core::wire::{close_code, Close, Credential, Frame, HelloAut
 use crate::client_ip::ClientIp;
 use crate::metrics::LimitKind;
 use crate::params::{ParamError, Params};
-use crate::session::{close, lock, pattern_allows, Attachment, Connect, ConnectRequest, Outgoing, ResumeRequest, Session, Stop, TransportKind};
+use crate::session::{close, lock, pattern_allows, Attachment, Connect, ConnectRequest, Outgoing, Owner, ResumeRequest, Session, Stop, TransportKind};
 use crate::writer::FrameSink;
 use crate::AppState;
 
@@ -194,18 +194,10 @@ pub fn connect(state: &AppState, base: &ConnectRequest, opening: &Opening, kind:
         key: resume.secret.clone(),
         last: resume.last,
     });
-    if let Some(resume) = &request.resume {
-        if let Some(existing) = state.registry.get(&resume.session_id) {
-            // Another principal (or a v2 session) is a failed resume: a fresh session, and the
-            // old one ends (PROTOCOL §9.4, §8.11 decision 10); nothing of it reaches the new one.
-            if existing.key_matches(&resume.key) && !existing.auth.belongs_to(principal.as_ref()) {
-                tracing::info!(session = %existing.tag(), "resume by another principal: the old session ends");
-                existing.end(Stop::Silent);
-                request.resume = None;
-            }
-        }
-    }
-    let (session, attachment, mut hello) = match state.connect(&request, kind, ip) {
+    // A resume by another principal is a failed resume (PROTOCOL §9.4, §8.11 decision 10): a
+    // fresh session, bound to this principal before it joins its room; the old one ends with
+    // 4004 once the fresh one is certain, as any replaced session does.
+    let (session, attachment, mut hello) = match state.connect_as(&request, kind, ip, Owner::V3(principal.as_ref())) {
         Connect::Attached { session, attachment, hello } => (session, attachment, hello),
         Connect::Retired => return Opened::Closed(close(close_code::REPLACED, "replaced", Retry::Never)),
         Connect::Full => return Opened::Limit(LimitKind::sessions_total, "too many sessions"),
@@ -216,8 +208,9 @@ pub fn connect(state: &AppState, base: &ConnectRequest, opening: &Opening, kind:
         expires_in_ms: principal.as_ref().and_then(|principal| principal.expires_at).map(millis_until),
         subject: principal.as_ref().map(|principal| principal.subject.clone()),
     };
+    // A fresh session is bound already; a resume takes the newer credential, whose claims may
+    // be narrower than the ones its subscriptions were made under.
     session.auth.bind(principal);
-    // The room channel was joined before the principal was known; it may not allow it.
     revoke_disallowed(state, &session);
     let first = if auth == HelloAuth::default() { Frame::Hello(hello) } else { Frame::AuthHello(hello, auth) };
     Opened::Attached { session, attachment, first }
