@@ -33,6 +33,10 @@ pub struct LimitConfig {
     pub max_streams_per_ip: usize,
     pub new_sessions_per_sec: u32,
     pub new_sessions_burst: u32,
+    /// Credentials verified per second per client IP for v3 connects (fresh or resume), and
+    /// their burst: counted before the signature check, so a flood costs one lookup each.
+    pub credential_attempts_per_sec: u32,
+    pub credential_attempts_burst: u32,
     pub messages_per_sec: u32,
     pub messages_burst: u32,
     pub bytes_per_sec: u32,
@@ -57,6 +61,8 @@ impl Default for LimitConfig {
             max_streams_per_ip: 256,
             new_sessions_per_sec: 10,
             new_sessions_burst: 100,
+            credential_attempts_per_sec: 20,
+            credential_attempts_burst: 100,
             messages_per_sec: 200,
             messages_burst: 1_000,
             bytes_per_sec: 1 << 20,
@@ -114,6 +120,14 @@ pub struct LimitFlags {
     /// Burst of new sessions per client IP (default 100).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub new_sessions_burst: u32,
+    /// v3 connect credentials verified per second per client IP (default 20, bursts of
+    /// --credential-attempts-burst), counted before the signature check: a flood of connects
+    /// costs the CPU one lookup each once over it.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub credential_attempts_per_sec: u32,
+    /// Burst of credential checks per client IP (default 100).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub credential_attempts_burst: u32,
     /// Client messages per second per session (default 200, bursts of 1,000); over it the
     /// session's reads are slowed, then refused. Protects the other members of a room.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
@@ -168,6 +182,8 @@ impl LimitFlags {
             max_streams_per_ip: size(self.max_streams_per_ip),
             new_sessions_per_sec: self.new_sessions_per_sec,
             new_sessions_burst: self.new_sessions_burst,
+            credential_attempts_per_sec: self.credential_attempts_per_sec,
+            credential_attempts_burst: self.credential_attempts_burst,
             messages_per_sec: self.messages_per_sec,
             messages_burst: self.messages_burst,
             bytes_per_sec: self.bytes_per_sec,

@@ -42,6 +42,7 @@ limit_kinds! {
     connections_total,
     connections_per_ip,
     new_session_rate,
+    credential_rate,
     message_rate,
     byte_rate,
     frames_per_batch,

@@ -715,3 +715,71 @@ async fn a_resume_by_another_principal_ends_the_old_session_with_4004() {
     assert_eq!(server.state.registry.room_size("r5"), 1, "and its channels: only Bob is in the room");
     assert_eq!(closed(&mut alice).await.code, close_code::REPLACED);
 }
+
+/// [`TestAuth`], counting the credentials it was asked to verify.
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Authenticator for Counting {
+    fn verify(&self, credential: Option<&str>) -> Result<Option<Principal>, Refusal> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        TestAuth.verify(credential)
+    }
+}
+
+fn counting(limits: realtime_server::limits::LimitConfig) -> (Config, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (Config { authenticator: AuthHook::new(Counting(count.clone())), limits, ..Config::default() }, count)
+}
+
+fn verified(count: &std::sync::atomic::AtomicUsize) -> usize {
+    count.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Review finding 2: a batch holds at most one `token` (more is 4000 before any is verified),
+/// and a `token` is charged to the session's rate before its signature is checked.
+#[tokio::test]
+async fn in_band_tokens_are_one_per_batch_and_charged_to_the_rate_before_they_are_verified() {
+    let limits = realtime_server::limits::LimitConfig {
+        messages_per_sec: 1,
+        messages_burst: 2,
+        rate_slowdown: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let (config, count) = counting(limits);
+    let server = Server::start(config).await;
+    let urls = Urls::new(&server);
+    // Many tokens in one batch: refused, none verified.
+    let mut client = ws_open(&urls, "rt_v=3&rt_conn=1&room=t2", &[fresh(), token("user:tom")]).await;
+    split_hello(client.frame().await);
+    assert_eq!(verified(&count), 1);
+    let many: Vec<Frame> = (0..50).map(|_| token("user:tom")).collect();
+    client.send_frames(&many, Carrier::Text).await;
+    assert_eq!(closed(&mut client).await.code, close_code::PROTOCOL_ERROR);
+    assert_eq!(verified(&count), 1, "no token of the batch was verified");
+    // One token a batch, over the rate: the batch past the burst is refused unverified.
+    let mut client = ws_open(&urls, "rt_v=3&rt_conn=1&room=t2", &[fresh(), token("user:tom")]).await;
+    split_hello(client.frame().await);
+    for _ in 0..4 {
+        client.send_frames(&[token("user:tom")], Carrier::Text).await;
+    }
+    assert_eq!(closed(&mut client).await.code, close_code::LIMIT_EXCEEDED);
+    assert_eq!(verified(&count), 2 + 2, "the connect and the two tokens of the burst");
+}
+
+/// Review finding 2, before authentication: connect credentials are counted per IP before
+/// their signature is checked; over the rate a connect is refused unverified.
+#[tokio::test]
+async fn connect_credentials_are_limited_per_ip_before_they_are_verified() {
+    let limits = realtime_server::limits::LimitConfig { credential_attempts_per_sec: 1, credential_attempts_burst: 3, ..Default::default() };
+    let (config, count) = counting(limits);
+    let server = Server::start(config).await;
+    let urls = Urls::new(&server);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let response = post(urls.http("/realtime/poll?rt_v=3&rt_conn=1&room=t2"), encode(&[fresh(), token("forged")])).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 503, 503, 503]);
+    assert_eq!(verified(&count), 3);
+    assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::credential_rate), 3);
+}

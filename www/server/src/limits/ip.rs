@@ -58,6 +58,7 @@ impl Table {
 pub struct IpLimits {
     table: Arc<Table>,
     new_sessions: DefaultKeyedRateLimiter<IpAddr>,
+    credential_attempts: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl std::fmt::Debug for IpLimits {
@@ -77,6 +78,7 @@ impl IpLimits {
         IpLimits {
             table: Arc::default(),
             new_sessions: RateLimiter::keyed(quota(config.new_sessions_per_sec, config.new_sessions_burst)),
+            credential_attempts: RateLimiter::keyed(quota(config.credential_attempts_per_sec, config.credential_attempts_burst)),
         }
     }
 
@@ -146,6 +148,13 @@ impl IpLimits {
     pub fn prune(&self) {
         self.new_sessions.retain_recent();
         self.new_sessions.shrink_to_fit();
+        self.credential_attempts.retain_recent();
+        self.credential_attempts.shrink_to_fit();
+    }
+
+    /// Counts one credential check of `ip` (before it is made), or refuses it over the rate.
+    pub fn admit_credential(&self, ip: IpAddr) -> Result<(), LimitKind> {
+        self.credential_attempts.check_key(&ip_key(ip)).map_err(|_| LimitKind::credential_rate)
     }
 }
 

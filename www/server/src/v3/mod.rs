@@ -181,6 +181,12 @@ pub fn limit_close(state: &AppState, kind: LimitKind, reason: &str) -> Close {
 /// Verifies the opening's credential, then connects or resumes as v2 does from `rt_sid`,
 /// `rt_key` and `rt_last` (PROTOCOL §4), on `base`'s room, conn and since.
 pub fn connect(state: &AppState, base: &ConnectRequest, opening: &Opening, kind: TransportKind, ip: ClientIp) -> Opened {
+    // Counted before the signature check: over the IP's rate a connect costs one lookup.
+    if !state.config.authenticator.is_open() {
+        if let Err(kind) = state.ip_limits.admit_credential(ip.0) {
+            return Opened::Limit(kind, "too many credential checks from this address");
+        }
+    }
     let principal = match state.config.authenticator.verify(opening.credential.as_ref().map(|credential| credential.0.as_str())) {
         Ok(principal) => principal,
         Err(refusal) => {
@@ -216,14 +222,19 @@ pub fn connect(state: &AppState, base: &ConnectRequest, opening: &Opening, kind:
     Opened::Attached { session, attachment, first }
 }
 
-/// Takes the in-band `token` frames out of a v3 session's batch (PROTOCOL §9.4): each must
-/// verify and name the session's principal, and is answered with `authed`; the first that does
-/// not is the close (4005) the caller ends the connection with. A session whose credential
-/// expired without a refresh in this batch is refused the same way. A v2 session's batch is left
-/// as it is (a `token` there is a protocol error, as any unexpected frame).
+/// Takes the in-band `token` frame out of a v3 session's batch (PROTOCOL §9.4): it must verify
+/// and name the session's principal, and is answered with `authed`; one that does not is the
+/// close (4005) the caller ends the connection with. A batch holds at most one `token` (more is
+/// a protocol error, 4000, before any is verified); the caller has charged it to the session's
+/// rate ([`tokens_in`]) before this runs. A session whose credential expired without a refresh
+/// in this batch is refused the same way. A v2 session's batch is left as it is (a `token`
+/// there is a protocol error, as any unexpected frame).
 pub fn take_tokens(state: &AppState, session: &Session, frames: &mut Vec<Frame>) -> Result<(), Close> {
     if !session.auth.is_v3() {
         return Ok(());
+    }
+    if let Some(close) = too_many_tokens(session, frames) {
+        return Err(close);
     }
     let mut outcome = Ok(());
     frames.retain(|frame| {
@@ -238,6 +249,17 @@ pub fn take_tokens(state: &AppState, session: &Session, frames: &mut Vec<Frame>)
         return Err(refusal_close(Refusal::credential("token expired")));
     }
     Ok(())
+}
+
+/// The close (4000) of a v3 batch with more than one `token`: checked when the batch is
+/// decoded, before the rate is charged or any credential verified.
+pub fn too_many_tokens(session: &Session, frames: &[Frame]) -> Option<Close> {
+    (session.auth.is_v3() && tokens_in(frames) > 1).then(|| close(close_code::PROTOCOL_ERROR, "one token per batch", Retry::Default))
+}
+
+/// How many `token` frames `frames` holds (each is charged to the rate as a message).
+pub fn tokens_in(frames: &[Frame]) -> usize {
+    frames.iter().filter(|frame| matches!(frame, Frame::Token(_))).count()
 }
 
 fn refresh(state: &AppState, session: &Session, credential: &Credential) -> Result<(), Close> {
