@@ -43,6 +43,7 @@ limit_kinds! {
     connections_per_ip,
     new_session_rate,
     credential_rate,
+    first_message_waits,
     message_rate,
     byte_rate,
     frames_per_batch,

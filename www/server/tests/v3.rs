@@ -783,3 +783,31 @@ async fn connect_credentials_are_limited_per_ip_before_they_are_verified() {
     assert_eq!(verified(&count), 3);
     assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::credential_rate), 3);
 }
+
+/// Review finding 3: a v3 WebSocket may buffer up to the batch limit until its first message
+/// (axum's WebSocket cannot raise a small first limit afterwards), so few may wait at once, per
+/// client IP and in total; over either cap the connection is closed 4003 before anything is read.
+#[tokio::test]
+async fn few_websockets_may_wait_for_their_first_message_per_ip_and_in_total() {
+    let limits = realtime_server::limits::LimitConfig { max_first_message_waits_per_ip: 2, max_first_message_waits: 3, ..Default::default() };
+    let server = common::start_edge(Config { limits, ..Config::default() }).await;
+    let waiting = || server.state.v3.first_message_waits.len();
+    let query = "rt_v=3&rt_conn=1&room=w3";
+    let mut first = common::ws_from("127.0.0.2", &server, query).await;
+    let _second = common::ws_from("127.0.0.2", &server, query).await;
+    common::eventually("two waiting", || waiting() == 2).await;
+    let mut third = common::ws_from("127.0.0.2", &server, query).await;
+    assert_eq!(closed(&mut third).await.code, close_code::LIMIT_EXCEEDED, "per IP");
+    let _other = common::ws_from("127.0.0.3", &server, query).await;
+    common::eventually("three waiting", || waiting() == 3).await;
+    let mut late = common::ws_from("127.0.0.4", &server, query).await;
+    assert_eq!(closed(&mut late).await.code, close_code::LIMIT_EXCEEDED, "in total");
+    // A first message frees its slot at once.
+    first.send_raw_text(&encode(&[fresh()])).await;
+    split_hello(first.frame().await);
+    common::eventually("two waiting", || waiting() == 2).await;
+    let mut again = common::ws_from("127.0.0.4", &server, query).await;
+    again.send_raw_text(&encode(&[fresh()])).await;
+    split_hello(again.frame().await);
+    assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::first_message_waits), 2);
+}

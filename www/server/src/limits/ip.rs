@@ -158,6 +158,60 @@ impl IpLimits {
     }
 }
 
+/// Connections in a waiting state (a v3 WebSocket before its first message), per IP key and
+/// in total, each counted by a [`WaitSlot`] until it drops.
+#[derive(Debug, Default)]
+pub struct Waits {
+    counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl Waits {
+    /// Counts one waiting connection of `ip`, or refuses it (`kind`) at `per_ip` for its IP or
+    /// `total` in all; the check and the count are one step under the lock.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, per_ip: usize, total: usize, kind: LimitKind) -> Result<WaitSlot, LimitKind> {
+        let key = ip_key(ip);
+        let mut guard = lock(&self.counts);
+        let (all, by_ip) = &mut *guard;
+        let of_ip = by_ip.get(&key).copied().unwrap_or(0);
+        if *all >= total || of_ip >= per_ip {
+            return Err(kind);
+        }
+        *all += 1;
+        by_ip.insert(key, of_ip + 1);
+        Ok(WaitSlot { waits: self.clone(), key })
+    }
+
+    /// Connections waiting now, in total.
+    pub fn len(&self) -> usize {
+        lock(&self.counts).0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One waiting connection counted against its IP and the total until it drops.
+#[derive(Debug)]
+pub struct WaitSlot {
+    waits: Arc<Waits>,
+    key: IpAddr,
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut guard = lock(&self.waits.counts);
+        let (all, by_ip) = &mut *guard;
+        *all = all.saturating_sub(1);
+        if let Some(count) = by_ip.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                by_ip.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// One session counted against its IP until it drops.
 #[derive(Debug)]
 pub struct SessionSlot {

@@ -40,6 +40,8 @@ use auth::{millis_until, Principal, Refusal};
 #[derive(Default)]
 pub struct V3State {
     pub streams: sse::PendingStreams,
+    /// WebSockets that have not sent their first message yet ([`ws`]).
+    pub first_message_waits: Arc<crate::limits::Waits>,
 }
 
 /// Whether the query asks for protocol v3 (`rt_v=3`).
