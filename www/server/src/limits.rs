@@ -41,6 +41,9 @@ pub struct LimitConfig {
     /// buffering a message of up to the batch limit (axum cannot lower it until the first one).
     pub max_first_message_waits_per_ip: usize,
     pub max_first_message_waits: usize,
+    /// v3 event streams of one client IP waiting for their bind (an unbound stream holds no
+    /// session; in total they are capped at the session cap).
+    pub max_pending_streams_per_ip: usize,
     pub messages_per_sec: u32,
     pub messages_burst: u32,
     pub bytes_per_sec: u32,
@@ -69,6 +72,7 @@ impl Default for LimitConfig {
             credential_attempts_burst: 100,
             max_first_message_waits_per_ip: 4,
             max_first_message_waits: 128,
+            max_pending_streams_per_ip: 8,
             messages_per_sec: 200,
             messages_burst: 1_000,
             bytes_per_sec: 1 << 20,
@@ -143,6 +147,10 @@ pub struct LimitFlags {
     /// 128 x the batch limit, about 190 MB at the default limits, buffered by them).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_first_message_waits: u64,
+    /// v3 event streams of one client IP waiting for their bind (default 8; each waits 10 s
+    /// at most). In total they are capped at --max-sessions.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_pending_streams_per_ip: u64,
     /// Client messages per second per session (default 200, bursts of 1,000); over it the
     /// session's reads are slowed, then refused. Protects the other members of a room.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
@@ -201,6 +209,7 @@ impl LimitFlags {
             credential_attempts_burst: self.credential_attempts_burst,
             max_first_message_waits_per_ip: size(self.max_first_message_waits_per_ip),
             max_first_message_waits: size(self.max_first_message_waits),
+            max_pending_streams_per_ip: size(self.max_pending_streams_per_ip),
             messages_per_sec: self.messages_per_sec,
             messages_burst: self.messages_burst,
             bytes_per_sec: self.bytes_per_sec,

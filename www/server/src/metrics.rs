@@ -44,6 +44,7 @@ limit_kinds! {
     new_session_rate,
     credential_rate,
     first_message_waits,
+    pending_streams_per_ip,
     message_rate,
     byte_rate,
     frames_per_batch,

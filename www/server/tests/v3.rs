@@ -811,3 +811,32 @@ async fn few_websockets_may_wait_for_their_first_message_per_ip_and_in_total() {
     split_hello(again.frame().await);
     assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::first_message_waits), 2);
 }
+
+/// Review finding 4: event streams waiting for their bind are capped per client IP (and in
+/// total, checked and inserted under one lock), so a few addresses cannot fill the table that
+/// every v3 SSE connect needs a place in.
+#[tokio::test]
+async fn pending_event_streams_are_capped_per_ip() {
+    let limits = realtime_server::limits::LimitConfig { max_pending_streams_per_ip: 2, ..Default::default() };
+    let server = common::start_edge(Config { limits, ..Config::default() }).await;
+    let open = |from: &'static str| {
+        let url = server.url("/realtime/sse?rt_v=3&rt_conn=1&room=s4");
+        async move { common::http_from(from).get(url).send().await.unwrap() }
+    };
+    let pending_id = |mut reader: SseReader| async move {
+        let (kind, _, data) = parse_event(&reader.next_event().await);
+        assert_eq!(kind, "pending");
+        let (Frame::Pending { stream }, _) = wire::decode(data.as_bytes(), 1024).unwrap() else { panic!("{data}") };
+        (stream, reader)
+    };
+    let (first, _first_reader) = pending_id(SseReader::new(open("127.0.0.2").await)).await;
+    let (_, _second_reader) = pending_id(SseReader::new(open("127.0.0.2").await)).await;
+    assert_eq!(open("127.0.0.2").await.status(), 503, "the IP's pending cap");
+    let (_, _other_reader) = pending_id(SseReader::new(open("127.0.0.3").await)).await;
+    assert_eq!(server.state.v3.streams.len(), 3);
+    // A bind frees its place.
+    let bind = Frame::Session(SessionFrame { resume: None, stream: Some(first) });
+    assert_eq!(post(server.url("/realtime/bind?rt_v=3&rt_conn=1"), encode(&[bind])).await.status(), 204);
+    let (_, _third_reader) = pending_id(SseReader::new(open("127.0.0.2").await)).await;
+    assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::pending_streams_per_ip), 1);
+}
