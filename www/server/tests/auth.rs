@@ -937,3 +937,25 @@ fn frames(frames: &[Frame]) -> String {
     }
     String::from_utf8(bytes).unwrap_or_default()
 }
+
+/// Review finding 7: the leeway on `exp` (5 s here) applies to connects as the README says: a
+/// token is accepted while now < exp + leeway, and refused (4005) after.
+#[tokio::test]
+async fn the_exp_leeway_applies_to_connects() {
+    let config = Config { auth: AuthConfig { verifier: Some(Arc::new(hs_verifier())), ..AuthConfig::default() }, ..Config::default() };
+    let server = Server::start(config).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let connect = |exp: u64| {
+        let body = frames(&[Frame::Session(SessionFrame::default()), Frame::Token(Credential(hs(&json!({"sub": "late", "exp": exp}))))]);
+        let url = server.url("/realtime/poll?rt_v=3&rt_conn=1");
+        async move {
+            let response = reqwest::Client::new().post(url).body(body).send().await.unwrap();
+            let frames = wire::decode_all(&response.bytes().await.unwrap(), 1 << 20).unwrap();
+            frames.into_iter().next().unwrap()
+        }
+    };
+    let within = connect(now - 2).await;
+    assert!(matches!(within, Frame::AuthHello(..)), "2 s past exp, within the leeway: {within:?}");
+    let past = connect(now - 10).await;
+    assert!(matches!(&past, Frame::Close(close) if close.code == 4005), "{past:?}");
+}
