@@ -959,3 +959,19 @@ async fn the_exp_leeway_applies_to_connects() {
     let past = connect(now - 10).await;
     assert!(matches!(&past, Frame::Close(close) if close.code == 4005), "{past:?}");
 }
+
+/// Review finding 6: a plain reverse proxy in front of a loopback listener shows as an
+/// `--allowed-host` that is not a loopback name; the server then counts as public.
+#[test]
+fn an_allowed_host_other_than_loopback_counts_as_a_proxy_for_the_startup_rule() {
+    let loopback = "127.0.0.1:19102".parse().unwrap();
+    let mut proxied = Config::default();
+    proxied.edge.allowed_hosts = vec!["app.example".into()];
+    let error = auth::startup_rule(loopback, &proxied).unwrap_err();
+    assert!(error.contains("--allowed-host"), "{error}");
+    for local in ["localhost", "localhost:8080", "127.0.0.1:8080", "[::1]:8080"] {
+        let mut config = Config::default();
+        config.edge.allowed_hosts = vec![local.into()];
+        assert!(auth::startup_rule(loopback, &config).unwrap().unwrap().contains("running open"), "{local}");
+    }
+}
