@@ -840,3 +840,25 @@ async fn pending_event_streams_are_capped_per_ip() {
     let (_, _third_reader) = pending_id(SseReader::new(open("127.0.0.2").await)).await;
     assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::pending_streams_per_ip), 1);
 }
+
+/// Review finding 9: what may be printed with `{:?}` (a log line, a panic message) names no
+/// session id, session key, stream id or credential.
+#[test]
+fn debug_output_names_no_session_secret_stream_id_or_credential() {
+    let secrets = ["SID0123456789abcdefgh", "KEY0123456789abcdefgh", "STREAM0123456789abcde", "CREDENTIAL-0123456789"];
+    let resume = Resume { session_id: secrets[0].into(), secret: secrets[1].into(), last: 7 };
+    let session = SessionFrame { resume: Some(resume), stream: Some(secrets[2].into()) };
+    let opening = realtime_server::v3::Opening { session: session.clone(), credential: Some(Credential(secrets[3].into())) };
+    let request = realtime_server::session::ConnectRequest {
+        room: Some("r".into()),
+        conn: 1,
+        resume: Some(realtime_server::session::ResumeRequest { session_id: secrets[0].into(), key: secrets[1].into(), last: 7 }),
+        since: None,
+    };
+    for printed in [format!("{session:?}"), format!("{opening:?}"), format!("{request:?}"), format!("{:?}", Frame::Session(session.clone()))] {
+        for secret in secrets {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains('7') || printed.contains("Opening"), "{printed}");
+    }
+}

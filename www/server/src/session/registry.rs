@@ -33,11 +33,18 @@ pub struct ConnectRequest {
     pub since: Option<Position>,
 }
 
-#[derive(Debug, Clone)]
+/// A resume's session id and key; its `Debug` shows only `last`.
+#[derive(Clone)]
 pub struct ResumeRequest {
     pub session_id: String,
     pub key: String,
     pub last: u64,
+}
+
+impl std::fmt::Debug for ResumeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumeRequest").field("session_id", &"<redacted>").field("key", &"<redacted>").field("last", &self.last).finish()
+    }
 }
 
 /// Who makes a connect. A v2 connect carries no credential; a v3 one carries the principal its
