@@ -862,3 +862,21 @@ fn debug_output_names_no_session_secret_stream_id_or_credential() {
         assert!(printed.contains('7') || printed.contains("Opening"), "{printed}");
     }
 }
+
+/// Review finding 8: a refresh cannot go back to an older credential (one that expires before
+/// the session's), whose claims may be broader than the current ones.
+#[tokio::test]
+async fn a_refresh_with_an_older_credential_is_refused() {
+    let server = Server::start(authenticated()).await;
+    let urls = Urls::new(&server);
+    let mut client = ws_open(&urls, "rt_v=3&rt_conn=1&room=r8", &[fresh(), token("user:hal:60000:r8")]).await;
+    split_hello(client.frame().await);
+    // A newer one is taken.
+    client.send_frames(&[token("user:hal:120000:r8")], Carrier::Text).await;
+    let frames = sync(&mut client, 1).await;
+    assert!(frames.iter().any(|frame| matches!(frame, Frame::Authed { .. })), "{frames:?}");
+    // An older one with broader claims is refused, and grants nothing.
+    client.send_frames(&[token("user:hal:30000:*")], Carrier::Text).await;
+    let close = closed(&mut client).await;
+    assert_eq!(close.code, 4005, "{close:?}");
+}

@@ -152,6 +152,11 @@ impl SessionAuth {
         patterns.is_none_or(|patterns| patterns.iter().any(|pattern| pattern_allows(pattern, channel)))
     }
 
+    /// When the session's credential expires (None: never, or not bound).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        lock(&self.binding).as_ref().and_then(|binding| binding.expires_at)
+    }
+
     /// Whether the session's credential has expired by `now`.
     pub fn expired(&self, now: SystemTime) -> bool {
         lock(&self.binding).as_ref().and_then(|binding| binding.expires_at).is_some_and(|at| at <= now)
@@ -269,6 +274,15 @@ fn refresh(state: &AppState, session: &Session, credential: &Credential) -> Resu
     if !session.auth.belongs_to(principal.as_ref()) {
         tracing::info!(session = %session.tag(), "refresh names another principal");
         return Err(refusal_close(Refusal::credential("the credential names another principal")));
+    }
+    // A refresh only moves forward: an older, still valid credential (perhaps with broader
+    // claims) cannot replace the one the session holds.
+    let new_expiry = principal.as_ref().and_then(|principal| principal.expires_at);
+    if let (Some(current), Some(new_expiry)) = (session.auth.expires_at(), new_expiry) {
+        if new_expiry < current {
+            tracing::info!(session = %session.tag(), "refresh with a credential older than the session's");
+            return Err(refusal_close(Refusal::credential("the credential expires before the session's")));
+        }
     }
     let expires_in_ms = principal.as_ref().and_then(|principal| principal.expires_at).map(millis_until);
     session.auth.bind(principal);
