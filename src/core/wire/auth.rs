@@ -25,8 +25,9 @@ pub const MAX_CREDENTIAL_BYTES: usize = 8192;
 /// Longest subject (`sub`, `f`) before percent-encoding, in bytes.
 pub const MAX_SUBJECT_BYTES: usize = 256;
 
-/// A `session` frame: which session a connection, poll, bind or upload is about.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A `session` frame: which session a connection, poll, bind or upload is about. Its `Debug`
+/// names no session id, key or stream id.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct SessionFrame {
     /// The session to resume (None: connect a fresh session).
     pub resume: Option<Resume>,
@@ -34,13 +35,26 @@ pub struct SessionFrame {
     pub stream: Option<String>,
 }
 
-/// The session named by a `session` frame's `sid`, `key` and `last`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The session named by a `session` frame's `sid`, `key` and `last`. Its `Debug` shows only
+/// `last`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Resume {
     pub session_id: String,
     pub secret: String,
     /// Highest server seq the client delivered (`rt_last` in v2); absent on the wire = 0.
     pub last: u64,
+}
+
+impl core::fmt::Debug for SessionFrame {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SessionFrame").field("resume", &self.resume).field("stream", &self.stream.as_ref().map(|_| "<redacted>")).finish()
+    }
+}
+
+impl core::fmt::Debug for Resume {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Resume").field("session_id", &"<redacted>").field("secret", &"<redacted>").field("last", &self.last).finish()
+    }
 }
 
 /// An opaque credential (a JWT for the reference server). Its `Debug` shows only its length, so

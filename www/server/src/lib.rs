@@ -278,7 +278,12 @@ impl AppState {
 
     /// Connects under the total and per-IP session caps and the new-session rate of `ip`.
     pub fn connect(&self, request: &session::ConnectRequest, kind: session::TransportKind, ip: client_ip::ClientIp) -> session::Connect {
-        self.registry.connect_admitted(request, kind, &self.config, || {
+        self.connect_as(request, kind, ip, session::Owner::V2)
+    }
+
+    /// [`Self::connect`] by `owner` (a v3 connect's verified principal).
+    pub fn connect_as(&self, request: &session::ConnectRequest, kind: session::TransportKind, ip: client_ip::ClientIp, owner: session::Owner<'_>) -> session::Connect {
+        self.registry.connect_admitted(request, kind, &self.config, owner, || {
             self.ip_limits.admit_session(ip.0, &self.config.limits).map(Some)
         })
     }

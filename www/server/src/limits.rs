@@ -20,7 +20,7 @@ mod ip;
 mod rate;
 
 pub use budget::{ReplayBudget, Reservation, SharedMessage, ENTRY_BYTES};
-pub use ip::{ip_key, IpLimits, SessionSlot, StreamSlot};
+pub use ip::{ip_key, IpLimits, SessionSlot, StreamSlot, WaitSlot, Waits};
 pub use rate::{decode_batch, BatchError, SessionRates, Throttle};
 
 /// The least retry advice a refusal gives.
@@ -33,6 +33,17 @@ pub struct LimitConfig {
     pub max_streams_per_ip: usize,
     pub new_sessions_per_sec: u32,
     pub new_sessions_burst: u32,
+    /// Credentials verified per second per client IP for v3 connects (fresh or resume), and
+    /// their burst: counted before the signature check, so a flood costs one lookup each.
+    pub credential_attempts_per_sec: u32,
+    pub credential_attempts_burst: u32,
+    /// v3 WebSockets waiting for their first message, per client IP and in total: each may be
+    /// buffering a message of up to the batch limit (axum cannot lower it until the first one).
+    pub max_first_message_waits_per_ip: usize,
+    pub max_first_message_waits: usize,
+    /// v3 event streams of one client IP waiting for their bind (an unbound stream holds no
+    /// session; in total they are capped at the session cap).
+    pub max_pending_streams_per_ip: usize,
     pub messages_per_sec: u32,
     pub messages_burst: u32,
     pub bytes_per_sec: u32,
@@ -57,6 +68,11 @@ impl Default for LimitConfig {
             max_streams_per_ip: 256,
             new_sessions_per_sec: 10,
             new_sessions_burst: 100,
+            credential_attempts_per_sec: 20,
+            credential_attempts_burst: 100,
+            max_first_message_waits_per_ip: 4,
+            max_first_message_waits: 128,
+            max_pending_streams_per_ip: 8,
             messages_per_sec: 200,
             messages_burst: 1_000,
             bytes_per_sec: 1 << 20,
@@ -114,6 +130,27 @@ pub struct LimitFlags {
     /// Burst of new sessions per client IP (default 100).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub new_sessions_burst: u32,
+    /// v3 connect credentials verified per second per client IP (default 20, bursts of
+    /// --credential-attempts-burst), counted before the signature check: a flood of connects
+    /// costs the CPU one lookup each once over it.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub credential_attempts_per_sec: u32,
+    /// Burst of credential checks per client IP (default 100).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub credential_attempts_burst: u32,
+    /// v3 WebSockets of one client IP that have not sent their first message yet (default 4).
+    /// Each may be buffering up to the batch limit meanwhile; the first message must come in
+    /// 10 s.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_first_message_waits_per_ip: u64,
+    /// v3 WebSockets that have not sent their first message yet, in total (default 128: at most
+    /// 128 x the batch limit, about 190 MB at the default limits, buffered by them).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_first_message_waits: u64,
+    /// v3 event streams of one client IP waiting for their bind (default 8; each waits 10 s
+    /// at most). In total they are capped at --max-sessions.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_pending_streams_per_ip: u64,
     /// Client messages per second per session (default 200, bursts of 1,000); over it the
     /// session's reads are slowed, then refused. Protects the other members of a room.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
@@ -168,6 +205,11 @@ impl LimitFlags {
             max_streams_per_ip: size(self.max_streams_per_ip),
             new_sessions_per_sec: self.new_sessions_per_sec,
             new_sessions_burst: self.new_sessions_burst,
+            credential_attempts_per_sec: self.credential_attempts_per_sec,
+            credential_attempts_burst: self.credential_attempts_burst,
+            max_first_message_waits_per_ip: size(self.max_first_message_waits_per_ip),
+            max_first_message_waits: size(self.max_first_message_waits),
+            max_pending_streams_per_ip: size(self.max_pending_streams_per_ip),
             messages_per_sec: self.messages_per_sec,
             messages_burst: self.messages_burst,
             bytes_per_sec: self.bytes_per_sec,

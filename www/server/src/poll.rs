@@ -203,17 +203,26 @@ pub(crate) async fn send_batch(
         }
     };
     drop(body);
-    if let Err(response) = before(&mut frames) {
-        return response;
+    if let Some(close) = crate::v3::too_many_tokens(&session, &frames) {
+        tracing::info!(session = %session.tag(), "more than one token in a batch");
+        if let Some(attachment) = session.current_attachment() {
+            session.stop_transport(&attachment, Stop::Close(close.clone()));
+        }
+        return text_error(StatusCode::BAD_REQUEST, &close.reason);
     }
     // Over its rates the answer is delayed (bounded), then the batch is refused, not processed.
+    // A `token` counts as a message: its signature check is paid for before `before` makes it.
     let messages = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).count();
-    match session.rates.admit(messages.max(1), messages > 0, body_bytes, limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {
+    let charged = messages.saturating_add(crate::v3::tokens_in(&frames));
+    match session.rates.admit(charged.max(1), messages > 0, body_bytes, limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {
         Throttle::Admitted => {}
         Throttle::Refused(LimitKind::replay_budget) => {
             return refusal(&state, LimitKind::replay_budget, StatusCode::SERVICE_UNAVAILABLE, "server busy");
         }
         Throttle::Refused(kind) => return refusal(&state, kind, StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded"),
+    }
+    if let Err(response) = before(&mut frames) {
+        return response;
     }
     let outcome = state.apply_client_batch(session.clone(), frames, serial).await;
     if let Some(error) = outcome.error {

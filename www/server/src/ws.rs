@@ -172,16 +172,16 @@ pub(crate) async fn receive(state: Arc<AppState>, session: Arc<Session>, attachm
                 return;
             }
         };
-        // v3: in-band credential refreshes (PROTOCOL §9.4) are handled here, not by the session.
-        if v3 {
-            if let Err(close) = crate::v3::take_tokens(&state, &session, &mut frames) {
-                session.stop_transport(&attachment, Stop::Close(close));
-                return;
-            }
+        if let Some(close) = crate::v3::too_many_tokens(&session, &frames) {
+            tracing::info!(session = %session.tag(), "more than one token in a batch");
+            session.stop_transport(&attachment, Stop::Close(close));
+            return;
         }
-        // Over its rates the session's next message is read later (bounded), then refused.
+        // Over its rates the session's next message is read later (bounded), then refused. A
+        // `token` counts as a message: its signature check is paid for before it is made.
         let messages = frames.iter().filter(|frame| matches!(frame, Frame::Message(_))).count();
-        match session.rates.admit(messages.max(1), messages > 0, bytes.len(), limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {
+        let charged = messages.saturating_add(crate::v3::tokens_in(&frames));
+        match session.rates.admit(charged.max(1), messages > 0, bytes.len(), limits.rate_slowdown, state.registry.budget(), limits.replay_budget_bytes).await {
             Throttle::Admitted => {}
             Throttle::Refused(kind) => {
                 state.metrics.trip(kind);
@@ -193,6 +193,14 @@ pub(crate) async fn receive(state: Arc<AppState>, session: Arc<Session>, attachm
         }
         drop(bytes);
         let serial = session.upstream.clone().lock_owned().await;
+        // v3: in-band credential refreshes (PROTOCOL §9.4) are handled here, not by the session,
+        // under the upstream lock (a refresh and a batch's subscribes do not interleave).
+        if v3 {
+            if let Err(close) = crate::v3::take_tokens(&state, &session, &mut frames) {
+                session.stop_transport(&attachment, Stop::Close(close));
+                return;
+            }
+        }
         let outcome = state.apply_client_batch(session.clone(), frames, serial).await;
         if let Some(error) = outcome.error {
             tracing::info!(session = %session.tag(), reason = %error.reason, "protocol error");

@@ -937,3 +937,41 @@ fn frames(frames: &[Frame]) -> String {
     }
     String::from_utf8(bytes).unwrap_or_default()
 }
+
+/// Review finding 7: the leeway on `exp` (5 s here) applies to connects as the README says: a
+/// token is accepted while now < exp + leeway, and refused (4005) after.
+#[tokio::test]
+async fn the_exp_leeway_applies_to_connects() {
+    let config = Config { auth: AuthConfig { verifier: Some(Arc::new(hs_verifier())), ..AuthConfig::default() }, ..Config::default() };
+    let server = Server::start(config).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let connect = |exp: u64| {
+        let body = frames(&[Frame::Session(SessionFrame::default()), Frame::Token(Credential(hs(&json!({"sub": "late", "exp": exp}))))]);
+        let url = server.url("/realtime/poll?rt_v=3&rt_conn=1");
+        async move {
+            let response = reqwest::Client::new().post(url).body(body).send().await.unwrap();
+            let frames = wire::decode_all(&response.bytes().await.unwrap(), 1 << 20).unwrap();
+            frames.into_iter().next().unwrap()
+        }
+    };
+    let within = connect(now - 2).await;
+    assert!(matches!(within, Frame::AuthHello(..)), "2 s past exp, within the leeway: {within:?}");
+    let past = connect(now - 10).await;
+    assert!(matches!(&past, Frame::Close(close) if close.code == 4005), "{past:?}");
+}
+
+/// Review finding 6: a plain reverse proxy in front of a loopback listener shows as an
+/// `--allowed-host` that is not a loopback name; the server then counts as public.
+#[test]
+fn an_allowed_host_other_than_loopback_counts_as_a_proxy_for_the_startup_rule() {
+    let loopback = "127.0.0.1:19102".parse().unwrap();
+    let mut proxied = Config::default();
+    proxied.edge.allowed_hosts = vec!["app.example".into()];
+    let error = auth::startup_rule(loopback, &proxied).unwrap_err();
+    assert!(error.contains("--allowed-host"), "{error}");
+    for local in ["localhost", "localhost:8080", "127.0.0.1:8080", "[::1]:8080"] {
+        let mut config = Config::default();
+        config.edge.allowed_hosts = vec![local.into()];
+        assert!(auth::startup_rule(loopback, &config).unwrap().unwrap().contains("running open"), "{local}");
+    }
+}

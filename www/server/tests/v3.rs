@@ -633,3 +633,250 @@ async fn no_credential_key_or_stream_id_reaches_the_logs() {
         assert!(!logs.contains(secret), "{secret:?} in the logs:\n{logs}");
     }
 }
+
+/// Review finding 1: the room of a connect (`room=`, recovering from `rt_since`) is a subscribe
+/// like any other: a credential whose `channels` claim does not cover it gets `unsubscribed
+/// code=4013` and nothing of the channel, neither its epoch nor its history, on every transport.
+#[tokio::test]
+async fn a_room_join_is_checked_against_the_channels_claim_before_anything_is_replayed() {
+    let server = Server::start(authenticated()).await;
+    let urls = Urls::new(&server);
+    for text in ["top secret 1", "top secret 2"] {
+        assert_eq!(server.publish("channel=vault", "text/plain", text).await.status(), 202);
+    }
+    // The epoch, as an allowed subscriber sees it (the attacker's first probe leaked it).
+    let mut owner = ws_open(&urls, "rt_v=3&rt_conn=1&room=vault", &[fresh(), token("user:owner::vault")]).await;
+    split_hello(owner.frame().await);
+    let frames = sync(&mut owner, 1).await;
+    let epoch = frames
+        .iter()
+        .find_map(|frame| match frame {
+            Frame::Subscribed { channel, position, .. } if channel == "vault" => Some(position.epoch),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the owner is subscribed: {frames:?}"));
+    let since = format!("{epoch:016x}.0");
+    let refused = |frames: &[Frame]| {
+        assert!(
+            frames.iter().any(|frame| matches!(frame, Frame::Unsubscribed { channel, close, .. } if channel == "vault" && close.code == 4013)),
+            "{frames:?}"
+        );
+        assert!(!frames.iter().any(|frame| matches!(frame, Frame::Subscribed { .. } | Frame::Gap { .. })), "{frames:?}");
+        assert!(frames.iter().all(|frame| message_of(frame).is_none()), "history leaked: {frames:?}");
+    };
+    for query in ["rt_v=3&rt_conn=1&room=vault".to_owned(), format!("rt_v=3&rt_conn=1&room=vault&rt_since={since}")] {
+        // A long poll: its answer is everything the session had queued.
+        let frames = post_frames(urls.http(&format!("/realtime/poll?{query}")), encode(&[fresh(), token("user:eve::public")])).await;
+        split_hello(frames[0].clone());
+        refused(&frames);
+        // A WebSocket.
+        let mut eve = ws_open(&urls, &query, &[fresh(), token("user:eve::public")]).await;
+        split_hello(eve.frame().await);
+        refused(&sync(&mut eve, 1).await);
+        // A later publish does not reach her either.
+        assert_eq!(server.publish("channel=vault", "text/plain", "top secret 3").await.status(), 202);
+        let later = sync(&mut eve, 2).await;
+        assert!(later.iter().all(|frame| message_of(frame).is_none() && !matches!(frame, Frame::Subscribed { .. })), "{later:?}");
+    }
+    assert_eq!(server.state.registry.room_size("vault"), 1, "only the owner is a member");
+}
+
+/// Review finding 5: a resume by another principal (who has the key) is a failed resume: the
+/// old session ends only once the fresh one is certain, with 4004, leaving the registry and its
+/// channels at once; one refused by a limit ends nothing.
+#[tokio::test]
+async fn a_resume_by_another_principal_replaces_the_session_only_once_admitted() {
+    let server = Server::start(Config { max_sessions: 1, ..authenticated() }).await;
+    let urls = Urls::new(&server);
+    let mut alice = ws_open(&urls, "rt_v=3&rt_conn=1&room=r5", &[fresh(), token("user:alice")]).await;
+    let (hello, _) = split_hello(alice.frame().await);
+    sync(&mut alice, 1).await;
+    // The server is full: Bob's attempt is refused by the limit, and Alice keeps her session.
+    let mut bob = ws_open(&urls, "rt_v=3&rt_conn=2&room=r5", &[resume(&hello, 0), token("user:bob")]).await;
+    assert_eq!(closed(&mut bob).await.code, close_code::LIMIT_EXCEEDED);
+    let frames = sync(&mut alice, 2).await;
+    assert!(!frames.iter().any(|frame| matches!(frame, Frame::Close(_))), "{frames:?}");
+    assert!(server.state.registry.get(&hello.session_id).is_some_and(|session| !session.is_ended()));
+    assert_eq!(server.state.registry.room_size("r5"), 1);
+}
+
+/// With room for the fresh session, the old one gets 4004 and is gone by the new hello.
+#[tokio::test]
+async fn a_resume_by_another_principal_ends_the_old_session_with_4004() {
+    let server = Server::start(authenticated()).await;
+    let urls = Urls::new(&server);
+    let mut alice = ws_open(&urls, "rt_v=3&rt_conn=1&room=r5", &[fresh(), token("user:alice")]).await;
+    let (hello, _) = split_hello(alice.frame().await);
+    sync(&mut alice, 1).await;
+    let mut bob = ws_open(&urls, "rt_v=3&rt_conn=2&room=r5", &[resume(&hello, 0), token("user:bob")]).await;
+    let (fresh_hello, _) = split_hello(bob.frame().await);
+    assert!(!fresh_hello.resumed);
+    assert!(server.state.registry.get(&hello.session_id).is_none(), "left the registry at once");
+    assert_eq!(server.state.registry.room_size("r5"), 1, "and its channels: only Bob is in the room");
+    assert_eq!(closed(&mut alice).await.code, close_code::REPLACED);
+}
+
+/// [`TestAuth`], counting the credentials it was asked to verify.
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Authenticator for Counting {
+    fn verify(&self, credential: Option<&str>) -> Result<Option<Principal>, Refusal> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        TestAuth.verify(credential)
+    }
+}
+
+fn counting(limits: realtime_server::limits::LimitConfig) -> (Config, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (Config { authenticator: AuthHook::new(Counting(count.clone())), limits, ..Config::default() }, count)
+}
+
+fn verified(count: &std::sync::atomic::AtomicUsize) -> usize {
+    count.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Review finding 2: a batch holds at most one `token` (more is 4000 before any is verified),
+/// and a `token` is charged to the session's rate before its signature is checked.
+#[tokio::test]
+async fn in_band_tokens_are_one_per_batch_and_charged_to_the_rate_before_they_are_verified() {
+    let limits = realtime_server::limits::LimitConfig {
+        messages_per_sec: 1,
+        messages_burst: 2,
+        rate_slowdown: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let (config, count) = counting(limits);
+    let server = Server::start(config).await;
+    let urls = Urls::new(&server);
+    // Many tokens in one batch: refused, none verified.
+    let mut client = ws_open(&urls, "rt_v=3&rt_conn=1&room=t2", &[fresh(), token("user:tom")]).await;
+    split_hello(client.frame().await);
+    assert_eq!(verified(&count), 1);
+    let many: Vec<Frame> = (0..50).map(|_| token("user:tom")).collect();
+    client.send_frames(&many, Carrier::Text).await;
+    assert_eq!(closed(&mut client).await.code, close_code::PROTOCOL_ERROR);
+    assert_eq!(verified(&count), 1, "no token of the batch was verified");
+    // One token a batch, over the rate: the batch past the burst is refused unverified.
+    let mut client = ws_open(&urls, "rt_v=3&rt_conn=1&room=t2", &[fresh(), token("user:tom")]).await;
+    split_hello(client.frame().await);
+    for _ in 0..4 {
+        client.send_frames(&[token("user:tom")], Carrier::Text).await;
+    }
+    assert_eq!(closed(&mut client).await.code, close_code::LIMIT_EXCEEDED);
+    assert_eq!(verified(&count), 2 + 2, "the connect and the two tokens of the burst");
+}
+
+/// Review finding 2, before authentication: connect credentials are counted per IP before
+/// their signature is checked; over the rate a connect is refused unverified.
+#[tokio::test]
+async fn connect_credentials_are_limited_per_ip_before_they_are_verified() {
+    let limits = realtime_server::limits::LimitConfig { credential_attempts_per_sec: 1, credential_attempts_burst: 3, ..Default::default() };
+    let (config, count) = counting(limits);
+    let server = Server::start(config).await;
+    let urls = Urls::new(&server);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let response = post(urls.http("/realtime/poll?rt_v=3&rt_conn=1&room=t2"), encode(&[fresh(), token("forged")])).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 503, 503, 503]);
+    assert_eq!(verified(&count), 3);
+    assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::credential_rate), 3);
+}
+
+/// Review finding 3: a v3 WebSocket may buffer up to the batch limit until its first message
+/// (axum's WebSocket cannot raise a small first limit afterwards), so few may wait at once, per
+/// client IP and in total; over either cap the connection is closed 4003 before anything is read.
+#[tokio::test]
+async fn few_websockets_may_wait_for_their_first_message_per_ip_and_in_total() {
+    let limits = realtime_server::limits::LimitConfig { max_first_message_waits_per_ip: 2, max_first_message_waits: 3, ..Default::default() };
+    let server = common::start_edge(Config { limits, ..Config::default() }).await;
+    let waiting = || server.state.v3.first_message_waits.len();
+    let query = "rt_v=3&rt_conn=1&room=w3";
+    let mut first = common::ws_from("127.0.0.2", &server, query).await;
+    let _second = common::ws_from("127.0.0.2", &server, query).await;
+    common::eventually("two waiting", || waiting() == 2).await;
+    let mut third = common::ws_from("127.0.0.2", &server, query).await;
+    assert_eq!(closed(&mut third).await.code, close_code::LIMIT_EXCEEDED, "per IP");
+    let _other = common::ws_from("127.0.0.3", &server, query).await;
+    common::eventually("three waiting", || waiting() == 3).await;
+    let mut late = common::ws_from("127.0.0.4", &server, query).await;
+    assert_eq!(closed(&mut late).await.code, close_code::LIMIT_EXCEEDED, "in total");
+    // A first message frees its slot at once.
+    first.send_raw_text(&encode(&[fresh()])).await;
+    split_hello(first.frame().await);
+    common::eventually("two waiting", || waiting() == 2).await;
+    let mut again = common::ws_from("127.0.0.4", &server, query).await;
+    again.send_raw_text(&encode(&[fresh()])).await;
+    split_hello(again.frame().await);
+    assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::first_message_waits), 2);
+}
+
+/// Review finding 4: event streams waiting for their bind are capped per client IP (and in
+/// total, checked and inserted under one lock), so a few addresses cannot fill the table that
+/// every v3 SSE connect needs a place in.
+#[tokio::test]
+async fn pending_event_streams_are_capped_per_ip() {
+    let limits = realtime_server::limits::LimitConfig { max_pending_streams_per_ip: 2, ..Default::default() };
+    let server = common::start_edge(Config { limits, ..Config::default() }).await;
+    let open = |from: &'static str| {
+        let url = server.url("/realtime/sse?rt_v=3&rt_conn=1&room=s4");
+        async move { common::http_from(from).get(url).send().await.unwrap() }
+    };
+    let pending_id = |mut reader: SseReader| async move {
+        let (kind, _, data) = parse_event(&reader.next_event().await);
+        assert_eq!(kind, "pending");
+        let (Frame::Pending { stream }, _) = wire::decode(data.as_bytes(), 1024).unwrap() else { panic!("{data}") };
+        (stream, reader)
+    };
+    let (first, _first_reader) = pending_id(SseReader::new(open("127.0.0.2").await)).await;
+    let (_, _second_reader) = pending_id(SseReader::new(open("127.0.0.2").await)).await;
+    assert_eq!(open("127.0.0.2").await.status(), 503, "the IP's pending cap");
+    let (_, _other_reader) = pending_id(SseReader::new(open("127.0.0.3").await)).await;
+    assert_eq!(server.state.v3.streams.len(), 3);
+    // A bind frees its place.
+    let bind = Frame::Session(SessionFrame { resume: None, stream: Some(first) });
+    assert_eq!(post(server.url("/realtime/bind?rt_v=3&rt_conn=1"), encode(&[bind])).await.status(), 204);
+    let (_, _third_reader) = pending_id(SseReader::new(open("127.0.0.2").await)).await;
+    assert_eq!(server.state.metrics.trips(realtime_server::metrics::LimitKind::pending_streams_per_ip), 1);
+}
+
+/// Review finding 9: what may be printed with `{:?}` (a log line, a panic message) names no
+/// session id, session key, stream id or credential.
+#[test]
+fn debug_output_names_no_session_secret_stream_id_or_credential() {
+    let secrets = ["SID0123456789abcdefgh", "KEY0123456789abcdefgh", "STREAM0123456789abcde", "CREDENTIAL-0123456789"];
+    let resume = Resume { session_id: secrets[0].into(), secret: secrets[1].into(), last: 7 };
+    let session = SessionFrame { resume: Some(resume), stream: Some(secrets[2].into()) };
+    let opening = realtime_server::v3::Opening { session: session.clone(), credential: Some(Credential(secrets[3].into())) };
+    let request = realtime_server::session::ConnectRequest {
+        room: Some("r".into()),
+        conn: 1,
+        resume: Some(realtime_server::session::ResumeRequest { session_id: secrets[0].into(), key: secrets[1].into(), last: 7 }),
+        since: None,
+    };
+    for printed in [format!("{session:?}"), format!("{opening:?}"), format!("{request:?}"), format!("{:?}", Frame::Session(session.clone()))] {
+        for secret in secrets {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains('7') || printed.contains("Opening"), "{printed}");
+    }
+}
+
+/// Review finding 8: a refresh cannot go back to an older credential (one that expires before
+/// the session's), whose claims may be broader than the current ones.
+#[tokio::test]
+async fn a_refresh_with_an_older_credential_is_refused() {
+    let server = Server::start(authenticated()).await;
+    let urls = Urls::new(&server);
+    let mut client = ws_open(&urls, "rt_v=3&rt_conn=1&room=r8", &[fresh(), token("user:hal:60000:r8")]).await;
+    split_hello(client.frame().await);
+    // A newer one is taken.
+    client.send_frames(&[token("user:hal:120000:r8")], Carrier::Text).await;
+    let frames = sync(&mut client, 1).await;
+    assert!(frames.iter().any(|frame| matches!(frame, Frame::Authed { .. })), "{frames:?}");
+    // An older one with broader claims is refused, and grants nothing.
+    client.send_frames(&[token("user:hal:30000:*")], Carrier::Text).await;
+    let close = closed(&mut client).await;
+    assert_eq!(close.code, 4005, "{close:?}");
+}

@@ -20,8 +20,14 @@ impl Authenticator for JwtAuthenticator {
             // open policy: a token that names no channels opens none.
             channels: Some(principal.channels),
             publish: Some(principal.publish),
-            // An `exp` past what SystemTime holds is as good as never (year 2106 here).
-            expires_at: Some(UNIX_EPOCH.checked_add(Duration::from_secs(principal.expires_at)).unwrap_or_else(far_future)),
+            // Accepted while now < exp + leeway (README), on the connect and after it: the
+            // session's credential expires then. An `exp` past what SystemTime holds is as good
+            // as never (year 2106 here).
+            expires_at: Some(
+                UNIX_EPOCH
+                    .checked_add(Duration::from_secs(principal.expires_at.saturating_add(self.0.leeway_secs())))
+                    .unwrap_or_else(far_future),
+            ),
         }))
     }
 }

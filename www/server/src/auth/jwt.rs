@@ -31,6 +31,11 @@ pub struct Verifier {
 impl Verifier {
     /// A verifier of `keys` (at least one); `audience` and `issuer`, when given, must be in every
     /// token (`aud` may be a list that holds it).
+    /// The clock-skew allowance on `exp` and `nbf`, in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
     pub fn new(keys: Vec<VerifyKey>, audience: Option<String>, issuer: Option<String>, leeway_secs: u64) -> Result<Verifier, String> {
         if keys.is_empty() {
             return Err("no verification key".into());

@@ -300,6 +300,18 @@ impl AuthFlags {
     }
 }
 
+/// Whether an `--allowed-host` names this machine only (`localhost`, a loopback address; with or
+/// without a port).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None if host.matches(':').count() == 1 => host.split(':').next().unwrap_or(""),
+        None => host.as_str(),
+    };
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<IpAddr>().is_ok_and(is_loopback)
+}
+
 /// Whether `ip` is a loopback address (an IPv4-mapped one counts).
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
@@ -321,9 +333,12 @@ pub fn startup_rule(listen: SocketAddr, config: &crate::Config) -> Result<Option
             crate::admin::TOKEN_ENV
         ));
     }
-    // Behind a reverse proxy (the deployment `--trusted-proxy` and `--public-origin` describe), a
-    // loopback listener is what the internet reaches: it counts as public.
-    let proxied = !config.trusted_proxies.0.is_empty() || !config.edge.public_origins.is_empty();
+    // Behind a reverse proxy (the deployment `--trusted-proxy`, `--public-origin` and an
+    // `--allowed-host` other than a loopback name describe), a loopback listener is what the
+    // internet reaches: it counts as public.
+    let proxied = !config.trusted_proxies.0.is_empty()
+        || !config.edge.public_origins.is_empty()
+        || config.edge.allowed_hosts.iter().any(|host| !is_loopback_host(host));
     let config = &config.auth;
     let loopback = is_loopback(listen.ip()) && !proxied;
     if config.demo.is_some() && !loopback {
@@ -346,7 +361,7 @@ pub fn startup_rule(listen: SocketAddr, config: &crate::Config) -> Result<Option
             .then(|| format!("--insecure-open: running without full authentication on {listen}")));
     }
     if config.verifier.is_none() {
-        let behind = if proxied { " behind --trusted-proxy/--public-origin" } else { "" };
+        let behind = if proxied { " behind --trusted-proxy/--public-origin/--allowed-host" } else { "" };
         return Err(format!(
             "refusing to run open on {listen}{behind}: configure tokens ({SECRET_ENV} or --jwt-secret-env NAME, --jwt-public-key PEM or \
              --jwks FILE) and the publish key ({}), or pass --insecure-open",

@@ -371,11 +371,28 @@ impl Registry {
         now: Instant,
         joined: impl FnOnce(&Subscribed) -> T,
     ) -> Result<T, Refusal> {
+        self.subscribe_if(name, member, since, now, || true, joined)
+    }
+
+    /// [`Self::subscribe_with`] when `allowed` says yes, asked under the channel's lock before
+    /// the join: else [`Refusal::NotAllowed`], no membership, nothing read from the history.
+    pub fn subscribe_if<T>(
+        &self,
+        name: &str,
+        member: &str,
+        since: Option<Position>,
+        now: Instant,
+        allowed: impl FnOnce() -> bool,
+        joined: impl FnOnce(&Subscribed) -> T,
+    ) -> Result<T, Refusal> {
         self.with_channel(name, now, true, |channel, _| {
+            if !allowed() {
+                return Err(Refusal::NotAllowed);
+            }
             channel.join(member);
             let recovery = since.map(|position| channel.history.since(position.epoch, position.offset));
-            joined(&Subscribed { epoch: channel.history.epoch(), top: channel.history.top(), recovery })
-        })
+            Ok(joined(&Subscribed { epoch: channel.history.epoch(), top: channel.history.top(), recovery }))
+        })?
     }
 
     /// Removes `member` from `name` (not a member is fine: an unsubscribe may race the server's

@@ -58,6 +58,7 @@ impl Table {
 pub struct IpLimits {
     table: Arc<Table>,
     new_sessions: DefaultKeyedRateLimiter<IpAddr>,
+    credential_attempts: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl std::fmt::Debug for IpLimits {
@@ -77,6 +78,7 @@ impl IpLimits {
         IpLimits {
             table: Arc::default(),
             new_sessions: RateLimiter::keyed(quota(config.new_sessions_per_sec, config.new_sessions_burst)),
+            credential_attempts: RateLimiter::keyed(quota(config.credential_attempts_per_sec, config.credential_attempts_burst)),
         }
     }
 
@@ -146,6 +148,67 @@ impl IpLimits {
     pub fn prune(&self) {
         self.new_sessions.retain_recent();
         self.new_sessions.shrink_to_fit();
+        self.credential_attempts.retain_recent();
+        self.credential_attempts.shrink_to_fit();
+    }
+
+    /// Counts one credential check of `ip` (before it is made), or refuses it over the rate.
+    pub fn admit_credential(&self, ip: IpAddr) -> Result<(), LimitKind> {
+        self.credential_attempts.check_key(&ip_key(ip)).map_err(|_| LimitKind::credential_rate)
+    }
+}
+
+/// Connections in a waiting state (a v3 WebSocket before its first message), per IP key and
+/// in total, each counted by a [`WaitSlot`] until it drops.
+#[derive(Debug, Default)]
+pub struct Waits {
+    counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl Waits {
+    /// Counts one waiting connection of `ip`, or refuses it (`kind`) at `per_ip` for its IP or
+    /// `total` in all; the check and the count are one step under the lock.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, per_ip: usize, total: usize, kind: LimitKind) -> Result<WaitSlot, LimitKind> {
+        let key = ip_key(ip);
+        let mut guard = lock(&self.counts);
+        let (all, by_ip) = &mut *guard;
+        let of_ip = by_ip.get(&key).copied().unwrap_or(0);
+        if *all >= total || of_ip >= per_ip {
+            return Err(kind);
+        }
+        *all += 1;
+        by_ip.insert(key, of_ip + 1);
+        Ok(WaitSlot { waits: self.clone(), key })
+    }
+
+    /// Connections waiting now, in total.
+    pub fn len(&self) -> usize {
+        lock(&self.counts).0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One waiting connection counted against its IP and the total until it drops.
+#[derive(Debug)]
+pub struct WaitSlot {
+    waits: Arc<Waits>,
+    key: IpAddr,
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut guard = lock(&self.waits.counts);
+        let (all, by_ip) = &mut *guard;
+        *all = all.saturating_sub(1);
+        if let Some(count) = by_ip.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                by_ip.remove(&self.key);
+            }
+        }
     }
 }
 

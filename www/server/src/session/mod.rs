@@ -38,7 +38,7 @@ mod replay;
 pub use channels::{pattern_allows, Action};
 pub use outgoing::Outgoing;
 
-pub use registry::{random_token, Connect, ConnectRequest, Delivery, Registry, ResumeRequest};
+pub use registry::{random_token, Connect, ConnectRequest, Delivery, Owner, Registry, ResumeRequest};
 use replay::Replay;
 
 /// Which kind of transport is attached.

@@ -19,6 +19,7 @@ use super::{lock, Action, Attachment, Session, Stop, TransportKind};
 use crate::channel::{self, ChannelConfig};
 use crate::limits::{ReplayBudget, SessionSlot, SharedMessage};
 use crate::metrics::LimitKind;
+use crate::v3::auth::Principal;
 use crate::Config;
 
 /// The query parameters of a connect request that matter to the session logic.
@@ -32,11 +33,27 @@ pub struct ConnectRequest {
     pub since: Option<Position>,
 }
 
-#[derive(Debug, Clone)]
+/// A resume's session id and key; its `Debug` shows only `last`.
+#[derive(Clone)]
 pub struct ResumeRequest {
     pub session_id: String,
     pub key: String,
     pub last: u64,
+}
+
+impl std::fmt::Debug for ResumeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumeRequest").field("session_id", &"<redacted>").field("key", &"<redacted>").field("last", &self.last).finish()
+    }
+}
+
+/// Who makes a connect. A v2 connect carries no credential; a v3 one carries the principal its
+/// credential verified as (None: an open server), which a resume must belong to and a fresh
+/// session is bound to before it joins its room (PROTOCOL §9.4).
+#[derive(Clone, Copy)]
+pub enum Owner<'a> {
+    V2,
+    V3(Option<&'a Principal>),
 }
 
 /// The outcome of a connect.
@@ -128,25 +145,32 @@ impl Registry {
 
     /// Resumes the requested session if the resume rules allow, else creates a fresh one.
     pub fn connect(&self, request: &ConnectRequest, kind: TransportKind, config: &Config) -> Connect {
-        self.connect_admitted(request, kind, config, || Ok(None))
+        self.connect_admitted(request, kind, config, Owner::V2, || Ok(None))
     }
 
-    /// [`Self::connect`], with `admit` asked before a fresh session is made (under the total cap):
-    /// it returns the session's per-IP slot, or the limit that refuses it.
+    /// [`Self::connect`] by `owner`, with `admit` asked before a fresh session is made (under
+    /// the total cap): it returns the session's per-IP slot, or the limit that refuses it.
     pub fn connect_admitted(
         &self,
         request: &ConnectRequest,
         kind: TransportKind,
         config: &Config,
+        owner: Owner<'_>,
         admit: impl FnOnce() -> Result<Option<SessionSlot>, LimitKind>,
     ) -> Connect {
         // The session the request named with its right key, when it cannot resume it: the
-        // fresh session replaces it (PROTOCOL §8.11 item 10).
+        // fresh session replaces it (PROTOCOL §8.11 item 10). A session of another principal
+        // (or a v2 session, for a v3 connect) is not resumable: nothing of it reaches the new
+        // one, and it ends only once the fresh session is certain (§9.4).
         let mut replaced = None;
         if let Some(resume) = &request.resume {
             if let Some(session) = self.get(&resume.session_id) {
                 if session.key_matches(&resume.key) {
-                    if session.room == request.room {
+                    let owned = match owner {
+                        Owner::V2 => true,
+                        Owner::V3(principal) => session.auth.belongs_to(principal),
+                    };
+                    if owned && session.room == request.room {
                         if session.is_retired(request.conn) {
                             return Connect::Retired;
                         }
@@ -171,6 +195,10 @@ impl Registry {
             self.end_session(&old, Stop::Close(super::close(close_code::REPLACED, "replaced by a fresh session", Retry::Never)));
         }
         let session = Arc::new(Session::new(random_token(), random_token(), request.room.clone(), config, self.budget.clone(), slot));
+        // Bound before it joins anything: the room join below is checked against the claims.
+        if let Owner::V3(principal) = owner {
+            session.auth.bind(principal.cloned());
+        }
         let mut maps = lock(&self.maps);
         if maps.sessions.len() >= config.max_sessions {
             return Connect::Full;
@@ -260,10 +288,20 @@ impl Registry {
 
     /// Subscribes `session` to `channel`, answering request `reply_to` (None: the room channel
     /// of a fresh session), recovering from `since`; a refusal is answered `unsubscribed`.
+    /// The credential's `channels` claim is checked under the channel's lock, as the join is
+    /// made: a refresh that narrowed it cannot let a subscribe in between (a refusal is 4013,
+    /// and nothing of the channel is queued).
     pub fn subscribe(&self, session: &Arc<Session>, channel: &str, since: Option<Position>, reply_to: Option<u64>, config: &Config) {
-        let answer = self.channels.subscribe_with(channel, &session.id, since.map(to_channel_position), Instant::now(), |answer| {
-            session.joined(channel, since, answer, reply_to, config);
-        });
+        let answer = self.channels.subscribe_if(
+            channel,
+            &session.id,
+            since.map(to_channel_position),
+            Instant::now(),
+            || session.auth.may_subscribe(channel),
+            |answer| {
+                session.joined(channel, since, answer, reply_to, config);
+            },
+        );
         if let Err(refusal) = answer {
             session.forget_channel(channel);
             session.push_unsubscribed(channel, reply_to, Some(refusal), config);

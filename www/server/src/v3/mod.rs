@@ -25,7 +25,7 @@ use realtime_client::core::wire::{close_code, Close, Credential, Frame, HelloAut
 use crate::client_ip::ClientIp;
 use crate::metrics::LimitKind;
 use crate::params::{ParamError, Params};
-use crate::session::{close, lock, pattern_allows, Attachment, Connect, ConnectRequest, Outgoing, ResumeRequest, Session, Stop, TransportKind};
+use crate::session::{close, lock, pattern_allows, Attachment, Connect, ConnectRequest, Outgoing, Owner, ResumeRequest, Session, Stop, TransportKind};
 use crate::writer::FrameSink;
 use crate::AppState;
 
@@ -40,6 +40,8 @@ use auth::{millis_until, Principal, Refusal};
 #[derive(Default)]
 pub struct V3State {
     pub streams: sse::PendingStreams,
+    /// WebSockets that have not sent their first message yet ([`ws`]).
+    pub first_message_waits: Arc<crate::limits::Waits>,
 }
 
 /// Whether the query asks for protocol v3 (`rt_v=3`).
@@ -150,6 +152,11 @@ impl SessionAuth {
         patterns.is_none_or(|patterns| patterns.iter().any(|pattern| pattern_allows(pattern, channel)))
     }
 
+    /// When the session's credential expires (None: never, or not bound).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        lock(&self.binding).as_ref().and_then(|binding| binding.expires_at)
+    }
+
     /// Whether the session's credential has expired by `now`.
     pub fn expired(&self, now: SystemTime) -> bool {
         lock(&self.binding).as_ref().and_then(|binding| binding.expires_at).is_some_and(|at| at <= now)
@@ -181,6 +188,12 @@ pub fn limit_close(state: &AppState, kind: LimitKind, reason: &str) -> Close {
 /// Verifies the opening's credential, then connects or resumes as v2 does from `rt_sid`,
 /// `rt_key` and `rt_last` (PROTOCOL §4), on `base`'s room, conn and since.
 pub fn connect(state: &AppState, base: &ConnectRequest, opening: &Opening, kind: TransportKind, ip: ClientIp) -> Opened {
+    // Counted before the signature check: over the IP's rate a connect costs one lookup.
+    if !state.config.authenticator.is_open() {
+        if let Err(kind) = state.ip_limits.admit_credential(ip.0) {
+            return Opened::Limit(kind, "too many credential checks from this address");
+        }
+    }
     let principal = match state.config.authenticator.verify(opening.credential.as_ref().map(|credential| credential.0.as_str())) {
         Ok(principal) => principal,
         Err(refusal) => {
@@ -194,18 +207,10 @@ pub fn connect(state: &AppState, base: &ConnectRequest, opening: &Opening, kind:
         key: resume.secret.clone(),
         last: resume.last,
     });
-    if let Some(resume) = &request.resume {
-        if let Some(existing) = state.registry.get(&resume.session_id) {
-            // Another principal (or a v2 session) is a failed resume: a fresh session, and the
-            // old one ends (PROTOCOL §9.4, §8.11 decision 10); nothing of it reaches the new one.
-            if existing.key_matches(&resume.key) && !existing.auth.belongs_to(principal.as_ref()) {
-                tracing::info!(session = %existing.tag(), "resume by another principal: the old session ends");
-                existing.end(Stop::Silent);
-                request.resume = None;
-            }
-        }
-    }
-    let (session, attachment, mut hello) = match state.connect(&request, kind, ip) {
+    // A resume by another principal is a failed resume (PROTOCOL §9.4, §8.11 decision 10): a
+    // fresh session, bound to this principal before it joins its room; the old one ends with
+    // 4004 once the fresh one is certain, as any replaced session does.
+    let (session, attachment, mut hello) = match state.connect_as(&request, kind, ip, Owner::V3(principal.as_ref())) {
         Connect::Attached { session, attachment, hello } => (session, attachment, hello),
         Connect::Retired => return Opened::Closed(close(close_code::REPLACED, "replaced", Retry::Never)),
         Connect::Full => return Opened::Limit(LimitKind::sessions_total, "too many sessions"),
@@ -216,21 +221,27 @@ pub fn connect(state: &AppState, base: &ConnectRequest, opening: &Opening, kind:
         expires_in_ms: principal.as_ref().and_then(|principal| principal.expires_at).map(millis_until),
         subject: principal.as_ref().map(|principal| principal.subject.clone()),
     };
+    // A fresh session is bound already; a resume takes the newer credential, whose claims may
+    // be narrower than the ones its subscriptions were made under.
     session.auth.bind(principal);
-    // The room channel was joined before the principal was known; it may not allow it.
     revoke_disallowed(state, &session);
     let first = if auth == HelloAuth::default() { Frame::Hello(hello) } else { Frame::AuthHello(hello, auth) };
     Opened::Attached { session, attachment, first }
 }
 
-/// Takes the in-band `token` frames out of a v3 session's batch (PROTOCOL §9.4): each must
-/// verify and name the session's principal, and is answered with `authed`; the first that does
-/// not is the close (4005) the caller ends the connection with. A session whose credential
-/// expired without a refresh in this batch is refused the same way. A v2 session's batch is left
-/// as it is (a `token` there is a protocol error, as any unexpected frame).
+/// Takes the in-band `token` frame out of a v3 session's batch (PROTOCOL §9.4): it must verify
+/// and name the session's principal, and is answered with `authed`; one that does not is the
+/// close (4005) the caller ends the connection with. A batch holds at most one `token` (more is
+/// a protocol error, 4000, before any is verified); the caller has charged it to the session's
+/// rate ([`tokens_in`]) before this runs. A session whose credential expired without a refresh
+/// in this batch is refused the same way. A v2 session's batch is left as it is (a `token`
+/// there is a protocol error, as any unexpected frame).
 pub fn take_tokens(state: &AppState, session: &Session, frames: &mut Vec<Frame>) -> Result<(), Close> {
     if !session.auth.is_v3() {
         return Ok(());
+    }
+    if let Some(close) = too_many_tokens(session, frames) {
+        return Err(close);
     }
     let mut outcome = Ok(());
     frames.retain(|frame| {
@@ -247,11 +258,31 @@ pub fn take_tokens(state: &AppState, session: &Session, frames: &mut Vec<Frame>)
     Ok(())
 }
 
+/// The close (4000) of a v3 batch with more than one `token`: checked when the batch is
+/// decoded, before the rate is charged or any credential verified.
+pub fn too_many_tokens(session: &Session, frames: &[Frame]) -> Option<Close> {
+    (session.auth.is_v3() && tokens_in(frames) > 1).then(|| close(close_code::PROTOCOL_ERROR, "one token per batch", Retry::Default))
+}
+
+/// How many `token` frames `frames` holds (each is charged to the rate as a message).
+pub fn tokens_in(frames: &[Frame]) -> usize {
+    frames.iter().filter(|frame| matches!(frame, Frame::Token(_))).count()
+}
+
 fn refresh(state: &AppState, session: &Session, credential: &Credential) -> Result<(), Close> {
     let principal = state.config.authenticator.verify(Some(&credential.0)).map_err(refusal_close)?;
     if !session.auth.belongs_to(principal.as_ref()) {
         tracing::info!(session = %session.tag(), "refresh names another principal");
         return Err(refusal_close(Refusal::credential("the credential names another principal")));
+    }
+    // A refresh only moves forward: an older, still valid credential (perhaps with broader
+    // claims) cannot replace the one the session holds.
+    let new_expiry = principal.as_ref().and_then(|principal| principal.expires_at);
+    if let (Some(current), Some(new_expiry)) = (session.auth.expires_at(), new_expiry) {
+        if new_expiry < current {
+            tracing::info!(session = %session.tag(), "refresh with a credential older than the session's");
+            return Err(refusal_close(Refusal::credential("the credential expires before the session's")));
+        }
     }
     let expires_in_ms = principal.as_ref().and_then(|principal| principal.expires_at).map(millis_until);
     session.auth.bind(principal);

@@ -66,7 +66,13 @@ pub async fn handle_poll(State(state): State<Arc<AppState>>, Extension(ip): Exte
         if let Some(session) = state.registry.get(&resume.session_id) {
             if session.key_matches(&resume.secret) {
                 if let Some(attachment) = session.poll_attachment(base.conn) {
-                    // A continue: a token here is a refresh; an expired credential ends the poll.
+                    // A continue: a token here is a refresh (counted against the IP's credential
+                    // checks before it is verified); an expired credential ends the poll.
+                    if opening.credential.is_some() {
+                        if let Err(kind) = state.ip_limits.admit_credential(ip.0) {
+                            return refusal(&state, kind, StatusCode::SERVICE_UNAVAILABLE, "too many credential checks from this address");
+                        }
+                    }
                     let mut frames: Vec<Frame> = opening.credential.iter().cloned().map(Frame::Token).collect();
                     if let Err(close) = take_tokens(&state, &session, &mut frames) {
                         return frames_response(&[Frame::Close(close)]);

@@ -10,6 +10,7 @@
 //! bind gets 404.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{base_request, connect, is_v3, limit_close, opening, Opened, V3Hello};
 use crate::client_ip::ClientIp;
-use crate::limits::decode_batch;
+use crate::limits::{decode_batch, ip_key};
 use crate::params::Params;
 use crate::session::{close, lock, random_token, Attachment, ConnectRequest, Session, TransportKind};
 use crate::sse::{channel_body, encode_event, sse_response, stream_response, SseSink, CHANNEL_CHUNKS};
@@ -35,24 +36,52 @@ pub const BIND_WAIT: Duration = Duration::from_secs(10);
 /// Largest bind body: a `session` frame and a credential, with room to spare.
 pub const BIND_BODY_BYTES: usize = 16 * 1024;
 
-/// Event streams waiting for their bind, by stream id.
+/// Event streams waiting for their bind, by stream id, and how many each IP key has.
 #[derive(Default)]
 pub struct PendingStreams {
-    streams: Mutex<HashMap<String, PendingStream>>,
+    streams: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    by_id: HashMap<String, PendingStream>,
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl PendingStreams {
-    fn insert(&self, id: String, stream: PendingStream) {
-        lock(&self.streams).insert(id, stream);
+    /// Inserts the stream unless its IP has `per_ip` waiting or all have `total`: the check and
+    /// the insert are one step under the map's lock.
+    fn insert(&self, id: String, stream: PendingStream, per_ip: usize, total: usize) -> Result<(), LimitKind> {
+        let mut pending = lock(&self.streams);
+        let key = ip_key(stream.ip.0);
+        let of_ip = pending.per_ip.get(&key).copied().unwrap_or(0);
+        if pending.by_id.len() >= total {
+            return Err(LimitKind::sessions_total);
+        }
+        if of_ip >= per_ip {
+            return Err(LimitKind::pending_streams_per_ip);
+        }
+        pending.per_ip.insert(key, of_ip + 1);
+        pending.by_id.insert(id, stream);
+        Ok(())
     }
 
     fn take(&self, id: &str) -> Option<PendingStream> {
-        lock(&self.streams).remove(id)
+        let mut pending = lock(&self.streams);
+        let stream = pending.by_id.remove(id)?;
+        let key = ip_key(stream.ip.0);
+        if let Some(count) = pending.per_ip.get_mut(&key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                pending.per_ip.remove(&key);
+            }
+        }
+        Some(stream)
     }
 
     /// Streams waiting now.
     pub fn len(&self) -> usize {
-        lock(&self.streams).len()
+        lock(&self.streams).by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -103,13 +132,13 @@ pub async fn handle(State(state): State<Arc<AppState>>, Extension(ip): Extension
     let Some(stream_slot) = state.stream_slot(ip) else {
         return busy(&state, StatusCode::SERVICE_UNAVAILABLE, "too many streams from this address");
     };
-    // Unbound streams hold no session, so the session cap bounds them apart from the per-IP one.
-    if state.v3.streams.len() >= state.config.max_sessions {
-        return refusal(&state, LimitKind::sessions_total, StatusCode::SERVICE_UNAVAILABLE, "too many streams waiting for their bind");
-    }
+    // Unbound streams hold no session: they are capped per IP, and in total at the session cap.
     let id = random_token();
     let (bound_sender, mut bound) = oneshot::channel();
-    state.v3.streams.insert(id.clone(), PendingStream { base, ip, bound: bound_sender });
+    let per_ip = state.config.limits.max_pending_streams_per_ip;
+    if let Err(kind) = state.v3.streams.insert(id.clone(), PendingStream { base, ip, bound: bound_sender }, per_ip, state.config.max_sessions) {
+        return refusal(&state, kind, StatusCode::SERVICE_UNAVAILABLE, "too many streams waiting for their bind");
+    }
     let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
     let live = state.live_guard();
     tokio::spawn(async move {

@@ -17,6 +17,7 @@ use realtime_client::core::wire::{close_code, Close, Frame, Retry};
 use super::{base_request, connect, is_v3, limit_close, opening, Opened, V3Hello};
 use crate::client_ip::ClientIp;
 use crate::limits::{decode_batch, BatchError};
+use crate::metrics::LimitKind;
 use crate::params::Params;
 use crate::session::{close, close_for_wire_error, ConnectRequest};
 use crate::writer::{self, FrameSink};
@@ -122,7 +123,18 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, base: ConnectRequest, ip
         sink.send_frames(&[Frame::Close(close.clone())]).await;
         return sink.finish(Some(&close)).await;
     };
-    let bytes = match first_message(&state, &mut stream).await {
+    // Until its first message the connection may buffer up to the batch limit (axum's
+    // WebSocket does not let the limit be raised after a small first one): few may wait at once.
+    let limits = &state.config.limits;
+    let waiting = state.v3.first_message_waits.admit(ip.0, limits.max_first_message_waits_per_ip, limits.max_first_message_waits, LimitKind::first_message_waits);
+    let Ok(waiting) = waiting else {
+        let close = limit_close(&state, LimitKind::first_message_waits, "too many connections waiting for their first message");
+        sink.send_frames(&[Frame::Close(close.clone())]).await;
+        return sink.finish(Some(&close)).await;
+    };
+    let first = first_message(&state, &mut stream).await;
+    drop(waiting);
+    let bytes = match first {
         First::Bytes(bytes) => bytes,
         First::Drop => {
             tracing::info!(transport = "websocket", "v3: no first message");
