@@ -135,7 +135,8 @@ package: setup
 test-consumers: package
 	.ci/consumer-tests.sh
 
-# The demo page in headless Chromium (tests/demo, playwright-core): two pages chat in two rooms
+# The demo page in headless Chromium (tests/demo, playwright-core), the server with --demo-auth:
+# two pages sign in as alice and bob and see each other's verified subject on every message, chat in two rooms
 # (unread counts), watch the live feed (--demo-feed), one drops its connection (--allow-kick),
 # resumes, and no message is lost or doubled in any room; a session reset shows every room
 # recovered, a server restart every room with a gap; screenshots in target/demo-screenshots/.

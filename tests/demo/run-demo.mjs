@@ -3,7 +3,9 @@
 // live feed, each signed in with its name field (the server runs with --demo-auth: the page's
 // `token` function POSTs the name to /realtime/demo-token) as "alice" and "bob":
 // - every message from the other page shows the other's verified subject (`info.from`), and each
-//   page says "Signed in as" its own;
+//   page says "Signed in as" its own; at Disconnect/Connect Alice signs in again under a new name
+//   through the name field, and after the server restart (a new demo secret) her message shows
+//   that subject on Bob's page, not the other name then typed in her field without Connect;
 // - both open a fresh room by deep link (?room=R1) and add a second one (R2) with the room form;
 // - Alice chats in R1 while Bob is in R2: Bob's R1 shows an unread count, which clears when he
 //   selects it; the same the other way round for Bob's messages in R2;
@@ -652,6 +654,9 @@ async function run(browser) {
       await waitInPage(page.page, `${page.name}'s feed showing "gap"`, () => document.getElementById('feed-outcome').dataset.outcome === 'gap', null, snapshot);
     }
     // The chat goes on in the same rooms, over the new server: Bob is in R2, so R1 counts it.
+    // Alice types another name without Connect: she is still signed in as before, and that
+    // verified subject, not what the field says, is the sender Bob sees.
+    await a.page.fill('#name-input', 'mallory');
     const afterRestart = 'Still here after the restart?';
     await send(a.page, afterRestart);
     await waitUnread(b, r1, 1);
