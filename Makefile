@@ -58,17 +58,21 @@ demo: setup
 	@# admin token: a fresh random one at every start, in a file only this user reads. The page
 	@# gets it in the URL's fragment (#admin=...), which a browser never sends to the server.
 	@# LOOPBACK DEMO ONLY: never give a public server's admin token to a page.
+	@# --demo-auth (loopback only, refused elsewhere): the page signs in with a name through
+	@# POST /realtime/demo-token, and every message shows its verified sender. It authenticates
+	@# no one (anyone may sign in as any name): never on a production server.
 	@mkdir -p $(dir $(DEMO_TOKEN_FILE)) && (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d " \n" >$(DEMO_TOKEN_FILE))
 	@echo
 	@echo "  Demo: open $(DEMO_SCHEME)://$(DEMO_ADDR)/#admin=$$(cat $(DEMO_TOKEN_FILE))"
 	@echo "  (a multi-room chat and a live feed over one connection: two tabs chat with each other;"
+	@echo "  each signs in with its name through --demo-auth, and messages show the verified sender;"
 	@echo "  the #admin= part makes \"Drop connection\" work)."
 	@echo "  Stop the server with Ctrl-C."
 	@echo
 ifeq ($(TLS),1)
 	@# The certificate is new at every start: show how to trust this one, as soon as it exists.
 	cargo run --profile server -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www/public --allow-kick \
-		--admin-token-file $(DEMO_TOKEN_FILE) --demo-feed $(DEMO_FEED) $(DEMO_FLAGS) | \
+		--admin-token-file $(DEMO_TOKEN_FILE) --demo-feed $(DEMO_FEED) --demo-auth $(DEMO_FLAGS) | \
 		awk -v token="$$(cat $(DEMO_TOKEN_FILE))" '{ print; fflush() } /^spki sha256 / { \
 			print ""; \
 			print "  Development certificate, SPKI sha256 " $$3 ". Let Chromium trust it (and nothing else new):"; \
@@ -77,7 +81,7 @@ ifeq ($(TLS),1)
 			print ""; fflush() }'
 else
 	cargo run --profile server -p realtime-server -- --listen $(DEMO_ADDR) --static-dir www/public --allow-kick \
-		--admin-token-file $(DEMO_TOKEN_FILE) --demo-feed $(DEMO_FEED) $(DEMO_FLAGS)
+		--admin-token-file $(DEMO_TOKEN_FILE) --demo-feed $(DEMO_FEED) --demo-auth $(DEMO_FLAGS)
 endif
 
 # The sub-steps run in sequence, in this order, whatever -j says.
@@ -131,7 +135,8 @@ package: setup
 test-consumers: package
 	.ci/consumer-tests.sh
 
-# The demo page in headless Chromium (tests/demo, playwright-core): two pages chat in two rooms
+# The demo page in headless Chromium (tests/demo, playwright-core), the server with --demo-auth:
+# two pages sign in as alice and bob and see each other's verified subject on every message, chat in two rooms
 # (unread counts), watch the live feed (--demo-feed), one drops its connection (--allow-kick),
 # resumes, and no message is lost or doubled in any room; a session reset shows every room
 # recovered, a server restart every room with a gap; screenshots in target/demo-screenshots/.

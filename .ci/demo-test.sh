@@ -4,7 +4,8 @@
 # two pages chat in two rooms over one connection each (unread counts), the live feed ticks
 # (--demo-feed clock, as `make demo` starts it), one page drops its connection (POST
 # /realtime/kick), resumes, and no message is lost or doubled in either room; then a session reset
-# (every room recovered from history) and a restart of the server (every room shows a gap).
+# (every room recovered from history) and a restart of the server (every room shows a gap). Each page
+# signs in with a name (--demo-auth) and shows the other's messages under its verified subject.
 # Screenshots go to target/demo-screenshots/.
 #
 # - npm ci runs only when tests/demo/node_modules is missing or was installed from another lock.
@@ -13,7 +14,8 @@
 #   (wasm-pack, then the post-build step of .ci/post-build.sh: the demo runs what ships).
 # - The reference server (debug build; REALTIME_SERVER_BIN overrides it) listens on a free port with
 #   --allow-kick and a random admin token (kick needs both; the pages get the token in the URL's
-#   fragment, as from `make demo`) and --demo-feed clock, and is stopped on exit, failures included.
+#   fragment, as from `make demo`), --demo-feed clock and --demo-auth (the pages sign in with a name
+#   through POST /realtime/demo-token, as from `make demo`), and is stopped on exit, failures included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/lib.sh
@@ -70,10 +72,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 admin_token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --static-dir www/public --allow-kick --demo-feed clock >"$server_log" 2>&1 &
+REALTIME_ADMIN_TOKEN=$admin_token "$server_bin" --listen 127.0.0.1:0 --static-dir www/public --allow-kick --demo-feed clock --demo-auth >"$server_log" 2>&1 &
 server_pid=$!
 address=$(wait_for_address "$server_pid" "$server_log" 20) || fail "the server did not start"
-say "server on http://$address (--allow-kick, admin token, --demo-feed clock)"
+say "server on http://$address (--allow-kick, admin token, --demo-feed clock, --demo-auth)"
 
 # SERVER_*: run-demo.mjs restarts the server (SIGTERM, then the same flags on the same address;
 # it stops the new one when it exits) to show the rooms coming back without their history.

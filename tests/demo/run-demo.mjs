@@ -1,6 +1,11 @@
 // The demo page (www/public/index.html) in headless Chromium, clicked through like a person would.
 // Two pages (separate browser contexts), each ONE client connection carrying every room and the
-// live feed:
+// live feed, each signed in with its name field (the server runs with --demo-auth: the page's
+// `token` function POSTs the name to /realtime/demo-token) as "alice" and "bob":
+// - every message from the other page shows the other's verified subject (`info.from`), and each
+//   page says "Signed in as" its own; at Disconnect/Connect Alice signs in again under a new name
+//   through the name field, and after the server restart (a new demo secret) her message shows
+//   that subject on Bob's page, not the other name then typed in her field without Connect;
 // - both open a fresh room by deep link (?room=R1) and add a second one (R2) with the room form;
 // - Alice chats in R1 while Bob is in R2: Bob's R1 shows an unread count, which clears when he
 //   selects it; the same the other way round for Bob's messages in R2;
@@ -23,7 +28,7 @@
 //
 // Usage: ADMIN_TOKEN=TOKEN node run-demo.mjs BASE_URL SHOT_DIR
 //   BASE_URL     a reference server started with --static-dir www/public --allow-kick, that admin token
-//                (kick needs it) and --demo-feed clock, e.g. http://127.0.0.1:8080
+//                (kick needs it), --demo-feed clock and --demo-auth, e.g. http://127.0.0.1:8080
 //   ADMIN_TOKEN  handed to the pages as `make demo` does, in the URL's fragment (#admin=TOKEN);
 //                the run checks that the page takes it out of its address and its share link.
 //   SERVER_BIN, SERVER_PID, SERVER_LOG  optional: the server's binary, the pid of the running one
@@ -109,6 +114,8 @@ function snapshot() {
     reconnects: document.getElementById('stat-reconnects').textContent,
     outbox: document.getElementById('stat-outbox').textContent,
     title: document.getElementById('room-title').textContent,
+    signedIn: document.getElementById('signed-in').textContent,
+    subject: document.getElementById('signed-in').dataset.subject,
     rooms,
     feed: {
       outcome: document.getElementById('feed-outcome').dataset.outcome,
@@ -124,8 +131,11 @@ function snapshot() {
   };
 }
 
-async function openPage(browser, room, name) {
+// Opens the demo on `room` signed in as `subject`: the name the page remembers (localStorage, as
+// after an earlier visit) fills its name field, and the page signs in with it when it connects.
+async function openPage(browser, room, name, subject) {
   const context = await browser.newContext({ viewport: VIEWPORT, colorScheme: 'light' });
+  await context.addInitScript((subject) => localStorage.setItem('realtime-demo-name', subject), subject);
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (error) => problems.push(`uncaught: ${error.message}`));
@@ -135,8 +145,31 @@ async function openPage(browser, room, name) {
   const fragment = `#admin=${encodeURIComponent(adminToken)}`;
   const response = await page.goto(`${baseUrl}/?room=${encodeURIComponent(room)}${fragment}`, { timeout: WAIT_MS });
   if (!response || !response.ok()) fail(`${name}: the demo page answered ${response ? response.status() : 'nothing'}`);
-  await page.fill('#name-input', name);
-  return { page, name, problems };
+  await waitInPage(
+    page,
+    `${name}: signed in as ${subject} and open`,
+    (subject) =>
+      document.getElementById('signed-in').dataset.subject === subject &&
+      document.getElementById('signed-in').textContent === `Signed in as ${subject}` &&
+      document.getElementById('state-pill').dataset.state === 'open' &&
+      document.getElementById('name-input').value === subject,
+    subject,
+    snapshot,
+  );
+  return { page, name, subject, problems };
+}
+
+// The server's demo sign-in, as the page uses it: a token for a valid name, 400 for another.
+async function checkDemoSignIn() {
+  const post = (name) =>
+    fetch(`${baseUrl}/realtime/demo-token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }) });
+  const good = await post('carol');
+  const body = good.ok ? await good.json() : null;
+  if (!body || body.subject !== 'carol' || typeof body.token !== 'string' || body.token.split('.').length !== 3) {
+    fail(`POST /realtime/demo-token answered ${good.status} ${JSON.stringify(body)}: is the server running with --demo-auth?`);
+  }
+  const bad = await post(' not<valid> ');
+  if (bad.status !== 400) fail(`POST /realtime/demo-token with an invalid name answered ${bad.status}, expected 400`);
 }
 
 // Sends through the page's own form, to the selected room.
@@ -273,7 +306,7 @@ async function restartServer() {
   }
   // The old process may hold the port a moment longer: a failed bind is retried until the deadline.
   for (;;) {
-    const args = ['--listen', address, '--static-dir', path.resolve('www/public'), '--allow-kick', '--demo-feed', 'clock'];
+    const args = ['--listen', address, '--static-dir', path.resolve('www/public'), '--allow-kick', '--demo-feed', 'clock', '--demo-auth'];
     const stderr = log ? openSync(log, 'a') : 'inherit';
     const child = spawn(bin, args, { env: { ...process.env, REALTIME_ADMIN_TOKEN: adminToken }, stdio: ['ignore', 'pipe', stderr] });
     const line = await new Promise((resolve) => {
@@ -316,8 +349,9 @@ async function main() {
 async function run(browser) {
   const tag = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   const [r1, r2] = [`demo-${tag}-a`, `demo-${tag}-b`];
-  const [a, b] = await Promise.all([openPage(browser, r1, 'Alice'), openPage(browser, r1, 'Bob')]);
-  timed(`two pages open on room ${r1} (deep link)`);
+  await checkDemoSignIn();
+  const [a, b] = await Promise.all([openPage(browser, r1, 'Alice', 'alice'), openPage(browser, r1, 'Bob', 'bob')]);
+  timed(`two pages open on room ${r1} (deep link), signed in as alice and bob`);
 
   for (const { page, name } of [a, b]) {
     await waitInPage(page, `${name}: the client connecting`, () => document.getElementById('state-pill').dataset.state === 'open', null, snapshot);
@@ -467,11 +501,18 @@ async function run(browser) {
   const [viewA, viewB] = [await a.page.evaluate(snapshot), await b.page.evaluate(snapshot)];
   const checks = [];
   for (const [name, view] of [['Alice', viewA], ['Bob', viewB]]) {
+    const subject = name === 'Alice' ? a.subject : b.subject;
+    checks.push([view.subject === subject && view.signedIn === `Signed in as ${subject}`, `${name}'s page says ${JSON.stringify(view.signedIn)}, expected signed in as ${subject}`]);
     for (const [room, { own, others }] of Object.entries(expected[name])) {
       const shown = view.rooms[room];
       checks.push([sameList(shown.others, others), `${name}'s #${room} shows others' messages ${JSON.stringify(shown.others)}, expected ${JSON.stringify(others)}`]);
       checks.push([sameList(shown.own, own), `${name}'s #${room} shows own messages ${JSON.stringify(shown.own)}, expected ${JSON.stringify(own)}`]);
-      checks.push([shown.authors.every((author) => author !== name), `${name}'s #${room} shows authors ${JSON.stringify(shown.authors)}`]);
+      // The sender shown is the other page's verified subject (info.from), on every message.
+      const other = name === 'Alice' ? b.subject : a.subject;
+      checks.push([
+        shown.authors.length === others.length && shown.authors.every((author) => author === other),
+        `${name}'s #${room} shows authors ${JSON.stringify(shown.authors)}, expected ${others.length} times ${JSON.stringify(other)}`,
+      ]);
       checks.push([shown.unsettled === 0, `${name}'s #${room} has a message still pending or failed`]);
       const problem = offsetProblem(name, room, view, own.length + others.length);
       checks.push([problem === null, problem]);
@@ -560,7 +601,18 @@ async function run(browser) {
   const whileClosed = 'Sent while Alice was disconnected';
   await send(b.page, whileClosed);
   await waitInPage(b.page, "Bob's message delivered", () => document.querySelectorAll('#rooms-messages .message.pending').length === 0, null, snapshot);
+  // Alice signs in again under another name through the name field: Connect fetches a token for
+  // it, and what she sends from now on shows that verified subject on Bob's page.
+  a.subject = 'Alice Liddell';
+  await a.page.fill('#name-input', a.subject);
   await a.page.click('#connect-button');
+  await waitInPage(
+    a.page,
+    `Alice signed in as ${a.subject} after Connect`,
+    (subject) => document.getElementById('signed-in').dataset.subject === subject && document.getElementById('state-pill').dataset.state === 'open',
+    a.subject,
+    snapshot,
+  );
   await waitOutcome(a, ['lobby', 'random', 'help', r1, r2], 'recovered');
   expected.Alice[r2].others.push(whileClosed);
   expected.Bob[r2].own.push(whileClosed);
@@ -602,6 +654,9 @@ async function run(browser) {
       await waitInPage(page.page, `${page.name}'s feed showing "gap"`, () => document.getElementById('feed-outcome').dataset.outcome === 'gap', null, snapshot);
     }
     // The chat goes on in the same rooms, over the new server: Bob is in R2, so R1 counts it.
+    // Alice types another name without Connect: she is still signed in as before, and that
+    // verified subject, not what the field says, is the sender Bob sees.
+    await a.page.fill('#name-input', 'mallory');
     const afterRestart = 'Still here after the restart?';
     await send(a.page, afterRestart);
     await waitUnread(b, r1, 1);
@@ -609,6 +664,9 @@ async function run(browser) {
     const restartChecks = [
       [restartB.rooms[r1].others.at(-1) === afterRestart, `Bob's #${r1} ends with ${JSON.stringify(restartB.rooms[r1].others.at(-1))}`],
       [restartB.rooms[r1].others.filter((text) => text === afterRestart).length === 1, `Bob's #${r1} shows the message after the restart more than once`],
+      // The new server has a new demo secret: the page signed in again, as the same name.
+      [restartB.rooms[r1].authors.at(-1) === a.subject, `Bob's #${r1} shows the message after the restart from ${JSON.stringify(restartB.rooms[r1].authors.at(-1))}, expected ${a.subject}`],
+      [restartA.subject === a.subject && restartB.subject === b.subject, `after the restart the pages are signed in as ${restartA.subject} and ${restartB.subject}`],
     ];
     for (const [name, view] of [['Alice', restartA], ['Bob', restartB]]) {
       for (const room of [r1, r2]) {

@@ -8,6 +8,12 @@
 // through the last disconnect: resumed with the session, recovered from the channel's history,
 // a gap (history lost, e.g. after a server restart), or subscribed again.
 //
+// Sign-in: the name field. `make demo` starts the server with --demo-auth (loopback only, never in
+// production: anyone may sign in as any name), and the client's `token` option is a function that
+// POSTs the name to /realtime/demo-token for a short-lived token, before every connect and for
+// every in-band refresh. Each message shows its sender from `info.from`, the subject the server
+// verified, never a name carried in the message itself.
+//
 // It uses only the public JS API of the package built into ./pkg by `make demo`.
 // Every error ends up in the status line or the event log; nothing fails silently.
 
@@ -51,6 +57,7 @@ const ui = {
   sendButton: $('send-button'),
   connectForm: $('connect-form'),
   nameInput: $('name-input'),
+  signedIn: $('signed-in'),
   transportSelect: $('transport-select'),
   connectButton: $('connect-button'),
   disconnectButton: $('disconnect-button'),
@@ -87,6 +94,8 @@ let statsErrorShown = false;
 let resumes = 0;
 // A drop requested by the button and not yet followed by a reconnect (for the chat notice).
 let dropPending = false;
+// The subject of the current client's last demo token (what the server verifies it as), or null.
+let signedInAs = null;
 // Ids of chat messages this tab sent, so that the channel's echo (every subscriber gets a
 // publish, the sender too) marks the pending bubble as delivered instead of showing it twice.
 const pendingOwnMessages = new Map();
@@ -447,7 +456,8 @@ function subscribeRoom(room, target, myGeneration) {
     room.channel.seen(info);
     const payload = data && typeof data === 'object' ? data : { text: describe(data) };
     const text = typeof payload.text === 'string' ? payload.text : describe(data);
-    const author = typeof payload.name === 'string' && payload.name ? payload.name : 'anonymous';
+    // The verified sender (the server sets it; a client cannot forge it); null from a backend.
+    const author = typeof info.from === 'string' ? info.from : 'server';
     if (typeof payload.id === 'string' && pendingOwnMessages.has(payload.id)) {
       markDelivered(pendingOwnMessages.get(payload.id), info.offset);
       pendingOwnMessages.delete(payload.id);
@@ -611,6 +621,7 @@ function watchClient(target, myGeneration) {
       setStatus(`Connected over ${over}: ${channels} on one connection.`, 'ok');
     }
     dropPending = false;
+    if (signedInAs) showSignedIn(`Signed in as ${signedInAs}`, signedInAs);
   });
   on('close', (...args) => {
     logEvent('close', describe(args[0]));
@@ -645,12 +656,63 @@ function watchClient(target, myGeneration) {
   });
 }
 
+// Shows who the page is signed in as (`data-subject` holds the bare subject).
+function showSignedIn(text, subject = '') {
+  ui.signedIn.textContent = text;
+  ui.signedIn.dataset.subject = subject;
+}
+
+// The client's `token` option for a client of `myGeneration` signing in as `name`: called before
+// every connect and for every in-band refresh. It asks the demo server for a fresh token
+// (`--demo-auth`); a failed request rejects, and the client retries with its backoff.
+function demoToken(name, myGeneration) {
+  return async () => {
+    let response;
+    try {
+      response = await fetch(`${location.origin}/realtime/demo-token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name }),
+        cache: 'no-store',
+      });
+    } catch (error) {
+      if (myGeneration === generation) logEvent('sign-in', `failed: ${errorMessage(error)} (the client retries)`);
+      throw error;
+    }
+    if (!response.ok) {
+      const reason = (await response.text().catch(() => '')).trim();
+      const text =
+        response.status === 404
+          ? 'the server has no demo sign-in (start it with --demo-auth, as `make demo` does)'
+          : `HTTP ${response.status}${reason ? `: ${reason}` : ''}`;
+      if (myGeneration === generation) {
+        logEvent('sign-in', `failed: ${text}`);
+        setStatus(`Sign-in as "${name}" failed: ${text}`, 'warn');
+      }
+      throw new Error(`sign-in failed: ${text}`);
+    }
+    const { token, subject, expires_at: expiresAt } = await response.json();
+    if (typeof token !== 'string' || typeof subject !== 'string') throw new Error('sign-in failed: the server answered no token');
+    if (myGeneration === generation) {
+      signedInAs = subject;
+      const until = typeof expiresAt === 'number' ? ` until ${timeOfDay(new Date(expiresAt * 1000))}` : '';
+      logEvent('sign-in', `token for ${subject}${until}`);
+    }
+    return token;
+  };
+}
+
 async function connect() {
   teardown();
   const myGeneration = ++generation;
   statsErrorShown = false;
   resumes = 0;
   dropPending = false;
+  signedInAs = null;
+  // The name is read once per client: a reconnect signs in again as the same principal (a resume
+  // with another one would be refused). A new name takes effect with Connect.
+  const name = currentName();
+  showSignedIn(`Signing in as ${name}…`);
 
   const transports = selectedTransports();
   // No room= in the URL: every room, and the feed, is a subscription of this one client.
@@ -659,7 +721,7 @@ async function connect() {
 
   let next;
   try {
-    next = new RealtimeClient(url, { transports, connectTimeoutMs: CONNECT_TIMEOUT_MS });
+    next = new RealtimeClient(url, { transports, connectTimeoutMs: CONNECT_TIMEOUT_MS, token: demoToken(name, myGeneration) });
   } catch (error) {
     client = null;
     render();
@@ -686,6 +748,7 @@ async function connect() {
 function disconnect() {
   teardown(); // its 'close' event is logged
   generation++;
+  showSignedIn('Not signed in (Connect signs in with the name above).');
   setStatus('Disconnected.', 'info');
   render();
 }
@@ -695,10 +758,11 @@ async function sendChat(text) {
   const sub = room && room.channel.sub;
   if (!sub) return;
   const id = randomId();
-  const item = appendMessage(room, { author: currentName(), text, own: true, pending: true });
+  const item = appendMessage(room, { author: signedInAs || currentName(), text, own: true, pending: true });
   pendingOwnMessages.set(id, item);
   try {
-    await sub.emit('chat', { name: currentName(), text, id });
+    // No name in the message: the server stamps the sender (info.from) from the token.
+    await sub.emit('chat', { text, id });
     if (item.classList.contains('pending')) markDelivered(item);
   } catch (error) {
     markFailed(item, error);
@@ -849,7 +913,10 @@ ui.transportSelect.addEventListener('change', () => {
   logEvent('transport', `forced: ${selectedTransports().join(', ')}`);
   connect();
 });
-ui.nameInput.addEventListener('change', () => rememberSettings());
+ui.nameInput.addEventListener('change', () => {
+  rememberSettings();
+  if (signedInAs && currentName() !== signedInAs) setStatus(`Connect to sign in as "${currentName()}".`, 'info');
+});
 ui.addRoomForm.addEventListener('submit', (event) => {
   event.preventDefault();
   const name = ui.addRoomInput.value.trim();
