@@ -28,6 +28,9 @@ pub const CREDENTIAL_REFUSED: u16 = 4005;
 const REFRESH_MARGIN_MS: u64 = 30_000;
 /// First delay of the retries of a refresh whose token source failed (doubling, capped).
 const REFRESH_RETRY_MS: u64 = 1_000;
+/// How long the token source may take: a source that never answers fails like one that throws
+/// (the round backs off and asks again), instead of holding the client in `connecting` for ever.
+pub const TOKEN_ASK_TIMEOUT_MS: u64 = 15_000;
 
 /// Why a token was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,21 +85,28 @@ impl Session {
     }
 
     /// Whether the connect round may open now; if not, the credential has been asked for.
-    pub(super) fn credential_ready(&mut self) -> bool {
+    pub(super) fn credential_ready(&mut self, now: Millis) -> bool {
         if !self.config.token_source || self.auth.ready {
             self.auth.ready = false;
             return true;
         }
         // A refresh still out now serves the round; so does a connect ask.
         if self.auth.asking.is_none() {
-            self.effects.push(Effect::NeedToken);
+            self.ask_token(now);
         }
         self.auth.asking = Some(Ask::Connect);
         false
     }
 
+    /// Asks the token source, with a deadline for its answer.
+    fn ask_token(&mut self, now: Millis) {
+        self.effects.push(Effect::NeedToken);
+        self.timers.set(Timer::TokenAsk, after(now, TOKEN_ASK_TIMEOUT_MS));
+    }
+
     /// The token source answered.
     pub(super) fn token_ready(&mut self, now: Millis, credential: Option<String>) {
+        self.timers.clear(Timer::TokenAsk);
         let credential = credential.filter(|credential| wire::is_valid_credential(credential.as_bytes()));
         match self.auth.asking.take() {
             Some(Ask::Connect) if matches!(self.state, State::Connecting | State::Reconnecting) => {
@@ -125,6 +135,7 @@ impl Session {
 
     /// The token source failed: the round backs off; a refresh retries until the expiry.
     pub(super) fn token_failed(&mut self, now: Millis, reason: String) {
+        self.timers.clear(Timer::TokenAsk);
         let mut message = String::from("token source failed: ");
         message.push_str(&reason);
         match self.auth.asking.take() {
@@ -163,10 +174,10 @@ impl Session {
     }
 
     /// The refresh is due: ask the token source (the answer goes out on the open session).
-    pub(super) fn refresh_due(&mut self) {
+    pub(super) fn refresh_due(&mut self, now: Millis) {
         if self.active().is_some() && self.auth.asking.is_none() {
             self.auth.asking = Some(Ask::Refresh);
-            self.effects.push(Effect::NeedToken);
+            self.ask_token(now);
         }
     }
 

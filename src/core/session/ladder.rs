@@ -44,7 +44,7 @@ impl Failure {
 impl Session {
     /// Starts walking the ladder: the remembered rung first, then the others in order.
     pub(super) fn start_round(&mut self, now: Millis) {
-        if !self.credential_ready() {
+        if !self.credential_ready(now) {
             return; // The token source is asked; its answer starts the round.
         }
         let first = self

@@ -344,7 +344,10 @@ impl Session {
             self.open_probe(now);
         }
         if self.timers.take_due(Timer::Refresh, now) {
-            self.refresh_due();
+            self.refresh_due(now);
+        }
+        if self.timers.take_due(Timer::TokenAsk, now) {
+            self.token_failed(now, String::from("no answer in time"));
         }
         if self.timers.take_due(Timer::Resubscribe, now) {
             self.resubscribe_due(now);

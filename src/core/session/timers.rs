@@ -26,9 +26,11 @@ pub(super) enum Timer {
     Resubscribe,
     /// Ask for a fresh credential ahead of the one in force (PROTOCOL.md §9.4).
     Refresh,
+    /// The token source has not answered in time: the ask counts as failed.
+    TokenAsk,
 }
 
-const COUNT: usize = 8;
+const COUNT: usize = 9;
 
 impl Timer {
     fn slot(self) -> usize {

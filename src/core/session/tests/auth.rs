@@ -31,6 +31,22 @@ fn errors(events: &[Event]) -> Vec<(ErrorCode, String)> {
         .collect()
 }
 
+/// Runs the clock timer by timer until the token source is asked (the next round's ask, after a
+/// backoff): the effects up to and including that ask. Stopping at the ask keeps it answerable
+/// (an ask left unanswered for its deadline fails, and the round after asks again).
+fn until_asked(h: &mut Harness) -> Vec<Effect> {
+    let limit = h.now + 120_000;
+    let mut seen = Vec::new();
+    while let Some(at) = h.session.poll_timeout().filter(|&at| at <= limit) {
+        h.run_until(at.max(h.now));
+        seen.extend(h.effects());
+        if need_token(&seen) > 0 {
+            break;
+        }
+    }
+    seen
+}
+
 /// connect() on the one rung `kind`; the source answers `token`; returns the Open effect.
 fn connect_with(h: &mut Harness, token: &str) -> (ConnId, String, Vec<u8>) {
     h.session.connect(h.now);
@@ -76,8 +92,7 @@ fn the_websockets_first_message_is_session_and_token_and_the_url_holds_no_secret
     // A lost connection: the next round asks again, and resumes with the new credential.
     h.session.handle_input(h.now, Input::Closed { conn, reason: "cut".into() });
     h.effects();
-    h.run_until(h.now + 60_000);
-    let effects = h.effects();
+    let effects = until_asked(&mut h);
     assert_eq!(need_token(&effects), 1, "{effects:?}");
     assert!(opened(&effects).is_empty(), "the round waits for the credential");
     h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-2".into()))));
@@ -151,7 +166,7 @@ fn a_second_pending_is_a_protocol_error_and_a_refused_bind_fails_the_attempt() {
     assert_eq!(h.session.state(), State::Reconnecting);
 
     // The next attempt: the bind is answered 404 (the adapter reports the POST failed).
-    h.run_until(h.now + 60_000);
+    assert_eq!(need_token(&until_asked(&mut h)), 1);
     h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-2".into()))));
     let [(conn, ..)] = opened(&h.effects())[..] else { panic!() };
     h.data(conn, &[Frame::Pending { stream: "def".into() }]);
@@ -295,8 +310,7 @@ fn a_refused_credential_reconnects_at_once_once_then_with_backoff() {
     });
     assert!(delay.is_some_and(|delay| delay >= 1), "{events:?}");
     assert_eq!(need_token(&h.effects()), 0);
-    h.run_until(h.now + 60_000);
-    assert_eq!(need_token(&h.effects()), 1);
+    assert_eq!(need_token(&until_asked(&mut h)), 1);
     h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("tok-3".into()))));
     let [(conn, ..)] = opened(&h.effects())[..] else { panic!() };
     h.data(conn, &[auth_hello("s1", true, Some(60_000))]);
@@ -325,8 +339,7 @@ fn a_failing_token_source_at_connect_backs_off_and_asks_again() {
     assert!(errors(&events).iter().any(|(code, message)| *code == ErrorCode::Unauthorized && message.contains("no session cookie")));
     assert!(events.iter().any(|event| matches!(event, Event::Reconnecting { .. })));
     assert!(h.effects().is_empty());
-    h.run_until(h.now + 60_000);
-    assert_eq!(need_token(&h.effects()), 1);
+    assert_eq!(need_token(&until_asked(&mut h)), 1);
 }
 
 #[test]
@@ -352,4 +365,45 @@ fn a_message_names_its_verified_sender() {
         })
         .collect();
     assert_eq!(from, vec![Some("alice smith".to_owned())]);
+}
+
+#[test]
+fn a_token_source_that_never_answers_fails_after_its_deadline_and_is_asked_again() {
+    use crate::core::session::auth::TOKEN_ASK_TIMEOUT_MS;
+    let mut h = Harness::new(with_token(vec![TransportKind::WebSocket]));
+    h.session.connect(h.now);
+    assert_eq!(need_token(&h.effects()), 1);
+    let asked = h.now;
+    // Silence up to just before the deadline: still connecting, nothing opened, no error.
+    h.run_until(asked + TOKEN_ASK_TIMEOUT_MS - 1);
+    assert!(h.effects().is_empty());
+    assert!(errors(&h.events()).is_empty());
+    // At the deadline the ask fails like a source that threw: an error, then the backoff.
+    h.run_until(asked + TOKEN_ASK_TIMEOUT_MS);
+    let events = h.events();
+    assert!(errors(&events).iter().any(|(code, message)| *code == ErrorCode::Unauthorized && message.contains("no answer in time")));
+    assert!(events.iter().any(|event| matches!(event, Event::Reconnecting { .. })));
+    // The late answer of the first ask is nobody's: it opens nothing.
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("late".into()))));
+    assert!(opened(&h.effects()).is_empty());
+    // The next round asks again, and its answer opens the connection.
+    assert_eq!(need_token(&until_asked(&mut h)), 1);
+    h.session.handle_input(h.now, Input::TokenReady(Some(wire::Credential("fresh".into()))));
+    assert_eq!(opened(&h.effects()).len(), 1);
+}
+
+#[test]
+fn a_refresh_whose_source_never_answers_is_asked_again_before_expiry() {
+    use crate::core::session::auth::TOKEN_ASK_TIMEOUT_MS;
+    let mut h = Harness::new(with_token(vec![TransportKind::WebSocket]));
+    let conn = open_ws(&mut h, Some(300_000));
+    let opened_at = h.now;
+    // The refresh is asked 30 s ahead of expiry; the source stays silent past its deadline.
+    live_until(&mut h, conn, opened_at + 270_000);
+    assert_eq!(need_token(&h.effects()), 1);
+    live_until(&mut h, conn, opened_at + 270_000 + TOKEN_ASK_TIMEOUT_MS);
+    assert!(errors(&h.events()).iter().any(|(_, message)| message.contains("no answer in time")));
+    // The retry (1 s later, still before the expiry) asks again.
+    live_until(&mut h, conn, opened_at + 270_000 + TOKEN_ASK_TIMEOUT_MS + 1_000);
+    assert_eq!(need_token(&h.effects()), 1);
 }
