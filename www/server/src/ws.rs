@@ -61,15 +61,17 @@ pub async fn handle(
         match (request, probe_guard) {
             (Ok(_), Some(guard)) => serve_probe(state, socket, guard).await,
             (Ok(request), None) => serve(state, socket, request, ip).await,
-            (Err(()), _) => {
-                let close = close(close_code::UNSUPPORTED_VERSION, "unsupported protocol version", Retry::Never);
-                let (sink, _) = socket.split();
-                let mut sink = WsSink { sink };
-                sink.send_frames(&[Frame::Close(close.clone())]).await;
-                sink.finish(Some(&close)).await;
-            }
+            (Err(()), _) => close_at_once(socket, close(close_code::UNSUPPORTED_VERSION, "unsupported protocol version", Retry::Never)).await,
         }
     })
+}
+
+/// Sends `close` as the connection's only frame, then the WebSocket close with its code.
+pub(crate) async fn close_at_once(socket: WebSocket, close: Close) {
+    let (sink, _) = socket.split();
+    let mut sink = WsSink { sink };
+    sink.send_frames(&[Frame::Close(close.clone())]).await;
+    sink.finish(Some(&close)).await;
 }
 
 /// A probe: hello, then held until the client closes, `probe_hold` or shutdown. What the client

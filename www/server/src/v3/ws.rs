@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
-use realtime_client::core::wire::{close_code, Close, Frame, Retry};
+use realtime_client::core::wire::{close_code, Frame, Retry};
 
 use super::{base_request, connect, is_v3, limit_close, opening, Opened, V3Hello};
 use crate::client_ip::ClientIp;
@@ -21,7 +21,7 @@ use crate::metrics::LimitKind;
 use crate::params::Params;
 use crate::session::{close, close_for_wire_error, ConnectRequest};
 use crate::writer::{self, FrameSink};
-use crate::ws::WsSink;
+use crate::ws::{close_at_once, WsSink};
 use crate::{probe, text_error, AppState, ProbeGuard};
 
 /// Longest wait for the client's first message.
@@ -60,13 +60,6 @@ pub async fn handle(
     }
     let limit = state.config.max_batch_bytes();
     upgrade.read_buffer_size(4096).max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| serve(state, socket, base, ip))
-}
-
-async fn close_at_once(socket: WebSocket, close: Close) {
-    let (sink, _) = socket.split();
-    let mut sink = WsSink { sink };
-    sink.send_frames(&[Frame::Close(close.clone())]).await;
-    sink.finish(Some(&close)).await;
 }
 
 /// A v3 probe: as v2's (`crate::ws`), with `v=3` in its hello.
